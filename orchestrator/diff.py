@@ -1,0 +1,72 @@
+"""PURE: field-level differences between two specs, and the one table of which fields need a restart.
+
+Both `diff` output and the planner use FIELDS, so what a user is told and what the reconciler does can
+never disagree. A test checks that every ProcessSpec field is in the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .model import ProcessSpec
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    path: str  # the manifest path users know the field by
+    restart: bool  # does changing it restart running replicas?
+
+
+FIELDS: dict[str, FieldRule] = {
+    "name": FieldRule("metadata.name", True),
+    "namespace": FieldRule("metadata.namespace", True),
+    "kind": FieldRule("kind", True),
+    "labels": FieldRule("metadata.labels", False),
+    "command": FieldRule("spec.command", True),
+    "shell": FieldRule("spec.shell", True),
+    "working_dir": FieldRule("spec.workingDir", True),
+    "env": FieldRule("spec.env", True),
+    "user": FieldRule("spec.user", True),
+    # Scaling adds or removes replicas; it never restarts the ones that stay.
+    "replicas": FieldRule("spec.replicas", False),
+    # Priority orders starts; a running process is not restarted to be reordered.
+    "priority": FieldRule("spec.priority", False),
+    "restart_policy": FieldRule("spec.restartPolicy", False),
+    "success_exit_codes": FieldRule("spec.successExitCodes", False),
+    "backoff": FieldRule("spec.backoff", False),
+    "max_restarts": FieldRule("spec.maxRestarts", False),
+    "restart_window_seconds": FieldRule("spec.restartWindowSeconds", False),
+    "backoff_limit": FieldRule("spec.backoffLimit", False),
+    # Dependencies gate starting only; a running dependent keeps running.
+    "depends_on": FieldRule("spec.dependsOn", False),
+    "shutdown": FieldRule("spec.shutdown", False),
+}
+RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str  # attribute name on ProcessSpec
+    path: str  # manifest path
+    old: Any
+    new: Any
+    restart: bool
+
+
+def changes(old: ProcessSpec, new: ProcessSpec) -> tuple[FieldChange, ...]:
+    """Every field that differs, in table order."""
+    if old is new or old == new:
+        return ()
+    return tuple(
+        FieldChange(name, rule.path, getattr(old, name), getattr(new, name), rule.restart)
+        for name, rule in FIELDS.items()
+        if getattr(old, name) != getattr(new, name)
+    )
+
+
+def needs_restart(old: ProcessSpec, new: ProcessSpec) -> bool:
+    """True when a process started from `old` must be restarted to run as `new`."""
+    if old is new:
+        return False
+    return any(getattr(old, name) != getattr(new, name) for name in RESTART_FIELDS)

@@ -1,0 +1,70 @@
+"""The one exception tree of orchestrator.
+
+User errors (bad manifests, bad arguments) carry where they come from (file, line, column, field path) and
+are collected, not raised one by one: a ManifestError holds every Problem found. Only the CLI and API edges
+turn these into messages and exit codes. A managed process that fails is not an exception: it is an
+outcome with a Reason (see model.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A place in a manifest file; line and column are 1-based (0 when unknown)."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return self.file
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where, which field, and what was expected."""
+
+    location: Location
+    path: str  # dotted field path such as "spec.backoff.initialSeconds"; "" for the whole document
+    message: str
+
+    def __str__(self) -> str:
+        field = f"{self.path}: " if self.path else ""
+        return f"{self.location}: {field}{self.message}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.location.file,
+            "line": self.location.line,
+            "column": self.location.column,
+            "path": self.path,
+            "message": self.message,
+        }
+
+
+class OrchestratorError(Exception):
+    """Base of every error orchestrator raises on purpose."""
+
+
+class UserError(OrchestratorError):
+    """The user asked for something that cannot be done; the message says why. Exit code 1 or 2."""
+
+
+class ManifestError(UserError):
+    """One or more problems in manifests: every problem found, sorted by place."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(sorted(problems, key=lambda p: (p.location, p.path, p.message)))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SpawnError(OrchestratorError):
+    """A command could not be started (missing binary, permission denied, bad working directory).
+
+    The reconciler turns it into an exit with reason StartFailed; it never crashes the orchestrator.
+    """

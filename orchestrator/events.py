@@ -1,0 +1,70 @@
+"""Event records and their fan-out. Every state change of a replica is an event.
+
+The reconciler emits; subscribers (the `run` printer, later the store and `events -w`) receive. A
+subscriber that raises is reported on stderr once per event and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class EventType(str, Enum):
+    APPLIED = "Applied"
+    STARTED = "Started"
+    START_FAILED = "StartFailed"
+    EXITED = "Exited"
+    BACKOFF = "BackOff"
+    WAITING = "Waiting"
+    STOPPING = "Stopping"
+    KILLING = "Killing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SHUTDOWN = "Shutdown"
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float  # wall-clock time, seconds since the epoch (for people)
+    type: EventType
+    object: str  # `namespace/name`, or "" for events about the orchestrator itself
+    message: str
+    replica: int | None = None
+    pid: int | None = None
+
+    @property
+    def subject(self) -> str:
+        if not self.object:
+            return "orchestrator"
+        return self.object if self.replica is None else f"{self.object}[{self.replica}]"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "time": self.at,
+            "type": self.type.value,
+            "object": self.object,
+            "replica": self.replica,
+            "pid": self.pid,
+            "message": self.message,
+        }
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception as error:  # a broken subscriber must not stop the reconciler
+                print(f"orchestrator: event subscriber failed: {error!r}", file=sys.stderr)

@@ -1,0 +1,155 @@
+"""Spawning, signalling and reaping: the only place that forks.
+
+Each replica runs in its own session and process group (so a stop reaches the whole tree and a Ctrl-C
+in the terminal reaches only the orchestrator), with no shell unless the spec asks for one, stdin from
+/dev/null and stdout+stderr appended to its log file. Every child gets a pidfd, which turns "this process
+ended" into a readable file descriptor for the reconciler's single selector; the child is then reaped
+here, after what is left of its process group has been SIGKILLed (while the zombie still pins the pid,
+so the group id cannot have been reused).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import resource
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SpawnError
+from .logs import open_log
+from .model import ProcessIdentity, ProcessSpec, ReplicaId
+from .observe import identity
+
+
+@dataclass(frozen=True)
+class Child:
+    replica: ReplicaId
+    process: ProcessIdentity
+    pidfd: int
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None
+    signal: int | None
+
+
+class Executor:
+    """Starts replicas as children of this process and collects their exit status."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._base_env = dict(os.environ)
+        raise_open_files_limit()
+
+    def spawn(self, replica: ReplicaId, spec: ProcessSpec) -> Child:
+        """Start one replica; raises SpawnError with the reason when it cannot be started."""
+        argv = list(spec.command)
+        if spec.shell:
+            argv = ["/bin/sh", "-c", argv[0] if len(argv) == 1 else shlex.join(argv)]
+        env = dict(self._base_env)
+        env.update(spec.env)
+        namespace, name = replica.key.split("/", 1)
+        env["ORCH_NAME"] = name
+        env["ORCH_NAMESPACE"] = namespace
+        env["ORCH_REPLICA"] = str(replica.index)
+        user_args = _user_arguments(spec.user, env)
+        log_fd = open_log(self.log_dir, replica)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                cwd=spec.working_dir,
+                env=env,
+                start_new_session=True,
+                **user_args,  # type: ignore[arg-type]
+            )
+        except FileNotFoundError as error:
+            missing = spec.working_dir if error.filename == spec.working_dir else argv[0]
+            what = "working directory" if missing == spec.working_dir else "command"
+            raise SpawnError(f"{what} not found: {missing}") from error
+        except PermissionError as error:
+            raise SpawnError(f"permission denied: {error.filename or argv[0]}") from error
+        except OSError as error:
+            raise SpawnError(f"{argv[0]}: {error.strerror or error}") from error
+        finally:
+            os.close(log_fd)
+        pid = popen.pid
+        self._children[pid] = popen
+        pidfd = os.pidfd_open(pid)
+        return Child(replica, identity(pid), pidfd)
+
+    def signal_group(self, process: ProcessIdentity, signame: str) -> None:
+        """Send a signal to the whole process group of a child we have not reaped yet."""
+        if process.pid not in self._children:
+            return  # already reaped: its group was killed then
+        try:
+            os.killpg(process.pid, signal.Signals[signame])
+        except ProcessLookupError:
+            pass
+
+    def kill_group(self, process: ProcessIdentity) -> None:
+        self.signal_group(process, "SIGKILL")
+
+    def reap(self, pid: int) -> ExitStatus | None:
+        """Collect a child's exit status once its pidfd is readable; None if it has not exited yet.
+
+        Whatever is left of its process group is SIGKILLed first: a replica's tree ends with it.
+        """
+        popen = self._children.get(pid)
+        if popen is None:
+            return None
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        code = popen.poll()
+        if code is None:
+            return None
+        del self._children[pid]
+        if code < 0:
+            return ExitStatus(None, -code)
+        return ExitStatus(code, None)
+
+    @property
+    def running(self) -> int:
+        return len(self._children)
+
+
+def _user_arguments(user: str | None, env: dict[str, str]) -> dict[str, object]:
+    """Popen arguments that run the child as `user` with its groups, HOME and USER; needs root."""
+    if user is None:
+        return {}
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError as error:
+        raise SpawnError(f"no such user: {user}") from error
+    if os.geteuid() != 0:
+        if entry.pw_uid == os.geteuid():
+            return {}
+        raise SpawnError(f"running as user {user} needs the orchestrator to run as root")
+    env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": os.getgrouplist(user, entry.pw_gid),
+    }
+
+
+def raise_open_files_limit() -> None:
+    """Each child holds a pidfd here: let the soft limit of open files rise to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Capped, because children inherit it and some programs size tables by it.
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass

@@ -1,0 +1,196 @@
+"""Values: frozen specs built from validated manifests, run-state records and the str-enums naming states.
+
+A spec never carries runtime fields; runtime facts live in ReplicaRecord. Nothing here does I/O.
+Defaults and units of every manifest field are written once, in the schemas' descriptions; the defaults
+below mirror them so that specs built in code (tests, benchmarks) mean the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+from .errors import Location
+
+DEFAULT_NAMESPACE = "default"
+
+
+class Kind(str, Enum):
+    PROCESS = "Process"
+    JOB = "Job"
+
+
+class RestartPolicy(str, Enum):
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class Condition(str, Enum):
+    """What a dependent waits for. Without probes, `ready` means every replica is running."""
+
+    STARTED = "started"
+    READY = "ready"
+    COMPLETED = "completed"
+
+
+class Phase(str, Enum):
+    """The state of one replica, as shown to users."""
+
+    PENDING = "Pending"  # desired, not started yet
+    WAITING = "Waiting"  # waiting for its dependencies
+    RUNNING = "Running"
+    STOPPING = "Stopping"  # stop signal sent, waiting for it to exit
+    BACKOFF = "BackOff"  # exited, next try planned at a time
+    SUCCEEDED = "Succeeded"  # exited with success and will not be restarted
+    FAILED = "Failed"  # will not be restarted: failed under its policy, or past maxRestarts / backoffLimit
+
+
+class Reason(str, Enum):
+    """Why a process ended."""
+
+    COMPLETED = "Completed"  # exit code in successExitCodes
+    ERROR = "Error"  # another exit code
+    KILLED = "Killed"  # ended by a signal
+    START_FAILED = "StartFailed"  # could not be started at all (missing binary, permission denied)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial_seconds: float = 1.0
+    max_seconds: float = 300.0
+    multiplier: float = 2.0
+    reset_after_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    signal: str = "SIGTERM"
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str
+    condition: Condition = Condition.STARTED
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The desired state of one Process or Job, built from one validated manifest document.
+
+    `env` holds the manifest's env merged over its envFrom files, as sorted (name, value) pairs.
+    `working_dir` is absolute. `location` says where the document is and takes no part in comparisons.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    namespace: str = DEFAULT_NAMESPACE
+    kind: Kind = Kind.PROCESS
+    labels: tuple[tuple[str, str], ...] = ()
+    shell: bool = False
+    working_dir: str = "/"
+    env: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    replicas: int = 1
+    priority: int = 0
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    success_exit_codes: tuple[int, ...] = (0,)
+    backoff: Backoff = Backoff()
+    max_restarts: int | None = None
+    restart_window_seconds: float = 60.0
+    backoff_limit: int = 6  # Jobs only: retries after the first failure
+    depends_on: tuple[Dependency, ...] = ()
+    shutdown: Shutdown = Shutdown()
+    location: Location | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`: unique among the desired specs."""
+        return f"{self.namespace}/{self.name}"
+
+    def dependency_key(self, dependency: Dependency) -> str:
+        return f"{self.namespace}/{dependency.name}"
+
+    @property
+    def effective_restart_policy(self) -> RestartPolicy:
+        """Jobs run to completion: they are retried on failure only."""
+        return RestartPolicy.ON_FAILURE if self.kind is Kind.JOB else self.restart_policy
+
+
+@dataclass(frozen=True, order=True)
+class ReplicaId:
+    """One slot of a pool: replica `index` of the spec `key` (`namespace/name`)."""
+
+    key: str
+    index: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.key}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """A process is (pid, create_time), never the pid alone: pids are reused."""
+
+    pid: int
+    create_time: float
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a run of a replica ended."""
+
+    code: int | None  # exit status, None when killed by a signal or never started
+    signal: int | None
+    reason: Reason
+    at: float  # monotonic time of the exit
+    ran_seconds: float  # how long it ran
+    message: str = ""  # for StartFailed: why
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """What the reconciler remembers about one replica slot: facts, not decisions.
+
+    `spec` is the spec the current (or last) process was started from. `crash_streak` counts the
+    consecutive runs that ended and were shorter than backoff.resetAfterSeconds; it sizes the backoff.
+    Whether the replica is in BackOff, Succeeded or Failed is not stored: policy.py derives it from
+    these facts, the same way on every pass.
+    """
+
+    spec: ProcessSpec
+    process: ProcessIdentity | None = None
+    started_at: float | None = None  # monotonic
+    stop_requested_at: float | None = None  # monotonic; set while we are stopping it
+    killed: bool = False  # SIGKILL already sent to its group during this stop
+    restarts: int = 0
+    restart_times: tuple[float, ...] = ()  # monotonic times of recent restarts (for maxRestarts)
+    crash_streak: int = 0
+    failures: int = 0  # failed runs of this spec (Jobs' backoffLimit)
+    last_exit: Exit | None = None
+    stopped_on_purpose: bool = False  # the last run was ended by us (spec change, restart): start it again now
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Every desired spec by key, with the start order worked out once per apply (graph.desired_state).
+
+    `start_order` lists keys by dependency generation, higher priority first within one; stopping goes
+    in reverse. `dependents` maps a key to the keys that depend on it.
+    """
+
+    specs: Mapping[str, ProcessSpec]
+    start_order: tuple[str, ...]
+    dependents: Mapping[str, tuple[str, ...]]
+
+    @staticmethod
+    def empty() -> DesiredState:
+        return DesiredState(MappingProxyType({}), (), MappingProxyType({}))

@@ -1,0 +1,217 @@
+"""PURE: (desired, records, now) -> Plan(actions, waiting, wake_at).
+
+The whole decision of the reconciler, as a function: no I/O, no clock of its own, no memory between
+calls. It compares every desired replica with what the records say runs now and returns small, ordered
+actions: starts in dependency order (higher priority first within a generation), stops of what changed or
+is no longer wanted (dependents before their dependencies), SIGKILLs of stops that ran past their
+timeout, and records to forget. Replicas that must wait (backoff, dependencies) are listed with the time
+they want to be woken, so waiting is planned, never slept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from .diff import needs_restart
+from .model import Condition, DesiredState, Kind, Phase, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
+from .policy import Step, next_step
+
+
+class StopReason(str, Enum):
+    REMOVED = "Removed"  # no longer in the desired state (prune, delete, shutdown)
+    SPEC_CHANGED = "SpecChanged"  # a field that needs a restart changed
+    SCALED_DOWN = "ScaledDown"
+
+
+@dataclass(frozen=True)
+class Start:
+    replica: ReplicaId
+    spec: ProcessSpec
+
+
+@dataclass(frozen=True)
+class Stop:
+    replica: ReplicaId
+    process: ProcessIdentity
+    signal: str
+    timeout_seconds: float
+    reason: StopReason
+
+
+@dataclass(frozen=True)
+class Kill:
+    """A stop ran past its timeout: SIGKILL the whole process group."""
+
+    replica: ReplicaId
+    process: ProcessIdentity
+
+
+@dataclass(frozen=True)
+class Forget:
+    """A replica that is no longer desired and no longer runs: drop its record."""
+
+    replica: ReplicaId
+
+
+Action = Start | Stop | Kill | Forget
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A replica that is not running and will not be started in this pass, and why."""
+
+    replica: ReplicaId
+    phase: Phase  # BACKOFF, WAITING, SUCCEEDED or FAILED
+    until: float | None  # monotonic time it will be tried again, None when not planned
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    waiting: tuple[Waiting, ...]
+    wake_at: float | None  # the earliest time the plan may change without an event
+
+    @property
+    def starts(self) -> int:
+        return sum(1 for a in self.actions if isinstance(a, Start))
+
+
+def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now: float) -> Plan:
+    actions: list[Action] = []
+    waiting: list[Waiting] = []
+    wake: list[float] = []
+    by_key: dict[str, list[tuple[ReplicaId, ReplicaRecord]]] = {}
+    for rid, record in records.items():
+        by_key.setdefault(rid.key, []).append((rid, record))
+
+    # Stops come first: escalate overdue stops, then stop what is unwanted, dependents before dependencies.
+    for rid, record in records.items():
+        if record.process is not None and record.stop_requested_at is not None:
+            deadline = record.stop_requested_at + record.spec.shutdown.timeout_seconds
+            if record.killed:
+                continue
+            if now >= deadline:
+                actions.append(Kill(rid, record.process))
+            else:
+                wake.append(deadline)
+    actions.extend(_stops_of_unwanted(desired, records, by_key))
+
+    conditions: dict[tuple[str, Condition], str | None] = {}
+    for key in desired.start_order:
+        spec = desired.specs[key]
+        blocked: str | None = None
+        for dep in spec.depends_on:
+            dep_key = spec.dependency_key(dep)
+            memo = (dep_key, dep.condition)
+            if memo not in conditions:
+                conditions[memo] = _unmet(desired.specs[dep_key], dep.condition, by_key.get(dep_key, ()))
+            if conditions[memo] is not None:
+                blocked = conditions[memo]
+                break
+        for index in range(spec.replicas):
+            rid = ReplicaId(key, index)
+            record = records.get(rid)
+            if record is not None and record.process is not None:
+                if record.stop_requested_at is None and needs_restart(record.spec, spec):
+                    actions.append(
+                        Stop(rid, record.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
+                             StopReason.SPEC_CHANGED)
+                    )
+                continue
+            if record is not None and record.last_exit is not None and not needs_restart(record.spec, spec):
+                step = next_step(spec, record)
+                if step.step is Step.SUCCEEDED:
+                    waiting.append(Waiting(rid, Phase.SUCCEEDED, None, step.why))
+                    continue
+                if step.step is Step.FAILED:
+                    waiting.append(Waiting(rid, Phase.FAILED, None, step.why))
+                    continue
+                if step.at > now:
+                    waiting.append(Waiting(rid, Phase.BACKOFF, step.at, step.why))
+                    wake.append(step.at)
+                    continue
+            if blocked is not None:
+                waiting.append(Waiting(rid, Phase.WAITING, None, blocked))
+                continue
+            actions.append(Start(rid, spec))
+    return Plan(tuple(actions), tuple(waiting), min(wake) if wake else None)
+
+
+def _stops_of_unwanted(
+    desired: DesiredState,
+    records: Mapping[ReplicaId, ReplicaRecord],
+    by_key: Mapping[str, list[tuple[ReplicaId, ReplicaRecord]]],
+) -> list[Action]:
+    """Stop or forget replicas that are removed or scaled away.
+
+    A removed process is stopped only once nothing that depends on it still runs, so a whole stack is
+    stopped in reverse dependency order over a few passes (each pass after an exit).
+    """
+    # Which keys are still needed, directly or through other processes, by a key with a live process
+    # (following the spec each key runs under).
+    specs = {key: desired.specs.get(key) or replicas[0][1].spec for key, replicas in by_key.items()}
+    held_by: dict[str, set[str]] = {}
+    for key, replicas in by_key.items():
+        if not any(record.process is not None for _, record in replicas):
+            continue
+        stack = [key]
+        seen = {key}
+        while stack:
+            spec = specs.get(stack.pop())
+            if spec is None:
+                continue
+            for dep in spec.depends_on:
+                dep_key = spec.dependency_key(dep)
+                if dep_key not in seen:
+                    seen.add(dep_key)
+                    held_by.setdefault(dep_key, set()).add(key)
+                    stack.append(dep_key)
+
+    actions: list[Action] = []
+    for key in sorted(by_key):
+        spec = desired.specs.get(key)
+        for rid, record in sorted(by_key[key], key=lambda item: -item[0].index):
+            if spec is not None and rid.index < spec.replicas:
+                continue
+            if spec is None and held_by.get(key, set()) - {key}:
+                # Something that depends on it still runs: stop that first, and keep this record
+                # until then, since its spec links the chain of dependencies.
+                continue
+            if record.process is None:
+                actions.append(Forget(rid))
+                continue
+            if record.stop_requested_at is not None:
+                continue
+            shutdown = (spec or record.spec).shutdown
+            reason = StopReason.REMOVED if spec is None else StopReason.SCALED_DOWN
+            actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, reason))
+    return actions
+
+
+def _unmet(dep: ProcessSpec, condition: Condition, replicas: Sequence[tuple[ReplicaId, ReplicaRecord]]) -> str | None:
+    """None when `condition` holds for every replica of `dep`, else what is awaited, in words.
+
+    Until probes exist, `ready` means running. A Job is started while it runs or once it succeeded.
+    """
+    records = dict(replicas)
+    for index in range(dep.replicas):
+        record = records.get(ReplicaId(dep.key, index))
+        if record is None or needs_restart(record.spec, dep):
+            return f"waiting for {dep.name} to {_WORDS[condition]}"
+        running = record.process is not None and record.stop_requested_at is None
+        finished = next_step(dep, record).step if record.process is None and record.last_exit else None
+        if finished is Step.FAILED:
+            return f"{dep.name} failed and will not be restarted"
+        if finished is Step.SUCCEEDED:
+            continue
+        if condition is Condition.COMPLETED or (dep.kind is Kind.JOB and condition is Condition.READY):
+            return f"waiting for {dep.name} to complete"
+        if not running:
+            return f"waiting for {dep.name} to {_WORDS[condition]}"
+    return None
+
+
+_WORDS = {Condition.STARTED: "start", Condition.READY: "be ready", Condition.COMPLETED: "complete"}

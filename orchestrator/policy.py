@@ -1,0 +1,143 @@
+"""PURE: restart decisions and backoff arithmetic.
+
+Folds facts into ReplicaRecords (`record_start`, `record_exit`) and derives, from those facts alone, what
+comes next for a replica that is not running (`next_step`). The planner and the event messages both ask
+`next_step`, so they cannot disagree. No clock: every function that needs "now" takes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from .model import Backoff, Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord, RestartPolicy
+
+
+class Step(str, Enum):
+    START = "Start"  # start at `at` (at once when at <= now)
+    SUCCEEDED = "Succeeded"  # done, with success
+    FAILED = "Failed"  # done, not to be restarted
+
+
+@dataclass(frozen=True)
+class Next:
+    step: Step
+    at: float = 0.0  # for START: the monotonic time of the next try
+    why: str = ""
+
+
+def backoff_delay(backoff: Backoff, streak: int) -> float:
+    """Seconds to wait before the next try after `streak` consecutive short runs (1 = the first crash)."""
+    if streak <= 0:
+        return 0.0
+    # Cap the exponent so a long streak cannot overflow a float.
+    exponent = min(streak - 1, 1024)
+    try:
+        delay = backoff.initial_seconds * backoff.multiplier**exponent
+    except OverflowError:
+        delay = backoff.max_seconds
+    return min(delay, backoff.max_seconds)
+
+
+def classify_exit(spec: ProcessSpec, code: int | None, signal: int | None) -> Reason:
+    if signal is not None:
+        return Reason.KILLED
+    if code is not None and code in spec.success_exit_codes:
+        return Reason.COMPLETED
+    return Reason.ERROR
+
+
+def record_start(
+    record: ReplicaRecord | None, spec: ProcessSpec, process: ProcessIdentity, now: float
+) -> ReplicaRecord:
+    """The record once `spec` has been started as `process`.
+
+    A start from the same spec after an unplanned exit is a restart: counted, and remembered for
+    maxRestarts. A new spec starts a fresh record.
+    """
+    if record is None or record.spec != spec:
+        return ReplicaRecord(spec=spec, process=process, started_at=now)
+    restart = record.last_exit is not None and not record.stopped_on_purpose
+    times = record.restart_times
+    if restart:
+        horizon = now - spec.restart_window_seconds
+        times = tuple(t for t in times if t > horizon) + (now,)
+    return replace(
+        record,
+        spec=spec,
+        process=process,
+        started_at=now,
+        stop_requested_at=None,
+        killed=False,
+        restarts=record.restarts + (1 if restart else 0),
+        restart_times=times,
+        stopped_on_purpose=False,
+    )
+
+
+def record_start_failure(record: ReplicaRecord | None, spec: ProcessSpec, message: str, now: float) -> ReplicaRecord:
+    """A start that could not happen (missing binary, ...) is a run that ended at once, with its reason."""
+    started = record_start(record, spec, ProcessIdentity(pid=0, create_time=now), now)
+    return record_exit(started, Exit(None, None, Reason.START_FAILED, now, 0.0, message))
+
+
+def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
+    """The record once its process has ended as `exit`."""
+    on_purpose = record.stop_requested_at is not None
+    if on_purpose:
+        streak, failures = record.crash_streak, record.failures
+    else:
+        long_run = exit.ran_seconds >= record.spec.backoff.reset_after_seconds
+        streak = 1 if long_run else record.crash_streak + 1
+        failures = record.failures + (0 if exit.reason is Reason.COMPLETED else 1)
+    return replace(
+        record,
+        process=None,
+        stop_requested_at=None,
+        killed=False,
+        crash_streak=streak,
+        failures=failures,
+        last_exit=exit,
+        stopped_on_purpose=on_purpose,
+    )
+
+
+def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
+    """What comes next for a replica of `spec` whose process has exited (record.last_exit is set).
+
+    Derived from facts only, with the exit time as "now", so every pass reaches the same answer.
+    """
+    exit = record.last_exit
+    if exit is None or record.stopped_on_purpose:
+        return Next(Step.START, 0.0)
+    success = exit.reason is Reason.COMPLETED
+    policy = spec.effective_restart_policy
+    if success and policy is not RestartPolicy.ALWAYS:
+        return Next(Step.SUCCEEDED, why=f"exited with code {exit.code}")
+    if not success and policy is RestartPolicy.NEVER:
+        return Next(Step.FAILED, why=f"{_describe(exit)}; restartPolicy is Never")
+    if spec.kind is Kind.JOB and record.failures > spec.backoff_limit:
+        return Next(Step.FAILED, why=f"{_describe(exit)}; backoffLimit {spec.backoff_limit} reached")
+    if spec.max_restarts is not None:
+        horizon = exit.at - spec.restart_window_seconds
+        recent = sum(1 for t in record.restart_times if t > horizon)
+        if recent >= spec.max_restarts:
+            return Next(
+                Step.FAILED,
+                why=f"{_describe(exit)}; {recent} restarts within {spec.restart_window_seconds:g} s "
+                f"(maxRestarts {spec.max_restarts})",
+            )
+    return Next(Step.START, exit.at + backoff_delay(spec.backoff, record.crash_streak), _describe(exit))
+
+
+def _describe(exit: Exit) -> str:
+    if exit.reason is Reason.START_FAILED:
+        return f"could not start: {exit.message}"
+    if exit.signal is not None:
+        return f"killed by {_SIGNAL_NAMES.get(exit.signal, f'signal {exit.signal}')}"
+    return f"exited with code {exit.code}"
+
+
+# Linux numbers of the signals that commonly end a process; the signal module is not imported here.
+_SIGNAL_NAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE",
+                 15: "SIGTERM"}

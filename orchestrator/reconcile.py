@@ -1,0 +1,225 @@
+"""The reconciler: the single writer of run state. observe -> plan -> execute, on every wake-up.
+
+One thread, one selector. It sleeps until a child ends (its pidfd becomes readable), a message or a
+signal arrives on the wake pipe, the plan's next wake-up is due, or the periodic resync comes round. A
+wake-up only means "look again": every pass reads the clock once and plans from the whole desired state
+and every record, whatever woke it. Other threads (probes, the API, watchers) only `post` messages.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import signal
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .clock import Clock
+from .errors import SpawnError
+from .events import Event, EventBus, EventType
+from .execute import Executor
+from .model import DesiredState, Exit, Phase, ReplicaId, ReplicaRecord
+from .plan import Forget, Kill, Plan, Start, Stop, Waiting, plan
+from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
+
+Message = Callable[["Reconciler"], None]
+
+
+class Reconciler:
+    def __init__(self, executor: Executor, clock: Clock, events: EventBus, resync_seconds: float = 10.0) -> None:
+        self.executor = executor
+        self.clock = clock
+        self.events = events
+        self.resync_seconds = resync_seconds
+        self.desired = DesiredState.empty()
+        self.records: dict[ReplicaId, ReplicaRecord] = {}
+        self.waiting: dict[ReplicaId, Waiting] = {}
+        self.shutting_down = False
+        self._messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pidfds: dict[ReplicaId, int] = {}
+
+    # -- the only ways in from outside the loop -------------------------------------------------
+
+    @property
+    def wake_fd(self) -> int:
+        """Write a byte here (or hand it to signal.set_wakeup_fd) to wake the loop."""
+        return self._wake_w
+
+    def post(self, message: Message) -> None:
+        """Run `message(self)` on the loop's thread at its next wake-up."""
+        self._messages.put(message)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    # -- run state changes (loop thread only) ---------------------------------------------------
+
+    def set_desired(self, desired: DesiredState) -> None:
+        self.desired = desired
+
+    def shut_down(self, force: bool = False) -> None:
+        """Stop everything in reverse dependency order; with force, SIGKILL every group now."""
+        if not self.shutting_down:
+            self.shutting_down = True
+            self._emit(EventType.SHUTDOWN, "", "stopping everything in reverse dependency order")
+        self.desired = DesiredState.empty()
+        if force:
+            self._emit(EventType.SHUTDOWN, "", "forced: killing every process group")
+            for rid, record in self.records.items():
+                if record.process is not None:
+                    self.executor.kill_group(record.process)
+                    stopping_since = record.stop_requested_at or self.clock.monotonic()
+                    self.records[rid] = replace(record, killed=True, stop_requested_at=stopping_since)
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for record in self.records.values() if record.process is not None)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, until: Callable[[Reconciler], bool] | None = None) -> None:
+        """Reconcile until shut down and every process has ended (or until `until(self)` is true)."""
+        now = self.clock.monotonic()
+        next_resync = now + self.resync_seconds
+        while True:
+            self._drain_messages()
+            current = self.reconcile(now)
+            if until is not None and until(self):
+                return
+            if self.shutting_down and self.alive == 0:
+                return
+            deadline = next_resync if current.wake_at is None else min(current.wake_at, next_resync)
+            ready = self._selector.select(max(0.0, deadline - self.clock.monotonic()))
+            now = self.clock.monotonic()
+            if now >= next_resync:
+                next_resync = now + self.resync_seconds
+            for key, _ in ready:
+                if key.fd == self._wake_r:
+                    self._drain_wake_pipe()
+                else:
+                    self._child_ended(key.data, now)
+
+    def reconcile(self, now: float) -> Plan:
+        """Plan and act until the plan has nothing more to start at `now` (dependents start in later rounds)."""
+        while True:
+            current = plan(self.desired, self.records, now)
+            self._note_waiting(current.waiting)
+            if not current.actions:
+                return current
+            for action in current.actions:
+                self._execute(action, now)
+            if current.starts == 0:
+                return plan(self.desired, self.records, now)
+
+    def _execute(self, action: Start | Stop | Kill | Forget, now: float) -> None:
+        if isinstance(action, Start):
+            self._start(action, now)
+        elif isinstance(action, Stop):
+            record = self.records[action.replica]
+            self.executor.signal_group(action.process, action.signal)
+            self.records[action.replica] = replace(record, stop_requested_at=now)
+            self._emit(EventType.STOPPING, action.replica,
+                       f"{action.reason.value}: sent {action.signal}, SIGKILL after {action.timeout_seconds:g} s",
+                       action.process.pid)
+        elif isinstance(action, Kill):
+            self.executor.kill_group(action.process)
+            self.records[action.replica] = replace(self.records[action.replica], killed=True)
+            self._emit(EventType.KILLING, action.replica, "did not stop in time: sent SIGKILL to its process group",
+                       action.process.pid)
+        else:
+            del self.records[action.replica]
+            self.waiting.pop(action.replica, None)
+
+    def _start(self, action: Start, now: float) -> None:
+        rid, spec = action.replica, action.spec
+        previous = self.records.get(rid)
+        try:
+            child = self.executor.spawn(rid, spec)
+        except SpawnError as error:
+            record = record_start_failure(previous, spec, str(error), now)
+            self.records[rid] = record
+            self._emit(EventType.START_FAILED, rid, f"{error}; {self._what_next(record)}")
+            return
+        record = record_start(previous, spec, child.process, now)
+        self.records[rid] = record
+        self._pidfds[rid] = child.pidfd
+        self._selector.register(child.pidfd, selectors.EVENT_READ, (rid, child.process.pid))
+        restarts = f" (restart {record.restarts})" if record.restarts and record is not previous else ""
+        self._emit(EventType.STARTED, rid, f"started pid {child.process.pid}{restarts}", child.process.pid)
+
+    def _child_ended(self, data: Any, now: float) -> None:
+        rid, pid = data
+        status = self.executor.reap(pid)
+        if status is None:
+            return
+        pidfd = self._pidfds.pop(rid)
+        self._selector.unregister(pidfd)
+        os.close(pidfd)
+        record = self.records[rid]
+        started = record.started_at if record.started_at is not None else now
+        reason = classify_exit(record.spec, status.code, status.signal)
+        record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started))
+        self.records[rid] = record
+        how = (f"exited with code {status.code}" if status.signal is None
+               else f"killed by {signal.Signals(status.signal).name}")
+        detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
+        self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
+
+    def _what_next(self, record: ReplicaRecord) -> str:
+        """The consequence of an exit in words, from the same policy the planner follows."""
+        spec = self.desired.specs.get(record.spec.key)
+        if spec is None or self.shutting_down:
+            return "not restarted: no longer desired"
+        step = next_step(spec, record)
+        if step.step is Step.SUCCEEDED:
+            return "succeeded, not restarted"
+        if step.step is Step.FAILED:
+            return f"failed, not restarted: {step.why}"
+        delay = max(0.0, step.at - record.last_exit.at) if record.last_exit else 0.0
+        return f"restarting in {delay:g} s" if delay else "restarting now"
+
+    def _note_waiting(self, waiting: tuple[Waiting, ...]) -> None:
+        """Remember who waits and why; say so once when a replica starts waiting on its dependencies."""
+        current = {w.replica: w for w in waiting}
+        for rid, entry in current.items():
+            before = self.waiting.get(rid)
+            if entry.phase is Phase.WAITING and (before is None or before.reason != entry.reason):
+                self._emit(EventType.WAITING, rid, entry.reason)
+        self.waiting = current
+
+    def _emit(self, type: EventType, subject: ReplicaId | str, message: str, pid: int | None = None) -> None:
+        if isinstance(subject, ReplicaId):
+            event = Event(self.clock.wall(), type, subject.key, message, subject.index, pid)
+        else:
+            event = Event(self.clock.wall(), type, subject, message, None, pid)
+        self.events.emit(event)
+
+    def _drain_messages(self) -> None:
+        while True:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            message(self)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        for pidfd in self._pidfds.values():
+            self._selector.unregister(pidfd)
+            os.close(pidfd)
+        self._pidfds.clear()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,87 @@
+"""Shared fixtures. The autouse `no_leftover_processes` fails any test that leaves a process or a zombie.
+
+Every process started during the session inherits ORCH_TEST_SESSION (set here at import), so leftovers
+are found even when they were re-parented to init after their orchestrator died.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+MARKER = "ORCH_TEST_SESSION"
+SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
+REPO = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
+    """Poll `condition` until it returns a truthy value or the deadline passes (then fail the test)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def session_processes() -> list[psutil.Process]:
+    """Processes (other than this one) started during this test session, zombies included."""
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(MARKER) == SESSION:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE and proc.ppid() == me:
+                    found.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 3.0
+    leftovers = session_processes()
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leftovers = session_processes()
+    if not leftovers:
+        return
+    described = []
+    for proc in leftovers:
+        try:
+            described.append(f"{proc.pid} {proc.status()} {' '.join(proc.cmdline())!r}")
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    for proc in leftovers:
+        try:
+            if proc.ppid() == os.getpid():
+                os.waitpid(proc.pid, 0)
+        except (psutil.NoSuchProcess, ChildProcessError):
+            pass
+    pytest.fail("test left processes behind (killed now): " + "; ".join(described))
+
+
+@pytest.fixture
+def orchestrator_cmd() -> list[str]:
+    """The CLI as a command line, run by this interpreter."""
+    return [sys.executable, "-m", "orchestrator"]

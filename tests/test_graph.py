@@ -1,0 +1,58 @@
+"""Dependency graph: missing names, cycles named as paths, start order by generation and priority."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import Location, ManifestError
+from orchestrator.graph import check, desired_state
+from orchestrator.model import Dependency, ProcessSpec
+
+
+def spec(name: str, *deps: str, priority: int = 0, namespace: str = "default") -> ProcessSpec:
+    return ProcessSpec(
+        name=name,
+        namespace=namespace,
+        command=("true",),
+        priority=priority,
+        depends_on=tuple(Dependency(d, location=Location(f"{name}.yaml", 9, 7)) for d in deps),
+        location=Location(f"{name}.yaml", 1, 1),
+    )
+
+
+def test_missing_dependency_names_who_asked() -> None:
+    problems = check([spec("api", "db")])
+    assert [str(p) for p in problems] == [
+        "api.yaml:9:7: spec.dependsOn[0].name: default/api depends on 'db', which is not defined in namespace "
+        "'default'"
+    ]
+
+
+def test_dependency_in_another_namespace_is_missing() -> None:
+    assert len(check([spec("api", "db"), spec("db", namespace="other")])) == 1
+
+
+def test_cycle_is_named_as_a_path() -> None:
+    problems = check([spec("api", "worker"), spec("worker", "api"), spec("db")])
+    assert [p.message for p in problems] == ["dependency cycle: api -> worker -> api"]
+    assert problems[0].location == Location("api.yaml", 9, 7)
+
+
+def test_longer_cycle_and_self_dependency_are_both_reported() -> None:
+    problems = check([spec("a", "b"), spec("b", "c"), spec("c", "a"), spec("d", "d")])
+    messages = sorted(p.message for p in problems)
+    assert messages == ["default/d depends on itself", "dependency cycle: a -> b -> c -> a"]
+
+
+def test_desired_state_raises_every_problem() -> None:
+    with pytest.raises(ManifestError) as raised:
+        desired_state([spec("a", "b"), spec("b", "a"), spec("c", "nope")])
+    assert len(raised.value.problems) == 2
+
+
+def test_start_order_is_generations_then_priority_then_name() -> None:
+    state = desired_state(
+        [spec("web", "api"), spec("api", "db", "cache"), spec("db"), spec("cache", priority=3), spec("zeta")]
+    )
+    assert state.start_order == ("default/cache", "default/db", "default/zeta", "default/api", "default/web")
+    assert state.dependents["default/db"] == ("default/api",)

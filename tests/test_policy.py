@@ -1,0 +1,109 @@
+"""Backoff arithmetic and the folding of starts and exits into records, with an injected `now`."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.model import Backoff, Exit, ProcessIdentity, ProcessSpec, Reason, RestartPolicy
+from orchestrator.policy import (
+    Step,
+    backoff_delay,
+    classify_exit,
+    next_step,
+    record_exit,
+    record_start,
+    record_start_failure,
+)
+
+DEFAULT = Backoff()
+
+
+@pytest.mark.parametrize(
+    ("backoff", "streak", "delay"),
+    [
+        (DEFAULT, 0, 0.0),
+        (DEFAULT, 1, 1.0),
+        (DEFAULT, 2, 2.0),
+        (DEFAULT, 5, 16.0),
+        (DEFAULT, 9, 256.0),
+        (DEFAULT, 10, 300.0),  # capped at maxSeconds
+        (DEFAULT, 10_000, 300.0),  # no overflow
+        (Backoff(initial_seconds=0.1, multiplier=3, max_seconds=1), 3, pytest.approx(0.9)),
+        (Backoff(initial_seconds=0), 7, 0.0),
+        (Backoff(initial_seconds=0.5, multiplier=1), 20, 0.5),
+    ],
+)
+def test_backoff_delay(backoff: Backoff, streak: int, delay: float) -> None:
+    assert backoff_delay(backoff, streak) == delay
+
+
+@pytest.mark.parametrize(
+    ("code", "signal", "reason"),
+    [(0, None, Reason.COMPLETED), (3, None, Reason.COMPLETED), (1, None, Reason.ERROR), (None, 9, Reason.KILLED)],
+)
+def test_classify_exit(code: int | None, signal: int | None, reason: Reason) -> None:
+    spec = ProcessSpec(name="a", command=("x",), success_exit_codes=(0, 3))
+    assert classify_exit(spec, code, signal) is reason
+
+
+SPEC = ProcessSpec(name="a", command=("x",), backoff=Backoff(initial_seconds=1, reset_after_seconds=10))
+PID = ProcessIdentity(42, 1.0)
+
+
+def crash(at: float, ran: float) -> Exit:
+    return Exit(1, None, Reason.ERROR, at, ran)
+
+
+def test_crash_loop_grows_the_backoff_and_counts_restarts() -> None:
+    now = 0.0
+    record = record_start(None, SPEC, PID, now)
+    delays = []
+    for _ in range(4):
+        now += 0.5
+        record = record_exit(record, crash(now, 0.5))
+        step = next_step(SPEC, record)
+        assert step.step is Step.START
+        delays.append(step.at - now)
+        now = step.at
+        record = record_start(record, SPEC, PID, now)
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    assert record.restarts == 4
+    assert len(record.restart_times) == 4
+
+
+def test_a_long_run_resets_the_backoff() -> None:
+    record = record_start(None, SPEC, PID, 0.0)
+    record = record_exit(record, crash(0.1, 0.1))
+    record = record_start(record, SPEC, PID, 1.1)
+    record = record_exit(record, crash(1.2, 0.1))
+    assert record.crash_streak == 2
+    record = record_start(record, SPEC, PID, 3.2)
+    record = record_exit(record, crash(20.0, 16.8))  # ran past resetAfterSeconds
+    assert record.crash_streak == 1
+    assert next_step(SPEC, record).at == 21.0
+
+
+def test_a_stop_on_purpose_is_not_a_crash_and_not_a_restart() -> None:
+    record = record_start(None, SPEC, PID, 0.0)
+    record = record_exit(record.__class__(**{**record.__dict__, "stop_requested_at": 1.0}), crash(1.5, 1.5))
+    assert record.stopped_on_purpose and record.crash_streak == 0 and record.failures == 0
+    assert next_step(SPEC, record).step is Step.START and next_step(SPEC, record).at == 0.0
+    record = record_start(record, SPEC, PID, 2.0)
+    assert record.restarts == 0
+
+
+def test_a_new_spec_starts_a_fresh_record() -> None:
+    record = record_exit(record_start(None, SPEC, PID, 0.0), crash(1.0, 1.0))
+    other = ProcessSpec(name="a", command=("y",))
+    fresh = record_start(record, other, PID, 2.0)
+    assert fresh.spec == other and fresh.restarts == 0 and fresh.last_exit is None
+
+
+def test_start_failure_is_an_exit_with_its_reason() -> None:
+    spec = ProcessSpec(name="a", command=("x",), restart_policy=RestartPolicy.ON_FAILURE)
+    record = record_start_failure(None, spec, "command not found: x", 5.0)
+    assert record.process is None and record.last_exit is not None
+    assert record.last_exit.reason is Reason.START_FAILED
+    step = next_step(spec, record)
+    assert step.step is Step.START and step.at == 6.0
+    assert step.why == "could not start: command not found: x"
