@@ -150,12 +150,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         reconciler.run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(previous_wakeup)
         if reconciler.alive:  # only when the loop itself failed: never leave children behind
             reconciler.shut_down(force=True)
             reconciler.run()
+        # Everything has stopped: a Ctrl-C arriving now must not turn a clean exit into a failure.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.set_wakeup_fd(previous_wakeup)
         reconciler.close()
     return EXIT_OK
 
