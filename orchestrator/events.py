@@ -30,22 +30,22 @@ class EventType(str, Enum):
 class Event:
     at: float  # wall-clock time, seconds since the epoch (for people)
     type: EventType
-    object: str  # `namespace/name`, or "" for events about the orchestrator itself
+    key: str  # `namespace/name` of the object, or "" for events about the orchestrator itself
     message: str
     replica: int | None = None
     pid: int | None = None
 
     @property
     def subject(self) -> str:
-        if not self.object:
+        if not self.key:
             return "orchestrator"
-        return self.object if self.replica is None else f"{self.object}[{self.replica}]"
+        return self.key if self.replica is None else f"{self.key}[{self.replica}]"
 
     def to_json(self) -> dict[str, object]:
         return {
             "time": self.at,
             "type": self.type.value,
-            "object": self.object,
+            "object": self.key,
             "replica": self.replica,
             "pid": self.pid,
             "message": self.message,
@@ -66,5 +66,5 @@ class EventBus:
         for subscriber in self._subscribers:
             try:
                 subscriber(event)
-            except Exception as error:  # a broken subscriber must not stop the reconciler
+            except Exception as error:  # noqa: BLE001 - a broken subscriber must not stop the reconciler
                 print(f"orchestrator: event subscriber failed: {error!r}", file=sys.stderr)

@@ -58,7 +58,7 @@ class Executor:
         env["ORCH_NAME"] = name
         env["ORCH_NAMESPACE"] = namespace
         env["ORCH_REPLICA"] = str(replica.index)
-        user_args = _user_arguments(spec.user, env)
+        uid, gid, groups = _user_ids(spec.user, env)
         log_fd = open_log(self.log_dir, replica)
         try:
             popen = subprocess.Popen(
@@ -69,7 +69,9 @@ class Executor:
                 cwd=spec.working_dir,
                 env=env,
                 start_new_session=True,
-                **user_args,  # type: ignore[arg-type]
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         except FileNotFoundError as error:
             missing = spec.working_dir if error.filename == spec.working_dir else argv[0]
@@ -123,24 +125,20 @@ class Executor:
         return len(self._children)
 
 
-def _user_arguments(user: str | None, env: dict[str, str]) -> dict[str, object]:
-    """Popen arguments that run the child as `user` with its groups, HOME and USER; needs root."""
+def _user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:
+    """uid, gid and groups that run the child as `user`, with its HOME and USER; needs root."""
     if user is None:
-        return {}
+        return None, None, None
     try:
         entry = pwd.getpwnam(user)
     except KeyError as error:
         raise SpawnError(f"no such user: {user}") from error
     if os.geteuid() != 0:
         if entry.pw_uid == os.geteuid():
-            return {}
+            return None, None, None
         raise SpawnError(f"running as user {user} needs the orchestrator to run as root")
     env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
-    return {
-        "user": entry.pw_uid,
-        "group": entry.pw_gid,
-        "extra_groups": os.getgrouplist(user, entry.pw_gid),
-    }
+    return entry.pw_uid, entry.pw_gid, os.getgrouplist(user, entry.pw_gid)
 
 
 def raise_open_files_limit() -> None:

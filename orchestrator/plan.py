@@ -113,16 +113,16 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                 break
         for index in range(spec.replicas):
             rid = ReplicaId(key, index)
-            record = records.get(rid)
-            if record is not None and record.process is not None:
-                if record.stop_requested_at is None and needs_restart(record.spec, spec):
+            current = records.get(rid)
+            if current is not None and current.process is not None:
+                if current.stop_requested_at is None and needs_restart(current.spec, spec):
                     actions.append(
-                        Stop(rid, record.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
+                        Stop(rid, current.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
                              StopReason.SPEC_CHANGED)
                     )
                 continue
-            if record is not None and record.last_exit is not None and not needs_restart(record.spec, spec):
-                step = next_step(spec, record)
+            if current is not None and current.last_exit is not None and not needs_restart(current.spec, spec):
+                step = next_step(spec, current)
                 if step.step is Step.SUCCEEDED:
                     waiting.append(Waiting(rid, Phase.SUCCEEDED, None, step.why))
                     continue

@@ -61,7 +61,7 @@ class Harness:
 
     def of(self, type: EventType, name: str | None = None) -> list[Event]:
         with self._lock:
-            return [e for e in self.events if e.type is type and (name is None or e.object.endswith("/" + name))]
+            return [e for e in self.events if e.type is type and (name is None or e.key.endswith("/" + name))]
 
     def close(self, timeout: float = 10.0) -> None:
         if self.thread.is_alive():

@@ -23,8 +23,8 @@ def spec(name: str, *deps: str, priority: int = 0, namespace: str = "default") -
 def test_missing_dependency_names_who_asked() -> None:
     problems = check([spec("api", "db")])
     assert [str(p) for p in problems] == [
-        "api.yaml:9:7: spec.dependsOn[0].name: default/api depends on 'db', which is not defined in namespace "
-        "'default'"
+        ("api.yaml:9:7: spec.dependsOn[0].name: default/api depends on 'db', which is not defined in namespace "
+        "'default'")
     ]
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import wait_for
 from harness import Harness
+
 from orchestrator.events import EventType
 from orchestrator.model import Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
 
@@ -73,7 +73,7 @@ def test_crash_loop_follows_the_backoff(harness: Harness) -> None:
     harness.apply([proc("crash", "sh", "-c", "exit 1", backoff=backoff)])
     wait_for(lambda: len(harness.of(EventType.STARTED, "crash")) >= 6, timeout=10, what="six starts")
     starts = [e.at for e in harness.of(EventType.STARTED, "crash")][:6]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     planned = [0.05, 0.1, 0.2, 0.4, 0.4]
     for gap, delay in zip(gaps, planned):
         assert delay <= gap < delay + 0.15, (gaps, planned)
@@ -146,15 +146,15 @@ def test_dependents_wait_for_a_completed_job(harness: Harness, tmp_path: Path) -
     ])
     api = wait_for(lambda: harness.pid("api"), what="api to start")
     wait_for(lambda: psutil.Process(api).cmdline() == ["sleep", "60"], what="api to exec sleep")
-    started = {e.object.split("/")[1]: e.at for e in harness.events if e.type is EventType.STARTED}
+    started = {e.key.split("/")[1]: e.at for e in harness.events if e.type is EventType.STARTED}
     assert started["db"] <= started["migrate"] <= started["api"]
     assert harness.of(EventType.WAITING, "api")
 
 
 def test_shutdown_stops_in_reverse_order_and_kills_what_ignores_sigterm(harness: Harness) -> None:
     stubborn = [sys.executable, "-c",
-                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
-                "time.sleep(60)"]
+                ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+                "time.sleep(60)")]
     harness.apply([
         proc("db", *stubborn, shutdown=Shutdown("SIGTERM", 0.3)),
         proc("api", depends_on=(Dependency("db"),)),
@@ -165,10 +165,10 @@ def test_shutdown_stops_in_reverse_order_and_kills_what_ignores_sigterm(harness:
     harness.reconciler.post(lambda r: r.shut_down())
     harness.thread.join(10)
     assert not harness.thread.is_alive()
-    order = [(e.type, e.object) for e in harness.events if e.type in (EventType.STOPPING, EventType.KILLING)]
+    order = [(e.type, e.key) for e in harness.events if e.type in (EventType.STOPPING, EventType.KILLING)]
     assert order == [(EventType.STOPPING, "default/api"), (EventType.STOPPING, "default/db"),
                      (EventType.KILLING, "default/db")]
-    stop_at = next(e.at for e in harness.events if e.type is EventType.STOPPING and e.object == "default/db")
+    stop_at = next(e.at for e in harness.events if e.type is EventType.STOPPING and e.key == "default/db")
     kill_at = harness.of(EventType.KILLING, "db")[0].at
     assert 0.3 <= kill_at - stop_at < 1.0
 

@@ -1,0 +1,488 @@
+"""Engine benchmark: cold start, kill-to-respawn latency and idle cost, ours beside the floor.
+
+The floor is the simplest supervisor there is: a bare Python loop that spawns N `sleep 3600` children with
+subprocess.Popen(start_new_session=True) and respawns each one on SIGCHLD (waitpid(-1, WNOHANG)). Ours is
+`python -m orchestrator run` on a generated manifest of N replicas with zero backoff. Both run as a
+subprocess of this script, one at a time, in the same run, and are observed from outside through /proc
+only (the children file of each of the supervisor's threads, schedstat, status), so measuring does not
+wake them.
+
+    python bench/bench_engine.py [--sizes 50,200] [--kills 20] [--idle-seconds 20] [--repeat 3] [--json]
+
+Targets are DESIGN.md section 4. This script makes itself a child subreaper, so every process a
+supervisor leaves behind is re-parented here, killed by process group and reaped, whatever happens
+(exception, Ctrl-C, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PR_SET_CHILD_SUBREAPER = 36
+
+FLOOR_SOURCE = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys
+
+    n = int(sys.argv[1])
+    argv = ["sleep", "3600"]
+    children = {}
+    stopping = False
+
+    def spawn():
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        children[p.pid] = p
+
+    def on_term(signum, frame):
+        global stopping
+        stopping = True
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.signal(signal.SIGTERM, on_term)
+    for _ in range(n):
+        spawn()
+    while True:
+        os.read(r, 4096)  # the wake-up fd: a byte per signal, so no SIGCHLD is lost between reaping and here
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            p = children.pop(pid, None)
+            if p is not None:
+                p.returncode = status
+            if not stopping:
+                spawn()
+        if stopping:
+            break
+    for pid in list(children):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid, p in children.items():
+        p.wait()
+    """
+)
+
+MANIFEST = """\
+apiVersion: orchestrator/v1
+kind: Process
+metadata: {{name: sleeper}}
+spec:
+  command: ["sleep", "3600"]
+  replicas: {n}
+  restartPolicy: Always
+  backoff: {{initialSeconds: 0}}
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- observing a process from outside, through /proc ------------------------------------------------
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 1 << 20).decode()
+    finally:
+        os.close(fd)
+
+
+def have_children_file() -> bool:
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def threads(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+
+
+def children(pid: int, tids: list[str] | None = None) -> set[int]:
+    """Pids of the direct children of `pid` (of all its threads, or of `tids` when given)."""
+    if not CHILDREN_FILE:
+        import psutil
+
+        try:
+            return {c.pid for c in psutil.Process(pid).children()}
+        except psutil.NoSuchProcess:
+            return set()
+    found: set[int] = set()
+    for tid in tids if tids is not None else threads(pid):
+        try:
+            found.update(int(p) for p in _read(f"/proc/{pid}/task/{tid}/children").split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all live threads in ns (schedstat), or from /proc/<pid>/stat ticks when absent."""
+    total = 0
+    try:
+        for tid in threads(pid):
+            total += int(_read(f"/proc/{pid}/task/{tid}/schedstat").split()[0])
+        return total
+    except (FileNotFoundError, ProcessLookupError):
+        fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches over all threads (/proc/<pid>/status counts one thread)."""
+    total = 0
+    for tid in threads(pid):
+        try:
+            for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 1048576
+    except ImportError:
+        for line in _read(f"/proc/{pid}/status").splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise
+
+
+CHILDREN_FILE = have_children_file()
+SUBREAPER = False
+
+
+# -- one supervisor run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    name: str
+    n: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    seen: set[int] = field(default_factory=set)
+
+    def argv(self) -> list[str]:
+        if self.name == "floor":
+            script = self.workdir / "floor.py"
+            script.write_text(FLOOR_SOURCE)
+            return [sys.executable, str(script), str(self.n)]
+        manifests = self.workdir / "manifests"
+        manifests.mkdir()
+        (manifests / "sleeper.yaml").write_text(MANIFEST.format(n=self.n))
+        return [sys.executable, "-m", "orchestrator", "--state-dir", str(self.workdir / "state"),
+                "run", "-f", str(manifests), "-o", "json"]
+
+    def start(self) -> float:
+        """Launch the supervisor; seconds until all N children exist."""
+        argv = self.argv()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        out = open(self.workdir / "stdout", "wb")
+        err = open(self.workdir / "stderr", "wb")
+        try:
+            t0 = time.perf_counter()
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         cwd=self.workdir, env=env, start_new_session=True)
+        finally:
+            out.close()
+            err.close()
+        deadline = t0 + 60
+        while True:
+            now_children = children(self.proc.pid)
+            self.seen |= now_children
+            if len(now_children) >= self.n:
+                return time.perf_counter() - t0
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} before all {self.n} "
+                                 f"children ran: {self.stderr_tail()}")
+            if time.perf_counter() > deadline:
+                raise BenchError(f"{self.name}: only {len(now_children)} of {self.n} children after 60 s")
+            time.sleep(0.001)
+
+    def stderr_tail(self) -> str:
+        try:
+            return (self.workdir / "stderr").read_text()[-2000:].strip() or "(no stderr)"
+        except OSError:
+            return "(no stderr)"
+
+    def respawn_latencies(self, kills: int, rng: random.Random) -> list[float]:
+        """Milliseconds from SIGKILL of one child to a new child pid in the supervisor's children files."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        latencies: list[float] = []
+        for _ in range(kills):
+            tids = threads(pid)
+            before = children(pid, tids)
+            self.seen |= before
+            victim = rng.choice(sorted(before))
+            t0 = time.perf_counter()
+            os.kill(victim, signal.SIGKILL)
+            deadline = t0 + 10
+            while True:
+                now_children = children(pid, tids)
+                if now_children - before:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    break
+                if time.perf_counter() > deadline:
+                    raise BenchError(f"{self.name}: no respawn within 10 s of killing {victim}")
+            # Let the supervisor finish: the victim reaped and N children again, then settle.
+            while True:
+                now_children = children(pid)
+                self.seen |= now_children
+                if victim not in now_children and len(now_children) >= self.n:
+                    break
+                if time.perf_counter() > deadline:
+                    raise BenchError(f"{self.name}: victim {victim} not reaped or not {self.n} children in 10 s")
+                time.sleep(0.001)
+            time.sleep(0.05)
+        return latencies
+
+    def idle(self, seconds: float) -> dict[str, float]:
+        assert self.proc is not None
+        pid = self.proc.pid
+        time.sleep(1.0)
+        cpu0, cs0, t0 = cpu_ns(pid), context_switches(pid), time.perf_counter()
+        time.sleep(seconds)
+        cpu1, cs1, t1 = cpu_ns(pid), context_switches(pid), time.perf_counter()
+        still = len(children(pid))
+        if still != self.n:
+            raise BenchError(f"{self.name}: {still} children after idling, expected {self.n}")
+        elapsed = t1 - t0
+        return {
+            "idle_cpu_pct": (cpu1 - cpu0) / 1e9 / elapsed * 100,
+            "idle_wakeups_per_s": (cs1 - cs0) / elapsed,
+            "idle_rss_mb": rss_mb(pid),
+        }
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """SIGTERM, wait; then kill and reap whatever is left. Never raises for leftovers: reports them."""
+        result: dict[str, Any] = {"exit_code": None, "stop_s": None, "leftovers": 0}
+        if self.proc is not None:
+            self.seen |= children(self.proc.pid)
+            if self.proc.poll() is None:
+                t0 = time.perf_counter()
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                    result["stop_s"] = time.perf_counter() - t0
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            result["exit_code"] = self.proc.returncode
+        result["leftovers"] = kill_and_reap_orphans(self.seen)
+        return result
+
+
+def kill_and_reap_orphans(seen: set[int]) -> int:
+    """Kill (by process group) and reap every process re-parented to us; returns how many were running.
+
+    As a subreaper, every descendant a dead supervisor leaves behind becomes our child and keeps its pid
+    pinned until we reap it, so killing by that pid cannot hit a stranger. Without subreaper (not Linux
+    >= 3.4), fall back to the pids we saw, checked for being alive.
+    """
+    running = 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        targets = children(os.getpid()) if SUBREAPER else {pid for pid in seen if _exists(pid)}
+        alive = {pid for pid in targets if _exists(pid)}
+        running += len(alive)
+        for pid in alive:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return running
+            if pid == 0:
+                break
+        if not alive and not SUBREAPER:
+            return running
+        time.sleep(0.01)
+    return running
+
+
+def _exists(pid: int) -> bool:
+    try:
+        state = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+# -- the whole benchmark -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, log: Any) -> dict[str, Any]:
+    rng = random.Random(1)
+    results = []
+    for n in sizes:
+        figures: dict[str, dict[str, Any]] = {"floor": {"cold_start_s_all": []}, "ours": {"cold_start_s_all": []}}
+        for r in range(repeat):
+            order = ["floor", "ours"] if r % 2 == 0 else ["ours", "floor"]
+            for name in order:
+                last = r == repeat - 1
+                with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+                    run = Run(name, n, Path(tmp))
+                    try:
+                        cold = run.start()
+                        figures[name]["cold_start_s_all"].append(cold)
+                        log(f"N={n} {name} run {r + 1}/{repeat}: cold start {cold:.3f} s")
+                        if last:
+                            lat = run.respawn_latencies(kills, rng)
+                            figures[name]["respawn_ms_all"] = lat
+                            figures[name]["respawn_p50_ms"] = percentile(lat, 0.5)
+                            figures[name]["respawn_p90_ms"] = percentile(lat, 0.9)
+                            log(f"N={n} {name}: respawn p50 {percentile(lat, 0.5):.2f} ms, "
+                                f"p90 {percentile(lat, 0.9):.2f} ms")
+                            figures[name].update(run.idle(idle_seconds))
+                            log(f"N={n} {name}: idle {figures[name]['idle_cpu_pct']:.3f} % core, "
+                                f"{figures[name]['idle_wakeups_per_s']:.2f} wake-ups/s, "
+                                f"{figures[name]['idle_rss_mb']:.1f} MB")
+                    finally:
+                        stopped = run.stop()
+                    if stopped["exit_code"] != 0 or stopped["leftovers"]:
+                        log(f"N={n} {name}: WARNING exit code {stopped['exit_code']}, "
+                            f"{stopped['leftovers']} processes left behind (killed and reaped by the bench)")
+                    if last:
+                        figures[name].update({f"stop_{k}": v for k, v in stopped.items()})
+                    else:
+                        figures[name]["stop_leftovers"] = (figures[name].get("stop_leftovers", 0)
+                                                           + stopped["leftovers"])
+        for name in figures:
+            figures[name]["cold_start_s"] = statistics.median(figures[name]["cold_start_s_all"])
+        results.append({"n": n, **figures})
+    return {"environment": environment(), "results": results}
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "children_source": "/proc/<pid>/task/<tid>/children" if CHILDREN_FILE else "psutil",
+    }
+
+
+# (label, key, format, target text, check on (ours, floor))
+ROWS: list[tuple[str, str, str, str, Any]] = [
+    ("cold start (s)", "cold_start_s", "{:.3f}", "<= 1.5x floor", lambda o, f: o <= 1.5 * f),
+    ("respawn p50 (ms)", "respawn_p50_ms", "{:.2f}", "< 5 ms", lambda o, f: o < 5),
+    ("respawn p90 (ms)", "respawn_p90_ms", "{:.2f}", "< 10 ms", lambda o, f: o < 10),
+    ("idle CPU (% core)", "idle_cpu_pct", "{:.3f}", "< 0.1 %", lambda o, f: o < 0.1),
+    ("idle wake-ups/s", "idle_wakeups_per_s", "{:.2f}", "<= 1 /s", lambda o, f: o <= 1),
+    ("idle RSS (MB)", "idle_rss_mb", "{:.1f}", "< 45 MB", lambda o, f: o < 45),
+    ("stop (s, SIGTERM to exit)", "stop_stop_s", "{:.3f}", "-", None),
+    ("left behind after stop", "stop_leftovers", "{}", "0", lambda o, f: o == 0),
+]
+
+
+def table(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [f"Python {env['python']}, nproc {env['nproc']}, kernel {env['kernel']}, "
+             f"children from {env['children_source']}"]
+    header = ["figure", "N", "floor", "ours", "ratio", "target", "ok"]
+    body = []
+    for result in report["results"]:
+        for label, key, fmt, target, check in ROWS:
+            floor, ours = result["floor"].get(key), result["ours"].get(key)
+            if floor is None and ours is None:
+                continue
+            cell = lambda v: "-" if v is None else fmt.format(v)  # noqa: E731
+            ratio = f"{ours / floor:.2f}x" if ours is not None and floor else "-"
+            ok = "-" if check is None or ours is None else ("yes" if check(ours, floor) else "NO")
+            body.append([label, str(result["n"]), cell(floor), cell(ours), ratio, target, ok])
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    fmt_row = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    lines += [fmt_row(header), "-+-".join("-" * w for w in widths)]
+    lines += [fmt_row(row) for row in body]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="50,200", help="comma-separated numbers of children (default 50,200)")
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs for the respawn latency (default 20)")
+    parser.add_argument("--idle-seconds", type=float, default=20, help="idle measuring window (default 20)")
+    parser.add_argument("--repeat", type=int, default=3, help="cold starts per size; median reported (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    global SUBREAPER
+    SUBREAPER = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    if not SUBREAPER:
+        print("warning: could not become a child subreaper; orphans go to init", file=sys.stderr)
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through every finally, which stops and reaps
+
+    signal.signal(signal.SIGTERM, on_term)
+    log = (lambda message: print(message, file=sys.stderr, flush=True))
+    try:
+        report = bench(sizes, args.kills, args.idle_seconds, args.repeat, log)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BenchError as error:
+        print(f"bench failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        kill_and_reap_orphans(set())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

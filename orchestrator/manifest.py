@@ -1,0 +1,608 @@
+"""Manifests: find YAML files, read them keeping the line and column of every node, validate each document
+against its JSON Schema in schemas/, and build frozen ProcessSpecs.
+
+Owns: file discovery (`*.yaml`, `*.yml`, recursive, sorted), YAML reading with positions, schema dispatch by
+apiVersion and kind, turning schema errors into plain-word Problems at `file:line:column` with the field
+path, the checks a schema cannot express (string command without shell, envFrom files, duplicate names),
+and reading envFrom dotenv files. Every problem in every file is collected into one ManifestError.
+
+Never: graph checks (missing dependencies, cycles: graph.py), touching processes, reading the environment
+of the orchestrator itself (dotenv interpolation is off, so a spec depends only on files in the checkout).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+from jsonschema import Draft202012Validator, ValidationError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import Location, ManifestError, Problem
+from .model import DEFAULT_NAMESPACE, Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
+
+FieldPath = tuple[str | int, ...]
+
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+_YAML = "tag:yaml.org,2002:"
+# Scalars with these tags become Python values; any other standard tag (timestamp, binary) keeps its text,
+# because no manifest field is a date and turning one into a datetime only makes messages stranger.
+_VALUE_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Patterns of the schemas, in words: a regular expression is not an explanation.
+_PATTERN_WORDS = {
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "a valid name: use lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "a valid environment variable name: use letters, digits and '_', "
+    "not starting with a digit",
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+    r"[A-Za-z0-9])?$": "a valid label key: an optional DNS prefix and '/', then at most 63 letters, digits, "
+    "'-', '_' or '.', starting and ending with a letter or digit",
+}
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "nothing",
+}
+
+
+def _schema_dir() -> Path:
+    """schemas/ shipped inside an installed package, else the one at the root of a source checkout."""
+    packaged = resources.files("orchestrator") / "schemas"
+    # Only a package installed as plain files is supported: a zipped one would need extraction first.
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@functools.cache
+def schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every schema in schemas/, keyed by the (apiVersion, kind) its `const`s accept."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in sorted(_schema_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            schema = json.loads(entry.read_text(encoding="utf-8"))
+            properties = schema["properties"]
+            found[(properties["apiVersion"]["const"], properties["kind"]["const"])] = schema
+    return found
+
+
+@functools.cache
+def _validator(api_version: str, kind: str) -> Draft202012Validator:
+    return Draft202012Validator(schemas()[(api_version, kind)])
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    """`spec.dependsOn[1].name`; keys that are not identifiers (label keys) are quoted in brackets."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+@dataclass
+class _Document:
+    """One YAML document as plain Python values, with where each value and each mapping key was written."""
+
+    file: str
+    value: object = None
+    values: dict[FieldPath, Location] = field(default_factory=dict)
+    keys: dict[FieldPath, Location] = field(default_factory=dict)
+    raws: dict[FieldPath, str] = field(default_factory=dict)  # scalar text as written, to quote it back
+
+    def at(self, path: FieldPath) -> Location:
+        """Where the value at `path` starts, or the nearest enclosing value that exists."""
+        while path not in self.values and path:
+            path = path[:-1]
+        return self.values.get(path, Location(self.file, 1, 1))
+
+    def key_at(self, path: FieldPath) -> Location:
+        return self.keys.get(path) or self.at(path)
+
+    def show(self, path: FieldPath, value: object) -> str:
+        """A value as the user wrote it: strings quoted, other scalars in their YAML spelling."""
+        if isinstance(value, str):
+            return repr(value)
+        if isinstance(value, list):
+            return "a list"
+        if isinstance(value, dict):
+            return "a mapping"
+        raw = self.raws.get(path)
+        if value is None:
+            return raw or "nothing"
+        return raw if raw is not None else json.dumps(value)
+
+
+class _Builder:
+    """Builds plain values from a composed YAML node, recording positions and problems on the way."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self._constructor = SafeConstructor()
+        self._open: set[int] = set()  # nodes being built: an alias back into one of them is a cycle
+
+    def _loc(self, mark: yaml.Mark | None) -> Location:
+        if mark is None:
+            return Location(self.file)
+        return Location(self.file, mark.line + 1, mark.column + 1)
+
+    def document(self, node: Node) -> _Document:
+        doc = _Document(self.file)
+        doc.value = self._build(node, (), doc)
+        return doc
+
+    def _build(self, node: Node, path: FieldPath, doc: _Document) -> object:
+        doc.values[path] = self._loc(node.start_mark)
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path, doc)
+        if id(node) in self._open:
+            self.problems.append(Problem(doc.values[path], dotted(path), "an alias refers to a node that contains it"))
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return [self._build(item, path + (index,), doc) for index, item in enumerate(node.value)]
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path, doc)
+            return None
+        finally:
+            self._open.discard(id(node))
+
+    def _scalar(self, node: ScalarNode, path: FieldPath, doc: _Document) -> object:
+        doc.raws[path] = node.value
+        if node.tag not in _VALUE_TAGS:
+            if not node.tag.startswith(_YAML):
+                self.problems.append(Problem(doc.values[path], dotted(path), f"unsupported YAML tag {node.tag!r}"))
+            return node.value
+        try:
+            value = self._constructor.construct_object(node)
+        except (ConstructorError, ValueError) as error:
+            self.problems.append(Problem(doc.values[path], dotted(path), f"cannot read {node.value!r}: {error}"))
+            return node.value
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problems.append(Problem(doc.values[path], dotted(path), f"expected a finite number, got {node.value}"))
+        return value
+
+    def _mapping(self, node: MappingNode, path: FieldPath, doc: _Document) -> dict[str, object]:
+        # Duplicates are looked for before merge keys (`<<`) are expanded: a key written here may override a
+        # merged one on purpose, but the same key written twice is a mistake PyYAML would hide.
+        seen: dict[str, Location] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _YAML + "merge":
+                continue
+            where = self._loc(key_node.start_mark)
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(Problem(where, dotted(path), "a key must be a plain word, not a list or mapping"))
+                continue
+            first = seen.setdefault(key_node.value, where)
+            if first is not where:
+                self.problems.append(
+                    Problem(
+                        where,
+                        dotted(path + (key_node.value,)),
+                        f"duplicate key {key_node.value!r}, first at line {first.line}, column {first.column}",
+                    )
+                )
+        try:
+            self._constructor.flatten_mapping(node)
+        except ConstructorError as error:
+            self.problems.append(
+                Problem(self._loc(error.problem_mark), dotted(path), f"bad merge key: {error.problem}")
+            )
+        result: dict[str, object] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _YAML + "merge":
+                continue
+            key = key_node.value  # the text as written: in a manifest every key is a name
+            doc.keys[path + (key,)] = self._loc(key_node.start_mark)
+            result[key] = self._build(value_node, path + (key,), doc)
+        return result
+
+
+def _read_documents(file: str) -> tuple[list[_Document], list[Problem]]:
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return [], [Problem(Location(file), "", f"not UTF-8 text: {error.reason} at byte {error.start}")]
+    except OSError as error:
+        return [], [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
+    builder = _Builder(file)
+    documents: list[_Document] = []
+    try:
+        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            # An empty document (`---` alone, or only comments) composes to an empty plain null scalar.
+            if node is None or (isinstance(node, ScalarNode) and node.tag == _YAML + "null" and node.value == ""):
+                continue
+            documents.append(builder.document(node))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        message = f"invalid YAML: {error.problem or error.context}"
+        if error.context and error.problem and error.context_mark is not None:
+            context = error.context_mark
+            message += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+        builder.problems.append(Problem(builder._loc(mark), "", message))
+    except yaml.YAMLError as error:
+        builder.problems.append(Problem(Location(file), "", f"invalid YAML: {error}"))
+    return documents, builder.problems
+
+
+def find_manifest_files(paths: Sequence[str]) -> tuple[tuple[str, ...], tuple[Problem, ...]]:
+    """The manifest files named by `paths`, in order, each once; directories are read recursively.
+
+    Files found in a directory are those ending in .yaml or .yml, sorted by path; hidden files and
+    directories (`.git`, `.github`) are skipped because they hold other tools' YAML. A file named
+    explicitly is read whatever its name. Returned names are joined onto the path as given, not made absolute.
+    """
+    files: list[str] = []
+    problems: list[Problem] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found: list[str] = []
+            unreadable: list[OSError] = []
+            for root, dirs, names in os.walk(path, onerror=unreadable.append):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found += [
+                    os.path.join(root, n) for n in names if n.endswith(MANIFEST_SUFFIXES) and not n.startswith(".")
+                ]
+            problems += [Problem(Location(e.filename or path), "", f"cannot read: {e.strerror}") for e in unreadable]
+            if not found and not unreadable:
+                problems.append(Problem(Location(path), "", "no manifests (*.yaml, *.yml) in this directory"))
+            files += sorted(found, key=lambda f: Path(f).parts)
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            problems.append(Problem(Location(path), "", "no such file or directory"))
+    unique: dict[str, str] = {}
+    for file in files:
+        unique.setdefault(os.path.realpath(file), file)  # the same file named twice is read once
+    return tuple(unique.values()), tuple(problems)
+
+
+def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
+    """Every Process and Job in the files and directories `paths`, in file and document order.
+
+    Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates).
+    """
+    files, found_problems = find_manifest_files(paths)
+    problems = list(found_problems)
+    specs: list[ProcessSpec] = []
+    names: dict[str, Location] = {}
+    for file in files:
+        documents, read_problems = _read_documents(file)
+        problems += read_problems
+        for doc in documents:
+            spec, doc_problems = _document_spec(doc)
+            problems += doc_problems
+            problems += _check_unique(doc, names)
+            if spec is not None:
+                specs.append(spec)
+    if problems:
+        raise ManifestError(list(dict.fromkeys(problems)))
+    return tuple(specs)
+
+
+def _check_unique(doc: _Document, names: dict[str, Location]) -> list[Problem]:
+    value = doc.value
+    if not isinstance(value, dict):
+        return []
+    metadata = value.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        return []
+    namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
+    if not isinstance(namespace, str):
+        return []
+    key = f"{namespace}/{metadata['name']}"
+    where = doc.at(("metadata", "name"))
+    first = names.setdefault(key, where)
+    if first is where:
+        return []
+    return [Problem(where, "metadata.name", f"duplicate {value.get('kind')} {key}, first defined at {first}")]
+
+
+def _document_spec(doc: _Document) -> tuple[ProcessSpec | None, list[Problem]]:
+    """Validate one document; build its spec when nothing is wrong with it."""
+    value = doc.value
+    if not isinstance(value, dict):
+        message = f"a manifest must be a mapping with apiVersion, kind, metadata and spec, got {doc.show((), value)}"
+        return None, [Problem(doc.at(()), "", message)]
+    problems = _check_kind(doc, value)
+    if problems:
+        return None, problems
+    validator = _validator(value["apiVersion"], value["kind"])
+    for error in validator.iter_errors(value):
+        problems += _explain(doc, error)
+    spec = value.get("spec")
+    env: dict[str, str] = {}
+    if isinstance(spec, dict):
+        problems += _check_spec(doc, spec)
+        env, env_problems = _environment(doc, spec)
+        problems += env_problems
+    if problems:
+        return None, list(dict.fromkeys(problems))
+    return _build_spec(doc, value, env), []
+
+
+def _check_kind(doc: _Document, value: dict[str, Any]) -> list[Problem]:
+    known = schemas()
+    versions = sorted({api for api, _ in known})
+    problems: list[Problem] = []
+    for name in ("apiVersion", "kind"):
+        if name not in value:
+            problems.append(Problem(doc.at(()), "", f"missing required field {name!r}"))
+    api, kind = value.get("apiVersion"), value.get("kind")
+    if "apiVersion" in value and api not in versions:
+        shown = doc.show(("apiVersion",), api)
+        message = f"unknown apiVersion {shown}: expected {', '.join(versions)}"
+        problems.append(Problem(doc.at(("apiVersion",)), "apiVersion", message))
+    # Kinds of this apiVersion, or of any when the apiVersion is unknown (so that both mistakes show at once).
+    kinds = sorted({k for a, k in known if a == api} or {k for _, k in known})
+    if "kind" in value and kind not in kinds:
+        shown = doc.show(("kind",), kind)
+        message = f"unknown kind {shown}: expected one of {', '.join(kinds)}"
+        problems.append(Problem(doc.at(("kind",)), "kind", message))
+    return problems
+
+
+def _explain(doc: _Document, error: ValidationError) -> list[Problem]:
+    """One schema error in plain words, located at the value, the key or the parent mapping it concerns."""
+    path: FieldPath = tuple(error.absolute_path)
+    rule, expected, instance = error.validator, error.validator_value, error.instance
+    if "propertyNames" in error.absolute_schema_path:
+        # The instance is a key of the mapping at `path`: point at that key.
+        key_path = path + (str(instance),)
+        return [Problem(doc.key_at(key_path), dotted(key_path), _mismatch(rule, expected, repr(instance), instance))]
+    if rule == "additionalProperties" and expected is False and isinstance(instance, dict):
+        known = list(error.schema.get("properties", {}))
+        return [
+            Problem(doc.key_at(path + (key,)), dotted(path), f"unknown field {key!r}{_field_hint(key, known, path)}")
+            for key in instance
+            if key not in known
+        ]
+    if rule == "required" and isinstance(instance, dict):
+        return [
+            Problem(doc.at(path), dotted(path), f"missing required field {name!r}")
+            for name in expected
+            if name not in instance
+        ]
+    if rule in ("anyOf", "oneOf"):
+        return _explain_alternatives(doc, error, path)
+    return [
+        Problem(
+            doc.at(path),
+            dotted(path),
+            _mismatch(rule, expected, doc.show(path, instance), instance, doc.raws.get(path)),
+        )
+    ]
+
+
+def _mismatch(rule: str, expected: Any, shown: str, instance: object, raw: str | None = None) -> str:
+    if rule == "type":
+        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+        message = f"expected {wanted}, got {shown}"
+        if expected == "string" and isinstance(instance, (int, float, bool)) and raw is not None:
+            message += f': quote it ("{raw}")'  # YAML read 8080 or yes as a number or a boolean
+        return message
+    if rule == "enum":
+        choices = [str(c) for c in expected]
+        close = difflib.get_close_matches(str(instance).lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+        hint = f" (did you mean {choices[[c.lower() for c in choices].index(close[0])]!r}?)" if close else ""
+        return f"{shown} is not one of {', '.join(choices)}{hint}"
+    if rule == "const":
+        return f"expected {expected}, got {shown}"
+    if rule == "pattern":
+        return f"{shown} is not {_PATTERN_WORDS.get(expected, f'matching the pattern {expected}')}"
+    numeric = {
+        "minimum": "at least",
+        "maximum": "at most",
+        "exclusiveMinimum": "greater than",
+        "exclusiveMaximum": "less than",
+    }
+    if rule in numeric:
+        return f"must be {numeric[rule]} {expected}, got {shown}"
+    if rule in ("minItems", "minLength") and expected == 1:
+        return "must not be empty"
+    if rule == "minItems":
+        return f"must have at least {expected} items"
+    if rule == "maxItems":
+        return f"must have at most {expected} items"
+    if rule == "minLength":
+        return f"must be at least {expected} characters long"
+    if rule == "maxLength":
+        return f"must be at most {expected} characters long, got {len(str(instance))}"
+    if rule == "uniqueItems":
+        return "must not list the same value twice"
+    return f"{shown}: does not satisfy the schema's {rule} {expected!r}"
+
+
+def _explain_alternatives(doc: _Document, error: ValidationError, path: FieldPath) -> list[Problem]:
+    """anyOf/oneOf: explain the alternative whose type fits the value; if none fits, name the types wanted."""
+    if not error.context:  # oneOf matched more than one alternative: nothing finer to say
+        return [Problem(doc.at(path), dotted(path), error.message)]
+    branches: dict[object, list[ValidationError]] = {}
+    for sub in error.context or ():
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    wrong_type: list[str] = []
+    for errors in branches.values():
+        type_errors = [e for e in errors if e.validator == "type" and tuple(e.absolute_path) == path]
+        if not type_errors:
+            return [problem for e in errors for problem in _explain(doc, e)]
+        expected = type_errors[0].validator_value
+        wrong_type += [expected] if isinstance(expected, str) else expected
+    return [
+        Problem(
+            doc.at(path), dotted(path), _mismatch("type", wrong_type, doc.show(path, error.instance), error.instance)
+        )
+    ]
+
+
+def _field_hint(key: str, known: Sequence[str], path: FieldPath) -> str:
+    # A field of another kind is no typo: saying so beats suggesting a look-alike (backoffLimit -> backoff).
+    if path == ("spec",):
+        elsewhere = [kind for (_, kind), s in schemas().items() if key in s["properties"]["spec"]["properties"]]
+        if elsewhere:
+            return f" (only a {' or '.join(elsewhere)} has it)"
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
+    """Rules across fields that the schema does not say in a way users can read."""
+    problems: list[Problem] = []
+    command, shell = spec.get("command"), spec.get("shell", False)
+    if isinstance(command, str) and shell is not True:
+        problems.append(
+            Problem(
+                doc.at(("spec", "command")), "spec.command", "command is a string: set shell: true or give an argv list"
+            )
+        )
+    if isinstance(command, list) and shell is True and len(command) > 1:
+        # `sh -c a b` would run `a` with $0=b: a shell command is one string.
+        problems.append(
+            Problem(doc.at(("spec", "command")), "spec.command", "with shell: true, give the command as one string")
+        )
+    backoff = spec.get("backoff")
+    if isinstance(backoff, dict):
+        initial = backoff.get("initialSeconds", Backoff.initial_seconds)
+        ceiling = backoff.get("maxSeconds", Backoff.max_seconds)
+        # Only between values the schema accepted, so one mistake is not reported twice.
+        numbers = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in (initial, ceiling)
+        )
+        if numbers and initial > ceiling:
+            where: FieldPath = (
+                ("spec", "backoff", "initialSeconds") if "initialSeconds" in backoff else ("spec", "backoff")
+            )
+            problems.append(
+                Problem(
+                    doc.at(where), dotted(where), f"initialSeconds ({initial}) is larger than maxSeconds ({ceiling})"
+                )
+            )
+    seen: dict[str, int] = {}
+    listed: FieldPath
+    for index, dependency in enumerate(spec.get("dependsOn") or ()):
+        name = dependency.get("name") if isinstance(dependency, dict) else None
+        if isinstance(name, str):
+            first = seen.setdefault(name, index)
+            if first != index:
+                listed = ("spec", "dependsOn", index, "name")
+                message = f"{name!r} is already listed at spec.dependsOn[{first}]"
+                problems.append(Problem(doc.at(listed), dotted(listed), message))
+    return problems
+
+
+def _environment(doc: _Document, spec: dict[str, Any]) -> tuple[dict[str, str], list[Problem]]:
+    """envFrom files in order, then `env` over them. Entries the schema refused are skipped, not read."""
+    folder = os.path.dirname(doc.file)
+    env: dict[str, str] = {}
+    problems: list[Problem] = []
+    sources = spec.get("envFrom")
+    for index, source in enumerate(sources if isinstance(sources, list) else ()):
+        if not isinstance(source, dict) or not isinstance(source.get("file"), str) or not source["file"]:
+            continue
+        path: FieldPath = ("spec", "envFrom", index, "file")
+        file = os.path.join(folder, source["file"])
+        values, file_problems = _read_env_file(file, doc.at(path), dotted(path))
+        env.update(values)
+        problems += file_problems
+    given = spec.get("env")
+    if isinstance(given, dict):
+        env.update(given)
+    return env, problems
+
+
+def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, str], list[Problem]]:
+    if not os.path.isfile(file):
+        what = "is a directory, not a dotenv file" if os.path.isdir(file) else "does not exist"
+        return {}, [Problem(at, field_path, f"env file {file!r} {what}")]
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return {}, [Problem(at, field_path, f"cannot read env file {file!r}: {error}")]
+    problems: list[Problem] = []
+    for binding in parse_stream(io.StringIO(text)):
+        where = Location(file, binding.original.line, 1)
+        if binding.error:
+            problems.append(Problem(where, field_path, "cannot parse this line: expected NAME=value"))
+        elif binding.key is not None and not _ENV_NAME.match(binding.key):
+            problems.append(Problem(where, field_path, f"{binding.key!r} is not {_PATTERN_WORDS[_ENV_NAME.pattern]}"))
+        elif binding.key is not None and binding.value is None:
+            problems.append(
+                Problem(where, field_path, f"{binding.key!r} has no value: write {binding.key}= for an empty one")
+            )
+    if problems:
+        return {}, problems
+    # No interpolation: ${HOME} in a dotenv file must not take the value of the orchestrator's own environment.
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {name: value for name, value in values.items() if value is not None}, []
+
+
+def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> ProcessSpec:
+    metadata: dict[str, Any] = value["metadata"]
+    spec: dict[str, Any] = value["spec"]
+    command = spec["command"]
+    backoff = spec.get("backoff", {})
+    shutdown = spec.get("shutdown", {})
+    folder = os.path.abspath(os.path.dirname(doc.file))
+    defaults = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested)
+    return ProcessSpec(
+        name=metadata["name"],
+        namespace=metadata.get("namespace", defaults.namespace),
+        kind=Kind(value["kind"]),
+        labels=tuple(sorted(metadata.get("labels", {}).items())),
+        command=(command,) if isinstance(command, str) else tuple(command),
+        shell=spec.get("shell", defaults.shell),
+        working_dir=os.path.normpath(os.path.join(folder, spec.get("workingDir", "."))),
+        env=tuple(sorted(env.items())),
+        user=spec.get("user"),
+        replicas=int(spec.get("replicas", defaults.replicas)),
+        priority=int(spec.get("priority", defaults.priority)),
+        restart_policy=RestartPolicy(spec.get("restartPolicy", defaults.restart_policy)),
+        success_exit_codes=tuple(int(c) for c in spec.get("successExitCodes", defaults.success_exit_codes)),
+        backoff=Backoff(
+            initial_seconds=float(backoff.get("initialSeconds", Backoff.initial_seconds)),
+            max_seconds=float(backoff.get("maxSeconds", Backoff.max_seconds)),
+            multiplier=float(backoff.get("multiplier", Backoff.multiplier)),
+            reset_after_seconds=float(backoff.get("resetAfterSeconds", Backoff.reset_after_seconds)),
+        ),
+        max_restarts=int(spec["maxRestarts"]) if "maxRestarts" in spec else None,
+        restart_window_seconds=float(spec.get("restartWindowSeconds", defaults.restart_window_seconds)),
+        backoff_limit=int(spec.get("backoffLimit", defaults.backoff_limit)),
+        depends_on=tuple(
+            Dependency(
+                name=item["name"],
+                condition=Condition(item.get("condition", Condition.STARTED)),
+                location=doc.at(("spec", "dependsOn", index)),
+            )
+            for index, item in enumerate(spec.get("dependsOn", ()))
+        ),
+        shutdown=Shutdown(
+            signal=shutdown.get("signal", Shutdown.signal),
+            timeout_seconds=float(shutdown.get("timeoutSeconds", Shutdown.timeout_seconds)),
+        ),
+        location=doc.keys.get(("apiVersion",)) or doc.at(()),
+    )

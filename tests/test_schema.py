@@ -1,0 +1,404 @@
+"""schemas/*.json: well-formed, strict, documented, and every field accepted or refused with a plain message."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from orchestrator.errors import ManifestError
+from orchestrator.manifest import _schema_dir, load_specs, schemas
+from orchestrator.model import Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
+
+SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
+
+
+def document(spec: str = "command: [sleep, '1']", metadata: str = "name: api", kind: str = "Process") -> str:
+    return (
+        f"apiVersion: orchestrator/v1\nkind: {kind}\nmetadata:\n{textwrap.indent(textwrap.dedent(metadata), '  ')}\n"
+        f"spec:\n{textwrap.indent(textwrap.dedent(spec), '  ')}\n"
+    )
+
+
+def load(tmp_path: Path, text: str) -> tuple[ProcessSpec, ...]:
+    file = tmp_path / "m.yaml"
+    file.write_text(text)
+    return load_specs([str(file)])
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ManifestError) as caught:
+        load(tmp_path, text)
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in caught.value.problems]
+
+
+def _objects(schema: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]]:
+    """Every subschema of a JSON Schema that describes an object with fixed properties."""
+    found = []
+    if isinstance(schema, dict):
+        if "properties" in schema:
+            found.append((where, schema))
+        for key, value in schema.items():
+            found += _objects(value, f"{where}/{key}")
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            found += _objects(value, f"{where}/{index}")
+    return found
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        target = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def test_schema_files_exist() -> None:
+    assert [f.name for f in SCHEMA_FILES] == ["job.v1.json", "process.v1.json"]
+    assert set(schemas()) == {("orchestrator/v1", "Process"), ("orchestrator/v1", "Job")}
+
+
+@pytest.mark.parametrize("file", SCHEMA_FILES, ids=lambda f: f.name)
+def test_schema_is_valid_draft_2020_12(file: Path) -> None:
+    schema = json.loads(file.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("file", SCHEMA_FILES, ids=lambda f: f.name)
+def test_every_object_refuses_unknown_fields_and_every_field_is_described(file: Path) -> None:
+    schema = json.loads(file.read_text())
+    for where, node in _objects(schema):
+        assert node.get("additionalProperties") is False, where
+        for name, prop in node["properties"].items():
+            assert _resolve(schema, prop).get("description"), f"{where}/{name}"
+
+
+def test_shared_definitions_are_the_same_in_every_file() -> None:
+    process, job = (
+        json.loads(f.read_text()) for f in (_schema_dir() / "process.v1.json", _schema_dir() / "job.v1.json")
+    )
+    assert process["$defs"] == job["$defs"]
+    shared = set(process["properties"]["spec"]["properties"]) & set(job["properties"]["spec"]["properties"])
+    for name in shared:
+        assert process["properties"]["spec"]["properties"][name] == job["properties"]["spec"]["properties"][name]
+
+
+def test_kinds_have_their_own_fields() -> None:
+    process = schemas()[("orchestrator/v1", "Process")]["properties"]["spec"]["properties"]
+    job = schemas()[("orchestrator/v1", "Job")]["properties"]["spec"]["properties"]
+    assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds"}
+    assert set(job) - set(process) == {"backoffLimit"}
+
+
+def test_schema_defaults_match_the_model() -> None:
+    """The model's defaults mirror the schema's, so specs built in code mean what manifests mean."""
+    spec = ProcessSpec(name="x", command=("x",))
+    for (_, kind), schema in schemas().items():
+        props = schema["properties"]["spec"]["properties"]
+        defaults = {name: _resolve(schema, prop).get("default") for name, prop in props.items()}
+        assert defaults["shell"] == spec.shell
+        assert defaults["priority"] == spec.priority
+        assert defaults["successExitCodes"] == list(spec.success_exit_codes)
+        if kind == "Process":
+            assert defaults["replicas"] == spec.replicas
+            assert defaults["restartPolicy"] == spec.restart_policy.value
+            assert defaults["restartWindowSeconds"] == spec.restart_window_seconds
+        else:
+            assert defaults["backoffLimit"] == spec.backoff_limit
+        backoff = _resolve(schema, props["backoff"])["properties"]
+        assert {k: _resolve(schema, v)["default"] for k, v in backoff.items()} == {
+            "initialSeconds": Backoff.initial_seconds,
+            "maxSeconds": Backoff.max_seconds,
+            "multiplier": Backoff.multiplier,
+            "resetAfterSeconds": Backoff.reset_after_seconds,
+        }
+        shutdown = _resolve(schema, props["shutdown"])["properties"]
+        assert shutdown["signal"]["default"] == Shutdown.signal
+        assert _resolve(schema, shutdown["timeoutSeconds"])["default"] == Shutdown.timeout_seconds
+        metadata = _resolve(schema, schema["properties"]["metadata"])["properties"]
+        assert _resolve(schema, metadata["namespace"])["default"] == spec.namespace
+        depends = _resolve(schema, props["dependsOn"])["items"]["properties"]
+        assert depends["condition"]["default"] == Condition.STARTED.value
+
+
+def test_defaults_when_fields_are_absent(tmp_path: Path) -> None:
+    (spec,) = load(tmp_path, document())
+    assert spec == ProcessSpec(name="api", command=("sleep", "1"), working_dir=str(tmp_path))
+    assert spec.kind is Kind.PROCESS
+    assert spec.restart_policy is RestartPolicy.ALWAYS
+    assert spec.max_restarts is None
+    assert spec.user is None
+
+
+# (spec or metadata snippet, attribute of ProcessSpec, expected value)
+VALID = [
+    ("command: [python, -m, http.server, '8080']", "command", ("python", "-m", "http.server", "8080")),
+    ("command: 'echo hi && sleep 1'\nshell: true", "command", ("echo hi && sleep 1",)),
+    ("command: 'echo hi'\nshell: true", "shell", True),
+    ("command: [x]\nshell: false", "shell", False),
+    (
+        "command: [x]\nenv: {PORT: '8080', _X: '', lower_1: 'a b'}",
+        "env",
+        (("PORT", "8080"), ("_X", ""), ("lower_1", "a b")),
+    ),
+    ("command: [x]\nuser: www-data", "user", "www-data"),
+    ("command: [x]\nreplicas: 0", "replicas", 0),
+    ("command: [x]\nreplicas: 3", "replicas", 3),
+    ("command: [x]\npriority: -100", "priority", -100),
+    ("command: [x]\npriority: 100", "priority", 100),
+    ("command: [x]\nrestartPolicy: OnFailure", "restart_policy", RestartPolicy.ON_FAILURE),
+    ("command: [x]\nrestartPolicy: Never", "restart_policy", RestartPolicy.NEVER),
+    ("command: [x]\nsuccessExitCodes: [0, 1, 255]", "success_exit_codes", (0, 1, 255)),
+    (
+        "command: [x]\nbackoff: {initialSeconds: 0.5, maxSeconds: 30, multiplier: 1.5, resetAfterSeconds: 0}",
+        "backoff",
+        Backoff(0.5, 30.0, 1.5, 0.0),
+    ),
+    ("command: [x]\nbackoff: {initialSeconds: 0}", "backoff", Backoff(initial_seconds=0.0)),
+    ("command: [x]\nmaxRestarts: 0", "max_restarts", 0),
+    ("command: [x]\nmaxRestarts: 5", "max_restarts", 5),
+    ("command: [x]\nrestartWindowSeconds: 0.5", "restart_window_seconds", 0.5),
+    (
+        "command: [x]\ndependsOn: [{name: db, condition: ready}, {name: migrate, condition: completed}, {name: c}]",
+        "depends_on",
+        (Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED), Dependency("c")),
+    ),
+    ("command: [x]\nshutdown: {signal: SIGINT, timeoutSeconds: 0.5}", "shutdown", Shutdown("SIGINT", 0.5)),
+    ("command: [x]\nshutdown: {signal: SIGKILL}", "shutdown", Shutdown("SIGKILL", 10.0)),
+]
+
+
+@pytest.mark.parametrize(("spec", "attribute", "expected"), VALID, ids=[v[0] for v in VALID])
+def test_valid_process_fields(tmp_path: Path, spec: str, attribute: str, expected: object) -> None:
+    (built,) = load(tmp_path, document(spec))
+    assert getattr(built, attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("metadata", "attribute", "expected"),
+    [
+        ("name: a", "name", "a"),
+        ("name: " + "a" * 63, "name", "a" * 63),
+        ("name: my-api-2", "name", "my-api-2"),
+        ("name: a\nnamespace: shop", "namespace", "shop"),
+        ("name: a", "namespace", "default"),
+        (
+            "name: a\nlabels: {tier: backend, app.kubernetes.io/name: shop, Upper_Case.x: v}",
+            "labels",
+            (("Upper_Case.x", "v"), ("app.kubernetes.io/name", "shop"), ("tier", "backend")),
+        ),
+    ],
+)
+def test_valid_metadata(tmp_path: Path, metadata: str, attribute: str, expected: object) -> None:
+    (built,) = load(tmp_path, document(metadata=metadata))
+    assert getattr(built, attribute) == expected
+
+
+def test_valid_job(tmp_path: Path) -> None:
+    (job,) = load(tmp_path, document("command: [./migrate.sh]\nbackoffLimit: 3\nsuccessExitCodes: [0, 3]", kind="Job"))
+    assert (job.kind, job.backoff_limit, job.success_exit_codes) == (Kind.JOB, 3, (0, 3))
+    (job,) = load(tmp_path, document("command: [./migrate.sh]", kind="Job"))
+    assert job.backoff_limit == 6
+
+
+NAME_WORDS = "is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+
+# (spec snippet, expected "path: message" lines, all of them)
+INVALID = [
+    ("shell: true", ["spec: missing required field 'command'"]),
+    ("command: []", ["spec.command: must not be empty"]),
+    ("command: ''\nshell: true", ["spec.command: must not be empty"]),
+    ("command: [sleep, 1]", ['spec.command[1]: expected a string, got 1: quote it ("1")']),
+    ("command: 5", ["spec.command: expected a list or a string, got 5"]),
+    ("command: {a: b}", ["spec.command: expected a list or a string, got a mapping"]),
+    ("command:", ["spec.command: expected a list or a string, got nothing"]),
+    ("command: 'sleep 1'", ["spec.command: command is a string: set shell: true or give an argv list"]),
+    ("command: 'sleep 1'\nshell: false", ["spec.command: command is a string: set shell: true or give an argv list"]),
+    ("command: [sleep, '1']\nshell: true", ["spec.command: with shell: true, give the command as one string"]),
+    ("command: [x]\nshell: 'yes'", ["spec.shell: expected true or false, got 'yes'"]),
+    ("command: [x]\nworkingDir: 5", ['spec.workingDir: expected a string, got 5: quote it ("5")']),
+    ("command: [x]\nworkingDir: ''", ["spec.workingDir: must not be empty"]),
+    ("command: [x]\nenv: {PORT: 8080}", ['spec.env.PORT: expected a string, got 8080: quote it ("8080")']),
+    ("command: [x]\nenv: {DEBUG: yes}", ['spec.env.DEBUG: expected a string, got yes: quote it ("yes")']),
+    ("command: [x]\nenv: {RATIO: 0.5}", ['spec.env.RATIO: expected a string, got 0.5: quote it ("0.5")']),
+    ("command: [x]\nenv: {EMPTY: }", ["spec.env.EMPTY: expected a string, got nothing"]),
+    (
+        "command: [x]\nenv: {1PORT: '1'}",
+        [
+            (
+                "spec.env['1PORT']: '1PORT' is not a valid environment variable name: use letters, digits and '_', "
+                "not starting with a digit"
+            )
+        ],
+    ),
+    ("command: [x]\nenv: [PORT=1]", ["spec.env: expected a mapping, got a list"]),
+    ("command: [x]\nenvFrom: [.env]", ["spec.envFrom[0]: expected a mapping, got '.env'"]),
+    (
+        "command: [x]\nenvFrom: [{path: .env}]",
+        ["spec.envFrom[0]: missing required field 'file'", "spec.envFrom[0]: unknown field 'path'"],
+    ),
+    ("command: [x]\nuser: 0", ['spec.user: expected a string, got 0: quote it ("0")']),
+    ("command: [x]\nreplicas: -1", ["spec.replicas: must be at least 0, got -1"]),
+    ("command: [x]\nreplicas: 1.5", ["spec.replicas: expected an integer, got 1.5"]),
+    ("command: [x]\nreplicas: '2'", ["spec.replicas: expected an integer, got '2'"]),
+    ("command: [x]\nreplica: 2", ["spec: unknown field 'replica' (did you mean 'replicas'?)"]),
+    ("command: [x]\npriority: 101", ["spec.priority: must be at most 100, got 101"]),
+    ("command: [x]\npriority: -101", ["spec.priority: must be at least -100, got -101"]),
+    (
+        "command: [x]\nrestartPolicy: Sometimes",
+        ["spec.restartPolicy: 'Sometimes' is not one of Always, OnFailure, Never"],
+    ),
+    (
+        "command: [x]\nrestartPolicy: always",
+        ["spec.restartPolicy: 'always' is not one of Always, OnFailure, Never (did you mean 'Always'?)"],
+    ),
+    ("command: [x]\nsuccessExitCodes: []", ["spec.successExitCodes: must not be empty"]),
+    ("command: [x]\nsuccessExitCodes: [256]", ["spec.successExitCodes[0]: must be at most 255, got 256"]),
+    ("command: [x]\nsuccessExitCodes: [-1]", ["spec.successExitCodes[0]: must be at least 0, got -1"]),
+    ("command: [x]\nsuccessExitCodes: [0, 0]", ["spec.successExitCodes: must not list the same value twice"]),
+    ("command: [x]\nsuccessExitCodes: 0", ["spec.successExitCodes: expected a list, got 0"]),
+    ("command: [x]\nbackoff: {initialSeconds: abc}", ["spec.backoff.initialSeconds: expected a number, got 'abc'"]),
+    ("command: [x]\nbackoff: {initialSeconds: -1}", ["spec.backoff.initialSeconds: must be at least 0, got -1"]),
+    ("command: [x]\nbackoff: {maxSeconds: -0.5}", ["spec.backoff.maxSeconds: must be at least 0, got -0.5"]),
+    ("command: [x]\nbackoff: {multiplier: 0.5}", ["spec.backoff.multiplier: must be at least 1, got 0.5"]),
+    ("command: [x]\nbackoff: {resetAfterSeconds: -1}", ["spec.backoff.resetAfterSeconds: must be at least 0, got -1"]),
+    (
+        "command: [x]\nbackoff: {initialSeconds: .inf}",
+        ["spec.backoff.initialSeconds: expected a finite number, got .inf"],
+    ),
+    (
+        "command: [x]\nbackoff: {initial: 1}",
+        ["spec.backoff: unknown field 'initial' (did you mean 'initialSeconds'?)"],
+    ),
+    (
+        "command: [x]\nbackoff: {initialSeconds: 10, maxSeconds: 5}",
+        ["spec.backoff.initialSeconds: initialSeconds (10) is larger than maxSeconds (5)"],
+    ),
+    ("command: [x]\nbackoff: 5", ["spec.backoff: expected a mapping, got 5"]),
+    ("command: [x]\nmaxRestarts: -1", ["spec.maxRestarts: must be at least 0, got -1"]),
+    ("command: [x]\nmaxRestarts: many", ["spec.maxRestarts: expected an integer, got 'many'"]),
+    ("command: [x]\nrestartWindowSeconds: 0", ["spec.restartWindowSeconds: must be greater than 0, got 0"]),
+    ("command: [x]\ndependsOn: [db]", ["spec.dependsOn[0]: expected a mapping, got 'db'"]),
+    ("command: [x]\ndependsOn: [{condition: ready}]", ["spec.dependsOn[0]: missing required field 'name'"]),
+    ("command: [x]\ndependsOn: [{name: a}, {name: DB}]", [f"spec.dependsOn[1].name: 'DB' {NAME_WORDS}"]),
+    (
+        "command: [x]\ndependsOn: [{name: db, condition: healthy}]",
+        ["spec.dependsOn[0].condition: 'healthy' is not one of started, ready, completed"],
+    ),
+    (
+        "command: [x]\ndependsOn: [{name: db}, {name: db}]",
+        ["spec.dependsOn[1].name: 'db' is already listed at spec.dependsOn[0]"],
+    ),
+    (
+        "command: [x]\nshutdown: {signal: TERM}",
+        [
+            (
+                "spec.shutdown.signal: 'TERM' is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"
+                " (did you mean 'SIGTERM'?)"
+            )
+        ],
+    ),
+    (
+        "command: [x]\nshutdown: {signal: 15}",
+        ["spec.shutdown.signal: 15 is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"],
+    ),
+    ("command: [x]\nshutdown: {timeoutSeconds: -1}", ["spec.shutdown.timeoutSeconds: must be at least 0, got -1"]),
+    (
+        "command: [x]\nshutdown: {timeout: 1}",
+        ["spec.shutdown: unknown field 'timeout' (did you mean 'timeoutSeconds'?)"],
+    ),
+    ("command: [x]\nbackoffLimit: 3", ["spec: unknown field 'backoffLimit' (only a Job has it)"]),
+    ("command: [x]\nprobes: {}", ["spec: unknown field 'probes'"]),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_process_fields(tmp_path: Path, spec: str, expected: list[str]) -> None:
+    assert sorted(problems(tmp_path, document(spec))) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("command: [x]\nreplicas: 2", ["spec: unknown field 'replicas' (only a Process has it)"]),
+        ("command: [x]\nrestartPolicy: Never", ["spec: unknown field 'restartPolicy' (only a Process has it)"]),
+        ("command: [x]\nmaxRestarts: 1", ["spec: unknown field 'maxRestarts' (only a Process has it)"]),
+        (
+            "command: [x]\nrestartWindowSeconds: 1",
+            ["spec: unknown field 'restartWindowSeconds' (only a Process has it)"],
+        ),
+        ("command: [x]\nbackoffLimit: -1", ["spec.backoffLimit: must be at least 0, got -1"]),
+        ("command: [x]\nbackofLimit: 1", ["spec: unknown field 'backofLimit' (did you mean 'backoffLimit'?)"]),
+    ],
+)
+def test_invalid_job_fields(tmp_path: Path, spec: str, expected: list[str]) -> None:
+    assert problems(tmp_path, document(spec, kind="Job")) == expected
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ("namespace: shop", ["metadata: missing required field 'name'"]),
+        ("name: My_App", [f"metadata.name: 'My_App' {NAME_WORDS}"]),
+        ("name: -api", [f"metadata.name: '-api' {NAME_WORDS}"]),
+        ("name: api-", [f"metadata.name: 'api-' {NAME_WORDS}"]),
+        ("name: " + "a" * 64, ["metadata.name: must be at most 63 characters long, got 64"]),
+        ("name: 5", ['metadata.name: expected a string, got 5: quote it ("5")']),
+        ("name: a\nnamespace: Shop", [f"metadata.namespace: 'Shop' {NAME_WORDS}"]),
+        ("name: a\nlabels: {tier: 1}", ['metadata.labels.tier: expected a string, got 1: quote it ("1")']),
+        (
+            "name: a\nlabels: {'bad key': x}",
+            [
+                (
+                    "metadata.labels['bad key']: 'bad key' is not a valid label key: an optional DNS prefix and '/', then "
+                    "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+                )
+            ],
+        ),
+        ("name: a\nlabels: [a]", ["metadata.labels: expected a mapping, got a list"]),
+        ("name: a\nannotations: {}", ["metadata: unknown field 'annotations'"]),
+        ("name: a\nnamspace: x", ["metadata: unknown field 'namspace' (did you mean 'namespace'?)"]),
+    ],
+)
+def test_invalid_metadata(tmp_path: Path, metadata: str, expected: list[str]) -> None:
+    assert problems(tmp_path, document(metadata=metadata)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: a}\n", ["missing required field 'spec'"]),
+        ("kind: Process\nmetadata: {name: a}\nspec: {command: [x]}\n", ["missing required field 'apiVersion'"]),
+        ("apiVersion: orchestrator/v1\nmetadata: {name: a}\nspec: {command: [x]}\n", ["missing required field 'kind'"]),
+        (
+            "apiVersion: orchestrator/v2\nkind: Process\nmetadata: {name: a}\nspec: {command: [x]}\n",
+            ["apiVersion: unknown apiVersion 'orchestrator/v2': expected orchestrator/v1"],
+        ),
+        (
+            "apiVersion: orchestrator/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [x]}\n",
+            ["kind: unknown kind 'Service': expected one of Job, Process"],
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {}\n",
+            [
+                "apiVersion: unknown apiVersion 'v1': expected orchestrator/v1",
+                "kind: unknown kind 'Pod': expected one of Job, Process",
+            ],
+        ),
+        (
+            "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: a}\nspec: {command: [x]}\nstatus: {}\n",
+            ["unknown field 'status'"],
+        ),
+        ("- a\n- b\n", ["a manifest must be a mapping with apiVersion, kind, metadata and spec, got a list"]),
+        ("just text\n", ["a manifest must be a mapping with apiVersion, kind, metadata and spec, got 'just text'"]),
+    ],
+)
+def test_invalid_documents(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert problems(tmp_path, text) == expected
