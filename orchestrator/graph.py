@@ -25,14 +25,20 @@ def build_graph(specs: Iterable[ProcessSpec]) -> nx.DiGraph:
     return graph
 
 
-def check(specs: Iterable[ProcessSpec]) -> list[Problem]:
-    """Every missing dependency and every cycle, each located at the dependsOn entry that makes it."""
+def check(specs: Iterable[ProcessSpec], also_defined: frozenset[str] = frozenset()) -> list[Problem]:
+    """Every missing dependency and every cycle, each located at the dependsOn entry that makes it.
+
+    `also_defined` names keys of documents that exist but failed validation: not missing, only broken.
+    """
     specs = list(specs)
     by_key = {spec.key: spec for spec in specs}
     problems: list[Problem] = []
     for spec in specs:
         for i, dep in enumerate(spec.depends_on):
-            if spec.dependency_key(dep) not in by_key:
+            dep_key = spec.dependency_key(dep)
+            if dep_key not in by_key and dep_key in also_defined:
+                continue
+            if dep_key not in by_key:
                 problems.append(
                     Problem(
                         _where(spec, dep.location),
@@ -45,7 +51,8 @@ def check(specs: Iterable[ProcessSpec]) -> list[Problem]:
                 problems.append(
                     Problem(_where(spec, dep.location), f"spec.dependsOn[{i}].name", f"{spec.key} depends on itself")
                 )
-    graph = build_graph(s for s in specs)
+    graph = build_graph(specs)
+    graph.remove_nodes_from([key for key in list(graph.nodes) if key not in by_key])
     graph.remove_edges_from(nx.selfloop_edges(graph))
     for component in nx.strongly_connected_components(graph):
         if len(component) < 2:

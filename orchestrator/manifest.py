@@ -32,6 +32,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from . import graph
 from .errors import Location, ManifestError, Problem
 from .model import DEFAULT_NAMESPACE, Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
 
@@ -286,7 +287,8 @@ def find_manifest_files(paths: Sequence[str]) -> tuple[tuple[str, ...], tuple[Pr
 def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
     """Every Process and Job in the files and directories `paths`, in file and document order.
 
-    Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates).
+    Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates,
+    and the dependency graph of the documents that are valid).
     """
     files, found_problems = find_manifest_files(paths)
     problems = list(found_problems)
@@ -301,6 +303,8 @@ def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
             problems += _check_unique(doc, names)
             if spec is not None:
                 specs.append(spec)
+    # A dependency on a document that is itself invalid is not reported as missing a second time.
+    problems += graph.check(specs, also_defined=frozenset(names))
     if problems:
         raise ManifestError(list(dict.fromkeys(problems)))
     return tuple(specs)

@@ -202,3 +202,17 @@ def test_run_with_invalid_manifest_starts_nothing(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{manifest}:3:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "state" / "logs").exists()
+
+
+def test_validate_lists_schema_and_graph_problems_together(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: db}\nspec: {command: [x], replicas: -1}\n---\n"
+        "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: api}\nspec:\n  command: [x]\n"
+        "  dependsOn: [{name: db}, {name: cache}]\n"
+    )
+    result = cli("validate", "-f", str(tmp_path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "2 problems found", lines  # db's own error, and the missing cache; db is not "missing"
+    assert any("spec.replicas" in line for line in lines)
+    assert any("depends on 'cache'" in line for line in lines)

@@ -268,9 +268,10 @@ def test_yaml_mapping_error(in_tmp: Path) -> None:
 def test_dependencies_keep_their_location(in_tmp: Path) -> None:
     write(
         in_tmp / "a.yaml",
-        PROCESS.format(name="api") + "  dependsOn:\n    - name: db\n      condition: ready\n    - {name: migrate}\n",
+        PROCESS.format(name="api") + "  dependsOn:\n    - name: db\n      condition: ready\n    - {name: migrate}\n"
+        + "---\n" + PROCESS.format(name="db") + "---\n" + PROCESS.format(name="migrate"),
     )
-    (spec,) = load_specs(["a.yaml"])
+    spec, _, _ = load_specs(["a.yaml"])
     assert spec.depends_on == (Dependency("db", Condition.READY), Dependency("migrate", Condition.STARTED))
     assert [d.location for d in spec.depends_on] == [Location("a.yaml", 8, 7), Location("a.yaml", 10, 7)]
 
@@ -337,9 +338,14 @@ spec:
   restartWindowSeconds: 30
   dependsOn: [{name: db, condition: ready}]
   shutdown: {signal: SIGINT, timeoutSeconds: 2.5}
+---
+apiVersion: orchestrator/v1
+kind: Process
+metadata: {name: db, namespace: shop}
+spec: {command: [db]}
 """,
     )
-    (spec,) = load_specs(["m"])
+    spec, _ = load_specs(["m"])
     assert spec == ProcessSpec(
         name="api",
         namespace="shop",

@@ -24,10 +24,16 @@ def document(spec: str = "command: [sleep, '1']", metadata: str = "name: api", k
     )
 
 
+# Documents that the dependencies in the cases below refer to, so that the graph check passes.
+DEPENDENCIES = ("db", "migrate", "c")
+
+
 def load(tmp_path: Path, text: str) -> tuple[ProcessSpec, ...]:
     file = tmp_path / "m.yaml"
     file.write_text(text)
-    return load_specs([str(file)])
+    (tmp_path / "deps.yaml").write_text("---\n".join(document(metadata=f"name: {n}") for n in DEPENDENCIES))
+    specs = load_specs([str(file), str(tmp_path / "deps.yaml")])
+    return tuple(spec for spec in specs if spec.name not in DEPENDENCIES)
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
