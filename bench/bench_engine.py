@@ -7,7 +7,7 @@ subprocess of this script, one at a time, in the same run, and are observed from
 only (the children file of each of the supervisor's threads, schedstat, status), so measuring does not
 wake them.
 
-    python bench/bench_engine.py [--sizes 50,200] [--kills 20] [--idle-seconds 20] [--repeat 3] [--json]
+    python bench/bench_engine.py [--sizes 50,200] [--kills 20] [--idle-seconds 20] [--repeat 3] [--spin] [--json]
 
 Targets are DESIGN.md section 4. This script makes itself a child subreaper, so every process a
 supervisor leaves behind is re-parented here, killed by process group and reaped, whatever happens
@@ -212,15 +212,10 @@ class Run:
         argv = self.argv()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        out = open(self.workdir / "stdout", "wb")
-        err = open(self.workdir / "stderr", "wb")
-        try:
+        with open(self.workdir / "stdout", "wb") as out, open(self.workdir / "stderr", "wb") as err:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          cwd=self.workdir, env=env, start_new_session=True)
-        finally:
-            out.close()
-            err.close()
         deadline = t0 + 60
         while True:
             now_children = children(self.proc.pid)
@@ -240,7 +235,7 @@ class Run:
         except OSError:
             return "(no stderr)"
 
-    def respawn_latencies(self, kills: int, rng: random.Random) -> list[float]:
+    def respawn_latencies(self, kills: int, rng: random.Random, spin: bool = False) -> list[float]:
         """Milliseconds from SIGKILL of one child to a new child pid in the supervisor's children files."""
         assert self.proc is not None
         pid = self.proc.pid
@@ -260,6 +255,10 @@ class Run:
                     break
                 if time.perf_counter() > deadline:
                     raise BenchError(f"{self.name}: no respawn within 10 s of killing {victim}")
+                if not spin:
+                    # Still no sleep, but on 2 cores a pure spin sits on the CPU the victim must run on to
+                    # die and the supervisor to respawn: it added ~2 ms to both (floor 3.2 -> 1.45 ms p50).
+                    os.sched_yield()
             # Let the supervisor finish: the victim reaped and N children again, then settle.
             while True:
                 now_children = children(pid)
@@ -361,7 +360,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, log: Any) -> dict[str, Any]:
+def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, spin: bool,
+          log: Any) -> dict[str, Any]:
     rng = random.Random(1)
     results = []
     for n in sizes:
@@ -377,7 +377,7 @@ def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, log: A
                         figures[name]["cold_start_s_all"].append(cold)
                         log(f"N={n} {name} run {r + 1}/{repeat}: cold start {cold:.3f} s")
                         if last:
-                            lat = run.respawn_latencies(kills, rng)
+                            lat = run.respawn_latencies(kills, rng, spin)
                             figures[name]["respawn_ms_all"] = lat
                             figures[name]["respawn_p50_ms"] = percentile(lat, 0.5)
                             figures[name]["respawn_p90_ms"] = percentile(lat, 0.9)
@@ -397,10 +397,10 @@ def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, log: A
                     else:
                         figures[name]["stop_leftovers"] = (figures[name].get("stop_leftovers", 0)
                                                            + stopped["leftovers"])
-        for name in figures:
-            figures[name]["cold_start_s"] = statistics.median(figures[name]["cold_start_s_all"])
+        for figure in figures.values():
+            figure["cold_start_s"] = statistics.median(figure["cold_start_s_all"])
         results.append({"n": n, **figures})
-    return {"environment": environment(), "results": results}
+    return {"environment": {**environment(), "respawn_poll": "spin" if spin else "sched_yield"}, "results": results}
 
 
 def environment() -> dict[str, Any]:
@@ -427,8 +427,8 @@ ROWS: list[tuple[str, str, str, str, Any]] = [
 
 def table(report: dict[str, Any]) -> str:
     env = report["environment"]
-    lines = [f"Python {env['python']}, nproc {env['nproc']}, kernel {env['kernel']}, "
-             f"children from {env['children_source']}"]
+    lines = [(f"Python {env['python']}, nproc {env['nproc']}, kernel {env['kernel']}, "
+              f"children from {env['children_source']}, respawn polled with {env['respawn_poll']}")]
     header = ["figure", "N", "floor", "ours", "ratio", "target", "ok"]
     body = []
     for result in report["results"]:
@@ -436,15 +436,21 @@ def table(report: dict[str, Any]) -> str:
             floor, ours = result["floor"].get(key), result["ours"].get(key)
             if floor is None and ours is None:
                 continue
-            cell = lambda v: "-" if v is None else fmt.format(v)  # noqa: E731
             ratio = f"{ours / floor:.2f}x" if ours is not None and floor else "-"
             ok = "-" if check is None or ours is None else ("yes" if check(ours, floor) else "NO")
-            body.append([label, str(result["n"]), cell(floor), cell(ours), ratio, target, ok])
+            body.append([label, str(result["n"]), _cell(fmt, floor), _cell(fmt, ours), ratio, target, ok])
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    fmt_row = lambda row: " | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
-    lines += [fmt_row(header), "-+-".join("-" * w for w in widths)]
-    lines += [fmt_row(row) for row in body]
+    lines += [_row(header, widths), "-+-".join("-" * w for w in widths)]
+    lines += [_row(row, widths) for row in body]
     return "\n".join(lines)
+
+
+def _cell(fmt: str, value: float | None) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs for the respawn latency (default 20)")
     parser.add_argument("--idle-seconds", type=float, default=20, help="idle measuring window (default 20)")
     parser.add_argument("--repeat", type=int, default=3, help="cold starts per size; median reported (default 3)")
+    parser.add_argument("--spin", action="store_true",
+                        help="poll for the respawn in a pure busy loop (no sched_yield); inflates both sides on 2 cores")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -468,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     log = (lambda message: print(message, file=sys.stderr, flush=True))
     try:
-        report = bench(sizes, args.kills, args.idle_seconds, args.repeat, log)
+        report = bench(sizes, args.kills, args.idle_seconds, args.repeat, args.spin, log)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -14,6 +14,8 @@ from enum import Enum
 
 class EventType(str, Enum):
     APPLIED = "Applied"
+    ADOPTED = "Adopted"
+    INVALID = "Invalid"  # a watched manifest became invalid: nothing was changed
     STARTED = "Started"
     START_FAILED = "StartFailed"
     EXITED = "Exited"
@@ -60,7 +62,10 @@ class EventBus:
         self._subscribers: list[Subscriber] = []
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+        self._subscribers = [*self._subscribers, subscriber]  # copy on write: emit may run on another thread
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers = [s for s in self._subscribers if s is not subscriber]
 
     def emit(self, event: Event) -> None:
         for subscriber in self._subscribers:

@@ -6,6 +6,9 @@ in the terminal reaches only the orchestrator), with no shell unless the spec as
 ended" into a readable file descriptor for the reconciler's single selector; the child is then reaped
 here, after what is left of its process group has been SIGKILLed (while the zombie still pins the pid,
 so the group id cannot have been reused).
+
+Processes left running by an earlier daemon are adopted: they are not our children, so their pidfd
+still says when they end, but their exit status cannot be known. The executor owns every pidfd.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from .errors import SpawnError
 from .logs import open_log
 from .model import ProcessIdentity, ProcessSpec, ReplicaId
-from .observe import identity
+from .observe import identity, is_alive
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Executor:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._adopted: set[int] = set()
+        self._pidfds: dict[int, int] = {}
         self._base_env = dict(os.environ)
         raise_open_files_limit()
 
@@ -85,13 +90,34 @@ class Executor:
             os.close(log_fd)
         pid = popen.pid
         self._children[pid] = popen
-        pidfd = os.pidfd_open(pid)
-        return Child(replica, identity(pid), pidfd)
+        self._pidfds[pid] = os.pidfd_open(pid)
+        return Child(replica, identity(pid), self._pidfds[pid])
+
+    def adopt(self, replica: ReplicaId, process: ProcessIdentity) -> Child | None:
+        """Watch a process an earlier orchestrator started; None when it no longer exists (or is another
+        process that reused its pid)."""
+        try:
+            pidfd = os.pidfd_open(process.pid)
+        except (ProcessLookupError, OSError):
+            return None
+        # The pidfd pins this very process: check its identity only after opening it.
+        if not is_alive(process):
+            os.close(pidfd)
+            return None
+        self._adopted.add(process.pid)
+        self._pidfds[process.pid] = pidfd
+        return Child(replica, process, pidfd)
 
     def signal_group(self, process: ProcessIdentity, signame: str) -> None:
-        """Send a signal to the whole process group of a child we have not reaped yet."""
-        if process.pid not in self._children:
+        """Send a signal to the whole process group of a replica whose leader has not ended yet."""
+        pidfd = self._pidfds.get(process.pid)
+        if pidfd is None:
             return  # already reaped: its group was killed then
+        if process.pid in self._adopted:
+            try:
+                signal.pidfd_send_signal(pidfd, 0)  # the leader still runs, so its pid (= group id) is ours
+            except ProcessLookupError:
+                return
         try:
             os.killpg(process.pid, signal.Signals[signame])
         except ProcessLookupError:
@@ -104,25 +130,45 @@ class Executor:
         """Collect a child's exit status once its pidfd is readable; None if it has not exited yet.
 
         Whatever is left of its process group is SIGKILLed first: a replica's tree ends with it.
+        The exit status of an adopted process is unknown (code and signal None).
         """
+        if pid in self._adopted:
+            # Not our child: someone else reaps it. Its group may outlive it; while a member remains the
+            # kernel keeps the group id from being reused, so the kill reaches only that group.
+            self._adopted.discard(pid)
+            self._kill_rest_of_group(pid)
+            os.close(self._pidfds.pop(pid))
+            return ExitStatus(None, None)
         popen = self._children.get(pid)
         if popen is None:
             return None
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._kill_rest_of_group(pid)
         code = popen.poll()
         if code is None:
             return None
         del self._children[pid]
+        os.close(self._pidfds.pop(pid))
         if code < 0:
             return ExitStatus(None, -code)
         return ExitStatus(code, None)
 
+    def release(self) -> None:
+        """Stop watching everything without touching it (the daemon leaves; its processes stay)."""
+        for pidfd in self._pidfds.values():
+            os.close(pidfd)
+        self._pidfds.clear()
+        self._adopted.clear()
+
+    @staticmethod
+    def _kill_rest_of_group(pgid: int) -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     @property
     def running(self) -> int:
-        return len(self._children)
+        return len(self._pidfds)
 
 
 def _user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:

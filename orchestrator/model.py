@@ -55,6 +55,7 @@ class Reason(str, Enum):
     ERROR = "Error"  # another exit code
     KILLED = "Killed"  # ended by a signal
     START_FAILED = "StartFailed"  # could not be started at all (missing binary, permission denied)
+    UNKNOWN = "Unknown"  # an adopted process ended: not our child, so its exit status cannot be known
 
 
 @dataclass(frozen=True)

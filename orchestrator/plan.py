@@ -23,6 +23,7 @@ class StopReason(str, Enum):
     REMOVED = "Removed"  # no longer in the desired state (prune, delete, shutdown)
     SPEC_CHANGED = "SpecChanged"  # a field that needs a restart changed
     SCALED_DOWN = "ScaledDown"
+    RESTART = "Restart"  # asked for by `orchestrator restart`
 
 
 @dataclass(frozen=True)

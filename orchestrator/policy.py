@@ -42,6 +42,8 @@ def backoff_delay(backoff: Backoff, streak: int) -> float:
 def classify_exit(spec: ProcessSpec, code: int | None, signal: int | None) -> Reason:
     if signal is not None:
         return Reason.KILLED
+    if code is None:
+        return Reason.UNKNOWN
     if code is not None and code in spec.success_exit_codes:
         return Reason.COMPLETED
     return Reason.ERROR
@@ -133,6 +135,8 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
 def _describe(exit: Exit) -> str:
     if exit.reason is Reason.START_FAILED:
         return f"could not start: {exit.message}"
+    if exit.reason is Reason.UNKNOWN:
+        return "ended while no orchestrator watched it (exit status unknown)"
     if exit.signal is not None:
         return f"killed by {_SIGNAL_NAMES.get(exit.signal, f'signal {exit.signal}')}"
     return f"exited with code {exit.code}"

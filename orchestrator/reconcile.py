@@ -12,7 +12,7 @@ import os
 import queue
 import selectors
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -20,19 +20,31 @@ from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import Executor
-from .model import DesiredState, Exit, Phase, ReplicaId, ReplicaRecord
-from .plan import Forget, Kill, Plan, Start, Stop, Waiting, plan
+from .model import DesiredState, Exit, Phase, Reason, ReplicaId, ReplicaRecord
+from .plan import Forget, Kill, Plan, Start, Stop, StopReason, Waiting, plan
 from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
 
 Message = Callable[["Reconciler"], None]
 
 
+RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], None]
+
+
 class Reconciler:
-    def __init__(self, executor: Executor, clock: Clock, events: EventBus, resync_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        clock: Clock,
+        events: EventBus,
+        resync_seconds: float = 10.0,
+        persist: RecordSink | None = None,
+    ) -> None:
+        """`persist` receives the records after every pass (the daemon's store); `run` keeps none."""
         self.executor = executor
         self.clock = clock
         self.events = events
         self.resync_seconds = resync_seconds
+        self.persist = persist
         self.desired = DesiredState.empty()
         self.records: dict[ReplicaId, ReplicaRecord] = {}
         self.waiting: dict[ReplicaId, Waiting] = {}
@@ -77,6 +89,48 @@ class Reconciler:
                     stopping_since = record.stop_requested_at or self.clock.monotonic()
                     self.records[rid] = replace(record, killed=True, stop_requested_at=stopping_since)
 
+    def adopt(self, records: Mapping[ReplicaId, ReplicaRecord]) -> None:
+        """Take over the records of an earlier orchestrator: watch what still runs, and count what ended
+        while nobody watched as an exit (so it is restarted per policy). Nothing is started twice."""
+        now = self.clock.monotonic()
+        for rid, record in records.items():
+            if record.process is None:
+                self.records[rid] = record
+                continue
+            child = self.executor.adopt(rid, record.process)
+            if child is not None:
+                self.records[rid] = record
+                self._watch(rid, child.process.pid, child.pidfd)
+                self._emit(EventType.ADOPTED, rid, f"adopted pid {child.process.pid}", child.process.pid)
+                continue
+            started = record.started_at if record.started_at is not None else now
+            ended = record_exit(record, Exit(None, None, Reason.UNKNOWN, now, max(0.0, now - started)))
+            self.records[rid] = ended
+            detail = "stopped" if ended.stopped_on_purpose else self._what_next(ended)
+            self._emit(EventType.EXITED, rid, f"pid {record.process.pid} ended while unwatched; {detail}",
+                       record.process.pid)
+
+    def restart(self, key: str) -> int:
+        """Restart every replica of `key` now: running ones are stopped (and started again once they
+        exit), Failed or BackOff ones start at once. Returns the number of replicas affected."""
+        spec = self.desired.specs.get(key)
+        if spec is None:
+            return 0
+        now = self.clock.monotonic()
+        count = 0
+        for rid, record in list(self.records.items()):
+            if rid.key != key:
+                continue
+            count += 1
+            if record.process is not None:
+                if record.stop_requested_at is None:
+                    self._execute(Stop(rid, record.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
+                                       StopReason.RESTART), now)
+            else:
+                # A fresh record: the next pass starts it, with a new restart budget.
+                del self.records[rid]
+        return count
+
     @property
     def alive(self) -> int:
         return sum(1 for record in self.records.values() if record.process is not None)
@@ -90,6 +144,8 @@ class Reconciler:
         while True:
             self._drain_messages()
             current = self.reconcile(now)
+            if self.persist is not None:
+                self.persist(self.records)
             if until is not None and until(self):
                 return
             if self.shutting_down and self.alive == 0:
@@ -148,19 +204,18 @@ class Reconciler:
             return
         record = record_start(previous, spec, child.process, now)
         self.records[rid] = record
-        self._pidfds[rid] = child.pidfd
-        self._selector.register(child.pidfd, selectors.EVENT_READ, (rid, child.process.pid))
+        self._watch(rid, child.process.pid, child.pidfd)
         restarts = f" (restart {record.restarts})" if record.restarts and record is not previous else ""
         self._emit(EventType.STARTED, rid, f"started pid {child.process.pid}{restarts}", child.process.pid)
 
     def _child_ended(self, data: Any, now: float) -> None:
         rid, pid = data
-        status = self.executor.reap(pid)
-        if status is None:
-            return
         pidfd = self._pidfds.pop(rid)
         self._selector.unregister(pidfd)
-        os.close(pidfd)
+        status = self.executor.reap(pid)  # closes the pidfd
+        if status is None:  # not ended after all: keep watching
+            self._watch(rid, pid, pidfd)
+            return
         record = self.records[rid]
         started = record.started_at if record.started_at is not None else now
         reason = classify_exit(record.spec, status.code, status.signal)
@@ -215,11 +270,16 @@ class Reconciler:
         except BlockingIOError:
             pass
 
+    def _watch(self, rid: ReplicaId, pid: int, pidfd: int) -> None:
+        self._pidfds[rid] = pidfd
+        self._selector.register(pidfd, selectors.EVENT_READ, (rid, pid))
+
     def close(self) -> None:
+        """Release the loop's resources; processes still running are left as they are (for adoption)."""
         for pidfd in self._pidfds.values():
             self._selector.unregister(pidfd)
-            os.close(pidfd)
         self._pidfds.clear()
+        self.executor.release()
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
