@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -63,8 +63,124 @@ def build_parser() -> argparse.ArgumentParser:
     _add_files(run)
     run.add_argument("-o", "--output", choices=["text", "json"], default="text",
                      help="event lines as text, or one JSON object per line")
+    run.add_argument("--watch", action="store_true",
+                     help="re-apply the manifests when they change; an invalid edit changes nothing")
     run.set_defaults(handler=_run)
+
+    apply = commands.add_parser(
+        "apply", help="record manifests as the desired state and converge (starts the daemon if needed)",
+        description="Validate the manifests (a bad one changes nothing), record them as a new revision and let "
+        "the daemon converge. Prints created, configured, unchanged or pruned per object.")
+    _add_files(apply)
+    apply.add_argument("--prune", action="store_true",
+                       help="stop and forget objects from these paths that are no longer in them")
+    apply.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
+    apply.add_argument("--wait", action="store_true", help="return once every object runs (Jobs: succeeded)")
+    apply.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (default 60)")
+    apply.add_argument("--watch", action="store_true",
+                       help="the daemon re-applies these paths whenever their files change")
+    apply.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    apply.set_defaults(handler=_command("apply"))
+
+    diff = commands.add_parser(
+        "diff", help="show what apply would change, field by field",
+        description="Compare the manifests with the daemon's desired state. Exit 0 no change, 1 changes, "
+        "2 error. Env values are never printed.")
+    _add_files(diff)
+    diff.add_argument("--prune", action="store_true", help="also show objects apply --prune would remove")
+    diff.set_defaults(handler=_command("diff"), exit_on_error=2)
+
+    get = commands.add_parser("get", help="list objects with their state",
+                              description="Status table: name, ready/desired replicas, state, restarts, age.")
+    get.add_argument("name", nargs="?", help="one object, as NAME or NAMESPACE/NAME")
+    get.add_argument("-o", "--output", choices=["text", "wide", "json", "yaml"], default="text",
+                     help="wide adds pid, cpu, memory and command")
+    get.add_argument("-l", "--selector", help="only objects with these labels: key=value[,key=value]")
+    get.set_defaults(handler=_command("get"))
+
+    describe = commands.add_parser("describe", help="show one object in detail",
+                                   description="Spec, each replica's state and last exit, and recent events.")
+    describe.add_argument("name", help="NAME or NAMESPACE/NAME")
+    describe.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    describe.set_defaults(handler=_command("describe"))
+
+    logs = commands.add_parser("logs", help="print a process's captured stdout and stderr",
+                               description="Print the log of every replica of NAME (prefixed [i] when several).")
+    logs.add_argument("name", help="NAME or NAMESPACE/NAME")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines of each")
+    logs.add_argument("--replica", type=int, default=None, metavar="I", help="only replica I")
+    logs.set_defaults(handler=_command("logs"))
+
+    events = commands.add_parser("events", help="show the event stream",
+                                 description="Recent events (started, exited, backoff, applied...); "
+                                 "-w keeps printing new ones.")
+    events.add_argument("name", nargs="?", help="only events of this object")
+    events.add_argument("-w", "--watch", action="store_true", help="keep printing new events until Ctrl-C")
+    events.add_argument("--limit", type=int, default=50, help="how many past events to show (default 50)")
+    events.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help="json: one object per line (JSON lines)")
+    events.set_defaults(handler=_command("events"))
+
+    delete = commands.add_parser("delete", help="stop and forget objects",
+                                 description="Remove objects from the desired state; they are stopped, dependents "
+                                 "first. Refused while something still depends on them.")
+    delete.add_argument("names", nargs="*", metavar="NAME")
+    delete.add_argument("-f", "--filename", dest="paths", action="append", default=[], metavar="PATH",
+                        help="delete the objects these manifests define")
+    delete.set_defaults(handler=_command("delete"))
+
+    restart = commands.add_parser("restart", help="restart every replica of a process",
+                                  description="Stop and start again every replica of NAME; also gives a Failed "
+                                  "process a new start.")
+    restart.add_argument("name")
+    restart.set_defaults(handler=_command("restart"))
+
+    scale = commands.add_parser("scale", help="change the number of replicas",
+                                description="Set the replicas of NAME, recorded as a new revision.")
+    scale.add_argument("name")
+    scale.add_argument("--replicas", type=int, required=True)
+    scale.set_defaults(handler=_command("scale"))
+
+    history = commands.add_parser("history", help="list applied revisions",
+                                  description="Every revision of the desired state, with who, when, and the git "
+                                  "commit of the manifests.")
+    history.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    history.set_defaults(handler=_command("history"))
+
+    rollback = commands.add_parser("rollback", help="go back to an earlier revision",
+                                   description="Make an earlier revision's desired state current again (as a new "
+                                   "revision). Default: the one before the current.")
+    rollback.add_argument("revision", nargs="?", type=int)
+    rollback.set_defaults(handler=_command("rollback"))
+
+    daemon = commands.add_parser("daemon", help="run the daemon in the foreground",
+                                 description="Serve the control socket and keep the host converged. SIGTERM or "
+                                 "Ctrl-C stops every process it runs, in reverse dependency order.")
+    daemon.set_defaults(handler=_command("daemon"))
+
+    shutdown = commands.add_parser("shutdown", help="stop the daemon and everything it runs",
+                                   description="Stop every process in reverse dependency order, then the daemon.")
+    shutdown.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it (default 120)")
+    shutdown.set_defaults(handler=_command("shutdown"))
+
+    startup = commands.add_parser("startup", help="print or install a systemd unit for the daemon",
+                                  description="Print a systemd unit that runs the daemon at boot with this state "
+                                  "dir; --install writes it (system unit as root, user unit otherwise).")
+    startup.add_argument("--install", action="store_true")
+    startup.set_defaults(handler=_command("startup"))
     return parser
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of commands.py, imported only when that command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from . import commands
+
+        return int(getattr(commands, name)(args))
+
+    return handler
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:
@@ -77,16 +193,19 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.state_dir is None:
+        args.state_dir = default_state_dir()
+    failed = getattr(args, "exit_on_error", EXIT_INVALID)
     try:
         return int(args.handler(args))
     except ManifestError as error:
         from .render import problems_text
 
         print(problems_text(error.problems), file=sys.stderr)
-        return EXIT_INVALID
+        return failed
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
-        return EXIT_INVALID
+        return failed
     except KeyboardInterrupt:
         return 130
 
@@ -129,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
     from .render import event_json, event_line
 
     _, desired = _load(args.paths)
-    state_dir = args.state_dir or default_state_dir()
+    state_dir = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     events = EventBus()
     formatter = event_json if args.output == "json" else event_line

@@ -68,3 +68,10 @@ class SpawnError(OrchestratorError):
 
     The reconciler turns it into an exit with reason StartFailed; it never crashes the orchestrator.
     """
+
+
+class StoreError(UserError):
+    """The state database cannot be used as it is (corrupt, not ours, written by a newer version, unwritable).
+
+    The message names the file and what to do; the store never resets or overwrites it on its own.
+    """

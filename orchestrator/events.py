@@ -21,6 +21,7 @@ class EventType(str, Enum):
     EXITED = "Exited"
     BACKOFF = "BackOff"
     WAITING = "Waiting"
+    RESTARTING = "Restarting"  # asked for by `orchestrator restart`
     STOPPING = "Stopping"
     KILLING = "Killing"
     SUCCEEDED = "Succeeded"

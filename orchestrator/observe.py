@@ -6,6 +6,8 @@ another process that reused the number.
 
 from __future__ import annotations
 
+import time
+
 import psutil
 
 from .model import ProcessIdentity
@@ -25,3 +27,27 @@ def is_alive(process: ProcessIdentity) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def usage(pid: int) -> tuple[float, int] | None:
+    """(cpu percent of one core averaged over the process tree's lifetime, resident bytes of the tree).
+
+    None when the process is gone. A lifetime average needs no second sample, so `get` stays fast.
+    """
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    cpu_seconds = 0.0
+    rss = 0
+    for proc in tree:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu_seconds += times.user + times.system
+                rss += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    age = max(1e-3, time.time() - root.create_time())
+    return 100.0 * cpu_seconds / age, rss

@@ -221,8 +221,12 @@ class Reconciler:
         reason = classify_exit(record.spec, status.code, status.signal)
         record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started))
         self.records[rid] = record
-        how = (f"exited with code {status.code}" if status.signal is None
-               else f"killed by {signal.Signals(status.signal).name}")
+        if status.signal is not None:
+            how = f"killed by {signal.Signals(status.signal).name}"
+        elif status.code is None:
+            how = "ended (adopted, so its exit status is unknown)"
+        else:
+            how = f"exited with code {status.code}"
         detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
         self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
 

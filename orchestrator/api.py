@@ -1,0 +1,177 @@
+"""Daemon side of the control socket: HTTP/1.1 with JSON bodies under /api/v1/, on a Unix socket.
+
+Served by the standard library (one thread per connection). Only the socket's owner may talk to it:
+the socket is 0600 and every connection's peer uid is checked. Handlers never touch run state: they
+call the ControlApp, which runs each operation on the reconciler's thread.
+
+Errors are JSON too: {"error": "...", "problems": [...]} with 400 (invalid input), 404 (no such
+object or route), 409 (refused in the current state), 500 (a bug: the message says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import ManifestError, OrchestratorError
+from .sockets import bind_owner_only, peer_uid
+
+PREFIX = "/api/v1"
+
+
+class NotFound(OrchestratorError):
+    """No such object or route (404)."""
+
+
+class Conflict(OrchestratorError):
+    """The request is valid but refused in the current state (409)."""
+
+
+class ControlApp(Protocol):
+    def handle(self, method: str, route: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def follow_events(self, since: int, key: str | None) -> Iterator[dict[str, Any] | None]: ...
+
+
+class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, path: Path, app: ControlApp) -> None:
+        self.app = app
+        self.path = path
+        super().__init__(str(path), _Handler, bind_and_activate=False)
+        try:
+            path.unlink()  # a stale socket of a dead daemon; the daemon lock proves none is alive
+        except FileNotFoundError:
+            pass
+        bind_owner_only(self.socket, path)
+        self.server_activate()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return peer_uid(request) == os.getuid()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="api", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ControlServer
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        if not url.path.startswith(PREFIX + "/"):
+            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such route: {url.path}"})
+            return
+        route = url.path[len(PREFIX):]
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            body = self._body()
+            if method == "GET" and route == "/events" and query.get("follow"):
+                self._stream(self.server.app.follow_events(int(query.get("since", "0")), query.get("key")))
+                return
+            self._send(HTTPStatus.OK, self.server.app.handle(method, route, query, body))
+        except ManifestError as error:
+            self._send(HTTPStatus.BAD_REQUEST,
+                       {"error": "invalid manifests", "problems": [p.to_json() for p in error.problems]})
+        except NotFound as error:
+            self._send(HTTPStatus.NOT_FOUND, {"error": str(error)})
+        except Conflict as error:
+            self._send(HTTPStatus.CONFLICT, {"error": str(error)})
+        except (OrchestratorError, ValueError, KeyError, TypeError) as error:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": f"bad request: {error}"})
+        except Exception as error:  # noqa: BLE001 - report a bug to the client instead of hanging it up
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error (a bug): {error!r}"})
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not length:
+            return {}
+        value = json.loads(self.rfile.read(length))
+        if not isinstance(value, dict):
+            raise ValueError("the request body must be a JSON object")  # noqa: TRY004 - a 400, not a bug
+        return value
+
+    def _send(self, status: HTTPStatus, document: dict[str, Any]) -> None:
+        data = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, items: Iterator[dict[str, Any] | None]) -> None:
+        """JSON lines, chunked; None from the iterator sends a blank keep-alive line."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for item in items:
+                line = b"\n" if item is None else json.dumps(item).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # requests are not logged: bodies may carry env values
+
+
+def event_queue_iterator(
+    subscribe: Callable[[Callable[[Any], None]], None],
+    unsubscribe: Callable[[Callable[[Any], None]], None],
+    backlog: list[dict[str, Any]],
+    convert: Callable[[Any], dict[str, Any] | None],
+    keepalive_seconds: float = 15.0,
+) -> Iterator[dict[str, Any] | None]:
+    """Yield the backlog, then live events as they come (those `convert` maps to None are skipped), with
+    None as a keep-alive when nothing came for `keepalive_seconds`."""
+    pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    subscribe(pending.put)
+    try:
+        yield from backlog
+        while True:
+            try:
+                item = convert(pending.get(timeout=keepalive_seconds))
+            except queue.Empty:
+                yield None
+                continue
+            if item is not None:
+                yield item
+    finally:
+        unsubscribe(pending.put)

@@ -1,0 +1,372 @@
+"""Values <-> JSON-able dicts: specs as the manifest documents users know, run-state records, locations, events.
+
+Owns the one JSON shape of each value, shared by the state store and the control API, and the guarantee that
+every field round-trips exactly (tuples, enums, None, floats). A spec is written as a complete manifest
+document (camelCase, defaults included, env already merged from envFrom) so that diffs show every field.
+
+Never: I/O, json text (callers dump and load), reading files named in a document (a document's workingDir is
+taken as it is), schema validation of user input (manifest.py does that). Reading a malformed dict raises
+ValueError naming the field path; it never asserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, TypeVar
+
+from .errors import Location
+from .events import Event, EventType
+from .model import (
+    Backoff,
+    Condition,
+    Dependency,
+    Exit,
+    Kind,
+    ProcessIdentity,
+    ProcessSpec,
+    Reason,
+    ReplicaRecord,
+    RestartPolicy,
+    Shutdown,
+)
+
+API_VERSION = "orchestrator/v1"
+
+JSONDict = dict[str, Any]
+E = TypeVar("E", bound=Enum)
+_MISSING: Any = object()
+_DEFAULTS = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested in test_schema)
+
+
+# --- specs -------------------------------------------------------------------------------------------------
+
+
+def spec_to_document(spec: ProcessSpec) -> JSONDict:
+    """The manifest document of `spec`, every field of its kind written (defaults too).
+
+    A shell command is written as the one string the schema expects; `user` and `maxRestarts` are omitted
+    when unset, as the schema has no null for them. Fields of the other kind (a Job's replicas, a Process's
+    backoffLimit) are written only when they differ from the default: a manifest cannot set them, so such a
+    document is not a valid manifest, but specs made in code (a scaled Job) must not lose them on the way.
+    """
+    process = spec.kind is Kind.PROCESS
+    body: JSONDict = {
+        "command": spec.command[0] if spec.shell and len(spec.command) == 1 else list(spec.command),
+        "shell": spec.shell,
+        "workingDir": spec.working_dir,
+        "env": dict(spec.env),
+    }
+
+    def put(name: str, value: object, default: object, of_kind: bool) -> None:
+        if (of_kind and value is not None) or value != default:
+            body[name] = value
+
+    put("user", spec.user, None, True)
+    put("replicas", spec.replicas, _DEFAULTS.replicas, process)
+    body["priority"] = spec.priority
+    put("restartPolicy", spec.restart_policy.value, _DEFAULTS.restart_policy.value, process)
+    body["successExitCodes"] = list(spec.success_exit_codes)
+    body["backoff"] = {
+        "initialSeconds": spec.backoff.initial_seconds,
+        "maxSeconds": spec.backoff.max_seconds,
+        "multiplier": spec.backoff.multiplier,
+        "resetAfterSeconds": spec.backoff.reset_after_seconds,
+    }
+    put("maxRestarts", spec.max_restarts, None, process)
+    put("restartWindowSeconds", spec.restart_window_seconds, _DEFAULTS.restart_window_seconds, process)
+    put("backoffLimit", spec.backoff_limit, _DEFAULTS.backoff_limit, not process)
+    body["dependsOn"] = [{"name": d.name, "condition": d.condition.value} for d in spec.depends_on]
+    body["shutdown"] = {"signal": spec.shutdown.signal, "timeoutSeconds": spec.shutdown.timeout_seconds}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": spec.kind.value,
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": dict(spec.labels)},
+        "spec": body,
+    }
+
+
+def spec_from_document(document: Mapping[str, Any], location: Location | None = None) -> ProcessSpec:
+    """The spec a document written by spec_to_document describes; ValueError naming the field if it is garbled.
+
+    Fields the document leaves out take the model's defaults; fields this version does not know are errors,
+    as in manifests.
+    """
+    top = _Reader(document, "")
+    api = top.text("apiVersion")
+    if api != API_VERSION:
+        raise ValueError(f"apiVersion: expected {API_VERSION!r}, got {api!r}")
+    kind = top.enum("kind", Kind)
+    metadata = top.reader("metadata")
+    body = top.reader("spec")
+    top.done()
+    defaults = _DEFAULTS
+
+    command_value = body.raw("command")
+    if isinstance(command_value, str):
+        command: tuple[str, ...] = (command_value,)
+    else:
+        command = body.texts("command")
+    backoff = body.reader("backoff", {})
+    shutdown = body.reader("shutdown", {})
+    depends_on = tuple(_dependency(item) for item in body.readers("dependsOn"))
+    spec = ProcessSpec(
+        name=metadata.text("name"),
+        namespace=metadata.text("namespace", defaults.namespace),
+        kind=kind,
+        labels=metadata.text_pairs("labels"),
+        command=command,
+        shell=body.flag("shell", defaults.shell),
+        working_dir=body.text("workingDir", defaults.working_dir),
+        env=body.text_pairs("env"),
+        user=body.text("user", None),
+        replicas=body.integer("replicas", defaults.replicas),
+        priority=body.integer("priority", defaults.priority),
+        restart_policy=body.enum("restartPolicy", RestartPolicy, defaults.restart_policy),
+        success_exit_codes=tuple(body.integers("successExitCodes", defaults.success_exit_codes)),
+        backoff=Backoff(
+            initial_seconds=backoff.number("initialSeconds", Backoff.initial_seconds),
+            max_seconds=backoff.number("maxSeconds", Backoff.max_seconds),
+            multiplier=backoff.number("multiplier", Backoff.multiplier),
+            reset_after_seconds=backoff.number("resetAfterSeconds", Backoff.reset_after_seconds),
+        ),
+        max_restarts=body.integer("maxRestarts", None),
+        restart_window_seconds=body.number("restartWindowSeconds", defaults.restart_window_seconds),
+        backoff_limit=body.integer("backoffLimit", defaults.backoff_limit),
+        depends_on=depends_on,
+        shutdown=Shutdown(
+            signal=shutdown.text("signal", Shutdown.signal),
+            timeout_seconds=shutdown.number("timeoutSeconds", Shutdown.timeout_seconds),
+        ),
+        location=location,
+    )
+    for reader in (metadata, body, backoff, shutdown):
+        reader.done()
+    return spec
+
+
+def _dependency(item: _Reader) -> Dependency:
+    dependency = Dependency(name=item.text("name"), condition=item.enum("condition", Condition, Condition.STARTED))
+    item.done()
+    return dependency
+
+
+def location_to_json(location: Location | None) -> JSONDict | None:
+    if location is None:
+        return None
+    return {"file": location.file, "line": location.line, "column": location.column}
+
+
+def location_from_json(value: object, path: str = "location") -> Location | None:
+    if value is None:
+        return None
+    reader = _Reader(value, path)
+    location = Location(reader.text("file"), reader.integer("line", 0), reader.integer("column", 0))
+    reader.done()
+    return location
+
+
+def spec_to_json(spec: ProcessSpec) -> JSONDict:
+    """The document and where it was read from (dependency locations are not kept: they only serve load errors)."""
+    return {"document": spec_to_document(spec), "location": location_to_json(spec.location)}
+
+
+def spec_from_json(value: object, path: str = "") -> ProcessSpec:
+    reader = _Reader(value, path)
+    document = reader.raw("document")
+    location = location_from_json(reader.raw("location", None), reader.field("location"))
+    reader.done()
+    try:
+        return spec_from_document(document, location)
+    except ValueError as error:
+        raise ValueError(f"{reader.field('document')}: {error}") from None
+
+
+# --- run state ---------------------------------------------------------------------------------------------
+
+
+def record_to_json(record: ReplicaRecord) -> JSONDict:
+    """Every field of the record, camelCase; times stay as they are (monotonic, like the record's)."""
+    process = record.process
+    last_exit = record.last_exit
+    return {
+        "spec": spec_to_json(record.spec),
+        "process": None if process is None else {"pid": process.pid, "createTime": process.create_time},
+        "startedAt": record.started_at,
+        "stopRequestedAt": record.stop_requested_at,
+        "killed": record.killed,
+        "restarts": record.restarts,
+        "restartTimes": list(record.restart_times),
+        "crashStreak": record.crash_streak,
+        "failures": record.failures,
+        "lastExit": None
+        if last_exit is None
+        else {
+            "code": last_exit.code,
+            "signal": last_exit.signal,
+            "reason": last_exit.reason.value,
+            "at": last_exit.at,
+            "ranSeconds": last_exit.ran_seconds,
+            "message": last_exit.message,
+        },
+        "stoppedOnPurpose": record.stopped_on_purpose,
+    }
+
+
+def record_from_json(value: object) -> ReplicaRecord:
+    reader = _Reader(value, "")
+    process: ProcessIdentity | None = None
+    if reader.raw("process", None) is not None:
+        found = reader.reader("process")
+        process = ProcessIdentity(pid=found.integer("pid"), create_time=found.number("createTime"))
+        found.done()
+    last_exit: Exit | None = None
+    if reader.raw("lastExit", None) is not None:
+        found = reader.reader("lastExit")
+        last_exit = Exit(
+            code=found.integer("code", None),
+            signal=found.integer("signal", None),
+            reason=found.enum("reason", Reason),
+            at=found.number("at"),
+            ran_seconds=found.number("ranSeconds"),
+            message=found.text("message", ""),
+        )
+        found.done()
+    record = ReplicaRecord(
+        spec=spec_from_json(reader.raw("spec"), "spec"),
+        process=process,
+        started_at=reader.number("startedAt", None),
+        stop_requested_at=reader.number("stopRequestedAt", None),
+        killed=reader.flag("killed", False),
+        restarts=reader.integer("restarts", 0),
+        restart_times=tuple(reader.numbers("restartTimes")),
+        crash_streak=reader.integer("crashStreak", 0),
+        failures=reader.integer("failures", 0),
+        last_exit=last_exit,
+        stopped_on_purpose=reader.flag("stoppedOnPurpose", False),
+    )
+    reader.done()
+    return record
+
+
+def event_from_json(value: object) -> Event:
+    """The inverse of Event.to_json."""
+    reader = _Reader(value, "")
+    event = Event(
+        at=reader.number("time"),
+        type=reader.enum("type", EventType),
+        key=reader.text("object"),
+        message=reader.text("message", ""),
+        replica=reader.integer("replica", None),
+        pid=reader.integer("pid", None),
+    )
+    reader.done()
+    return event
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+class _Reader:
+    """Typed reads from one JSON mapping. Each failure is a ValueError naming the field's dotted path.
+
+    A default of None means "optional, may be null"; without a default the field is required. `done()`
+    rejects fields nobody read, so a typo or a field of a newer version is not silently dropped.
+    """
+
+    def __init__(self, value: object, path: str) -> None:
+        if not isinstance(value, Mapping):
+            # One error type for every garbled document, whatever is wrong with it: callers catch ValueError.
+            raise ValueError(f"{path or 'document'}: expected a mapping, got {_show(value)}")  # noqa: TRY004
+        self._value: Mapping[str, Any] = value
+        self._path = path
+        self._read: set[str] = set()
+
+    def field(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def raw(self, name: str, default: Any = _MISSING) -> Any:
+        self._read.add(name)
+        if name in self._value:
+            return self._value[name]
+        if default is _MISSING:
+            raise ValueError(f"{self.field(name)}: missing")
+        return default
+
+    def _typed(self, name: str, default: Any, accept: tuple[type, ...], words: str) -> Any:
+        value = self.raw(name, default)
+        if value is None and default is None:
+            return None
+        # bool is an int to Python but never a number here.
+        if (isinstance(value, bool) and bool not in accept) or not isinstance(value, accept):
+            raise ValueError(f"{self.field(name)}: expected {words}, got {_show(value)}")
+        return value
+
+    def text(self, name: str, default: Any = _MISSING) -> Any:
+        return self._typed(name, default, (str,), "a string")
+
+    def integer(self, name: str, default: Any = _MISSING) -> Any:
+        return self._typed(name, default, (int,), "an integer")
+
+    def number(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._typed(name, default, (int, float), "a number")
+        return None if value is None else float(value)
+
+    def flag(self, name: str, default: Any = _MISSING) -> bool:
+        return bool(self._typed(name, default, (bool,), "true or false"))
+
+    def enum(self, name: str, cls: type[E], default: Any = _MISSING) -> E:
+        value = self.raw(name, default)
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(str(member.value) for member in cls)
+            raise ValueError(f"{self.field(name)}: {_show(value)} is not one of {choices}") from None
+
+    def reader(self, name: str, default: Any = _MISSING) -> _Reader:
+        return _Reader(self.raw(name, default), self.field(name))
+
+    def _list(self, name: str, default: Any) -> list[Any]:
+        value = self.raw(name, default)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{self.field(name)}: expected a list, got {_show(value)}")  # noqa: TRY004
+        return list(value)
+
+    def _items(self, name: str, default: Any, accept: tuple[type, ...], words: str) -> list[Any]:
+        items = self._list(name, default)
+        for index, item in enumerate(items):
+            if (isinstance(item, bool) and bool not in accept) or not isinstance(item, accept):
+                raise ValueError(f"{self.field(name)}[{index}]: expected {words}, got {_show(item)}")
+        return items
+
+    def texts(self, name: str, default: Any = _MISSING) -> tuple[str, ...]:
+        return tuple(self._items(name, default, (str,), "a string"))
+
+    def integers(self, name: str, default: Any = _MISSING) -> list[int]:
+        return self._items(name, default, (int,), "an integer")
+
+    def numbers(self, name: str, default: Any = ()) -> list[float]:
+        return [float(item) for item in self._items(name, default, (int, float), "a number")]
+
+    def readers(self, name: str) -> list[_Reader]:
+        return [_Reader(item, f"{self.field(name)}[{index}]") for index, item in enumerate(self._list(name, ()))]
+
+    def text_pairs(self, name: str) -> tuple[tuple[str, str], ...]:
+        """A mapping of strings as (name, value) pairs in the order written (the spec's order, kept exactly)."""
+        found = self.reader(name, {})
+        return tuple((key, found.text(key)) for key in found._value)
+
+    def done(self) -> None:
+        unknown = [name for name in self._value if name not in self._read]
+        if unknown:
+            raise ValueError(f"{self.field(unknown[0])}: unknown field")

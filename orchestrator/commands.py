@@ -1,0 +1,404 @@
+"""What each daemon-backed command does: load manifests, talk to the daemon, hand documents to render.
+
+The CLI's edge, next to cli.py (which only parses arguments and maps errors to exit codes). Imports
+stay light: manifests (yaml, jsonschema) are loaded only by the commands that read files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import render
+from .client import ApiError, Client, DaemonUnavailable, start_daemon
+from .errors import Location, UserError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.state_dir)
+
+
+def _print_document(value: Any, output: str) -> None:
+    print(render.to_yaml(value) if output == "yaml" else render.to_json(value))
+
+
+def _load_for_apply(paths: Sequence[str]) -> list[Any]:
+    """Validated specs with absolute locations (the daemon prunes by file)."""
+    from .manifest import load_specs
+
+    specs = load_specs(paths)
+    absolute = []
+    for spec in specs:
+        if spec.location is not None:
+            location = Location(os.path.abspath(spec.location.file), spec.location.line, spec.location.column)
+            spec = dataclasses.replace(spec, location=location)
+        absolute.append(spec)
+    return absolute
+
+
+def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
+    """The commit of the git checkout holding the first path, and whether the paths have local changes."""
+    folder = paths[0] if os.path.isdir(paths[0]) else os.path.dirname(os.path.abspath(paths[0]))
+    try:
+        commit = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=False)
+        if commit.returncode != 0:
+            return None, None
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--", *map(os.path.abspath, paths)],
+                               capture_output=True, text=True, timeout=5, check=False)
+        return commit.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def apply(args: argparse.Namespace) -> int:
+    from .codec import spec_to_json
+
+    specs = _load_for_apply(args.paths)
+    commit, dirty = _git(args.paths)
+    body = {
+        "specs": [spec_to_json(s) for s in specs],
+        "paths": [os.path.abspath(p) for p in args.paths],
+        "prune": args.prune,
+        "dry_run": args.dry_run,
+        "watch": args.watch,
+        "user": getpass.getuser(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+    if args.dry_run:
+        try:
+            answer = _client(args).request("POST", "/apply", body)
+        except DaemonUnavailable:
+            answer = {"results": [{"key": s.key, "kind": s.kind.value, "result": "created", "restart": False}
+                                  for s in specs]}
+    else:
+        answer = start_daemon(args.state_dir).request("POST", "/apply", body)
+    if args.output in ("json", "yaml"):
+        _print_document(answer, args.output)
+    else:
+        print(render.apply_results(answer["results"], dry_run=args.dry_run))
+    if args.wait and not args.dry_run:
+        return _wait(_client(args), [r["key"] for r in answer["results"] if r["result"] != "pruned"], args.timeout)
+    return EXIT_OK
+
+
+def _wait(client: Client, keys: list[str], timeout: float) -> int:
+    """Until every object is converged (running, or succeeded for Jobs), or a reason why not at the timeout."""
+    deadline = time.monotonic() + timeout
+    tty = sys.stderr.isatty()
+    while True:
+        objects = {o["key"]: o for o in client.request("GET", "/objects")["objects"] if o["key"] in keys}
+        pending = {k: o for k, o in objects.items() if not _converged(o)}
+        failed = {k: o for k, o in pending.items() if o["state"] == "Failed"}
+        if tty:
+            print(f"\rwaiting: {len(keys) - len(pending)}/{len(keys)} ready", end="", file=sys.stderr, flush=True)
+        if not pending or failed or time.monotonic() >= deadline:
+            if tty:
+                print(file=sys.stderr)
+            break
+        time.sleep(0.1)
+    if not pending:
+        print(f"{len(keys)} object{'s' if len(keys) != 1 else ''} ready")
+        return EXIT_OK
+    why = "failed" if failed else f"not ready after {timeout:g} s"
+    for key, obj in sorted((failed or pending).items()):
+        print(f"{key}: {why}: {_reason(obj)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _converged(obj: dict[str, Any]) -> bool:
+    replicas = obj["replicas"]
+    if obj["kind"] == "Job":
+        return obj["state"] == "Succeeded"
+    return replicas["ready"] >= replicas["desired"] and obj["state"] in ("Running", "Succeeded")
+
+
+def _reason(obj: dict[str, Any]) -> str:
+    for replica in obj["replica_status"]:
+        if replica["phase"] not in ("Running", "Succeeded"):
+            detail = replica.get("reason") or ""
+            last = replica.get("last_exit")
+            if not detail and last:
+                detail = f"last exit {last.get('reason')} (code {last.get('code')})"
+            return f"replica {replica['index']} {replica['phase']}" + (f": {detail}" if detail else "")
+    return obj["state"]
+
+
+def diff(args: argparse.Namespace) -> int:
+    from .codec import spec_from_json, spec_to_document
+
+    specs = _load_for_apply(args.paths)
+    try:
+        live = {s.key: s for s in map(spec_from_json, _client(args).request("GET", "/desired")["specs"])}
+    except DaemonUnavailable:
+        live = {}
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    out = []
+    applied = set()
+    for spec in sorted(specs, key=lambda s: s.key):
+        applied.add(spec.key)
+        old = live.get(spec.key)
+        text = render.spec_diff(spec.key, spec_to_document(old) if old else None, spec_to_document(spec), color)
+        if text:
+            out.append(text)
+    if args.prune:
+        roots = [os.path.realpath(p) for p in args.paths]
+        for key, spec in sorted(live.items()):
+            if key in applied or spec.location is None:
+                continue
+            real = os.path.realpath(spec.location.file)
+            if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+                out.append(render.spec_diff(key, spec_to_document(spec), None, color))
+    if out:
+        print("\n".join(text.rstrip("\n") for text in out))
+        return 1
+    return 0
+
+
+def get(args: argparse.Namespace) -> int:
+    query = []
+    if args.selector:
+        query.append(f"selector={_quote(args.selector)}")
+    if args.name:
+        query.append(f"name={_quote(args.name)}")
+    if args.output == "wide":
+        query.append("usage=1")
+    answer = _client(args).request("GET", "/objects" + ("?" + "&".join(query) if query else ""))
+    if args.name and not answer["objects"]:
+        raise UserError(f"no object named {args.name}")
+    if args.output in ("json", "yaml"):
+        _print_document(answer, args.output)
+        return EXIT_OK
+    width = os.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(render.objects_table(answer["objects"], wide=args.output == "wide", width=width, now=time.time()))
+    return EXIT_OK
+
+
+def describe(args: argparse.Namespace) -> int:
+    document = _client(args).request("GET", "/objects/" + args.name)
+    if args.output in ("json", "yaml"):
+        _print_document(document, args.output)
+    else:
+        print(render.describe_text(document, document.get("events", []), now=time.time()))
+    return EXIT_OK
+
+
+def logs(args: argparse.Namespace) -> int:
+    files = _log_files(args)
+    if not files:
+        raise UserError(f"no logs for {args.name}")
+    prefix = len(files) > 1
+    positions = {}
+    for index, path in files:
+        lines = _tail(path, args.tail)
+        for line in lines:
+            print(f"[{index}] {line}" if prefix else line)
+        positions[path] = path.stat().st_size if path.exists() else 0
+    if not args.follow:
+        return EXIT_OK
+    try:
+        while True:
+            for index, path in files:
+                positions[path] = _follow_once(path, positions[path], f"[{index}] " if prefix else "")
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _log_files(args: argparse.Namespace) -> list[tuple[int, Path]]:
+    """(replica, file) pairs of NAME: asked of the daemon, else found in the state dir's logs folder."""
+    root = args.state_dir / "logs"
+    try:
+        answer = _client(args).request("GET", "/objects?name=" + _quote(args.name))
+        objects = answer["objects"]
+        if len(objects) > 1:
+            raise UserError(f"{args.name} is ambiguous: " + ", ".join(o["key"] for o in objects))
+        if not objects:
+            raise UserError(f"no object named {args.name}")
+        namespace, name = objects[0]["key"].split("/", 1)
+        indexes = [r["index"] for r in objects[0]["replica_status"]]
+    except DaemonUnavailable:
+        namespace, _, name = args.name.rpartition("/")
+        folders = [root / namespace] if namespace else sorted(p for p in root.glob("*") if p.is_dir())
+        found = [p for f in folders for p in f.glob(f"{name}.*.log")]
+        if not found:
+            return []
+        namespace = found[0].parent.name
+        indexes = sorted(int(p.name[len(name) + 1:-4]) for p in found if p.parent.name == namespace
+                         and p.name[len(name) + 1:-4].isdigit())
+    if args.replica is not None:
+        indexes = [i for i in indexes if i == args.replica]
+    return [(i, root / namespace / f"{name}.{i}.log") for i in indexes]
+
+
+def _tail(path: Path, count: int | None) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            if count is None:
+                data = handle.read()
+            else:
+                size = handle.seek(0, os.SEEK_END)
+                chunk = min(size, max(4096, count * 256))
+                while True:
+                    handle.seek(size - chunk)
+                    data = handle.read()
+                    if data.count(b"\n") > count or chunk == size:
+                        break
+                    chunk = min(size, chunk * 4)
+    except FileNotFoundError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    return lines if count is None else lines[-count:] if count else []
+
+
+def _follow_once(path: Path, position: int, prefix: str) -> int:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size < position:  # rotated (copied and truncated): start over
+        position = 0
+    if size == position:
+        return position
+    with open(path, "rb") as handle:
+        handle.seek(position)
+        data = handle.read()
+    complete = data.rfind(b"\n") + 1
+    for line in data[:complete].decode(errors="replace").splitlines():
+        print(prefix + line, flush=True)
+    return position + complete
+
+
+def events(args: argparse.Namespace) -> int:
+    client = _client(args)
+    key = f"&key={_quote(args.name)}" if args.name else ""
+    backlog = client.request("GET", f"/events?limit={args.limit}{key}")["events"]
+    if args.output == "json":
+        for event in backlog:
+            print(render.to_json_line(event), flush=True)
+    else:
+        print(render.events_table(backlog, now=time.time()), flush=True)
+    if not args.watch:
+        return EXIT_OK
+    since = backlog[-1]["id"] if backlog else _last_event_id(client)
+    try:
+        for event in client.stream(f"/events?follow=1&since={since}{key}"):
+            print(render.to_json_line(event) if args.output == "json" else render.event_dict_line(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _last_event_id(client: Client) -> int:
+    events = client.request("GET", "/events?limit=1")["events"]
+    return int(events[-1]["id"]) if events else 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    names = list(args.names)
+    if args.paths:
+        names += [spec.key for spec in _load_for_apply(args.paths)]
+    if not names:
+        raise UserError("name what to delete: NAME... or -f PATH")
+    answer = _client(args).request("POST", "/delete", {"names": names, "user": getpass.getuser()})
+    print(render.apply_results(answer["results"]))
+    return EXIT_OK
+
+
+def restart(args: argparse.Namespace) -> int:
+    answer = _client(args).request("POST", "/restart", {"name": args.name})
+    print(f"{answer['key']} restarting ({answer['replicas']} replica{'s' if answer['replicas'] != 1 else ''})")
+    return EXIT_OK
+
+
+def scale(args: argparse.Namespace) -> int:
+    answer = _client(args).request("POST", "/scale", {"name": args.name, "replicas": args.replicas,
+                                                      "user": getpass.getuser()})
+    print(f"{answer['key']} scaled to {answer['replicas']}")
+    return EXIT_OK
+
+
+def history(args: argparse.Namespace) -> int:
+    answer = _client(args).request("GET", "/revisions")
+    if args.output in ("json", "yaml"):
+        _print_document(answer, args.output)
+    else:
+        print(render.history_table(answer["revisions"], now=time.time()))
+    return EXIT_OK
+
+
+def rollback(args: argparse.Namespace) -> int:
+    answer = _client(args).request("POST", "/rollback", {"revision": args.revision, "user": getpass.getuser()})
+    print(render.apply_results(answer["results"]))
+    print(f"now at revision {answer['revision']}")
+    return EXIT_OK
+
+
+def shutdown(args: argparse.Namespace) -> int:
+    client = _client(args)
+    answer = client.request("POST", "/shutdown")
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not _alive(answer["pid"]):
+            print("daemon stopped")
+            return EXIT_OK
+        time.sleep(0.05)
+    raise UserError(f"the daemon (pid {answer['pid']}) is still stopping after {args.timeout:g} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (a daemon started by this shell and not yet reaped) has stopped
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def daemon(args: argparse.Namespace) -> int:
+    from .daemon import main
+
+    return main(args.state_dir)
+
+
+def startup(args: argparse.Namespace) -> int:
+    root = os.geteuid() == 0
+    unit = render.systemd_unit(sys.executable, str(args.state_dir.resolve()), user_unit=not root)
+    if not args.install:
+        print(unit, end="")
+        return EXIT_OK
+    folder = Path("/etc/systemd/system") if root else Path.home() / ".config" / "systemd" / "user"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "orchestrator.service"
+    target.write_text(unit)
+    scope = "" if root else " --user"
+    print(f"wrote {target}\nnext: systemctl{scope} daemon-reload && systemctl{scope} enable --now orchestrator")
+    if not root:
+        print("and, to start it at boot without a login: loginctl enable-linger " + getpass.getuser())
+    return EXIT_OK
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+__all__ = ["ApiError"]

@@ -1,0 +1,59 @@
+"""Unix-domain sockets of the control API: binding owner-only, connecting, and the peer's credentials.
+
+A socket path longer than the kernel's limit (108 bytes, easily reached under deep state dirs) is
+reached through /proc/self/fd/N/NAME, with N an O_PATH descriptor of its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+SOCKET_NAME = "orchestrator.sock"
+_MAX_PATH = 100  # sun_path holds 108 bytes with its NUL; keep a margin
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / SOCKET_NAME
+
+
+def _with_short_path(path: Path, use: Callable[[str], None]) -> None:
+    if len(os.fsencode(str(path))) <= _MAX_PATH:
+        use(str(path))
+        return
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        use(f"/proc/self/fd/{folder}/{path.name}")
+    finally:
+        os.close(folder)
+
+
+def bind_owner_only(sock: socket.socket, path: Path) -> None:
+    """Bind `sock` at `path` so that only its owner can connect (mode 0600, in a 0700 folder)."""
+    old = os.umask(0o177)
+    try:
+        _with_short_path(path, sock.bind)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+
+
+def connect(path: Path, timeout: float | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        _with_short_path(path, sock.connect)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end (SO_PEERCRED), as the kernel saw it at connect time."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid

@@ -1,0 +1,118 @@
+"""PURE: the status documents of `get` and `describe`, built from run state.
+
+Turns (desired specs, records, waiting replicas) into plain JSON-able dicts, the shape the API serves and
+render.py prints (documented in the README). Monotonic times become wall times through `wall_offset`
+(wall - monotonic, read once by the caller). Never reads a clock, never touches a process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .model import DesiredState, Exit, Kind, Phase, ProcessSpec, ReplicaId, ReplicaRecord
+from .plan import Waiting
+
+# The object's state is its least healthy replica's phase, in this order.
+_SEVERITY = [Phase.FAILED, Phase.BACKOFF, Phase.STOPPING, Phase.WAITING, Phase.PENDING, Phase.RUNNING,
+             Phase.SUCCEEDED]
+
+
+def replica_phase(record: ReplicaRecord | None, waiting: Waiting | None) -> Phase:
+    if record is not None and record.process is not None:
+        return Phase.STOPPING if record.stop_requested_at is not None else Phase.RUNNING
+    if waiting is not None:
+        return waiting.phase
+    return Phase.PENDING
+
+
+def objects(
+    desired: DesiredState,
+    records: Mapping[ReplicaId, ReplicaRecord],
+    waiting: Mapping[ReplicaId, Waiting],
+    wall_offset: float,
+    created: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """One document per object: desired ones in start order, then ones still stopping after removal."""
+    by_key: dict[str, list[ReplicaId]] = {}
+    for rid in records:
+        by_key.setdefault(rid.key, []).append(rid)
+    documents = []
+    for key in desired.start_order:
+        documents.append(_object(desired.specs[key], by_key.get(key, []), records, waiting, wall_offset, created))
+    for key in sorted(set(by_key) - set(desired.specs)):
+        spec = records[by_key[key][0]].spec
+        document = _object(spec, by_key[key], records, waiting, wall_offset, created)
+        document["replicas"]["desired"] = 0
+        document["state"] = "Removing"
+        documents.append(document)
+    return documents
+
+
+def _object(
+    spec: ProcessSpec,
+    rids: list[ReplicaId],
+    records: Mapping[ReplicaId, ReplicaRecord],
+    waiting: Mapping[ReplicaId, Waiting],
+    wall_offset: float,
+    created: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    indexes = sorted({rid.index for rid in rids} | set(range(spec.replicas)))
+    replicas = []
+    for index in indexes:
+        rid = ReplicaId(spec.key, index)
+        replicas.append(_replica(index, records.get(rid), waiting.get(rid), wall_offset))
+    phases = [Phase(r["phase"]) for r in replicas if r["index"] < spec.replicas] or [Phase.SUCCEEDED]
+    running = sum(1 for r in replicas if r["phase"] == Phase.RUNNING.value and r["index"] < spec.replicas)
+    succeeded = sum(1 for r in replicas if r["phase"] == Phase.SUCCEEDED.value)
+    state = min(phases, key=_SEVERITY.index)
+    if spec.replicas == 0:
+        state = Phase.SUCCEEDED if spec.kind is Kind.JOB else Phase.RUNNING
+    return {
+        "key": spec.key,
+        "name": spec.name,
+        "namespace": spec.namespace,
+        "kind": spec.kind.value,
+        "labels": dict(spec.labels),
+        "state": state.value,
+        "replicas": {
+            "desired": spec.replicas,
+            "running": running,
+            # Until probes exist, a running replica is a ready one; a Job is ready once it succeeded.
+            "ready": succeeded if spec.kind is Kind.JOB else running,
+        },
+        "restarts": sum(r["restarts"] for r in replicas),
+        "created_at": (created or {}).get(spec.key),
+        "command": list(spec.command),
+        "replica_status": replicas,
+    }
+
+
+def _replica(index: int, record: ReplicaRecord | None, waiting: Waiting | None, wall_offset: float) -> dict[str, Any]:
+    phase = replica_phase(record, waiting)
+    alive = record is not None and record.process is not None
+    return {
+        "index": index,
+        "phase": phase.value,
+        "pid": record.process.pid if alive and record and record.process else None,
+        "started_at": _wall(record.started_at, wall_offset) if alive and record else None,
+        "restarts": record.restarts if record else 0,
+        "reason": waiting.reason if waiting is not None and not alive else "",
+        "next_try_at": _wall(waiting.until, wall_offset) if waiting is not None and not alive else None,
+        "last_exit": _exit(record.last_exit, wall_offset) if record and record.last_exit else None,
+    }
+
+
+def _exit(exit: Exit, wall_offset: float) -> dict[str, Any]:
+    return {
+        "code": exit.code,
+        "signal": exit.signal,
+        "reason": exit.reason.value,
+        "at": exit.at + wall_offset,
+        "ran_seconds": exit.ran_seconds,
+        "message": exit.message,
+    }
+
+
+def _wall(monotonic: float | None, wall_offset: float) -> float | None:
+    return None if monotonic is None else monotonic + wall_offset

@@ -1,0 +1,311 @@
+"""codec: every field of specs, records and events survives a trip through JSON text, exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from orchestrator import codec
+from orchestrator.errors import Location
+from orchestrator.events import Event, EventType
+from orchestrator.manifest import load_specs, schemas
+from orchestrator.model import (
+    Backoff,
+    Condition,
+    Dependency,
+    Exit,
+    Kind,
+    ProcessIdentity,
+    ProcessSpec,
+    Reason,
+    ReplicaRecord,
+    RestartPolicy,
+    Shutdown,
+)
+
+# Every field differs from its default (checked below), so a field the codec forgets cannot pass unnoticed.
+FULL = ProcessSpec(
+    name="api",
+    command=("python", "-m", "http.server", "8080"),
+    namespace="shop",
+    kind=Kind.PROCESS,
+    labels=(("app.kubernetes.io/part-of", "shop"), ("tier", "backend")),
+    shell=True,
+    working_dir="/srv/api",
+    env=(("EMPTY", ""), ("PORT", "8080"), ("UNICODE", "h\u00e9llo \u2603")),
+    user="www-data",
+    replicas=3,
+    priority=-7,
+    restart_policy=RestartPolicy.ON_FAILURE,
+    success_exit_codes=(0, 3, 255),
+    backoff=Backoff(initial_seconds=0.1, max_seconds=12.5, multiplier=1.5, reset_after_seconds=0.3),
+    max_restarts=5,
+    restart_window_seconds=0.1 + 0.2,  # not representable shortly: must come back bit for bit
+    backoff_limit=2,
+    depends_on=(Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED)),
+    shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
+    location=Location("/repo/manifests/api.yaml", 4, 1),
+)
+
+FULL_RECORD = ReplicaRecord(
+    spec=FULL,
+    process=ProcessIdentity(pid=4242, create_time=1712345678.91),
+    started_at=1234.5678,
+    stop_requested_at=1240.0,
+    killed=True,
+    restarts=4,
+    restart_times=(1200.25, 1210.5, 1234.5678),
+    crash_streak=2,
+    failures=1,
+    last_exit=Exit(code=None, signal=9, reason=Reason.KILLED, at=1199.75, ran_seconds=0.5, message="bye"),
+    stopped_on_purpose=True,
+)
+
+
+def through_text(value: Any) -> Any:
+    """What the store and the API do: dump to JSON text and load it back."""
+    return json.loads(json.dumps(value))
+
+
+def test_full_spec_sets_every_field_to_a_non_default() -> None:
+    defaults = ProcessSpec(name="", command=())
+    same = [f.name for f in dataclasses.fields(ProcessSpec) if getattr(FULL, f.name) == getattr(defaults, f.name)]
+    # kind is the one exception: Job is covered by its own test.
+    assert same == ["kind"], f"set these in FULL (and make codec.py support them): {same}"
+
+
+def test_full_record_sets_every_field_to_a_non_default() -> None:
+    defaults = ReplicaRecord(spec=FULL)
+    same = [
+        f.name
+        for f in dataclasses.fields(ReplicaRecord)
+        if f.name != "spec" and getattr(FULL_RECORD, f.name) == getattr(defaults, f.name)
+    ]
+    assert same == [], f"set these in FULL_RECORD (and make codec.py support them): {same}"
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def test_record_json_has_one_key_per_field() -> None:
+    assert set(codec.record_to_json(FULL_RECORD)) == {camel(f.name) for f in dataclasses.fields(ReplicaRecord)}
+
+
+def spec_fields_written(spec: ProcessSpec) -> set[str]:
+    document = codec.spec_to_document(spec)
+    return {"name", "namespace", "labels", "kind"} | set(document["spec"])
+
+
+JOB_ONLY = {"backoffLimit"}
+PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds"}
+
+
+def test_every_spec_field_is_written() -> None:
+    renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy"}
+    every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {"location"}
+    assert spec_fields_written(FULL) == every
+    assert spec_fields_written(dataclasses.replace(FULL, kind=Kind.JOB)) == every
+
+
+def test_default_fields_of_the_other_kind_are_left_out() -> None:
+    process = ProcessSpec(name="p", command=("x",))
+    job = dataclasses.replace(process, kind=Kind.JOB)
+    assert JOB_ONLY & spec_fields_written(process) == set()
+    assert PROCESS_ONLY & spec_fields_written(job) == set()
+    assert "maxRestarts" not in spec_fields_written(process)  # unset: the schema has no null
+    assert "user" not in spec_fields_written(process)
+
+
+def assert_same_spec(back: ProcessSpec, spec: ProcessSpec) -> None:
+    assert back == spec
+    assert back.location == spec.location  # compare=False: equality alone would not see it
+    assert [type(value) for value in dataclasses.astuple(back)] == [type(value) for value in dataclasses.astuple(spec)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FULL,
+        ProcessSpec(name="plain", command=("sleep", "1")),
+        ProcessSpec(name="shell", command=("echo $HOME && sleep 1",), shell=True, working_dir="/tmp"),
+        ProcessSpec(name="zero", command=("x",), replicas=0, max_restarts=0, backoff=Backoff(0.0, 0.0, 1.0, 0.0)),
+        ProcessSpec(
+            name="migrate",
+            command=("./migrate.sh",),
+            kind=Kind.JOB,
+            backoff_limit=0,
+            depends_on=(Dependency("db"),),
+            location=Location("m.yaml"),
+        ),
+        # Made in code, not from a manifest: a Job scaled up and given a restart budget keeps them.
+        ProcessSpec(name="scaled-job", command=("x",), kind=Kind.JOB, replicas=3, max_restarts=1),
+    ],
+    ids=lambda spec: spec.name,
+)
+def test_spec_round_trip(spec: ProcessSpec) -> None:
+    assert_same_spec(codec.spec_from_json(through_text(codec.spec_to_json(spec))), spec)
+    document = codec.spec_from_document(through_text(codec.spec_to_document(spec)))
+    assert document == spec
+    assert document.location is None
+
+
+MANIFEST_LIKE = [
+    dataclasses.replace(FULL, backoff_limit=ProcessSpec.backoff_limit),
+    dataclasses.replace(
+        FULL,
+        kind=Kind.JOB,
+        replicas=1,
+        restart_policy=RestartPolicy.ALWAYS,
+        max_restarts=None,
+        restart_window_seconds=ProcessSpec.restart_window_seconds,
+    ),
+    ProcessSpec(name="a", command=("b",)),
+]
+
+
+@pytest.mark.parametrize("spec", MANIFEST_LIKE)
+def test_document_of_a_manifest_spec_is_a_valid_manifest(spec: ProcessSpec) -> None:
+    document = codec.spec_to_document(spec)
+    errors = list(Draft202012Validator(schemas()[("orchestrator/v1", spec.kind.value)]).iter_errors(document))
+    assert errors == []
+
+
+def test_document_of_a_shell_command_is_one_string_and_every_default_is_written() -> None:
+    document = codec.spec_to_document(ProcessSpec(name="s", command=("sleep 1",), shell=True))
+    assert document["metadata"] == {"name": "s", "namespace": "default", "labels": {}}
+    assert document["spec"] == {
+        "command": "sleep 1",
+        "shell": True,
+        "workingDir": "/",
+        "env": {},
+        "replicas": 1,
+        "priority": 0,
+        "restartPolicy": "Always",
+        "successExitCodes": [0],
+        "backoff": {"initialSeconds": 1.0, "maxSeconds": 300.0, "multiplier": 2.0, "resetAfterSeconds": 600.0},
+        "restartWindowSeconds": 60.0,
+        "dependsOn": [],
+        "shutdown": {"signal": "SIGTERM", "timeoutSeconds": 10.0},
+    }
+
+
+def test_job_document_has_backoff_limit_and_no_process_fields() -> None:
+    document = codec.spec_to_document(ProcessSpec(name="j", command=("true",), kind=Kind.JOB))
+    assert document["kind"] == "Job"
+    assert document["spec"]["backoffLimit"] == 6
+    assert not {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds"} & set(document["spec"])
+
+
+def test_a_loaded_manifest_round_trips(tmp_path: Any) -> None:
+    (tmp_path / ".env").write_text("A=1\nB=from file\n")
+    (tmp_path / "m.yaml").write_text(
+        "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: api, labels: {tier: web}}\n"
+        "spec:\n  command: [sleep, '5']\n  envFrom: [{file: .env}]\n  env: {B: override}\n"
+        "  dependsOn: [{name: db}]\n---\n"
+        "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: db}\nspec: {command: 'sleep 5', shell: true}\n"
+    )
+    for spec in load_specs([str(tmp_path)]):
+        assert_same_spec(codec.spec_from_json(through_text(codec.spec_to_json(spec))), spec)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        FULL_RECORD,
+        ReplicaRecord(spec=ProcessSpec(name="a", command=("b",))),
+        ReplicaRecord(
+            spec=FULL,
+            process=ProcessIdentity(1, 0.0),
+            last_exit=Exit(code=0, signal=None, reason=Reason.COMPLETED, at=1.0, ran_seconds=0.0),
+        ),
+        ReplicaRecord(
+            spec=ProcessSpec(name="j", command=("x",), kind=Kind.JOB),
+            last_exit=Exit(None, None, Reason.START_FAILED, 3.0, 0.0, "No such file or directory: 'x'"),
+        ),
+    ],
+)
+def test_record_round_trip(record: ReplicaRecord) -> None:
+    back = codec.record_from_json(through_text(codec.record_to_json(record)))
+    assert back == record
+    assert back.spec.location == record.spec.location
+    assert type(back.restart_times) is tuple
+    if record.last_exit is not None:
+        assert back.last_exit is not None and back.last_exit.reason is record.last_exit.reason
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(at=1712345678.125, type=EventType.STARTED, key="shop/api", message="started", replica=1, pid=77),
+        Event(at=0.5, type=EventType.APPLIED, key="", message="applied revision 3"),
+    ],
+)
+def test_event_round_trip(event: Event) -> None:
+    assert codec.event_from_json(through_text(event.to_json())) == event
+
+
+def document(**changes: Any) -> dict[str, Any]:
+    """The document of FULL with the dotted fields in `changes` set (or removed when the value is DELETE)."""
+    value = through_text(codec.spec_to_document(FULL))
+    for path, new in changes.items():
+        *parents, last = path.split("__")
+        target = value
+        for part in parents:
+            target = target[part]
+        if new is DELETE:
+            del target[last]
+        else:
+            target[last] = new
+    return value
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"apiVersion": "orchestrator/v2"}, "apiVersion: expected 'orchestrator/v1', got 'orchestrator/v2'"),
+        ({"kind": "Pod"}, "kind: 'Pod' is not one of Process, Job"),
+        ({"metadata": DELETE}, "metadata: missing"),
+        ({"metadata__name": DELETE}, "metadata.name: missing"),
+        ({"spec__command": DELETE}, "spec.command: missing"),
+        ({"spec__command": ["a", 1]}, "spec.command[1]: expected a string, got 1"),
+        ({"spec__replicas": "2"}, "spec.replicas: expected an integer, got '2'"),
+        ({"spec__replicas": True}, "spec.replicas: expected an integer, got True"),
+        ({"spec__backoff__multiplier": "x"}, "spec.backoff.multiplier: expected a number, got 'x'"),
+        ({"spec__shell": 1}, "spec.shell: expected true or false, got 1"),
+        ({"spec__env": ["A=1"]}, "spec.env: expected a mapping, got a list"),
+        ({"spec__env": {"A": 1}}, "spec.env.A: expected a string, got 1"),
+        ({"spec__restartPolicy": "Sometimes"}, "spec.restartPolicy: 'Sometimes' is not one of Always, OnFailure"),
+        ({"spec__dependsOn": [{"condition": "ready"}]}, "spec.dependsOn[0].name: missing"),
+        ({"spec__shutdown__timeout": 3}, "spec.shutdown.timeout: unknown field"),
+        ({"spec__autoscale": {}}, "spec.autoscale: unknown field"),
+    ],
+)
+def test_garbled_document_is_a_value_error_naming_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        codec.spec_from_document(document(**changes))
+
+
+@pytest.mark.parametrize("value", [None, [], "x", {"document": {}, "location": None}, {"location": None}])
+def test_garbled_spec_json_is_a_value_error(value: Any) -> None:
+    with pytest.raises(ValueError):
+        codec.spec_from_json(value)
+
+
+def test_garbled_record_is_a_value_error_naming_the_field() -> None:
+    value = through_text(codec.record_to_json(FULL_RECORD))
+    value["lastExit"]["reason"] = "Vanished"
+    with pytest.raises(ValueError, match=r"^lastExit\.reason: 'Vanished' is not one of"):
+        codec.record_from_json(value)
+    value = through_text(codec.record_to_json(FULL_RECORD))
+    value["spec"]["document"]["spec"]["priority"] = None
+    with pytest.raises(ValueError, match=r"^spec\.document: spec\.priority: expected an integer, got None"):
+        codec.record_from_json(value)
