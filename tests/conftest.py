@@ -19,6 +19,31 @@ import pytest
 
 MARKER = "ORCH_TEST_SESSION"
 SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
+
+
+def _become_subreaper() -> None:
+    """Orphans of the tests (processes of a daemon killed on purpose, daemons started by `apply`) are
+    re-parented to this process instead of init, so that they can be reaped here: zombies count as bugs."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+_become_subreaper()
+
+
+def reap_orphans() -> None:
+    """Reap zombie children of this process that no Popen of the tests owns (re-parented orphans)."""
+    for proc in psutil.Process().children():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (psutil.NoSuchProcess, ChildProcessError):
+            pass
 REPO = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
@@ -59,9 +84,11 @@ def session_processes() -> list[psutil.Process]:
 def no_leftover_processes() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 3.0
+    reap_orphans()
     leftovers = session_processes()
     while leftovers and time.monotonic() < deadline:
         time.sleep(0.02)
+        reap_orphans()
         leftovers = session_processes()
     if not leftovers:
         return
