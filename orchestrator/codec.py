@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from .errors import Location
 from .events import Event, EventType
 from .model import (
+    LogPolicy,
     Backoff,
     Condition,
     Dependency,
@@ -78,6 +79,7 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
     put("backoffLimit", spec.backoff_limit, _DEFAULTS.backoff_limit, not process)
     body["dependsOn"] = [{"name": d.name, "condition": d.condition.value} for d in spec.depends_on]
     body["shutdown"] = {"signal": spec.shutdown.signal, "timeoutSeconds": spec.shutdown.timeout_seconds}
+    body["logs"] = {"maxBytes": spec.logs.max_bytes, "keep": spec.logs.keep}
     return {
         "apiVersion": API_VERSION,
         "kind": spec.kind.value,
@@ -109,6 +111,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         command = body.texts("command")
     backoff = body.reader("backoff", {})
     shutdown = body.reader("shutdown", {})
+    logs = body.reader("logs", {})
     depends_on = tuple(_dependency(item) for item in body.readers("dependsOn"))
     spec = ProcessSpec(
         name=metadata.text("name"),
@@ -138,9 +141,10 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
             signal=shutdown.text("signal", Shutdown.signal),
             timeout_seconds=shutdown.number("timeoutSeconds", Shutdown.timeout_seconds),
         ),
+        logs=LogPolicy(max_bytes=logs.integer("maxBytes", LogPolicy.max_bytes), keep=logs.integer("keep", LogPolicy.keep)),
         location=location,
     )
-    for reader in (metadata, body, backoff, shutdown):
+    for reader in (metadata, body, backoff, shutdown, logs):
         reader.done()
     return spec
 

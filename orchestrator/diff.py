@@ -41,6 +41,8 @@ FIELDS: dict[str, FieldRule] = {
     # Dependencies gate starting only; a running dependent keeps running.
     "depends_on": FieldRule("spec.dependsOn", False),
     "shutdown": FieldRule("spec.shutdown", False),
+    # Rotation is done by the orchestrator on the files; the process keeps writing to the same file.
+    "logs": FieldRule("spec.logs", False),
 }
 RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)
 

@@ -27,6 +27,7 @@ class EventType(str, Enum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SHUTDOWN = "Shutdown"
+    LOG_ROTATION_FAILED = "LogRotationFailed"
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,16 @@
 
 Each replica writes both streams, interleaved as they happen, to one file that it holds open itself
 (`<state>/logs/<namespace>/<name>.<replica>.log`), so logging costs the orchestrator nothing per line.
-Size rotation comes with the `logs` field of the spec.
+Files past the spec's `logs.maxBytes` are rotated at each resync (`rotate_if_needed`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-from .model import ReplicaId
+from .model import LogPolicy, ReplicaId
 
 
 def log_path(log_dir: Path, replica: ReplicaId) -> Path:
@@ -29,3 +30,26 @@ def open_log(log_dir: Path, replica: ReplicaId) -> int:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
+    """Rotate `path` when it has grown past policy.max_bytes; True when it did.
+
+    Copy-and-truncate: the process keeps its descriptor (opened O_APPEND), so after the truncation it goes
+    on writing at the start of the same, now empty, file. Lines written between the copy and the
+    truncation are lost; that window is one copy of at most max_bytes.
+    """
+    try:
+        if path.stat().st_size <= policy.max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    if policy.keep > 0:
+        for index in range(policy.keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{index}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+        os.chmod(path.with_name(f"{path.name}.1"), 0o600)
+    os.truncate(path, 0)
+    return True

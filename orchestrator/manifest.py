@@ -34,7 +34,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
 from .errors import Location, ManifestError, Problem
-from .model import DEFAULT_NAMESPACE, Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
+from .model import (
+    DEFAULT_NAMESPACE,
+    Backoff,
+    Condition,
+    Dependency,
+    Kind,
+    LogPolicy,
+    ProcessSpec,
+    RestartPolicy,
+    Shutdown,
+)
+from .units import parse_quantity
 
 FieldPath = tuple[str | int, ...]
 
@@ -506,6 +517,16 @@ def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
                     doc.at(where), dotted(where), f"initialSeconds ({initial}) is larger than maxSeconds ({ceiling})"
                 )
             )
+    logs = spec.get("logs")
+    size = logs.get("maxBytes") if isinstance(logs, dict) else None
+    # Only a size the schema's pattern accepted: one mistake is reported once.
+    if isinstance(size, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?", size):
+        at: FieldPath = ("spec", "logs", "maxBytes")
+        try:
+            if parse_quantity(size) < 1:
+                problems.append(Problem(doc.at(at), dotted(at), f"must be at least 1 byte, got {size!r}"))
+        except ValueError as error:
+            problems.append(Problem(doc.at(at), dotted(at), str(error)))
     seen: dict[str, int] = {}
     listed: FieldPath
     for index, dependency in enumerate(spec.get("dependsOn") or ()):
@@ -571,6 +592,7 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
     command = spec["command"]
     backoff = spec.get("backoff", {})
     shutdown = spec.get("shutdown", {})
+    logs = spec.get("logs", {})
     folder = os.path.abspath(os.path.dirname(doc.file))
     defaults = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested)
     return ProcessSpec(
@@ -607,6 +629,10 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
         shutdown=Shutdown(
             signal=shutdown.get("signal", Shutdown.signal),
             timeout_seconds=float(shutdown.get("timeoutSeconds", Shutdown.timeout_seconds)),
+        ),
+        logs=LogPolicy(
+            max_bytes=parse_quantity(logs.get("maxBytes", LogPolicy.max_bytes)),
+            keep=int(logs.get("keep", LogPolicy.keep)),
         ),
         location=doc.keys.get(("apiVersion",)) or doc.at(()),
     )

@@ -73,6 +73,14 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class LogPolicy:
+    """Size rotation of a replica's log file."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    keep: int = 5
+
+
+@dataclass(frozen=True)
 class Dependency:
     name: str
     condition: Condition = Condition.STARTED
@@ -106,6 +114,7 @@ class ProcessSpec:
     backoff_limit: int = 6  # Jobs only: retries after the first failure
     depends_on: tuple[Dependency, ...] = ()
     shutdown: Shutdown = Shutdown()
+    logs: LogPolicy = LogPolicy()
     location: Location | None = field(default=None, compare=False)
 
     @property

@@ -20,6 +20,7 @@ from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import Executor
+from .logs import log_path, rotate_if_needed
 from .model import DesiredState, Exit, Phase, Reason, ReplicaId, ReplicaRecord
 from .plan import Forget, Kill, Plan, Start, Stop, StopReason, Waiting, plan
 from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
@@ -155,6 +156,7 @@ class Reconciler:
             now = self.clock.monotonic()
             if now >= next_resync:
                 next_resync = now + self.resync_seconds
+                self._rotate_logs()
             for key, _ in ready:
                 if key.fd == self._wake_r:
                     self._drain_wake_pipe()
@@ -273,6 +275,14 @@ class Reconciler:
                 pass
         except BlockingIOError:
             pass
+
+    def _rotate_logs(self) -> None:
+        for rid, record in self.records.items():
+            if record.process is not None:
+                try:
+                    rotate_if_needed(log_path(self.executor.log_dir, rid), record.spec.logs)
+                except OSError as error:  # a full disk must not stop the loop; say so once per resync
+                    self._emit(EventType.LOG_ROTATION_FAILED, rid, f"log rotation failed: {error}")
 
     def _watch(self, rid: ReplicaId, pid: int, pidfd: int) -> None:
         self._pidfds[rid] = pidfd

@@ -14,6 +14,7 @@ from orchestrator.errors import Location
 from orchestrator.events import Event, EventType
 from orchestrator.manifest import load_specs, schemas
 from orchestrator.model import (
+    LogPolicy,
     Backoff,
     Condition,
     Dependency,
@@ -48,6 +49,7 @@ FULL = ProcessSpec(
     backoff_limit=2,
     depends_on=(Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED)),
     shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
+    logs=LogPolicy(max_bytes=1024, keep=2),
     location=Location("/repo/manifests/api.yaml", 4, 1),
 )
 
@@ -192,6 +194,7 @@ def test_document_of_a_shell_command_is_one_string_and_every_default_is_written(
         "restartWindowSeconds": 60.0,
         "dependsOn": [],
         "shutdown": {"signal": "SIGTERM", "timeoutSeconds": 10.0},
+        "logs": {"maxBytes": 10 * 1024 * 1024, "keep": 5},
     }
 
 

@@ -198,3 +198,21 @@ def test_environment_and_working_dir_reach_the_child(harness: Harness, tmp_path:
     log = harness.log_dir / "default" / "envy.0.log"
     wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 2, what="envy output")
     assert log.read_text().splitlines() == ["hi envy", str(tmp_path)]
+
+
+def test_log_files_are_rotated_past_max_bytes(tmp_path: Path) -> None:
+    from orchestrator.model import LogPolicy
+
+    h = Harness(tmp_path / "logs")
+    h.reconciler.resync_seconds = 0.05
+    try:
+        h.apply([proc("chatty", sys.executable, "-c",
+                      "import time\nfor i in range(100000):\n    print('x' * 99, flush=True); time.sleep(0.0005)",
+                      logs=LogPolicy(max_bytes=2000, keep=2))])
+        log = h.log_dir / "default" / "chatty.0.log"
+        wait_for(lambda: log.with_name("chatty.0.log.2").exists(), what="two rotations")
+        assert log.with_name("chatty.0.log.1").stat().st_size > 2000
+        assert not log.with_name("chatty.0.log.3").exists()
+        assert oct(log.with_name("chatty.0.log.1").stat().st_mode & 0o777) == "0o600"
+    finally:
+        h.close()

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 from orchestrator.errors import ManifestError
 from orchestrator.manifest import _schema_dir, load_specs, schemas
-from orchestrator.model import Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
+from orchestrator.model import LogPolicy, Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
 
@@ -178,6 +178,9 @@ VALID = [
     ),
     ("command: [x]\nshutdown: {signal: SIGINT, timeoutSeconds: 0.5}", "shutdown", Shutdown("SIGINT", 0.5)),
     ("command: [x]\nshutdown: {signal: SIGKILL}", "shutdown", Shutdown("SIGKILL", 10.0)),
+    ("command: [x]\nlogs: {maxBytes: 10Mi, keep: 2}", "logs", LogPolicy(10 * 1024 * 1024, 2)),
+    ("command: [x]\nlogs: {maxBytes: 4096}", "logs", LogPolicy(4096, 5)),
+    ("command: [x]\nlogs: {keep: 0}", "logs", LogPolicy(10 * 1024 * 1024, 0)),
 ]
 
 
@@ -316,6 +319,13 @@ INVALID = [
         ["spec.shutdown.signal: 15 is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"],
     ),
     ("command: [x]\nshutdown: {timeoutSeconds: -1}", ["spec.shutdown.timeoutSeconds: must be at least 0, got -1"]),
+    ("command: [x]\nlogs: {keep: -1}", ["spec.logs.keep: must be at least 0, got -1"]),
+    ("command: [x]\nlogs: {maxBytes: 0}", ["spec.logs.maxBytes: must be at least 1, got 0"]),
+    ("command: [x]\nlogs: {maxBytes: '0.5'}", ["spec.logs.maxBytes: expected a size in bytes such as 512, 256Mi or "
+                                               "1G (suffixes Ki Mi Gi Ti, or k M G T for powers of 1000), got '0.5': "
+                                               "that is not a whole number of bytes"]),
+    ("command: [x]\nlogs: {maxBytes: 10MB}", ["spec.logs.maxBytes: '10MB' is not matching the pattern "
+                                              "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$"]),
     (
         "command: [x]\nshutdown: {timeout: 1}",
         ["spec.shutdown: unknown field 'timeout' (did you mean 'timeoutSeconds'?)"],
