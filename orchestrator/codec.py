@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 from .errors import Location
 from .events import Event, EventType
 from .model import (
-    LogPolicy,
     Backoff,
     Condition,
     Dependency,
     Exit,
     Kind,
+    LogPolicy,
     ProcessIdentity,
     ProcessSpec,
     Reason,

@@ -14,12 +14,12 @@ from orchestrator.errors import Location
 from orchestrator.events import Event, EventType
 from orchestrator.manifest import load_specs, schemas
 from orchestrator.model import (
-    LogPolicy,
     Backoff,
     Condition,
     Dependency,
     Exit,
     Kind,
+    LogPolicy,
     ProcessIdentity,
     ProcessSpec,
     Reason,

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 from orchestrator.errors import ManifestError
 from orchestrator.manifest import _schema_dir, load_specs, schemas
-from orchestrator.model import LogPolicy, Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
+from orchestrator.model import Backoff, Condition, Dependency, Kind, LogPolicy, ProcessSpec, RestartPolicy, Shutdown
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
 
@@ -321,11 +321,11 @@ INVALID = [
     ("command: [x]\nshutdown: {timeoutSeconds: -1}", ["spec.shutdown.timeoutSeconds: must be at least 0, got -1"]),
     ("command: [x]\nlogs: {keep: -1}", ["spec.logs.keep: must be at least 0, got -1"]),
     ("command: [x]\nlogs: {maxBytes: 0}", ["spec.logs.maxBytes: must be at least 1, got 0"]),
-    ("command: [x]\nlogs: {maxBytes: '0.5'}", ["spec.logs.maxBytes: expected a size in bytes such as 512, 256Mi or "
+    ("command: [x]\nlogs: {maxBytes: '0.5'}", [("spec.logs.maxBytes: expected a size in bytes such as 512, 256Mi or "
                                                "1G (suffixes Ki Mi Gi Ti, or k M G T for powers of 1000), got '0.5': "
-                                               "that is not a whole number of bytes"]),
-    ("command: [x]\nlogs: {maxBytes: 10MB}", ["spec.logs.maxBytes: '10MB' is not matching the pattern "
-                                              "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$"]),
+                                               "that is not a whole number of bytes")]),
+    ("command: [x]\nlogs: {maxBytes: 10MB}", [("spec.logs.maxBytes: '10MB' is not matching the pattern "
+                                              "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$")]),
     (
         "command: [x]\nshutdown: {timeout: 1}",
         ["spec.shutdown: unknown field 'timeout' (did you mean 'timeoutSeconds'?)"],
