@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import ManifestError, UserError
@@ -264,11 +265,14 @@ def _run(args: argparse.Namespace) -> int:
         force = interrupts > 1
         reconciler.post(lambda r: r.shut_down(force=force))
 
+    watcher = _watch_for_run(args.paths, reconciler) if args.watch else None
     previous_wakeup = signal.set_wakeup_fd(reconciler.wake_fd, warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         reconciler.run()
     finally:
+        if watcher is not None:
+            watcher.stop()
         if reconciler.alive:  # only when the loop itself failed: never leave children behind
             reconciler.shut_down(force=True)
             reconciler.run()
@@ -278,6 +282,32 @@ def _run(args: argparse.Namespace) -> int:
         signal.set_wakeup_fd(previous_wakeup)
         reconciler.close()
     return EXIT_OK
+
+
+def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:
+    """`run --watch`: on every change, load the manifests off the loop and hand a valid result to it."""
+    from .events import Event, EventType
+    from .watch import ManifestWatcher
+
+    def changed() -> None:
+        try:
+            _, desired = _load(paths)
+        except ManifestError as error:
+            shown = "; ".join(str(p) for p in error.problems[:3])
+            message = f"{len(error.problems)} problem(s), nothing changed: {shown}"
+            reconciler.post(lambda r: r.events.emit(Event(r.clock.wall(), EventType.INVALID, "", message)))
+            return
+
+        def apply(r: Any) -> None:
+            if desired.specs != r.desired.specs:
+                r.set_desired(desired)
+                r.events.emit(Event(r.clock.wall(), EventType.APPLIED, "", "manifests changed: applied"))
+
+        reconciler.post(apply)
+
+    watcher = ManifestWatcher(paths, changed)
+    watcher.start()
+    return watcher
 
 
 def entry_point() -> None:

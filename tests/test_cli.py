@@ -86,9 +86,9 @@ def test_every_command_has_help(command: str) -> None:
 class Running:
     """`orchestrator run` as a child process, its event lines collected as they come."""
 
-    def __init__(self, manifest: Path, state: Path) -> None:
+    def __init__(self, manifest: Path, state: Path, *options: str) -> None:
         env = dict(os.environ, ORCHESTRATOR_HOME=str(state))
-        self.popen = subprocess.Popen([*CLI, "run", "-o", "json", "-f", str(manifest)], stdout=subprocess.PIPE,
+        self.popen = subprocess.Popen([*CLI, "run", *options, "-o", "json", "-f", str(manifest)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         self.events: list[dict[str, object]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -216,3 +216,25 @@ def test_validate_lists_schema_and_graph_problems_together(tmp_path: Path) -> No
     assert lines[-1] == "2 problems found", lines  # db's own error, and the missing cache; db is not "missing"
     assert any("spec.replicas" in line for line in lines)
     assert any("depends on 'cache'" in line for line in lines)
+
+
+def test_run_watch_applies_a_valid_edit_and_ignores_a_bad_one(tmp_path: Path, running: list[Running]) -> None:
+    manifest = tmp_path / "m" / "app.yaml"
+    manifest.parent.mkdir()
+    body = "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: app}\nspec:\n  command: [sleep, '%s']\n"
+    manifest.write_text(body % "60" + "  shutdown: {timeoutSeconds: 0.5}\n")
+    run = Running(manifest.parent, tmp_path / "state", "--watch")
+    running.append(run)
+    first = int(wait_for(lambda: run.of("Started", "app"), timeout=10)[0]["pid"])  # type: ignore[call-overload]
+
+    manifest.write_text(body % "60" + "  restartPolicy: Sometimes\n")
+    wait_for(lambda: run.of("Invalid"), what="the bad edit to be reported")
+    assert "restartPolicy" in str(run.of("Invalid")[0]["message"])
+    assert psutil.pid_exists(first) and len(run.of("Started", "app")) == 1
+
+    manifest.write_text(body % "61" + "  shutdown: {timeoutSeconds: 0.5}\n")
+    wait_for(lambda: len(run.of("Started", "app")) == 2, what="the valid edit to restart app")
+    second = int(run.of("Started", "app")[1]["pid"])  # type: ignore[call-overload]
+    wait_for(lambda: psutil.Process(second).cmdline() == ["sleep", "61"], what="the new command")
+    run.popen.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
