@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from .clock import SystemClock
 from .errors import ManifestError, UserError
 from .events import Event, EventBus, EventType
 from .execute import Executor
-from .model import DesiredState, Kind, ProcessSpec, ReplicaId
+from .model import DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .policy import Step, next_step
 from .reconcile import Reconciler
 from .render import event_line
@@ -55,15 +55,16 @@ class Daemon:
         self.store = Store(state_dir / "state.db")
         self.clock = SystemClock()
         self.events = EventBus()
+        self._unsaved: list[Event] = []  # events wait for the end of the pass, so a respawn never waits on disk
+        self._unsaved_lock = threading.Lock()
         self.events.subscribe(self._record_event)
         self.events.subscribe(lambda event: print(event_line(event), flush=True))
-        self.reconciler = Reconciler(Executor(state_dir / "logs"), self.clock, self.events,
-                                     persist=self.store.save_records)
+        self.reconciler = Reconciler(Executor(state_dir / "logs"), self.clock, self.events, persist=self._persist)
         self.revision = 0
         self.created: dict[str, float] = {}
         self.watchers: list[Any] = []
         self.server: ControlServer | None = None
-        self._last_event_id = 0
+        self._loop_thread = threading.current_thread()
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Daemon:
 
     def serve(self) -> int:
         """Run until shut down; returns the exit code."""
+        self._loop_thread = threading.current_thread()
         self.restore()
         self.server = ControlServer(socket_path(self.state_dir), self)
         self.server.start()
@@ -131,7 +133,7 @@ class Daemon:
             watcher.stop()
         if self.server is not None:
             self.server.stop()
-        self.store.save_records(self.reconciler.records)
+        self._persist(self.reconciler.records)
         self.reconciler.close()
         self.store.close()
         os.close(self._lock_fd)
@@ -296,8 +298,8 @@ class Daemon:
 
     def _restart(self, body: dict[str, Any]) -> dict[str, Any]:
         key = self._key(str(body.get("name", "")))
+        self.events.emit(Event(self.clock.wall(), EventType.RESTARTING, key, "restart requested"))
         count = self.reconciler.restart(key)
-        self.events.emit(Event(self.clock.wall(), EventType.RESTARTING, key, f"restart requested ({count} replicas)"))
         return {"key": key, "replicas": count}
 
     def _scale(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +372,17 @@ class Daemon:
         return found[0]
 
     def _record_event(self, event: Event) -> None:
-        self._last_event_id = self.store.add_event(event)
+        with self._unsaved_lock:
+            self._unsaved.append(event)
+        if threading.current_thread() is not self._loop_thread:
+            self.reconciler.post(lambda r: None)  # from another thread: have the loop save it soon
+
+    def _persist(self, records: Mapping[ReplicaId, ReplicaRecord]) -> None:
+        """End of a reconcile pass: save what changed, records and events, in two short transactions."""
+        self.store.save_records(records)
+        with self._unsaved_lock:
+            events, self._unsaved = self._unsaved, []
+        self.store.add_events(events)
 
     @staticmethod
     def _event_json(event_id: int | None, event: Event) -> dict[str, Any]:

@@ -328,22 +328,30 @@ class Store:
 
     def add_event(self, event: Event) -> int:
         """Append an event; returns its id, larger than every earlier one. Keeps at most `max_events`."""
+        return self.add_events([event])[0]
+
+    def add_events(self, events: Sequence[Event]) -> list[int]:
+        """Append events in one transaction; returns their ids, in order. Keeps at most `max_events`."""
+        if not events:
+            return []
+        ids: list[int] = []
         with self._lock:
             with self._guard(), self._transaction() as db:
-                cursor = db.execute(
-                    "INSERT INTO events (at, type, key, replica, pid, message) VALUES (?, ?, ?, ?, ?, ?)",
-                    (event.at, event.type.value, event.key, event.replica, event.pid, event.message),
-                )
-                event_id = cursor.lastrowid
-                if event_id is None:  # cannot happen after an INSERT; narrows the type without an assert
-                    raise StoreError(f"state database {self.path}: no id for the new event")
-                count = self._events + 1
+                for event in events:
+                    cursor = db.execute(
+                        "INSERT INTO events (at, type, key, replica, pid, message) VALUES (?, ?, ?, ?, ?, ?)",
+                        (event.at, event.type.value, event.key, event.replica, event.pid, event.message),
+                    )
+                    if cursor.lastrowid is None:  # cannot happen after an INSERT; narrows the type
+                        raise StoreError(f"state database {self.path}: no id for the new event")
+                    ids.append(cursor.lastrowid)
+                count = self._events + len(events)
                 if count > self.max_events:
                     excess = count - self.max_events + self._prune_batch
                     db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)", (excess,))
                     count -= excess
             self._events = count  # after the commit, as the rows are, and before another thread counts
-        return event_id
+        return ids
 
     def events(self, since: int = 0, limit: int | None = None, key: str | None = None) -> list[tuple[int, Event]]:
         """Events with id > `since` (of object `key` only, if given), oldest first; with `limit`, the last ones."""
