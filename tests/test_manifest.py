@@ -231,15 +231,14 @@ def test_problems_from_several_files_in_one_error(in_tmp: Path) -> None:
     write(in_tmp / "m/4.yaml", "key: [unclosed\n")
     with pytest.raises(ManifestError) as caught:
         load_specs(["m", "missing"])
-    assert [str(p) for p in caught.value.problems] == [
+    shown = [str(p) for p in caught.value.problems]
+    assert shown[:2] == [
         "m/1.yaml:7:13: spec.replicas: must be at least 0, got -1",
         "m/2.yaml:4:17: spec.command: expected a list or a string, got 1",
-        (
-            "m/4.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence at "
-            "line 1, column 6)"
-        ),
-        "missing: no such file or directory",
     ]
+    # The wording of syntax errors is libyaml's or PyYAML's, whichever parses; the place is the same.
+    assert shown[2].startswith("m/4.yaml:2:1: invalid YAML: ") and "(while parsing a flow sequence at " in shown[2]
+    assert shown[3:] == ["missing: no such file or directory"]
     assert str(caught.value) == "\n".join(str(p) for p in caught.value.problems)
     assert caught.value.problems[0].to_json() == {
         "file": "m/1.yaml",
@@ -254,15 +253,17 @@ def test_yaml_syntax_error_location_and_earlier_documents_still_checked(in_tmp: 
     text = PROCESS.format(name="a") + "  replicas: x\n---\napiVersion: orchestrator/v1\nkind: Process\nmetadata:\n"
     text += "  name: b\n\tlabels: {}\n"
     write(in_tmp / "a.yaml", text)
-    assert errors(["a.yaml"]) == [
-        "a.yaml:7:13: spec.replicas: expected an integer, got 'x'",
-        "a.yaml:13:1: invalid YAML: found character '\\t' that cannot start any token",
-    ]
+    found = errors(["a.yaml"])
+    assert found[0] == "a.yaml:7:13: spec.replicas: expected an integer, got 'x'"
+    assert found[1].startswith("a.yaml:13:1: invalid YAML: found ")
+    assert "tab" in found[1] or "\\t" in found[1]
+    assert len(found) == 2
 
 
 def test_yaml_mapping_error(in_tmp: Path) -> None:
     write(in_tmp / "a.yaml", "apiVersion: orchestrator/v1\nkind: Process\n  metadata: x\n")
-    assert errors(["a.yaml"]) == ["a.yaml:3:11: invalid YAML: mapping values are not allowed here"]
+    [problem] = errors(["a.yaml"])
+    assert problem.startswith("a.yaml:3:11: invalid YAML: mapping values are not allowed ")
 
 
 def test_dependencies_keep_their_location(in_tmp: Path) -> None:
