@@ -10,7 +10,7 @@ they want to be woken, so waiting is planned, never slept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -101,17 +101,20 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
     actions.extend(_stops_of_unwanted(desired, records, by_key))
 
     conditions: dict[tuple[str, Condition], str | None] = {}
-    for key in desired.start_order:
-        spec = desired.specs[key]
-        blocked: str | None = None
+
+    def blocked_by(spec: ProcessSpec) -> str | None:
+        """What the first unmet dependency awaits, or None; asked only for replicas about to start."""
         for dep in spec.depends_on:
             dep_key = spec.dependency_key(dep)
             memo = (dep_key, dep.condition)
             if memo not in conditions:
-                conditions[memo] = _unmet(desired.specs[dep_key], dep.condition, by_key.get(dep_key, ()))
+                conditions[memo] = _unmet(desired.specs[dep_key], dep.condition, records)
             if conditions[memo] is not None:
-                blocked = conditions[memo]
-                break
+                return conditions[memo]
+        return None
+
+    for key in desired.start_order:
+        spec = desired.specs[key]
         for index in range(spec.replicas):
             rid = ReplicaId(key, index)
             current = records.get(rid)
@@ -134,6 +137,7 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                     waiting.append(Waiting(rid, Phase.BACKOFF, step.at, step.why))
                     wake.append(step.at)
                     continue
+            blocked = blocked_by(spec) if spec.depends_on else None
             if blocked is not None:
                 waiting.append(Waiting(rid, Phase.WAITING, None, blocked))
                 continue
@@ -151,11 +155,12 @@ def _stops_of_unwanted(
     A removed process is stopped only once nothing that depends on it still runs, so a whole stack is
     stopped in reverse dependency order over a few passes (each pass after an exit).
     """
+    removed = [key for key in by_key if key not in desired.specs]
     # Which keys are still needed, directly or through other processes, by a key with a live process
-    # (following the spec each key runs under).
-    specs = {key: desired.specs.get(key) or replicas[0][1].spec for key, replicas in by_key.items()}
+    # (following the spec each key runs under). Only removed keys ask, so the walk is skipped without one.
+    specs = {key: desired.specs.get(key) or replicas[0][1].spec for key, replicas in by_key.items()} if removed else {}
     held_by: dict[str, set[str]] = {}
-    for key, replicas in by_key.items():
+    for key, replicas in by_key.items() if removed else ():
         if not any(record.process is not None for _, record in replicas):
             continue
         stack = [key]
@@ -174,7 +179,10 @@ def _stops_of_unwanted(
     actions: list[Action] = []
     for key in sorted(by_key):
         spec = desired.specs.get(key)
-        for rid, record in sorted(by_key[key], key=lambda item: -item[0].index):
+        replicas = by_key[key]
+        if spec is not None and all(rid.index < spec.replicas for rid, _ in replicas):
+            continue  # the common case: nothing of this key is unwanted
+        for rid, record in sorted(replicas, key=lambda item: -item[0].index):
             if spec is not None and rid.index < spec.replicas:
                 continue
             if spec is None and held_by.get(key, set()) - {key}:
@@ -192,12 +200,11 @@ def _stops_of_unwanted(
     return actions
 
 
-def _unmet(dep: ProcessSpec, condition: Condition, replicas: Sequence[tuple[ReplicaId, ReplicaRecord]]) -> str | None:
+def _unmet(dep: ProcessSpec, condition: Condition, records: Mapping[ReplicaId, ReplicaRecord]) -> str | None:
     """None when `condition` holds for every replica of `dep`, else what is awaited, in words.
 
     Until probes exist, `ready` means running. A Job is started while it runs or once it succeeded.
     """
-    records = dict(replicas)
     for index in range(dep.replicas):
         record = records.get(ReplicaId(dep.key, index))
         if record is None or needs_restart(record.spec, dep):
