@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import getpass
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +48,8 @@ def _load_for_apply(paths: Sequence[str]) -> list[Any]:
 
 def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
     """The commit of the git checkout holding the first path, and whether the paths have local changes."""
+    import subprocess
+
     folder = paths[0] if os.path.isdir(paths[0]) else os.path.dirname(os.path.abspath(paths[0]))
     try:
         commit = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True,
