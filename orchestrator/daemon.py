@@ -218,7 +218,10 @@ class Daemon:
         spec = self.reconciler.desired.specs.get(document["key"])
         if spec is None:
             spec = next(r.spec for rid, r in self.reconciler.records.items() if rid.key == document["key"])
-        document["spec"] = codec.spec_to_document(spec)
+        shown = codec.spec_to_document(spec)
+        # Env values may be secrets: status shows their names only (diff compares them without printing).
+        shown["spec"]["env"] = {name: "<hidden>" for name in shown["spec"].get("env", {})}
+        document["spec"] = shown
         document["events"] = [self._event_json(i, e) for i, e in
                               self.store.events(key=document["key"], limit=20)]
         return document
