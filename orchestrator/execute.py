@@ -46,6 +46,7 @@ class Executor:
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs may hold secrets a process printed
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._adopted: set[int] = set()
         self._pidfds: dict[int, int] = {}
