@@ -24,6 +24,10 @@ from .model import (
     Exit,
     Kind,
     LogPolicy,
+    Probe,
+    ProbeAction,
+    ProbeKind,
+    Probes,
     ProcessIdentity,
     ProcessSpec,
     Reason,
@@ -80,6 +84,9 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
     body["dependsOn"] = [{"name": d.name, "condition": d.condition.value} for d in spec.depends_on]
     body["shutdown"] = {"signal": spec.shutdown.signal, "timeoutSeconds": spec.shutdown.timeout_seconds}
     body["logs"] = {"maxBytes": spec.logs.max_bytes, "keep": spec.logs.keep}
+    probes = {kind.value: probe_to_document(probe) for kind in ProbeKind if (probe := spec.probes.of(kind))}
+    if probes:
+        body["probes"] = probes
     return {
         "apiVersion": API_VERSION,
         "kind": spec.kind.value,
@@ -112,6 +119,10 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
     backoff = body.reader("backoff", {})
     shutdown = body.reader("shutdown", {})
     logs = body.reader("logs", {})
+    probes_document = body.raw("probes", {})
+    if not isinstance(probes_document, Mapping) or set(probes_document) - {k.value for k in ProbeKind}:
+        raise ValueError(f"spec.probes: expected startup, readiness and liveness only, got {probes_document!r}")
+    probes = Probes(**{kind: probe_from_document(value) for kind, value in probes_document.items()})
     depends_on = tuple(_dependency(item) for item in body.readers("dependsOn"))
     spec = ProcessSpec(
         name=metadata.text("name"),
@@ -142,11 +153,63 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
             timeout_seconds=shutdown.number("timeoutSeconds", Shutdown.timeout_seconds),
         ),
         logs=LogPolicy(max_bytes=logs.integer("maxBytes", LogPolicy.max_bytes), keep=logs.integer("keep", LogPolicy.keep)),
+        probes=probes,
         location=location,
     )
     for reader in (metadata, body, backoff, shutdown, logs):
         reader.done()
     return spec
+
+
+_PROBE_SCHEDULE = (
+    ("initialDelaySeconds", "initial_delay_seconds"),
+    ("periodSeconds", "period_seconds"),
+    ("timeoutSeconds", "timeout_seconds"),
+    ("successThreshold", "success_threshold"),
+    ("failureThreshold", "failure_threshold"),
+)
+
+
+def probe_to_document(probe: Probe) -> JSONDict:
+    """A probe as the manifest writes it: its one action, then its schedule."""
+    action: JSONDict
+    if probe.action is ProbeAction.EXEC:
+        action = {"command": list(probe.command)}
+    elif probe.action is ProbeAction.HTTP:
+        action = {"port": probe.port, "host": probe.host, "path": probe.path, "headers": dict(probe.headers)}
+    elif probe.action is ProbeAction.TCP:
+        action = {"port": probe.port, "host": probe.host}
+    else:
+        action = {"pattern": probe.pattern}
+    document: JSONDict = {probe.action.value: action}
+    for name, attribute in _PROBE_SCHEDULE:
+        document[name] = getattr(probe, attribute)
+    return document
+
+
+def probe_from_document(document: Mapping[str, Any]) -> Probe:
+    """A probe from a validated manifest's (or spec_to_document's) probe object; ValueError if garbled."""
+    actions = [a for a in ProbeAction if a.value in document]
+    if len(actions) != 1:
+        raise ValueError(f"a probe needs exactly one of exec, http, tcp, log; got {sorted(document)}")
+    action = actions[0]
+    body = document[action.value]
+    if not isinstance(body, Mapping):
+        raise ValueError(f"probe {action.value}: expected a mapping")  # noqa: TRY004 - a garbled document
+    schedule = {attribute: document[name] for name, attribute in _PROBE_SCHEDULE if name in document}
+    for attribute in ("initial_delay_seconds", "period_seconds", "timeout_seconds"):
+        if attribute in schedule:
+            schedule[attribute] = float(schedule[attribute])
+    return Probe(
+        action=action,
+        command=tuple(str(c) for c in body.get("command", ())),
+        host=str(body.get("host", Probe.host)),
+        port=int(body.get("port", 0)),
+        path=str(body.get("path", Probe.path)),
+        headers=tuple((str(k), str(v)) for k, v in body.get("headers", {}).items()),
+        pattern=str(body.get("pattern", "")),
+        **schedule,
+    )
 
 
 def _dependency(item: _Reader) -> Dependency:
@@ -214,6 +277,9 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
             "message": last_exit.message,
         },
         "stoppedOnPurpose": record.stopped_on_purpose,
+        "started": record.started,
+        "ready": record.ready,
+        "unhealthy": record.unhealthy,
     }
 
 
@@ -248,6 +314,9 @@ def record_from_json(value: object) -> ReplicaRecord:
         failures=reader.integer("failures", 0),
         last_exit=last_exit,
         stopped_on_purpose=reader.flag("stoppedOnPurpose", False),
+        started=reader.flag("started", False),
+        ready=reader.flag("ready", False),
+        unhealthy=reader.text("unhealthy", ""),
     )
     reader.done()
     return record

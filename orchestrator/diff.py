@@ -43,6 +43,8 @@ FIELDS: dict[str, FieldRule] = {
     "shutdown": FieldRule("spec.shutdown", False),
     # Rotation is done by the orchestrator on the files; the process keeps writing to the same file.
     "logs": FieldRule("spec.logs", False),
+    # Probes are run by the orchestrator against the running process: a new probe applies without a restart.
+    "probes": FieldRule("spec.probes", False),
 }
 RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)
 

@@ -49,7 +49,12 @@ def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
             older = path.with_name(f"{path.name}.{index}")
             if older.exists():
                 os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
-        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
-        os.chmod(path.with_name(f"{path.name}.1"), 0o600)
+        # Copied into a file that is 0600 from its creation and renamed into place when complete, so
+        # nobody ever sees a half-written or readable-by-others copy.
+        partial = path.with_name(f"{path.name}.1.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(path, "rb") as source, os.fdopen(fd, "wb") as target:
+            shutil.copyfileobj(source, target)
+        os.replace(partial, path.with_name(f"{path.name}.1"))
     os.truncate(path, 0)
     return True

@@ -33,6 +33,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
+from .codec import probe_from_document
 from .errors import Location, ManifestError, Problem
 from .model import (
     DEFAULT_NAMESPACE,
@@ -41,6 +42,7 @@ from .model import (
     Dependency,
     Kind,
     LogPolicy,
+    Probes,
     ProcessSpec,
     RestartPolicy,
     Shutdown,
@@ -668,5 +670,7 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
             max_bytes=parse_quantity(logs.get("maxBytes", LogPolicy.max_bytes)),
             keep=int(logs.get("keep", LogPolicy.keep)),
         ),
+        probes=Probes(**{kind: probe_from_document(spec["probes"][kind])
+                         for kind in ("startup", "readiness", "liveness") if kind in spec.get("probes", {})}),
         location=doc.keys.get(("apiVersion",)) or doc.at(()),
     )

@@ -57,6 +57,7 @@ class Reason(str, Enum):
     KILLED = "Killed"  # ended by a signal
     START_FAILED = "StartFailed"  # could not be started at all (missing binary, permission denied)
     UNKNOWN = "Unknown"  # an adopted process ended: not our child, so its exit status cannot be known
+    LIVENESS_FAILED = "LivenessFailed"  # stopped because its liveness (or startup) probe failed
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,47 @@ class LogPolicy:
 
     max_bytes: int = 10 * 1024 * 1024
     keep: int = 5
+
+
+class ProbeAction(str, Enum):
+    EXEC = "exec"
+    HTTP = "http"
+    TCP = "tcp"
+    LOG = "log"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One health check and its schedule (Kubernetes' defaults)."""
+
+    action: ProbeAction
+    command: tuple[str, ...] = ()  # exec
+    host: str = "127.0.0.1"  # http, tcp
+    port: int = 0  # http, tcp
+    path: str = "/"  # http
+    headers: tuple[tuple[str, str], ...] = ()  # http
+    pattern: str = ""  # log
+    initial_delay_seconds: float = 0.0
+    period_seconds: float = 10.0
+    timeout_seconds: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+class ProbeKind(str, Enum):
+    STARTUP = "startup"
+    READINESS = "readiness"
+    LIVENESS = "liveness"
+
+
+@dataclass(frozen=True)
+class Probes:
+    startup: Probe | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+    def of(self, kind: ProbeKind) -> Probe | None:
+        return getattr(self, kind.value)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -116,6 +158,7 @@ class ProcessSpec:
     depends_on: tuple[Dependency, ...] = ()
     shutdown: Shutdown = Shutdown()
     logs: LogPolicy = LogPolicy()
+    probes: Probes = Probes()
     location: Location | None = field(default=None, compare=False)
 
     @property
@@ -187,6 +230,9 @@ class ReplicaRecord:
     failures: int = 0  # failed runs of this spec (Jobs' backoffLimit)
     last_exit: Exit | None = None
     stopped_on_purpose: bool = False  # the last run was ended by us (spec change, restart): start it again now
+    started: bool = False  # its startup probe passed (or it has none): readiness and liveness may run
+    ready: bool = False  # its readiness probe passes (or, without probes, it runs)
+    unhealthy: str = ""  # why its liveness or startup probe failed: the planner stops it, and that is a crash
 
     @property
     def alive(self) -> bool:

@@ -20,6 +20,9 @@ from orchestrator.model import (
     Exit,
     Kind,
     LogPolicy,
+    Probe,
+    ProbeAction,
+    Probes,
     ProcessIdentity,
     ProcessSpec,
     Reason,
@@ -50,6 +53,11 @@ FULL = ProcessSpec(
     depends_on=(Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED)),
     shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
     logs=LogPolicy(max_bytes=1024, keep=2),
+    probes=Probes(
+        startup=Probe(ProbeAction.TCP, port=8080, host="::1", initial_delay_seconds=0.5, failure_threshold=30),
+        readiness=Probe(ProbeAction.HTTP, port=8080, path="/healthz", headers=(("X-A", "1"),), period_seconds=2),
+        liveness=Probe(ProbeAction.EXEC, command=("./check.sh", "-q"), timeout_seconds=2, success_threshold=2),
+    ),
     location=Location("/repo/manifests/api.yaml", 4, 1),
 )
 
@@ -65,6 +73,9 @@ FULL_RECORD = ReplicaRecord(
     failures=1,
     last_exit=Exit(code=None, signal=9, reason=Reason.KILLED, at=1199.75, ran_seconds=0.5, message="bye"),
     stopped_on_purpose=True,
+    started=True,
+    ready=True,
+    unhealthy="liveness probe failed 3 times",
 )
 
 
@@ -166,6 +177,7 @@ MANIFEST_LIKE = [
         restart_policy=RestartPolicy.ALWAYS,
         max_restarts=None,
         restart_window_seconds=ProcessSpec.restart_window_seconds,
+        probes=Probes(),  # a Job has none
     ),
     ProcessSpec(name="a", command=("b",)),
 ]
