@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="event lines as text, or one JSON object per line")
     run.add_argument("--watch", action="store_true",
                      help="re-apply the manifests when they change; an invalid edit changes nothing")
+    run.add_argument("--exit-code-from", metavar="NAME",
+                     help="for CI: once the Job (or process) NAME has finished for good, stop everything and exit "
+                     "with its exit code")
     run.set_defaults(handler=_run)
 
     apply = commands.add_parser(
@@ -245,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
     from .clock import SystemClock
     from .events import EventBus
     from .execute import Executor
+    from .probes import Prober
     from .reconcile import Reconciler
     from .render import event_json, event_line
 
@@ -254,8 +258,10 @@ def _run(args: argparse.Namespace) -> int:
     events = EventBus()
     formatter = event_json if args.output == "json" else event_line
     events.subscribe(lambda event: print(formatter(event), flush=True))
-    reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events)
+    prober = Prober(lambda t: reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
+    reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober)
     reconciler.set_desired(desired)
+    outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
 
     interrupts = 0
 
@@ -269,10 +275,11 @@ def _run(args: argparse.Namespace) -> int:
     previous_wakeup = signal.set_wakeup_fd(reconciler.wake_fd, warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        reconciler.run()
+        reconciler.run(until=outcome.check if outcome else None)
     finally:
         if watcher is not None:
             watcher.stop()
+        prober.close()
         if reconciler.alive:  # only when the loop itself failed: never leave children behind
             reconciler.shut_down(force=True)
             reconciler.run()
@@ -281,7 +288,37 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(previous_wakeup)
         reconciler.close()
-    return EXIT_OK
+    return outcome.code if outcome and outcome.code is not None else EXIT_OK
+
+
+class _ExitCodeFrom:
+    """`run --exit-code-from NAME`: once the Job NAME has finished for good, stop everything and exit with
+    its exit code (128 + N when a signal N ended it, 1 when it could not start)."""
+
+    def __init__(self, name: str, desired: Any) -> None:
+        keys = [k for k in desired.specs if k == name or k.split("/", 1)[1] == name]
+        if len(keys) != 1:
+            found = "it is ambiguous: " + ", ".join(keys) if keys else "no such object in the manifests"
+            raise UserError(f"--exit-code-from {name}: {found}")
+        self.key = keys[0]
+        self.code: int | None = None
+
+    def check(self, reconciler: Any) -> bool:
+        from .model import ReplicaId
+        from .policy import Step, next_step
+
+        if self.code is not None:
+            return False
+        spec = reconciler.desired.specs.get(self.key)
+        record = reconciler.records.get(ReplicaId(self.key, 0))
+        if spec is None or record is None or record.process is not None or record.last_exit is None:
+            return False
+        if next_step(spec, record).step not in (Step.SUCCEEDED, Step.FAILED):
+            return False
+        exit = record.last_exit
+        self.code = exit.code if exit.code is not None else 128 + exit.signal if exit.signal else 1
+        reconciler.shut_down()
+        return False  # go on until everything has stopped
 
 
 def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:

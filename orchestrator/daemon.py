@@ -27,6 +27,7 @@ from .events import Event, EventBus, EventType
 from .execute import Executor
 from .model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .policy import Step, next_step
+from .probes import Prober
 from .reconcile import Reconciler
 from .render import event_line
 from .sockets import socket_path
@@ -59,7 +60,9 @@ class Daemon:
         self._unsaved_lock = threading.Lock()
         self.events.subscribe(self._record_event)
         self.events.subscribe(lambda event: print(event_line(event), flush=True))
-        self.reconciler = Reconciler(Executor(state_dir / "logs"), self.clock, self.events, persist=self._persist)
+        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
+        self.reconciler = Reconciler(Executor(state_dir / "logs"), self.clock, self.events, persist=self._persist,
+                                     prober=self.prober)
         self.revision = 0
         self.created: dict[str, float] = {}
         self.watchers: list[Any] = []
@@ -134,6 +137,7 @@ class Daemon:
             watcher.stop()
         if self.server is not None:
             self.server.stop()
+        self.prober.close()
         self._persist(self.reconciler.records)
         self.reconciler.close()
         self.store.close()

@@ -22,6 +22,8 @@ class EventType(str, Enum):
     BACKOFF = "BackOff"
     WAITING = "Waiting"
     RESTARTING = "Restarting"  # asked for by `orchestrator restart`
+    PROBE_PASSED = "ProbePassed"
+    PROBE_FAILED = "ProbeFailed"
     STOPPING = "Stopping"
     KILLING = "Killing"
     SUCCEEDED = "Succeeded"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SpawnError
-from .logs import open_log
+from .logs import log_path, open_log
 from .model import ProcessIdentity, ProcessSpec, ReplicaId
 from .observe import identity, is_alive
 
@@ -33,6 +33,7 @@ class Child:
     replica: ReplicaId
     process: ProcessIdentity
     pidfd: int
+    log_offset: int  # the size of its log file when it started: where its own output begins
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Executor:
         env["ORCH_REPLICA"] = str(replica.index)
         uid, gid, groups = _user_ids(spec.user, env)
         log_fd = open_log(self.log_dir, replica)
+        log_offset = os.fstat(log_fd).st_size
         try:
             popen = subprocess.Popen(
                 argv,
@@ -92,7 +94,7 @@ class Executor:
         pid = popen.pid
         self._children[pid] = popen
         self._pidfds[pid] = os.pidfd_open(pid)
-        return Child(replica, identity(pid), self._pidfds[pid])
+        return Child(replica, identity(pid), self._pidfds[pid], log_offset)
 
     def adopt(self, replica: ReplicaId, process: ProcessIdentity) -> Child | None:
         """Watch a process an earlier orchestrator started; None when it no longer exists (or is another
@@ -107,7 +109,11 @@ class Executor:
             return None
         self._adopted.add(process.pid)
         self._pidfds[process.pid] = pidfd
-        return Child(replica, process, pidfd)
+        try:
+            log_offset = log_path(self.log_dir, replica).stat().st_size  # earlier output was seen before
+        except FileNotFoundError:
+            log_offset = 0
+        return Child(replica, process, pidfd, log_offset)
 
     def signal_group(self, process: ProcessIdentity, signame: str) -> None:
         """Send a signal to the whole process group of a replica whose leader has not ended yet."""

@@ -16,7 +16,7 @@ from enum import Enum
 
 from .diff import needs_restart
 from .model import Condition, DesiredState, Kind, Phase, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
-from .policy import Step, next_step
+from .policy import Step, is_ready, next_step
 
 
 class StopReason(str, Enum):
@@ -24,6 +24,7 @@ class StopReason(str, Enum):
     SPEC_CHANGED = "SpecChanged"  # a field that needs a restart changed
     SCALED_DOWN = "ScaledDown"
     RESTART = "Restart"  # asked for by `orchestrator restart`
+    UNHEALTHY = "Unhealthy"  # its liveness or startup probe failed: the exit counts as a crash
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,11 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                         Stop(rid, current.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
                              StopReason.SPEC_CHANGED)
                     )
+                elif current.stop_requested_at is None and current.unhealthy:
+                    actions.append(
+                        Stop(rid, current.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
+                             StopReason.UNHEALTHY)
+                    )
                 continue
             if current is not None and current.last_exit is not None and not needs_restart(current.spec, spec):
                 step = next_step(spec, current)
@@ -203,13 +209,16 @@ def _stops_of_unwanted(
 def _unmet(dep: ProcessSpec, condition: Condition, records: Mapping[ReplicaId, ReplicaRecord]) -> str | None:
     """None when `condition` holds for every replica of `dep`, else what is awaited, in words.
 
-    Until probes exist, `ready` means running. A Job is started while it runs or once it succeeded.
+    `ready` means past the readiness probe (running, without one). A Job is started while it runs or once
+    it succeeded.
     """
     for index in range(dep.replicas):
         record = records.get(ReplicaId(dep.key, index))
         if record is None or needs_restart(record.spec, dep):
             return f"waiting for {dep.name} to {_WORDS[condition]}"
         running = record.process is not None and record.stop_requested_at is None
+        if condition is Condition.READY:
+            running = is_ready(dep, record)
         finished = next_step(dep, record).step if record.process is None and record.last_exit else None
         if finished is Step.FAILED:
             return f"{dep.name} failed and will not be restarted"

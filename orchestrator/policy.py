@@ -57,8 +57,9 @@ def record_start(
     A start from the same spec after an unplanned exit is a restart: counted, and remembered for
     maxRestarts. A new spec starts a fresh record.
     """
+    started = spec.probes.startup is None  # until its startup probe passes, nothing else is probed
     if record is None or record.spec != spec:
-        return ReplicaRecord(spec=spec, process=process, started_at=now)
+        return ReplicaRecord(spec=spec, process=process, started_at=now, started=started)
     restart = record.last_exit is not None and not record.stopped_on_purpose
     times = record.restart_times
     if restart:
@@ -74,6 +75,9 @@ def record_start(
         restarts=record.restarts + (1 if restart else 0),
         restart_times=times,
         stopped_on_purpose=False,
+        started=started,
+        ready=False,
+        unhealthy="",
     )
 
 
@@ -84,8 +88,11 @@ def record_start_failure(record: ReplicaRecord | None, spec: ProcessSpec, messag
 
 
 def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
-    """The record once its process has ended as `exit`."""
-    on_purpose = record.stop_requested_at is not None
+    """The record once its process has ended as `exit`.
+
+    A stop we asked for is not a crash, unless we asked because a probe found the replica unhealthy.
+    """
+    on_purpose = record.stop_requested_at is not None and not record.unhealthy
     if on_purpose:
         streak, failures = record.crash_streak, record.failures
     else:
@@ -102,6 +109,17 @@ def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
         last_exit=exit,
         stopped_on_purpose=on_purpose,
     )
+
+
+def is_ready(spec: ProcessSpec, record: ReplicaRecord) -> bool:
+    """Ready: running, not stopping, and past its readiness probe (or startup probe, without one)."""
+    if record.process is None or record.stop_requested_at is not None or record.unhealthy:
+        return False
+    if spec.probes.readiness is not None:
+        return record.ready
+    if spec.probes.startup is not None:
+        return record.started
+    return True
 
 
 def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
@@ -135,6 +153,8 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
 def _describe(exit: Exit) -> str:
     if exit.reason is Reason.START_FAILED:
         return f"could not start: {exit.message}"
+    if exit.reason is Reason.LIVENESS_FAILED:
+        return f"stopped as unhealthy ({exit.message})" if exit.message else "stopped as unhealthy"
     if exit.reason is Reason.UNKNOWN:
         return "ended while no orchestrator watched it (exit status unknown)"
     if exit.signal is not None:

@@ -21,9 +21,10 @@ from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import Executor
 from .logs import log_path, rotate_if_needed
-from .model import DesiredState, Exit, Phase, Reason, ReplicaId, ReplicaRecord
+from .model import DesiredState, Exit, Phase, ProbeKind, Reason, ReplicaId, ReplicaRecord
 from .plan import Forget, Kill, Plan, Start, Stop, StopReason, Waiting, plan
 from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
+from .probes import Prober, Target, Transition
 
 Message = Callable[["Reconciler"], None]
 
@@ -39,13 +40,17 @@ class Reconciler:
         events: EventBus,
         resync_seconds: float = 10.0,
         persist: RecordSink | None = None,
+        prober: Prober | None = None,
     ) -> None:
-        """`persist` receives the records after every pass (the daemon's store); `run` keeps none."""
+        """`persist` receives the records after every pass (the daemon's store); `run` keeps none.
+        `prober` is told after every pass which replicas to probe; its transitions come back as messages."""
         self.executor = executor
         self.clock = clock
         self.events = events
         self.resync_seconds = resync_seconds
         self.persist = persist
+        self.prober = prober
+        self._log_offsets: dict[ReplicaId, int] = {}
         self.desired = DesiredState.empty()
         self.records: dict[ReplicaId, ReplicaRecord] = {}
         self.waiting: dict[ReplicaId, Waiting] = {}
@@ -101,6 +106,7 @@ class Reconciler:
             child = self.executor.adopt(rid, record.process)
             if child is not None:
                 self.records[rid] = record
+                self._log_offsets[rid] = child.log_offset
                 self._watch(rid, child.process.pid, child.pidfd)
                 self._emit(EventType.ADOPTED, rid, f"adopted pid {child.process.pid}", child.process.pid)
                 continue
@@ -147,6 +153,8 @@ class Reconciler:
             current = self.reconcile(now)
             if self.persist is not None:
                 self.persist(self.records)
+            if self.prober is not None:
+                self.prober.sync(self._probe_targets())
             if until is not None and until(self):
                 return
             if self.shutting_down and self.alive == 0:
@@ -205,7 +213,10 @@ class Reconciler:
             self._emit(EventType.START_FAILED, rid, f"{error}; {self._what_next(record)}")
             return
         record = record_start(previous, spec, child.process, now)
+        if not spec.probes.startup and not spec.probes.readiness:
+            record = replace(record, ready=True)
         self.records[rid] = record
+        self._log_offsets[rid] = child.log_offset
         self._watch(rid, child.process.pid, child.pidfd)
         restarts = f" (restart {record.restarts})" if record.restarts and record is not previous else ""
         self._emit(EventType.STARTED, rid, f"started pid {child.process.pid}{restarts}", child.process.pid)
@@ -220,8 +231,8 @@ class Reconciler:
             return
         record = self.records[rid]
         started = record.started_at if record.started_at is not None else now
-        reason = classify_exit(record.spec, status.code, status.signal)
-        record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started))
+        reason = Reason.LIVENESS_FAILED if record.unhealthy else classify_exit(record.spec, status.code, status.signal)
+        record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, record.unhealthy))
         self.records[rid] = record
         if status.signal is not None:
             how = f"killed by {signal.Signals(status.signal).name}"
@@ -275,6 +286,45 @@ class Reconciler:
                 pass
         except BlockingIOError:
             pass
+
+    def _probe_targets(self) -> dict[ReplicaId, Target]:
+        targets = {}
+        for rid, record in self.records.items():
+            spec = self.desired.specs.get(rid.key)
+            if record.process is None or record.stop_requested_at is not None or spec is None:
+                continue
+            if record.started_at is None or not (spec.probes.startup or spec.probes.readiness or spec.probes.liveness):
+                continue
+            targets[rid] = Target(record.process, spec, record.started_at, record.started, record.ready,
+                                  self._log_offsets.get(rid, 0))
+        return targets
+
+    def probe_transition(self, transition: Transition) -> None:
+        """A probe crossed a threshold: fold it into the record of the process it was about."""
+        record = self.records.get(transition.replica)
+        if record is None or record.process != transition.process or record.stop_requested_at is not None:
+            return  # about a process that is gone or going
+        spec = self.desired.specs.get(transition.replica.key, record.spec)
+        kind, rid = transition.kind, transition.replica
+        if kind is ProbeKind.STARTUP and transition.passing:
+            record = replace(record, started=True, ready=spec.probes.readiness is None)
+        elif kind is ProbeKind.READINESS:
+            record = replace(record, ready=transition.passing)
+        elif not transition.passing:  # liveness failed, or startup could not pass: restart it
+            record = replace(record, unhealthy=f"{kind.value} probe {transition.message}")
+        else:
+            return
+        self.records[rid] = record
+        event = EventType.PROBE_PASSED if transition.passing else EventType.PROBE_FAILED
+        consequence = {
+            (ProbeKind.STARTUP, True): "started",
+            (ProbeKind.READINESS, True): "ready",
+            (ProbeKind.READINESS, False): "not ready",
+            (ProbeKind.STARTUP, False): "unhealthy: restarting",
+            (ProbeKind.LIVENESS, False): "unhealthy: restarting",
+        }[(kind, transition.passing)]
+        self._emit(event, rid, f"{kind.value} probe {transition.message}; {consequence}", record.process.pid
+                   if record.process else None)
 
     def _rotate_logs(self) -> None:
         for rid, record in self.records.items():

@@ -12,6 +12,7 @@ from typing import Any
 
 from .model import DesiredState, Exit, Kind, Phase, ProcessSpec, ReplicaId, ReplicaRecord
 from .plan import Waiting
+from .policy import is_ready
 
 # The object's state is its least healthy replica's phase, in this order.
 _SEVERITY = [Phase.FAILED, Phase.BACKOFF, Phase.STOPPING, Phase.WAITING, Phase.PENDING, Phase.RUNNING,
@@ -59,9 +60,14 @@ def _object(
 ) -> dict[str, Any]:
     indexes = sorted({rid.index for rid in rids} | set(range(spec.replicas)))
     replicas = []
+    ready = 0
     for index in indexes:
         rid = ReplicaId(spec.key, index)
-        replicas.append(_replica(index, records.get(rid), waiting.get(rid), wall_offset))
+        record = records.get(rid)
+        document = _replica(index, record, waiting.get(rid), wall_offset)
+        document["ready"] = record is not None and is_ready(spec, record)
+        ready += document["ready"] and index < spec.replicas
+        replicas.append(document)
     phases = [Phase(r["phase"]) for r in replicas if r["index"] < spec.replicas] or [Phase.SUCCEEDED]
     running = sum(1 for r in replicas if r["phase"] == Phase.RUNNING.value and r["index"] < spec.replicas)
     succeeded = sum(1 for r in replicas if r["phase"] == Phase.SUCCEEDED.value)
@@ -78,8 +84,8 @@ def _object(
         "replicas": {
             "desired": spec.replicas,
             "running": running,
-            # Until probes exist, a running replica is a ready one; a Job is ready once it succeeded.
-            "ready": succeeded if spec.kind is Kind.JOB else running,
+            # Ready: past its readiness probe (running, without one); a Job once it succeeded.
+            "ready": succeeded if spec.kind is Kind.JOB else ready,
         },
         "restarts": sum(r["restarts"] for r in replicas),
         "created_at": (created or {}).get(spec.key),

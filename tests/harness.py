@@ -15,6 +15,7 @@ from orchestrator.events import Event, EventBus, EventType
 from orchestrator.execute import Executor
 from orchestrator.graph import desired_state
 from orchestrator.model import ProcessSpec, ReplicaId, ReplicaRecord
+from orchestrator.probes import Prober
 from orchestrator.reconcile import Reconciler
 
 T = TypeVar("T")
@@ -26,7 +27,8 @@ class Harness:
         self._lock = threading.Lock()
         bus = EventBus()
         bus.subscribe(self._record)
-        self.reconciler = Reconciler(Executor(log_dir), SystemClock(), bus, resync_seconds=1.0)
+        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), log_dir)
+        self.reconciler = Reconciler(Executor(log_dir), SystemClock(), bus, resync_seconds=1.0, prober=self.prober)
         self.log_dir = log_dir
         self.thread = threading.Thread(target=self.reconciler.run, name="reconciler", daemon=True)
         self.thread.start()
@@ -70,4 +72,5 @@ class Harness:
         if self.thread.is_alive():
             self.reconciler.post(lambda r: r.shut_down(force=True))
             self.thread.join(timeout)
+        self.prober.close()
         self.reconciler.close()

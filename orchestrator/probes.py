@@ -1,0 +1,260 @@
+"""Health probes (exec, http, tcp, log) on their own schedule. They post results; they never act.
+
+One scheduler thread keeps a heap of due checks and hands each to a small pool of worker threads, so a
+slow check (up to its timeoutSeconds, enforced) delays neither the reconciler nor another probe. Thresholds
+are counted here (consecutive successes and failures); only transitions are posted to the reconciler:
+started, ready / not ready, unhealthy. The reconciler, the single writer of run state, decides what they
+mean. A replica's probes start afresh with each new process, and stop when it goes away.
+
+Kubernetes' semantics: startup runs first and gates the others; a failing startup probe makes the
+replica unhealthy like a failing liveness probe.
+"""
+
+from __future__ import annotations
+
+import heapq
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .logs import log_path
+from .model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running replica to probe: its process, the spec whose probes apply, and what is known already."""
+
+    process: ProcessIdentity
+    spec: ProcessSpec
+    started_at: float  # monotonic
+    started: bool  # its startup probe passed already (or it has none): probe readiness and liveness
+    ready: bool  # its readiness probe passed already (an adopted process keeps what it had)
+    log_offset: int  # where its own output begins in its log file
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A probe crossed a threshold for this process."""
+
+    replica: ReplicaId
+    process: ProcessIdentity
+    kind: ProbeKind
+    passing: bool
+    message: str
+
+
+@dataclass
+class _State:
+    target: Target
+    kind: ProbeKind
+    probe: Probe
+    passing: bool = False
+    successes: int = 0
+    failures: int = 0
+    busy: bool = False
+    log_offset: int = 0  # log probes: where the process's unread output starts
+    log_matched: bool = False
+    generation: int = 0  # bumped when the target changes: results of older checks are dropped
+    due: float = 0.0
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    key: tuple[ReplicaId, ProbeKind] = field(compare=False)
+    generation: int = field(compare=False)
+
+
+class Prober:
+    def __init__(self, on_transition: Callable[[Transition], None], log_dir: Path, workers: int = 8) -> None:
+        self.on_transition = on_transition
+        self.log_dir = log_dir
+        self._states: dict[tuple[ReplicaId, ProbeKind], _State] = {}
+        self._heap: list[_Due] = []
+        self._lock = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+        self._closed = False
+        self._thread = threading.Thread(target=self._schedule, name="prober", daemon=True)
+        self._thread.start()
+
+    def sync(self, targets: Mapping[ReplicaId, Target]) -> None:
+        """Probe exactly these replicas from now on (called by the reconciler after each pass).
+
+        A replica whose process or probe changed starts afresh; startup gates readiness and liveness.
+        """
+        with self._lock:
+            wanted: dict[tuple[ReplicaId, ProbeKind], tuple[Target, Probe]] = {}
+            for rid, target in targets.items():
+                probes = target.spec.probes
+                gated = probes.startup is not None and not target.started
+                kinds = [ProbeKind.STARTUP] if gated else [ProbeKind.READINESS, ProbeKind.LIVENESS]
+                for kind in kinds:
+                    probe = probes.of(kind)
+                    if probe is not None:
+                        wanted[(rid, kind)] = (target, probe)
+            for key in list(self._states):
+                if key not in wanted:
+                    del self._states[key]
+            now = time.monotonic()
+            for key, (target, probe) in wanted.items():
+                state = self._states.get(key)
+                if state is not None and state.target.process == target.process and state.probe == probe:
+                    state.target = target
+                    continue
+                generation = state.generation + 1 if state else 0
+                # Liveness is presumed healthy until it fails; readiness starts from what is known.
+                passing = key[1] is ProbeKind.LIVENESS or (key[1] is ProbeKind.READINESS and target.ready)
+                state = _State(target, key[1], probe, passing=passing, log_offset=target.log_offset,
+                               generation=generation)
+                state.due = max(now, target.started_at + probe.initial_delay_seconds)
+                self._states[key] = state
+                heapq.heappush(self._heap, _Due(state.due, key, generation))
+            self._lock.notify()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- scheduling (prober thread) ---------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                while self._heap and self._heap[0].at <= now:
+                    due = heapq.heappop(self._heap)
+                    state = self._states.get(due.key)
+                    if state is None or state.generation != due.generation:
+                        continue  # gone, or restarted: this entry is stale
+                    self._next(due.key, state, now)
+                    if not state.busy:
+                        state.busy = True
+                        self._pool.submit(self._run, due.key, state, state.generation)
+                timeout = self._heap[0].at - now if self._heap else None
+                self._lock.wait(timeout)
+
+    def _next(self, key: tuple[ReplicaId, ProbeKind], state: _State, now: float) -> None:
+        # From the last due time, so the period holds without drift; from now, if the prober fell behind.
+        state.due = max(state.due + state.probe.period_seconds, now)
+        heapq.heappush(self._heap, _Due(state.due, key, state.generation))
+
+    # -- checks (worker threads) ------------------------------------------------------------------
+
+    def _run(self, key: tuple[ReplicaId, ProbeKind], state: _State, generation: int) -> None:
+        try:
+            ok, message = self._check(key[0], state)
+        except Exception as error:  # noqa: BLE001 - a broken check is a failed check, never a dead prober
+            ok, message = False, f"probe error: {error!r}"
+        transition = None
+        with self._lock:
+            state.busy = False
+            if self._states.get(key) is not state or state.generation != generation:
+                return
+            transition = self._count(key, state, ok, message)
+        if transition is not None:
+            self.on_transition(transition)
+
+    def _count(self, key: tuple[ReplicaId, ProbeKind], state: _State, ok: bool, message: str) -> Transition | None:
+        if ok:
+            state.successes += 1
+            state.failures = 0
+        else:
+            state.failures += 1
+            state.successes = 0
+        probe = state.probe
+        if not state.passing and ok and state.successes >= probe.success_threshold:
+            state.passing = True
+            return Transition(key[0], state.target.process, state.kind, True, message or "succeeded")
+        # A readiness probe that never passed says nothing new by failing; a startup probe that cannot pass
+        # makes the replica unhealthy.
+        if not ok and state.failures == probe.failure_threshold and (state.passing or state.kind is ProbeKind.STARTUP):
+            state.passing = False
+            return Transition(key[0], state.target.process, state.kind, False,
+                              f"failed {state.failures} times: {message}")
+        return None
+
+    def _check(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
+        probe = state.probe
+        if probe.action is ProbeAction.EXEC:
+            return _exec(probe, state.target.spec)
+        if probe.action is ProbeAction.HTTP:
+            return _http(probe)
+        if probe.action is ProbeAction.TCP:
+            return _tcp(probe)
+        return self._log(rid, state)
+
+    def _log(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
+        """Success once a line printed since this process started matches; stays successful after."""
+        if state.log_matched:
+            return True, "matched"
+        path = log_path(self.log_dir, rid)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return False, "no output yet"
+        if size < state.log_offset:
+            state.log_offset = 0  # rotated: what is in the file now is all new
+        with open(path, "rb") as handle:
+            handle.seek(state.log_offset)
+            data = handle.read(max(0, size - state.log_offset))
+        complete = data.rfind(b"\n") + 1
+        state.log_offset += complete
+        pattern = re.compile(state.probe.pattern)
+        for line in data[:complete].decode(errors="replace").splitlines():
+            if pattern.search(line):
+                state.log_matched = True
+                return True, f"printed {line.strip()[:80]!r}"
+        return False, f"no line matching {state.probe.pattern!r} yet"
+
+
+def _exec(probe: Probe, spec: ProcessSpec) -> tuple[bool, str]:
+    env = dict(os.environ)
+    env.update(spec.env)
+    try:
+        child = subprocess.Popen(list(probe.command), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as error:
+        return False, f"cannot run {probe.command[0]}: {error.strerror or error}"
+    try:
+        code = child.wait(timeout=probe.timeout_seconds)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)  # its group: a hung check must not leave children
+        except ProcessLookupError:
+            pass
+        child.wait()
+        return False, f"timed out after {probe.timeout_seconds:g} s"
+    return code == 0, f"exit code {code}"
+
+
+def _http(probe: Probe) -> tuple[bool, str]:
+    connection = http.client.HTTPConnection(probe.host, probe.port, timeout=probe.timeout_seconds)
+    try:
+        connection.request("GET", probe.path, headers=dict(probe.headers))
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as error:
+        return False, f"GET {probe.path}: {error}"
+    finally:
+        connection.close()
+    return 200 <= status < 400, f"GET {probe.path}: HTTP {status}"
+
+
+def _tcp(probe: Probe) -> tuple[bool, str]:
+    try:
+        with socket.create_connection((probe.host, probe.port), timeout=probe.timeout_seconds):
+            return True, f"connected to {probe.host}:{probe.port}"
+    except OSError as error:
+        return False, f"connect to {probe.host}:{probe.port}: {error.strerror or error}"

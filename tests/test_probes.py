@@ -1,0 +1,252 @@
+"""Health probes with real servers on loopback ports chosen free at test time, and real processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO, wait_for
+from harness import Harness
+
+from orchestrator.events import EventType
+from orchestrator.model import (
+    Backoff,
+    Condition,
+    Dependency,
+    Kind,
+    Probe,
+    ProbeAction,
+    Probes,
+    ProcessSpec,
+    ReplicaId,
+    RestartPolicy,
+    Shutdown,
+)
+from orchestrator.policy import is_ready
+
+FAST = Backoff(initial_seconds=0.1, max_seconds=0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc(name: str, *command: str, **fields: object) -> ProcessSpec:
+    fields.setdefault("backoff", FAST)
+    fields.setdefault("shutdown", Shutdown("SIGTERM", 1))
+    return ProcessSpec(name=name, command=command or ("sleep", "60"), **fields)  # type: ignore[arg-type]
+
+
+def http_server(port: int, delay: float = 0.0, healthy_for: float = 3600.0) -> tuple[str, ...]:
+    """A server that listens after `delay` s and answers /healthz 200 for `healthy_for` s, then 500."""
+    code = f"""
+import http.server, time
+time.sleep({delay})
+born = time.monotonic()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == '/healthz' and time.monotonic() - born < {healthy_for}
+        self.send_response(200 if ok else 500); self.end_headers()
+    def log_message(self, *a): pass
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # many probes connect at once
+print('listening', flush=True)
+Server(('127.0.0.1', {port}), H).serve_forever()
+"""
+    return (sys.executable, "-c", code)
+
+
+def fast(action: ProbeAction, **fields: object) -> Probe:
+    fields.setdefault("period_seconds", 0.1)
+    fields.setdefault("timeout_seconds", 0.5)
+    fields.setdefault("failure_threshold", 2)
+    return Probe(action, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "logs")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def ready(h: Harness, name: str) -> bool:
+    def check(r: object) -> bool:
+        record = r.records.get(ReplicaId(f"default/{name}", 0))  # type: ignore[attr-defined]
+        spec = r.desired.specs.get(f"default/{name}")  # type: ignore[attr-defined]
+        return bool(record and spec and is_ready(spec, record))
+
+    return h.query(check)
+
+
+def test_dependent_waits_for_readiness_of_an_http_service(harness: Harness) -> None:
+    port = free_port()
+    readiness = fast(ProbeAction.HTTP, port=port, path="/healthz")
+    harness.apply([
+        proc("web", *http_server(port, delay=0.6), probes=Probes(readiness=readiness)),
+        proc("client", depends_on=(Dependency("web", Condition.READY),)),
+    ])
+    wait_for(lambda: harness.pid("client"), timeout=10, what="client to start")
+    started = {e.key: e.at for e in harness.events if e.type is EventType.STARTED}
+    passed = next(e for e in harness.of(EventType.PROBE_PASSED, "web") if "readiness" in e.message)
+    assert started["default/web"] + 0.6 <= passed.at <= started["default/client"]
+    assert harness.of(EventType.WAITING, "client")[0].message == "waiting for web to be ready"
+
+
+def test_readiness_failure_marks_not_ready_without_restarting(harness: Harness) -> None:
+    port = free_port()
+    readiness = fast(ProbeAction.HTTP, port=port, path="/healthz")
+    harness.apply([proc("web", *http_server(port, healthy_for=0.8), probes=Probes(readiness=readiness))])
+    wait_for(lambda: ready(harness, "web"), timeout=10, what="web ready")
+    pid = harness.pid("web")
+    wait_for(lambda: not ready(harness, "web"), timeout=10, what="web not ready")
+    failed = harness.of(EventType.PROBE_FAILED, "web")[0]
+    assert "readiness probe failed 2 times: GET /healthz: HTTP 500; not ready" in failed.message
+    assert harness.pid("web") == pid and harness.of(EventType.STOPPING) == []
+
+
+def test_liveness_failure_restarts_under_the_backoff(harness: Harness) -> None:
+    port = free_port()
+    liveness = fast(ProbeAction.HTTP, port=port, path="/healthz")
+    harness.apply([proc("web", *http_server(port, healthy_for=0.5), probes=Probes(liveness=liveness))])
+    first = wait_for(lambda: harness.pid("web"), what="web")
+    wait_for(lambda: (p := harness.pid("web")) and p != first, timeout=10, what="web restarted")
+    exited = harness.of(EventType.EXITED, "web")[0]
+    assert "(LivenessFailed)" in exited.message and "restarting in 0.1 s" in exited.message
+    record = harness.records()[ReplicaId("default/web", 0)]
+    assert record.restarts == 1
+    assert record.last_exit is not None and record.last_exit.reason.value == "LivenessFailed"
+    assert "liveness probe failed 2 times" in record.last_exit.message
+
+
+def test_exec_probe_that_hangs_is_killed_at_its_timeout(harness: Harness, tmp_path: Path) -> None:
+    marker = tmp_path / "hung-probe-pids"
+    check = (sys.executable, "-c", (f"import os, time; open({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n'); "
+             "time.sleep(60)"))
+    readiness = fast(ProbeAction.EXEC, command=check, timeout_seconds=0.2, period_seconds=0.3)
+    harness.apply([proc("app", probes=Probes(readiness=readiness))])
+    wait_for(lambda: marker.exists() and len(marker.read_text().split()) >= 2, timeout=10, what="two checks run")
+    first = int(marker.read_text().split()[0])
+    wait_for(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE,
+             what="the hung check to be killed")
+    assert not ready(harness, "app")
+
+
+def test_tcp_probe_against_a_closed_port_never_becomes_ready(harness: Harness) -> None:
+    port = free_port()  # nothing listens there
+    readiness = fast(ProbeAction.TCP, port=port)
+    harness.apply([proc("app", probes=Probes(readiness=readiness)),
+                   proc("after", depends_on=(Dependency("app", Condition.READY),))])
+    wait_for(lambda: harness.pid("app"), what="app")
+    time_limit = time.monotonic() + 1.0
+    while time.monotonic() < time_limit:  # a second of checks, every 0.1 s: none may pass
+        assert not ready(harness, "app") and harness.pid("after") is None
+        time.sleep(0.05)
+
+
+def test_startup_probe_gates_liveness_and_can_fail_the_replica(harness: Harness) -> None:
+    port = free_port()
+    startup = fast(ProbeAction.TCP, port=port, failure_threshold=3)
+    liveness = fast(ProbeAction.EXEC, command=("false",))
+    harness.apply([proc("slow", probes=Probes(startup=startup, liveness=liveness),
+                        restart_policy=RestartPolicy.NEVER)])
+    wait_for(lambda: harness.of(EventType.EXITED, "slow"), timeout=10, what="slow to be stopped")
+    failed = harness.of(EventType.PROBE_FAILED, "slow")
+    assert [("startup" in e.message) for e in failed] == [True]  # liveness never ran before startup passed
+    assert "startup probe failed 3 times" in failed[0].message
+
+
+def test_log_probe_is_ready_when_the_line_is_printed(harness: Harness) -> None:
+    code = "import time; print('booting', flush=True); time.sleep(0.5); print('listening on 8080', flush=True); " \
+           "time.sleep(60)"
+    readiness = fast(ProbeAction.LOG, pattern=r"listening on \d+")
+    harness.apply([proc("app", sys.executable, "-c", code, probes=Probes(readiness=readiness))])
+    wait_for(lambda: ready(harness, "app"), timeout=10, what="app ready")
+    started = harness.of(EventType.STARTED, "app")[0].at
+    passed = harness.of(EventType.PROBE_PASSED, "app")[0]
+    assert passed.at - started >= 0.5
+    assert "printed 'listening on 8080'" in passed.message
+
+
+def test_log_probe_ignores_output_of_an_earlier_run(harness: Harness) -> None:
+    code = "import time, os; print('ready', flush=True) if os.path.exists('never') else None; time.sleep(60)"
+    log = harness.log_dir / "default" / "app.0.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("ready\n")  # printed by an earlier process
+    readiness = fast(ProbeAction.LOG, pattern="^ready$")
+    harness.apply([proc("app", sys.executable, "-c", code, probes=Probes(readiness=readiness))])
+    wait_for(lambda: harness.pid("app"), what="app")
+    deadline = time.monotonic() + 0.8
+    while time.monotonic() < deadline:
+        assert not ready(harness, "app")
+        time.sleep(0.05)
+
+
+def test_fifty_replicas_probed_every_second_keep_their_period(harness: Harness) -> None:
+    port = free_port()
+    server = subprocess.Popen(list(http_server(port)), stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
+        readiness = Probe(ProbeAction.HTTP, port=port, path="/healthz", period_seconds=1.0, failure_threshold=1)
+        liveness = Probe(ProbeAction.TCP, port=port, period_seconds=1.0)
+        harness.apply([proc("pool", replicas=50, probes=Probes(readiness=readiness, liveness=liveness))])
+        wait_for(lambda: harness.query(lambda r: sum(rec.ready for rec in r.records.values())) == 50,
+                 timeout=10, what="all 50 ready")
+        # Every check of every replica in the next 3 s must come within its period: count checks per replica.
+        counted: dict[tuple[object, object], list[float]] = {}
+        original = harness.prober._check
+
+        def counting(rid, state):  # type: ignore[no-untyped-def]
+            counted.setdefault((rid, state.kind), []).append(time.monotonic())
+            return original(rid, state)
+
+        harness.prober._check = counting  # type: ignore[method-assign]
+        time.sleep(3.5)  # the measuring window: three periods and a half
+        harness.prober._check = original  # type: ignore[method-assign]
+        assert len(counted) == 100
+        gaps = [b - a for times in counted.values() for a, b in itertools.pairwise(times)]
+        assert all(len(times) >= 3 for times in counted.values()), sorted(len(t) for t in counted.values())[:10]
+        assert max(gaps) < 1.3, max(gaps)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def test_failing_job_stops_after_its_backoff_limit(harness: Harness) -> None:
+    harness.apply([proc("migrate", "sh", "-c", "exit 3", kind=Kind.JOB, backoff_limit=2),
+                   proc("api", depends_on=(Dependency("migrate", Condition.COMPLETED),))])
+    wait_for(lambda: any("backoffLimit 2" in e.message for e in harness.of(EventType.EXITED, "migrate")),
+             timeout=10, what="migrate to give up")
+    assert len(harness.of(EventType.STARTED, "migrate")) == 3
+    waiting = harness.query(lambda r: {str(k): (w.phase.value, w.reason) for k, w in r.waiting.items()})
+    assert waiting["default/api[0]"] == ("Waiting", "migrate failed and will not be restarted")
+    assert waiting["default/migrate[0]"][0] == "Failed"
+
+
+def test_run_exit_code_from_a_job(tmp_path: Path) -> None:
+    manifest = tmp_path / "ci.yaml"
+    manifest.write_text(
+        "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: db}\nspec:\n  command: [sleep, '60']\n"
+        "  shutdown: {timeoutSeconds: 1}\n---\n"
+        "apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: tests}\nspec:\n  command: [sh, -c, 'exit 7']\n"
+        "  backoffLimit: 0\n  dependsOn: [{name: db}]\n"
+    )
+    env = dict(os.environ, ORCHESTRATOR_HOME=str(tmp_path / "state"))
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "run", "--exit-code-from", "tests", "-f",
+                             str(manifest)], capture_output=True, text=True, timeout=30, env=env, cwd=REPO,
+                            check=False)
+    assert result.returncode == 7, result.stderr
+    assert "default/db[0] Stopping" in result.stdout
