@@ -50,7 +50,7 @@ def main() -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         all_specs = specs(n)
         desired = desired_state(all_specs)
-        running = {ReplicaId(s.key, 0): ReplicaRecord(spec=s, process=ProcessIdentity(1000 + i, 1.0), started_at=1.0)
+        running = {ReplicaId(s.key, 0): ReplicaRecord(spec=s, process=ProcessIdentity(1000 + i, 1), started_at=1.0)
                    for i, s in enumerate(all_specs)}
         changed = desired_state([dataclasses.replace(all_specs[0], command=("sleep", "1")), *all_specs[1:]])
         keys = list(running)

@@ -155,23 +155,36 @@ class _Handler(BaseHTTPRequestHandler):
 def event_queue_iterator(
     subscribe: Callable[[Callable[[Any], None]], None],
     unsubscribe: Callable[[Callable[[Any], None]], None],
-    backlog: list[dict[str, Any]],
+    backlog: Callable[[], list[dict[str, Any]]],
     convert: Callable[[Any], dict[str, Any] | None],
     keepalive_seconds: float = 15.0,
 ) -> Iterator[dict[str, Any] | None]:
     """Yield the backlog, then live events as they come (those `convert` maps to None are skipped), with
-    None as a keep-alive when nothing came for `keepalive_seconds`."""
+    None as a keep-alive when nothing came for `keepalive_seconds`.
+
+    Subscribes first and reads the backlog after, so no event falls between them; a live event that the
+    backlog already held (same time, type, object and message) is not sent twice."""
     pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
     subscribe(pending.put)
     try:
-        yield from backlog
+        sent = backlog()
+        seen = {_identity(item) for item in sent}
+        yield from sent
         while True:
             try:
                 item = convert(pending.get(timeout=keepalive_seconds))
             except queue.Empty:
                 yield None
                 continue
-            if item is not None:
-                yield item
+            if item is None:
+                continue
+            if seen and _identity(item) in seen:
+                continue  # saved while the backlog was read: sent already
+            seen.clear()  # events come in order: once one is new, the overlap is over
+            yield item
     finally:
         unsubscribe(pending.put)
+
+
+def _identity(item: dict[str, Any]) -> tuple[Any, ...]:
+    return (item.get("time"), item.get("type"), item.get("object"), item.get("replica"), item.get("message"))

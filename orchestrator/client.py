@@ -87,7 +87,10 @@ class Client:
                 raise DaemonUnavailable(f"the daemon for {self.state_dir} did not answer: {error}") from error
         finally:
             sock.close()
-        document = json.loads(payload) if payload else {}
+        try:
+            document = json.loads(payload) if payload else {}
+        except ValueError as error:
+            raise ApiError(response.status, f"the daemon answered something that is not JSON: {payload[:80]!r}") from error
         if response.status >= 400:
             problems = document.get("problems")
             if problems:

@@ -258,7 +258,7 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
     last_exit = record.last_exit
     return {
         "spec": spec_to_json(record.spec),
-        "process": None if process is None else {"pid": process.pid, "createTime": process.create_time},
+        "process": None if process is None else {"pid": process.pid, "startTicks": process.start_ticks},
         "startedAt": record.started_at,
         "stopRequestedAt": record.stop_requested_at,
         "killed": record.killed,
@@ -288,7 +288,7 @@ def record_from_json(value: object) -> ReplicaRecord:
     process: ProcessIdentity | None = None
     if reader.raw("process", None) is not None:
         found = reader.reader("process")
-        process = ProcessIdentity(pid=found.integer("pid"), create_time=found.number("createTime"))
+        process = ProcessIdentity(pid=found.integer("pid"), start_ticks=found.integer("startTicks"))
         found.done()
     last_exit: Exit | None = None
     if reader.raw("lastExit", None) is not None:

@@ -188,7 +188,7 @@ def get(args: argparse.Namespace) -> int:
 
 
 def describe(args: argparse.Namespace) -> int:
-    document = _client(args).request("GET", "/objects/" + args.name)
+    document = _client(args).request("GET", "/objects/" + _quote(args.name))
     if args.output in ("json", "yaml"):
         _print_document(document, args.output)
     else:

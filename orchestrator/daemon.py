@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from . import __version__, codec, graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
@@ -25,6 +26,7 @@ from .clock import SystemClock
 from .errors import ManifestError, UserError
 from .events import Event, EventBus, EventType
 from .execute import Executor
+from .manifest import check_spec
 from .model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .policy import Step, next_step
 from .probes import Prober
@@ -35,6 +37,7 @@ from .store import Store
 
 T = TypeVar("T")
 LOCK_NAME = "daemon.lock"
+MAX_REPLICAS = 10000  # as the schema says
 
 
 class DaemonLocked(UserError):
@@ -160,28 +163,43 @@ class Daemon:
             ("GET", "/events"): lambda q, b: self._events(q),
             ("POST", "/shutdown"): lambda q, b: self._shutdown(),
         }
+        if method == "POST" and route != "/shutdown" and self.reconciler.shutting_down:
+            raise Conflict("the daemon is shutting down: nothing can be changed now")
         if (method, route) in routes:
             return routes[(method, route)](query, body)
         if method == "GET" and route.startswith("/objects/"):
-            return self._call(lambda r: self._describe(route[len("/objects/"):]))
+            name = unquote(route[len("/objects/"):])
+            return self._call(lambda r: self._describe(name))
         raise NotFound(f"no such route: {method} {route}")
 
     def follow_events(self, since: int, key: str | None) -> Iterator[dict[str, Any] | None]:
-        backlog = [self._event_json(i, e) for i, e in self.store.events(since=since, key=key)]
+        if key is not None:
+            name = key
+            key = self._call(lambda r: self._key(name))
 
         def convert(event: Event) -> dict[str, Any] | None:
             if key is not None and event.key != key:
                 return None
             return self._event_json(None, event)
 
-        return event_queue_iterator(self.events.subscribe, self.events.unsubscribe, backlog, convert)
+        # Subscribed before the backlog is read, so nothing falls between the two; what is in both (saved
+        # while the backlog was read) is dropped by the iterator.
+        return event_queue_iterator(self.events.subscribe, self.events.unsubscribe,
+                                    lambda: [self._event_json(i, e) for i, e in self.store.events(since=since, key=key)],
+                                    convert)
 
     def _call(self, fn: Callable[[Reconciler], T], timeout: float = 60.0) -> T:
         """Run `fn` on the reconciler's thread and return its result (or raise its exception)."""
         done = threading.Event()
         outcome: list[Any] = []
+        state = {"cancelled": False, "started": False}
+        guard = threading.Lock()
 
         def run(reconciler: Reconciler) -> None:
+            with guard:
+                if state["cancelled"]:
+                    return  # the caller was told it failed: it must not happen later behind its back
+                state["started"] = True
             try:
                 outcome.append((True, fn(reconciler)))
             except BaseException as error:  # noqa: BLE001 - handed back to the calling thread
@@ -191,7 +209,11 @@ class Daemon:
 
         self.reconciler.post(run)
         if not done.wait(timeout):
-            raise Conflict("the reconciler did not answer in time")
+            with guard:
+                if not state["started"]:
+                    state["cancelled"] = True
+                    raise Conflict("the reconciler did not answer in time; nothing was changed")
+            done.wait()  # it has begun: wait for it, so the answer says what happened
         ok, value = outcome[0]
         if not ok:
             raise value
@@ -234,7 +256,13 @@ class Daemon:
         specs = self.reconciler.desired.specs.values()
         return {"revision": self.revision, "specs": [codec.spec_to_json(s) for s in specs]}
 
+    def _refuse_while_shutting_down(self) -> None:
+        """Checked on the loop thread too: a request that raced with a shutdown must not undo it."""
+        if self.reconciler.shutting_down:
+            raise Conflict("the daemon is shutting down: nothing can be changed now")
+
     def _apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
         specs = [self._decode(item) for item in body.get("specs", [])]
         paths = [str(p) for p in body.get("paths", [])]
         dry_run = bool(body.get("dry_run"))
@@ -281,6 +309,9 @@ class Daemon:
         if cached is not None and cached[0] == item:
             return cached[1]
         spec = codec.spec_from_json(item)
+        problems = check_spec(spec)  # the same schema as manifests: nothing runs unvalidated
+        if problems:
+            raise ManifestError(problems)
         self._decoded[key] = (item, spec)
         return spec
 
@@ -310,6 +341,7 @@ class Daemon:
         self.events.emit(Event(now, EventType.APPLIED, "", f"applied {text}"))
 
     def _delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
         keys = [self._key(name) for name in body.get("names", [])]
         remaining = {k: s for k, s in self.reconciler.desired.specs.items() if k not in keys}
         for spec in remaining.values():
@@ -323,16 +355,18 @@ class Daemon:
         return {"revision": self.revision, "results": results}
 
     def _restart(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
         key = self._key(str(body.get("name", "")))
         self.events.emit(Event(self.clock.wall(), EventType.RESTARTING, key, "restart requested"))
         count = self.reconciler.restart(key)
         return {"key": key, "replicas": count}
 
     def _scale(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
         key = self._key(str(body.get("name", "")))
         replicas = body.get("replicas")
-        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise Conflict("replicas must be a whole number, 0 or more")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= MAX_REPLICAS:
+            raise Conflict(f"replicas must be a whole number from 0 to {MAX_REPLICAS}")
         spec = self.reconciler.desired.specs[key]
         if spec.kind is Kind.JOB:
             raise Conflict(f"{key} is a Job: a Job has no replicas to scale")
@@ -343,6 +377,7 @@ class Daemon:
         return {"key": key, "replicas": replicas, "revision": self.revision}
 
     def _rollback(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
         target = body.get("revision")
         if target is None:
             target = self.revision - 1
@@ -373,11 +408,15 @@ class Daemon:
 
     def _events(self, query: dict[str, str]) -> dict[str, Any]:
         limit = int(query["limit"]) if query.get("limit") else None
-        key = self._key(query["key"]) if query.get("key") else None
+        name = query.get("key")
+        key = self._call(lambda r: self._key(name)) if name else None
         events = self.store.events(since=int(query.get("since", "0")), limit=limit, key=key)
         return {"events": [self._event_json(i, e) for i, e in events]}
 
     def _shutdown(self) -> dict[str, Any]:
+        for watcher in self.watchers:
+            watcher.stop()
+        self.watchers = []
         self.reconciler.post(lambda r: r.shut_down())
         return {"stopping": True, "pid": os.getpid()}
 

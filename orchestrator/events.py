@@ -29,6 +29,7 @@ class EventType(str, Enum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SHUTDOWN = "Shutdown"
+    INTERNAL_ERROR = "InternalError"  # a bug met by the loop: reported, and the loop goes on
     LOG_ROTATION_FAILED = "LogRotationFailed"
 
 

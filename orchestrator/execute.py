@@ -27,6 +27,8 @@ from .logs import log_path, open_log
 from .model import ProcessIdentity, ProcessSpec, ReplicaId
 from .observe import identity, is_alive
 
+STATE_MARKER = "ORCH_STATE_DIR"
+
 
 @dataclass(frozen=True)
 class Child:
@@ -45,8 +47,11 @@ class ExitStatus:
 class Executor:
     """Starts replicas as children of this process and collects their exit status."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, marker: str = "") -> None:
+        """`marker` goes into every child's environment as ORCH_STATE_DIR: it lets a restarted daemon find
+        replicas that were started but not yet recorded when its predecessor died."""
         self.log_dir = log_dir
+        self.marker = marker
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs may hold secrets a process printed
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._adopted: set[int] = set()
@@ -65,8 +70,13 @@ class Executor:
         env["ORCH_NAME"] = name
         env["ORCH_NAMESPACE"] = namespace
         env["ORCH_REPLICA"] = str(replica.index)
+        if self.marker:
+            env[STATE_MARKER] = self.marker
         uid, gid, groups = _user_ids(spec.user, env)
-        log_fd = open_log(self.log_dir, replica)
+        try:
+            log_fd = open_log(self.log_dir, replica)
+        except OSError as error:
+            raise SpawnError(f"cannot open its log file: {error.strerror or error}") from error
         log_offset = os.fstat(log_fd).st_size
         try:
             popen = subprocess.Popen(
@@ -89,6 +99,8 @@ class Executor:
             raise SpawnError(f"permission denied: {error.filename or argv[0]}") from error
         except OSError as error:
             raise SpawnError(f"{argv[0]}: {error.strerror or error}") from error
+        except (ValueError, TypeError) as error:  # e.g. a NUL byte in an argument or a variable
+            raise SpawnError(f"cannot start {argv[0]!r}: {error}") from error
         finally:
             os.close(log_fd)
         pid = popen.pid
@@ -125,10 +137,12 @@ class Executor:
                 signal.pidfd_send_signal(pidfd, 0)  # the leader still runs, so its pid (= group id) is ours
             except ProcessLookupError:
                 return
+        # Specs are validated, so the name is known; a stop must happen even if it were not.
+        number = signal.Signals.__members__.get(signame, signal.SIGTERM)
         try:
-            os.killpg(process.pid, signal.Signals[signame])
-        except ProcessLookupError:
-            pass
+            os.killpg(process.pid, number)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone, or (a setuid program in it) not ours to signal: the SIGKILL after the timeout follows
 
     def kill_group(self, process: ProcessIdentity) -> None:
         self.signal_group(process, "SIGKILL")

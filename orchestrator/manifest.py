@@ -33,7 +33,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
-from .codec import probe_from_document
+from .codec import API_VERSION, probe_from_document, spec_to_document
 from .errors import Location, ManifestError, Problem
 from .model import (
     DEFAULT_NAMESPACE,
@@ -521,9 +521,36 @@ def _field_hint(key: str, known: Sequence[str], path: FieldPath) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def check_spec(spec: ProcessSpec, where: str = "<request>") -> list[Problem]:
+    """Problems of a spec that did not come from a manifest file (the API's clients): the daemon checks
+    what it is sent against the same schema, so that nothing it runs was not validated."""
+    document = spec_to_document(spec)
+    location = Location(where)
+    problems = [
+        Problem(location, f"{spec.key}: {dotted(error.absolute_path)}", error.message)
+        for error in _validator(API_VERSION, spec.kind.value).iter_errors(document)
+    ]
+    problems += [Problem(location, f"{spec.key}: {dotted(path)}", "contains a NUL character")
+                 for path in _nul_paths(document)]
+    return problems
+
+
+def _nul_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
+    """Paths of strings holding a NUL character, which no command line or environment can carry."""
+    if isinstance(value, str):
+        return [path] if "\0" in value else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nul_paths(k, path) + _nul_paths(v, path + (str(k),))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nul_paths(v, path + (i,))]
+    return []
+
+
 def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
     """Rules across fields that the schema does not say in a way users can read."""
     problems: list[Problem] = []
+    for path in _nul_paths(spec, ("spec",)):
+        problems.append(Problem(doc.at(path), dotted(path), "contains a NUL character"))
     command, shell = spec.get("command"), spec.get("shell", False)
     if isinstance(command, str) and shell is not True:
         problems.append(

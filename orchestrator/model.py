@@ -191,10 +191,15 @@ class ReplicaId(NamedTuple):
 
 @dataclass(frozen=True)
 class ProcessIdentity:
-    """A process is (pid, create_time), never the pid alone: pids are reused."""
+    """A process is (pid, start time), never the pid alone: pids are reused.
+
+    The start time is the kernel's, in clock ticks since boot (/proc/PID/stat field 22): unlike a wall-clock
+    creation time (boot time + ticks), it does not move when the clock is stepped, so a daemon restarted
+    after an NTP correction still recognises the processes it should adopt.
+    """
 
     pid: int
-    create_time: float
+    start_ticks: int
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Live state of the host through psutil: does a process with this identity exist, and what it costs.
 
-Reads only; never signals or spawns. Identity is (pid, create_time): a pid whose create_time differs is
-another process that reused the number.
+Reads only; never signals or spawns. Identity is (pid, start time in ticks since boot): a pid whose start
+time differs is another process that reused the number.
 """
 
 from __future__ import annotations
@@ -13,20 +13,30 @@ import psutil
 from .model import ProcessIdentity
 
 
+def start_ticks(pid: int) -> int:
+    """The kernel's start time of `pid` in clock ticks since boot; raises ProcessLookupError when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError) as error:
+        raise ProcessLookupError(pid) from error
+    # The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    return int(data.rsplit(b")", 1)[1].split()[19])
+
+
 def identity(pid: int) -> ProcessIdentity:
-    """The identity of a live (or not yet reaped) process; raises psutil.NoSuchProcess when gone."""
-    return ProcessIdentity(pid, psutil.Process(pid).create_time())
+    """The identity of a live (or not yet reaped) process; raises ProcessLookupError when gone."""
+    return ProcessIdentity(pid, start_ticks(pid))
 
 
 def is_alive(process: ProcessIdentity) -> bool:
-    """True while the process exists and is not a zombie."""
+    """True while the process exists, is the same process (not a reuse of its pid) and is not a zombie."""
     try:
-        proc = psutil.Process(process.pid)
-        if proc.create_time() != process.create_time:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        with open(f"/proc/{process.pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
         return False
+    return int(fields[19]) == process.start_ticks and fields[0] != b"Z"
 
 
 def usage(pid: int) -> tuple[float, int] | None:

@@ -120,16 +120,15 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
             rid = ReplicaId(key, index)
             current = records.get(rid)
             if current is not None and current.process is not None:
+                # A process is stopped the way the spec it was started from says (signal and timeout):
+                # that is the program that runs, whatever the new spec says.
+                running_as = current.spec.shutdown
                 if current.stop_requested_at is None and needs_restart(current.spec, spec):
-                    actions.append(
-                        Stop(rid, current.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
-                             StopReason.SPEC_CHANGED)
-                    )
+                    actions.append(Stop(rid, current.process, running_as.signal, running_as.timeout_seconds,
+                                        StopReason.SPEC_CHANGED))
                 elif current.stop_requested_at is None and current.unhealthy:
-                    actions.append(
-                        Stop(rid, current.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
-                             StopReason.UNHEALTHY)
-                    )
+                    actions.append(Stop(rid, current.process, running_as.signal, running_as.timeout_seconds,
+                                        StopReason.UNHEALTHY))
                 continue
             if current is not None and current.last_exit is not None and not needs_restart(current.spec, spec):
                 step = next_step(spec, current)
@@ -200,7 +199,7 @@ def _stops_of_unwanted(
                 continue
             if record.stop_requested_at is not None:
                 continue
-            shutdown = (spec or record.spec).shutdown
+            shutdown = record.spec.shutdown  # as the spec it runs under says (see above)
             reason = StopReason.REMOVED if spec is None else StopReason.SCALED_DOWN
             actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, reason))
     return actions

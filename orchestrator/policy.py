@@ -83,7 +83,7 @@ def record_start(
 
 def record_start_failure(record: ReplicaRecord | None, spec: ProcessSpec, message: str, now: float) -> ReplicaRecord:
     """A start that could not happen (missing binary, ...) is a run that ended at once, with its reason."""
-    started = record_start(record, spec, ProcessIdentity(pid=0, create_time=now), now)
+    started = record_start(record, spec, ProcessIdentity(pid=0, start_ticks=0), now)
     return record_exit(started, Exit(None, None, Reason.START_FAILED, now, 0.0, message))
 
 

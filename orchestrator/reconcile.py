@@ -8,6 +8,7 @@ and every record, whatever woke it. Other threads (probes, the API, watchers) on
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import selectors
@@ -131,7 +132,8 @@ class Reconciler:
             count += 1
             if record.process is not None:
                 if record.stop_requested_at is None:
-                    self._execute(Stop(rid, record.process, spec.shutdown.signal, spec.shutdown.timeout_seconds,
+                    shutdown = record.spec.shutdown
+                    self._execute(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds,
                                        StopReason.RESTART), now)
             else:
                 # A fresh record: the next pass starts it, with a new restart budget.
@@ -151,10 +153,7 @@ class Reconciler:
         while True:
             self._drain_messages()
             current = self.reconcile(now)
-            if self.persist is not None:
-                self.persist(self.records)
-            if self.prober is not None:
-                self.prober.sync(self._probe_targets())
+            self._guarded("saving run state", self._after_pass)
             if until is not None and until(self):
                 return
             if self.shutting_down and self.alive == 0:
@@ -179,7 +178,7 @@ class Reconciler:
             if not current.actions:
                 return current
             for action in current.actions:
-                self._execute(action, now)
+                self._guarded(f"{type(action).__name__} {action.replica}", functools.partial(self._execute, action, now))
             if current.starts == 0:
                 return plan(self.desired, self.records, now)
 
@@ -207,7 +206,11 @@ class Reconciler:
         previous = self.records.get(rid)
         try:
             child = self.executor.spawn(rid, spec)
-        except SpawnError as error:
+        except Exception as error:  # noqa: BLE001 - a start that cannot happen, for whatever reason, is an exit
+            # (a SpawnError says why in words; anything else is a bug, still kept under the backoff, never
+            # retried in a tight loop)
+            if not isinstance(error, SpawnError):
+                error = SpawnError(f"internal error: {error!r}")
             record = record_start_failure(previous, spec, str(error), now)
             self.records[rid] = record
             self._emit(EventType.START_FAILED, rid, f"{error}; {self._what_next(record)}")
@@ -278,7 +281,21 @@ class Reconciler:
                 message = self._messages.get_nowait()
             except queue.Empty:
                 return
-            message(self)
+            self._guarded("a request", functools.partial(message, self))
+
+    def _after_pass(self) -> None:
+        if self.persist is not None:
+            self.persist(self.records)
+        if self.prober is not None:
+            self.prober.sync(self._probe_targets())
+
+    def _guarded(self, what: str, work: Callable[[], object]) -> None:
+        """Do `work`; a bug in it becomes an event and the loop goes on: the processes it keeps running
+        must not lose their supervisor to one bad action."""
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 - the loop is the last line of defence
+            self._emit(EventType.INTERNAL_ERROR, "", f"{what} failed: {error!r}")
 
     def _drain_wake_pipe(self) -> None:
         try:

@@ -63,7 +63,7 @@ FULL = ProcessSpec(
 
 FULL_RECORD = ReplicaRecord(
     spec=FULL,
-    process=ProcessIdentity(pid=4242, create_time=1712345678.91),
+    process=ProcessIdentity(pid=4242, start_ticks=171234567891),
     started_at=1234.5678,
     stop_requested_at=1240.0,
     killed=True,
@@ -236,7 +236,7 @@ def test_a_loaded_manifest_round_trips(tmp_path: Any) -> None:
         ReplicaRecord(spec=ProcessSpec(name="a", command=("b",))),
         ReplicaRecord(
             spec=FULL,
-            process=ProcessIdentity(1, 0.0),
+            process=ProcessIdentity(1, 0),
             last_exit=Exit(code=0, signal=None, reason=Reason.COMPLETED, at=1.0, ran_seconds=0.0),
         ),
         ReplicaRecord(

@@ -34,7 +34,7 @@ def spec(name: str, *deps: str | Dependency, **fields: object) -> ProcessSpec:
 
 
 def running(s: ProcessSpec, pid: int = 100, **fields: object) -> ReplicaRecord:
-    return ReplicaRecord(spec=s, process=ProcessIdentity(pid, 1.0), started_at=NOW - 50, **fields)  # type: ignore[arg-type]
+    return ReplicaRecord(spec=s, process=ProcessIdentity(pid, 1), started_at=NOW - 50, **fields)  # type: ignore[arg-type]
 
 
 def exited(s: ProcessSpec, code: int | None = 1, at: float = NOW, ran: float = 1.0, **fields: object) -> ReplicaRecord:
@@ -88,7 +88,7 @@ def test_changed_command_stops_only_that_process() -> None:
     records = {rid("api"): running(api, 1), rid("db"): running(db, 2)}
     new_api = replace(api, command=("sleep", "200"))
     result = plan(desired_state([new_api, db]), records, NOW)
-    assert result.actions == (Stop(rid("api"), ProcessIdentity(1, 1.0), "SIGTERM", 10.0, StopReason.SPEC_CHANGED),)
+    assert result.actions == (Stop(rid("api"), ProcessIdentity(1, 1), "SIGTERM", 10.0, StopReason.SPEC_CHANGED),)
 
 
 def test_label_only_change_restarts_nothing() -> None:
@@ -226,7 +226,7 @@ def test_overdue_stop_is_escalated_to_kill() -> None:
     api = spec("api", shutdown=Shutdown("SIGTERM", 5))
     records = {rid("api"): running(api, stop_requested_at=NOW - 6)}
     result = plan(DesiredState.empty(), records, NOW)
-    assert result.actions == (Kill(rid("api"), ProcessIdentity(100, 1.0)),)
+    assert result.actions == (Kill(rid("api"), ProcessIdentity(100, 1)),)
 
 
 def test_pending_stop_wakes_at_its_deadline() -> None:
@@ -244,7 +244,7 @@ def test_removed_and_exited_is_forgotten() -> None:
 def test_shutdown_signal_comes_from_spec() -> None:
     api = spec("api", shutdown=Shutdown("SIGINT", 1))
     result = plan(DesiredState.empty(), {rid("api"): running(api)}, NOW)
-    assert result.actions == (Stop(rid("api"), ProcessIdentity(100, 1.0), "SIGINT", 1.0, StopReason.REMOVED),)
+    assert result.actions == (Stop(rid("api"), ProcessIdentity(100, 1), "SIGINT", 1.0, StopReason.REMOVED),)
 
 
 def test_start_action_carries_the_desired_spec() -> None:

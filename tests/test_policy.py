@@ -47,7 +47,7 @@ def test_classify_exit(code: int | None, signal: int | None, reason: Reason) -> 
 
 
 SPEC = ProcessSpec(name="a", command=("x",), backoff=Backoff(initial_seconds=1, reset_after_seconds=10))
-PID = ProcessIdentity(42, 1.0)
+PID = ProcessIdentity(42, 1)
 
 
 def crash(at: float, ran: float) -> Exit:

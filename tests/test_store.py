@@ -35,7 +35,7 @@ def store(path: Path) -> Iterator[Store]:
 
 
 def record(spec: ProcessSpec = API, pid: int = 100) -> ReplicaRecord:
-    return ReplicaRecord(spec=spec, process=ProcessIdentity(pid, 1000.5), started_at=12.25, restart_times=(1.0, 2.0))
+    return ReplicaRecord(spec=spec, process=ProcessIdentity(pid, 100050), started_at=12.25, restart_times=(1.0, 2.0))
 
 
 def event(message: str, key: str = "shop/api", at: float = 1.0) -> Event:
