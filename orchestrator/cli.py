@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("revision", nargs="?", type=int)
     rollback.set_defaults(handler=_command("rollback"))
 
+    unwatch = commands.add_parser("unwatch", help="stop re-applying watched paths on change",
+                                  description="Stop the watches that `apply --watch` started for these paths "
+                                  "(all watches when no -f is given). What runs is not changed.")
+    unwatch.add_argument("-f", "--filename", dest="paths", action="append", default=[], metavar="PATH")
+    unwatch.set_defaults(handler=_command("unwatch"))
+
     daemon = commands.add_parser("daemon", help="run the daemon in the foreground",
                                  description="Serve the control socket and keep the host converged. SIGTERM or "
                                  "Ctrl-C stops every process it runs, in reverse dependency order.")
@@ -330,8 +336,9 @@ def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:
         try:
             _, desired = _load(paths)
         except ManifestError as error:
-            shown = "; ".join(str(p) for p in error.problems[:3])
-            message = f"{len(error.problems)} problem(s), nothing changed: {shown}"
+            from .render import problems_summary
+
+            message = problems_summary(error.problems)
             reconciler.post(lambda r: r.events.emit(Event(r.clock.wall(), EventType.INVALID, "", message)))
             return
 

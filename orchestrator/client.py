@@ -7,6 +7,7 @@ imports this and little else.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -151,7 +152,8 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
     if client.ping():
         return client
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log = open(state_dir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+    # 0600: the daemon's output names processes and paths; nobody else needs to read it.
+    log = os.open(state_dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "--state-dir", str(state_dir), "daemon"],
@@ -162,7 +164,7 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
             close_fds=True,
         )
     finally:
-        log.close()
+        os.close(log)
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         if client.ping():

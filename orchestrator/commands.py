@@ -373,6 +373,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def unwatch(args: argparse.Namespace) -> int:
+    paths = [os.path.abspath(p) for p in args.paths]
+    answer = _client(args).request("POST", "/unwatch", {"paths": paths})
+    for watch in answer["removed"]:
+        print("stopped watching " + ", ".join(watch["paths"]))
+    if not answer["removed"]:
+        print("no watch matched" if paths else "nothing was watched")
+    return EXIT_OK
+
+
 def daemon(args: argparse.Namespace) -> int:
     from .daemon import main
 

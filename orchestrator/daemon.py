@@ -31,7 +31,7 @@ from .model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId
 from .policy import Step, next_step
 from .probes import Prober
 from .reconcile import Reconciler
-from .render import event_line
+from .render import event_line, problems_summary
 from .sockets import socket_path
 from .store import Store
 
@@ -64,11 +64,12 @@ class Daemon:
         self.events.subscribe(self._record_event)
         self.events.subscribe(lambda event: print(event_line(event), flush=True))
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
-        self.reconciler = Reconciler(Executor(state_dir / "logs"), self.clock, self.events, persist=self._persist,
-                                     prober=self.prober)
+        self.marker = str(state_dir.resolve())
+        self.reconciler = Reconciler(Executor(state_dir / "logs", marker=self.marker), self.clock, self.events,
+                                     persist=self._persist, prober=self.prober)
         self.revision = 0
         self.created: dict[str, float] = {}
-        self.watchers: list[Any] = []
+        self.watchers: list[tuple[dict[str, Any], Any]] = []  # (watch, its ManifestWatcher)
         self.server: ControlServer | None = None
         self._decoded: dict[str, tuple[Any, ProcessSpec]] = {}
         self._loop_thread = threading.current_thread()
@@ -99,12 +100,10 @@ class Daemon:
         records = self.store.load_records()
         boot = _boot_id()
         if self.store.get_meta("boot_id") not in (None, boot):
-            # Rebooted since: no recorded process can still exist, and monotonic times are meaningless.
-            records = {rid: dataclasses.replace(r, process=None, started_at=None, stop_requested_at=None,
-                                                killed=False, restart_times=(), last_exit=None, crash_streak=0)
-                       for rid, r in records.items()}
+            records = {rid: _after_reboot(r) for rid, r in records.items()}
         self.store.set_meta("boot_id", boot)
         self.reconciler.adopt(records)
+        self.reconciler.stop_strays(self.marker)
         for watch in self.store.watches():
             self._start_watch(codec_watch(watch))
 
@@ -136,7 +135,7 @@ class Daemon:
         return 0
 
     def close(self) -> None:
-        for watcher in self.watchers:
+        for _, watcher in self.watchers:
             watcher.stop()
         if self.server is not None:
             self.server.stop()
@@ -162,6 +161,7 @@ class Daemon:
             ("GET", "/revisions"): lambda q, b: self._revisions(q),
             ("GET", "/events"): lambda q, b: self._events(q),
             ("POST", "/shutdown"): lambda q, b: self._shutdown(),
+            ("POST", "/unwatch"): lambda q, b: self._call(lambda r: self._unwatch(b)),
         }
         if method == "POST" and route != "/shutdown" and self.reconciler.shutting_down:
             raise Conflict("the daemon is shutting down: nothing can be changed now")
@@ -394,6 +394,20 @@ class Daemon:
                      f"to revision {revision.number}")
         return {"revision": self.revision, "results": results}
 
+    def _unwatch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Stop watching the given paths (all watches when none is given)."""
+        asked = {os.path.realpath(str(p)) for p in body.get("paths", [])}
+        kept, removed = [], []
+        for watch, watcher in self.watchers:
+            if not asked or asked & {os.path.realpath(p) for p in watch["paths"]}:
+                watcher.stop()
+                removed.append(watch)
+            else:
+                kept.append((watch, watcher))
+        self.watchers = kept
+        self.store.set_watches([encode_watch(w) for w, _ in kept])
+        return {"removed": removed, "watching": [w for w, _ in kept]}
+
     def _revisions(self, query: dict[str, str]) -> dict[str, Any]:
         limit = int(query.get("limit", "50"))
         documents = []
@@ -414,9 +428,9 @@ class Daemon:
         return {"events": [self._event_json(i, e) for i, e in events]}
 
     def _shutdown(self) -> dict[str, Any]:
-        for watcher in self.watchers:
+        watchers, self.watchers = self.watchers, []
+        for _, watcher in watchers:
             watcher.stop()
-        self.watchers = []
         self.reconciler.post(lambda r: r.shut_down())
         return {"stopping": True, "pid": os.getpid()}
 
@@ -476,7 +490,7 @@ class Daemon:
 
         watcher = ManifestWatcher(paths, changed)
         watcher.start()
-        self.watchers.append(watcher)
+        self.watchers.append((watch, watcher))
 
     def _reapply(self, paths: list[str], prune: bool) -> None:
         """A watched path changed: load it (off the loop thread) and apply it, or report why not."""
@@ -485,8 +499,7 @@ class Daemon:
         try:
             specs = load_specs(paths)
         except ManifestError as error:
-            message = f"{len(error.problems)} problem(s), nothing changed: " + "; ".join(map(str, error.problems[:3]))
-            self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", message))
+            self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", problems_summary(error.problems)))
             return
         body = {"specs": [codec.spec_to_json(s) for s in specs], "paths": paths, "prune": prune, "watched": True,
                 "user": "watch"}
@@ -494,6 +507,19 @@ class Daemon:
             self._call(lambda r: self._apply(body))
         except (ManifestError, UserError, Conflict) as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"not applied: {error}"))
+
+
+def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
+    """A record from before a reboot: no process of it can still run, and monotonic times are meaningless.
+
+    What ran starts afresh; what had ended keeps its outcome (a Job that succeeded is not run again), with
+    its backoff forgotten."""
+    if record.process is not None:
+        return dataclasses.replace(record, process=None, started_at=None, stop_requested_at=None, killed=False,
+                                   restart_times=(), last_exit=None, crash_streak=0, started=False, ready=False,
+                                   unhealthy="")
+    last_exit = dataclasses.replace(record.last_exit, at=0.0) if record.last_exit else None
+    return dataclasses.replace(record, restart_times=(), crash_streak=0, last_exit=last_exit)
 
 
 def _with_usage(answer: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:

@@ -173,6 +173,14 @@ class Executor:
             return ExitStatus(None, -code)
         return ExitStatus(code, None)
 
+    def kill_stray(self, pid: int) -> bool:
+        """SIGKILL the process group of a replica nobody recorded (found by its state-dir marker)."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
     def release(self) -> None:
         """Stop watching everything without touching it (the daemon leaves; its processes stay)."""
         for pidfd in self._pidfds.values():

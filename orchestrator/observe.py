@@ -6,6 +6,7 @@ time differs is another process that reused the number.
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
@@ -61,3 +62,20 @@ def usage(pid: int) -> tuple[float, int] | None:
             continue
     age = max(1e-3, time.time() - root.create_time())
     return 100.0 * cpu_seconds / age, rss
+
+
+def marked_session_leaders(variable: str, value: str, exclude: set[int]) -> list[int]:
+    """Pids of session leaders (as every replica is) whose environment has `variable`=`value`, except
+    `exclude`: replicas an orchestrator started but had not recorded when it died."""
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in exclude:
+            continue
+        try:
+            if os.getsid(proc.pid) != proc.pid:
+                continue  # not a replica: its children share its environment but not its session
+            if proc.environ().get(variable) == value:
+                found.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return found

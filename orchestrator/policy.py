@@ -136,6 +136,10 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
         return Next(Step.SUCCEEDED, why=f"exited with code {exit.code}")
     if not success and policy is RestartPolicy.NEVER:
         return Next(Step.FAILED, why=f"{_describe(exit)}; restartPolicy is Never")
+    if spec.kind is Kind.JOB and exit.reason is Reason.UNKNOWN:
+        # It may well have succeeded: running a migration twice is worse than asking for `restart`.
+        return Next(Step.FAILED, why=f"{_describe(exit)}; a Job is not run again on a guess "
+                    "(`orchestrator restart` runs it)")
     if spec.kind is Kind.JOB and record.failures > spec.backoff_limit:
         return Next(Step.FAILED, why=f"{_describe(exit)}; backoffLimit {spec.backoff_limit} reached")
     if spec.max_restarts is not None:

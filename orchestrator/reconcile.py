@@ -20,9 +20,10 @@ from typing import Any
 from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
-from .execute import Executor
+from .execute import STATE_MARKER, Executor
 from .logs import log_path, rotate_if_needed
 from .model import DesiredState, Exit, Phase, ProbeKind, Reason, ReplicaId, ReplicaRecord
+from .observe import marked_session_leaders
 from .plan import Forget, Kill, Plan, Start, Stop, StopReason, Waiting, plan
 from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
 from .probes import Prober, Target, Transition
@@ -117,6 +118,16 @@ class Reconciler:
             detail = "stopped" if ended.stopped_on_purpose else self._what_next(ended)
             self._emit(EventType.EXITED, rid, f"pid {record.process.pid} ended while unwatched; {detail}",
                        record.process.pid)
+
+    def stop_strays(self, marker: str) -> None:
+        """Kill replicas that carry this state dir's marker but no record: started by an orchestrator that
+        died before saving them. Adopting them would mean guessing their spec; killing them lets the plan
+        start exactly what is desired, with no duplicate."""
+        known = {record.process.pid for record in self.records.values() if record.process is not None}
+        for pid in marked_session_leaders(STATE_MARKER, marker, known | {os.getpid()}):
+            if self.executor.kill_stray(pid):
+                self._emit(EventType.KILLING, "", f"pid {pid} was started for this state dir but never recorded "
+                           "(its orchestrator died first): killed its process group", pid)
 
     def restart(self, key: str) -> int:
         """Restart every replica of `key` now: running ones are stopped (and started again once they

@@ -151,7 +151,8 @@ class Orchestrator:
 
     # -- teardown -----------------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Shut the daemon down as a user would; return what it left running (then killed here)."""
         for child in self.popens:
             if child.poll() is None:
                 child.kill()
@@ -166,13 +167,18 @@ class Orchestrator:
         except (UserError, OSError):
             pass
         # Whatever is left: the daemon (pid in its lock) and every process group it ran.
-        if pid is not None and _is_ours(pid):
+        left = []
+        if pid is not None and _is_ours(pid) and alive(pid):
+            left.append(f"daemon {pid}")
             os.kill(pid, signal.SIGKILL)
         for proc in managed():
             try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{proc.pid} {' '.join(proc.cmdline())}")
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+            except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
                 pass
+        return left
 
 
 def _is_ours(pid: int) -> bool:
@@ -218,7 +224,9 @@ def orch(tmp_path: Path) -> Iterator[Orchestrator]:
     try:
         yield orchestrator
     finally:
-        orchestrator.close()
+        left = orchestrator.close()
+    # Only when the test itself passed (an exception above already fails it): shutdown must stop it all.
+    assert left == [], f"shutdown left processes running: {left}"
 
 
 def test_reapply_of_the_same_manifests_changes_nothing(orch: Orchestrator) -> None:
@@ -561,3 +569,62 @@ def test_describe_as_a_document_never_shows_env_values(orch: Orchestrator) -> No
     assert "SECRET_TOKEN" in as_json.stdout  # the name may be shown
     assert "hunter2" not in as_json.stdout
     assert "hunter2" not in as_yaml.stdout
+
+
+def test_a_replica_started_but_never_recorded_is_killed_not_duplicated(orch: Orchestrator) -> None:
+    """The daemon died between a spawn and the save of its record: the next one finds the stray by the
+    state dir's mark in its environment and kills it, so the plan's own start is the only copy."""
+    orch.state.mkdir(mode=0o700)
+    env = dict(os.environ, ORCH_STATE_DIR=str(orch.state.resolve()), ORCH_NAME="a", ORCH_REPLICA="0")
+    stray = subprocess.Popen(["sleep", "61"], env=env, start_new_session=True)
+    try:
+        manifest = orch.write("m/app.yaml", process("a", command=("sleep", "60")))
+        orch.ok("apply", "-f", str(manifest))
+        orch.wait_running("a")
+        wait_for(lambda: stray.poll() is not None, what="the stray to be killed")
+        assert stray.returncode == -signal.SIGKILL
+        assert any(f"pid {stray.pid} was started for this state dir" in e["message"] for e in orch.events("Killing"))
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+        stray.wait()
+
+
+def test_changes_are_refused_while_shutting_down(orch: Orchestrator) -> None:
+    stubborn = (sys.executable, "-c", ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('up', flush=True); time.sleep(60)"))
+    manifest = orch.write("m/app.yaml", process("slow", command=stubborn, shutdown={"timeoutSeconds": 3}))
+    orch.ok("apply", "-f", str(manifest))
+    orch.wait_running("slow")
+    log = orch.state / "logs" / "default" / "slow.0.log"
+    wait_for(lambda: log.exists() and "up" in log.read_text(), what="slow to ignore SIGTERM")
+    orch.api("POST", "/shutdown")
+    result = orch("apply", "-f", str(orch.write("m/other.yaml", process("other"))))
+    assert result.returncode == 1 and "shutting down" in result.stderr, result.stderr
+    assert "other" not in orch.pids()
+
+
+def test_unwatch_stops_reapplying(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", process("a"))
+    orch.ok("apply", "--watch", "-f", str(manifest.parent))
+    assert "stopped watching " + str(manifest.parent) in orch.ok("unwatch", "-f", str(manifest.parent))
+    revision = orch.revisions()[0]["number"]
+    manifest.write_text(process("a", command=("sleep", "61")))
+    deadline = time.monotonic() + 1.0  # three debounce periods: a watch still in place would have applied
+    while time.monotonic() < deadline:
+        assert orch.revisions()[0]["number"] == revision
+        time.sleep(0.1)
+    assert "nothing was watched" in orch.ok("unwatch")
+
+
+def test_after_a_reboot_what_ran_starts_afresh_and_what_finished_stays_finished() -> None:
+    from orchestrator.daemon import _after_reboot
+    from orchestrator.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord
+
+    job = ProcessSpec(name="migrate", command=("x",), kind=Kind.JOB)
+    done = ReplicaRecord(spec=job, last_exit=Exit(0, None, Reason.COMPLETED, 12345.0, 1.0), crash_streak=2)
+    running = ReplicaRecord(spec=job, process=ProcessIdentity(10, 5), started_at=100.0, ready=True)
+    assert _after_reboot(done).last_exit == Exit(0, None, Reason.COMPLETED, 0.0, 1.0)
+    assert _after_reboot(done).crash_streak == 0
+    fresh = _after_reboot(running)
+    assert fresh.process is None and fresh.last_exit is None and not fresh.ready

@@ -107,3 +107,17 @@ def test_start_failure_is_an_exit_with_its_reason() -> None:
     step = next_step(spec, record)
     assert step.step is Step.START and step.at == 6.0
     assert step.why == "could not start: command not found: x"
+
+
+def test_an_adopted_job_that_ended_unseen_is_not_run_again() -> None:
+    from orchestrator.model import Kind
+
+    job = ProcessSpec(name="migrate", command=("x",), kind=Kind.JOB)
+    record = record_exit(record_start(None, job, PID, 0.0), Exit(None, None, Reason.UNKNOWN, 5.0, 5.0))
+    step = next_step(job, record)
+    assert step.step is Step.FAILED and "not run again on a guess" in step.why
+
+
+def test_an_adopted_process_that_ended_unseen_is_restarted() -> None:
+    record = record_exit(record_start(None, SPEC, PID, 0.0), Exit(None, None, Reason.UNKNOWN, 5.0, 5.0))
+    assert next_step(SPEC, record).step is Step.START

@@ -76,7 +76,7 @@ def test_crash_loop_follows_the_backoff(harness: Harness) -> None:
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     planned = [0.05, 0.1, 0.2, 0.4, 0.4]
     for gap, delay in zip(gaps, planned):
-        assert delay <= gap < delay + 0.15, (gaps, planned)
+        assert delay <= gap < delay + 0.5, (gaps, planned)  # never early; late only by the machine's load
     backoffs = harness.query(lambda r: [w.phase.value for w in r.waiting.values()])
     assert backoffs in ([], ["BackOff"])
 
@@ -170,7 +170,7 @@ def test_shutdown_stops_in_reverse_order_and_kills_what_ignores_sigterm(harness:
                      (EventType.KILLING, "default/db")]
     stop_at = next(e.at for e in harness.events if e.type is EventType.STOPPING and e.key == "default/db")
     kill_at = harness.of(EventType.KILLING, "db")[0].at
-    assert 0.3 <= kill_at - stop_at < 1.0
+    assert 0.3 <= kill_at - stop_at < 2.0
 
 
 def test_the_whole_process_group_ends_with_its_replica(harness: Harness) -> None:
@@ -216,3 +216,22 @@ def test_log_files_are_rotated_past_max_bytes(tmp_path: Path) -> None:
         assert oct(log.with_name("chatty.0.log.1").stat().st_mode & 0o777) == "0o600"
     finally:
         h.close()
+
+
+def test_a_start_that_raises_is_a_start_failure_and_the_loop_goes_on(harness: Harness) -> None:
+    # A NUL byte cannot reach a manifest (validation refuses it) but the executor must not crash on one.
+    harness.apply([proc("broken", env=(("A", "x\0y"),), backoff=Backoff(initial_seconds=0.2, max_seconds=0.2)),
+                   proc("fine")])
+    wait_for(lambda: len(harness.of(EventType.START_FAILED, "broken")) >= 2, what="broken retried under backoff")
+    assert "embedded null byte" in harness.of(EventType.START_FAILED, "broken")[0].message
+    assert harness.pid("fine") is not None and harness.thread.is_alive()
+
+
+def test_a_failing_message_is_reported_and_the_loop_goes_on(harness: Harness) -> None:
+    def broken(_: object) -> None:
+        raise RuntimeError("boom")
+
+    harness.reconciler.post(broken)
+    harness.apply([proc("after")])
+    wait_for(lambda: harness.pid("after"), what="the loop to go on")
+    assert any("boom" in e.message for e in harness.of(EventType.INTERNAL_ERROR))

@@ -388,3 +388,17 @@ def test_events_table() -> None:
 def test_json_and_yaml() -> None:
     assert to_json({"b": 1, "a": [1]}) == '{\n  "a": [\n    1\n  ],\n  "b": 1\n}'
     assert to_yaml({"b": 1, "a": [1]}) == "b: 1\na:\n- 1\n"
+
+
+def test_problems_summary_never_quotes_an_env_value() -> None:
+    from orchestrator.errors import Location, Problem
+    from orchestrator.render import problems_summary
+
+    problems = [
+        Problem(Location("a.yaml", 6, 9), "spec.env.PASSWORD", "expected a string, got 987654321: quote it"),
+        Problem(Location("a.yaml", 7, 3), "spec.replicas", "must be at least 0, got -1"),
+    ]
+    text = problems_summary(problems)
+    assert "987654321" not in text
+    assert "a.yaml:6:9: spec.env.PASSWORD: invalid (value not shown)" in text
+    assert "spec.replicas: must be at least 0, got -1" in text
