@@ -275,6 +275,10 @@ def describe_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], n
         ("Backoff", _backoff_text(spec.get("backoff"), ProcessSpec.backoff)),
         ("Depends on", _dependencies_text(spec.get("dependsOn"))),
     ]
+    probes = _mapping(spec.get("probes"))
+    if probes:
+        pairs.append(("Probes", [f"{kind}: {_probe_text(_mapping(probes[kind]))}"
+                                 for kind in ("startup", "readiness", "liveness") if kind in probes]))
     lines = _fields(pairs)
     statuses = [s for s in obj.get("replica_status") or () if isinstance(s, Mapping)]
     for status in statuses:
@@ -304,9 +308,28 @@ def _dependencies_text(depends_on: Any) -> list[str]:
     ]
 
 
+def _probe_text(probe: Mapping[str, Any]) -> str:
+    """`http GET 127.0.0.1:8080/healthz every 2s, timeout 1s, 3 failures`: what is checked and how often."""
+    if "exec" in probe:
+        what = "exec " + _command_text(_dig(probe, "exec", "command"))
+    elif "http" in probe:
+        http = _mapping(probe["http"])
+        what = f"http GET {http.get('host', '127.0.0.1')}:{http.get('port')}{http.get('path', '/')}"
+    elif "tcp" in probe:
+        tcp = _mapping(probe["tcp"])
+        what = f"tcp {tcp.get('host', '127.0.0.1')}:{tcp.get('port')}"
+    else:
+        what = f"log /{_dig(probe, 'log', 'pattern')}/"
+    delay = probe.get("initialDelaySeconds") or 0
+    return (f"{what} every {_duration(probe.get('periodSeconds', 10))}, timeout "
+            f"{_duration(probe.get('timeoutSeconds', 1))}, {probe.get('failureThreshold', 3)} failures"
+            + (f", after {_duration(delay)}" if delay else ""))
+
+
 def _replica_pairs(status: Mapping[str, Any], now: float) -> list[tuple[str, str | list[str]]]:
     pairs: list[tuple[str, str | list[str]]] = [
         ("Phase", _cell(status.get("phase"))),
+        *([("Ready", "yes" if status.get("ready") else "no")] if status.get("phase") == "Running" else []),
         ("PID", _cell(status.get("pid"))),
         ("Started", _ago(status.get("started_at"), now)),
         ("Restarts", _cell(status.get("restarts", 0))),
