@@ -22,6 +22,9 @@ from .model import (
     Condition,
     Dependency,
     Exit,
+    Hook,
+    HookKind,
+    Hooks,
     Kind,
     LogPolicy,
     Probe,
@@ -87,6 +90,10 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
     probes = {kind.value: probe_to_document(probe) for kind in ProbeKind if (probe := spec.probes.of(kind))}
     if probes:
         body["probes"] = probes
+    hooks = {kind.value: {"exec": list(hook.command), "timeoutSeconds": hook.timeout_seconds}
+             for kind in HookKind if (hook := spec.hooks.of(kind))}
+    if hooks:
+        body["hooks"] = hooks
     return {
         "apiVersion": API_VERSION,
         "kind": spec.kind.value,
@@ -123,6 +130,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
     if not isinstance(probes_document, Mapping) or set(probes_document) - {k.value for k in ProbeKind}:
         raise ValueError(f"spec.probes: expected startup, readiness and liveness only, got {probes_document!r}")
     probes = Probes(**{kind: probe_from_document(value) for kind, value in probes_document.items()})
+    hooks = hooks_from_document(body.raw("hooks", {}))
     depends_on = tuple(_dependency(item) for item in body.readers("dependsOn"))
     spec = ProcessSpec(
         name=metadata.text("name"),
@@ -154,6 +162,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         ),
         logs=LogPolicy(max_bytes=logs.integer("maxBytes", LogPolicy.max_bytes), keep=logs.integer("keep", LogPolicy.keep)),
         probes=probes,
+        hooks=hooks,
         location=location,
     )
     for reader in (metadata, body, backoff, shutdown, logs):
@@ -168,6 +177,25 @@ _PROBE_SCHEDULE = (
     ("successThreshold", "success_threshold"),
     ("failureThreshold", "failure_threshold"),
 )
+
+
+_HOOK_FIELDS = {HookKind.PRE_START: "pre_start", HookKind.POST_START: "post_start", HookKind.PRE_STOP: "pre_stop"}
+
+
+def hooks_from_document(document: object) -> Hooks:
+    """Hooks from a validated manifest's (or spec_to_document's) `hooks`; ValueError if garbled."""
+    if not isinstance(document, Mapping):
+        raise ValueError(f"spec.hooks: expected a mapping, got {document!r}")  # noqa: TRY004 - garbled input
+    found = {}
+    for name, value in document.items():
+        try:
+            kind = HookKind(name)
+            command = tuple(str(c) for c in value["exec"])
+            timeout = float(value.get("timeoutSeconds", Hook.timeout_seconds))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"spec.hooks.{name}: {error}") from error
+        found[_HOOK_FIELDS[kind]] = Hook(command, timeout)
+    return Hooks(**found)
 
 
 def probe_to_document(probe: Probe) -> JSONDict:
@@ -280,6 +308,11 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
         "started": record.started,
         "ready": record.ready,
         "unhealthy": record.unhealthy,
+        "hook": None if record.hook is None else {"pid": record.hook.pid, "startTicks": record.hook.start_ticks},
+        "hookKind": None if record.hook_kind is None else record.hook_kind.value,
+        "hookStartedAt": record.hook_started_at,
+        "hookKilled": record.hook_killed,
+        "preStartPassed": record.pre_start_passed,
     }
 
 
@@ -289,6 +322,11 @@ def record_from_json(value: object) -> ReplicaRecord:
     if reader.raw("process", None) is not None:
         found = reader.reader("process")
         process = ProcessIdentity(pid=found.integer("pid"), start_ticks=found.integer("startTicks"))
+        found.done()
+    hook: ProcessIdentity | None = None
+    if reader.raw("hook", None) is not None:
+        found = reader.reader("hook")
+        hook = ProcessIdentity(pid=found.integer("pid"), start_ticks=found.integer("startTicks"))
         found.done()
     last_exit: Exit | None = None
     if reader.raw("lastExit", None) is not None:
@@ -317,6 +355,11 @@ def record_from_json(value: object) -> ReplicaRecord:
         started=reader.flag("started", False),
         ready=reader.flag("ready", False),
         unhealthy=reader.text("unhealthy", ""),
+        hook=hook,
+        hook_kind=HookKind(reader.text("hookKind")) if reader.raw("hookKind", None) is not None else None,
+        hook_started_at=reader.number("hookStartedAt", None),
+        hook_killed=reader.flag("hookKilled", False),
+        pre_start_passed=reader.flag("preStartPassed", False),
     )
     reader.done()
     return record

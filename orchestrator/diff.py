@@ -45,6 +45,8 @@ FIELDS: dict[str, FieldRule] = {
     "logs": FieldRule("spec.logs", False),
     # Probes are run by the orchestrator against the running process: a new probe applies without a restart.
     "probes": FieldRule("spec.probes", False),
+    # Hooks run at the next start or stop; the running process is not affected.
+    "hooks": FieldRule("spec.hooks", False),
 }
 RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)
 

@@ -22,6 +22,7 @@ class EventType(str, Enum):
     BACKOFF = "BackOff"
     WAITING = "Waiting"
     RESTARTING = "Restarting"  # asked for by `orchestrator restart`
+    HOOK_FAILED = "HookFailed"
     PROBE_PASSED = "ProbePassed"
     PROBE_FAILED = "ProbeFailed"
     STOPPING = "Stopping"

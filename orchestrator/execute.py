@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import SpawnError
 from .logs import log_path, open_log
-from .model import ProcessIdentity, ProcessSpec, ReplicaId
+from .model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
 from .observe import identity, is_alive
 
 STATE_MARKER = "ORCH_STATE_DIR"
@@ -64,6 +64,14 @@ class Executor:
         argv = list(spec.command)
         if spec.shell:
             argv = ["/bin/sh", "-c", argv[0] if len(argv) == 1 else shlex.join(argv)]
+        return self._spawn(replica, spec, argv)
+
+    def spawn_hook(self, replica: ReplicaId, spec: ProcessSpec, hook: Hook) -> Child:
+        """Start a lifecycle hook of a replica: as the replica would run (directory, environment, user,
+        its own process group), with its output in the replica's log. Reaped like a replica."""
+        return self._spawn(replica, spec, list(hook.command))
+
+    def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str]) -> Child:
         env = dict(self._base_env)
         env.update(spec.env)
         namespace, name = replica.key.split("/", 1)

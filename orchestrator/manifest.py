@@ -33,7 +33,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
-from .codec import API_VERSION, probe_from_document, spec_to_document
+from .codec import API_VERSION, hooks_from_document, probe_from_document, spec_to_document
 from .errors import Location, ManifestError, Problem
 from .model import (
     DEFAULT_NAMESPACE,
@@ -699,5 +699,6 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
         ),
         probes=Probes(**{kind: probe_from_document(spec["probes"][kind])
                          for kind in ("startup", "readiness", "liveness") if kind in spec.get("probes", {})}),
+        hooks=hooks_from_document(spec.get("hooks", {})),
         location=doc.keys.get(("apiVersion",)) or doc.at(()),
     )

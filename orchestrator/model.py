@@ -58,6 +58,7 @@ class Reason(str, Enum):
     START_FAILED = "StartFailed"  # could not be started at all (missing binary, permission denied)
     UNKNOWN = "Unknown"  # an adopted process ended: not our child, so its exit status cannot be known
     LIVENESS_FAILED = "LivenessFailed"  # stopped because its liveness (or startup) probe failed
+    HOOK_FAILED = "HookFailed"  # its preStart hook failed or timed out: the start did not happen
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,29 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class Hook:
+    command: tuple[str, ...]
+    timeout_seconds: float = 10.0
+
+
+class HookKind(str, Enum):
+    PRE_START = "preStart"
+    POST_START = "postStart"
+    PRE_STOP = "preStop"
+
+
+@dataclass(frozen=True)
+class Hooks:
+    pre_start: Hook | None = None
+    post_start: Hook | None = None
+    pre_stop: Hook | None = None
+
+    def of(self, kind: HookKind) -> Hook | None:
+        return {HookKind.PRE_START: self.pre_start, HookKind.POST_START: self.post_start,
+                HookKind.PRE_STOP: self.pre_stop}[kind]
+
+
+@dataclass(frozen=True)
 class Dependency:
     name: str
     condition: Condition = Condition.STARTED
@@ -159,6 +183,7 @@ class ProcessSpec:
     shutdown: Shutdown = Shutdown()
     logs: LogPolicy = LogPolicy()
     probes: Probes = Probes()
+    hooks: Hooks = Hooks()
     location: Location | None = field(default=None, compare=False)
 
     @property
@@ -238,6 +263,11 @@ class ReplicaRecord:
     started: bool = False  # its startup probe passed (or it has none): readiness and liveness may run
     ready: bool = False  # its readiness probe passes (or, without probes, it runs)
     unhealthy: str = ""  # why its liveness or startup probe failed: the planner stops it, and that is a crash
+    hook: ProcessIdentity | None = None  # a lifecycle hook of this replica that runs now
+    hook_kind: HookKind | None = None
+    hook_started_at: float | None = None  # monotonic
+    hook_killed: bool = False  # SIGKILL already sent to the hook's group (it ran past its timeout)
+    pre_start_passed: bool = False  # its preStart hook passed: the next start runs the process itself
 
     @property
     def alive(self) -> bool:

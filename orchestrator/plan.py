@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .diff import needs_restart
-from .model import Condition, DesiredState, Kind, Phase, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
+from .model import (
+    Condition,
+    DesiredState,
+    Hook,
+    HookKind,
+    Kind,
+    Phase,
+    ProcessIdentity,
+    ProcessSpec,
+    ReplicaId,
+    ReplicaRecord,
+)
 from .policy import Step, is_ready, next_step
 
 
@@ -51,13 +62,21 @@ class Kill:
 
 
 @dataclass(frozen=True)
+class KillHook:
+    """A lifecycle hook ran past its timeout: SIGKILL its process group (it then counts as failed)."""
+
+    replica: ReplicaId
+    process: ProcessIdentity
+
+
+@dataclass(frozen=True)
 class Forget:
     """A replica that is no longer desired and no longer runs: drop its record."""
 
     replica: ReplicaId
 
 
-Action = Start | Stop | Kill | Forget
+Action = Start | Stop | Kill | KillHook | Forget
 
 
 @dataclass(frozen=True)
@@ -89,8 +108,15 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
     for rid, record in records.items():
         by_key.setdefault(rid.key, []).append((rid, record))
 
-    # Stops come first: escalate overdue stops, then stop what is unwanted, dependents before dependencies.
+    # Stops come first: end overdue hooks, escalate overdue stops, then stop what is unwanted, dependents
+    # before dependencies.
     for rid, record in records.items():
+        if record.hook is not None and not record.hook_killed:
+            deadline = _hook_deadline(desired, rid, record)
+            if now >= deadline:
+                actions.append(KillHook(rid, record.hook))
+            else:
+                wake.append(deadline)
         if record.process is not None and record.stop_requested_at is not None:
             deadline = record.stop_requested_at + record.spec.shutdown.timeout_seconds
             if record.killed:
@@ -119,6 +145,9 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
         for index in range(spec.replicas):
             rid = ReplicaId(key, index)
             current = records.get(rid)
+            if current is not None and current.process is None and current.hook is not None:
+                waiting.append(Waiting(rid, Phase.PENDING, None, "running its preStart hook"))
+                continue
             if current is not None and current.process is not None:
                 # A process is stopped the way the spec it was started from says (signal and timeout):
                 # that is the program that runs, whatever the new spec says.
@@ -194,6 +223,10 @@ def _stops_of_unwanted(
                 # Something that depends on it still runs: stop that first, and keep this record
                 # until then, since its spec links the chain of dependencies.
                 continue
+            if record.process is None and record.hook is not None:
+                if not record.hook_killed:  # a preStart hook of something no longer wanted
+                    actions.append(KillHook(rid, record.hook))
+                continue  # forgotten once the hook has ended
             if record.process is None:
                 actions.append(Forget(rid))
                 continue
@@ -203,6 +236,19 @@ def _stops_of_unwanted(
             reason = StopReason.REMOVED if spec is None else StopReason.SCALED_DOWN
             actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, reason))
     return actions
+
+
+def _hook_deadline(desired: DesiredState, rid: ReplicaId, record: ReplicaRecord) -> float:
+    """When a running hook must end: its timeout (a preStart hook's from the spec about to start, the others'
+    from the spec the process runs under); a preStop hook also ends with the shutdown timeout."""
+    kind = record.hook_kind or HookKind.PRE_START
+    spec = desired.specs.get(rid.key, record.spec) if kind is HookKind.PRE_START else record.spec
+    hook = spec.hooks.of(kind)
+    started = record.hook_started_at or 0.0
+    deadline = started + (hook.timeout_seconds if hook is not None else Hook.timeout_seconds)
+    if kind is HookKind.PRE_STOP and record.stop_requested_at is not None:
+        deadline = min(deadline, record.stop_requested_at + record.spec.shutdown.timeout_seconds)
+    return deadline
 
 
 def _unmet(dep: ProcessSpec, condition: Condition, records: Mapping[ReplicaId, ReplicaRecord]) -> str | None:

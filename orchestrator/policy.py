@@ -78,13 +78,20 @@ def record_start(
         started=started,
         ready=False,
         unhealthy="",
+        hook=None,
+        hook_kind=None,
+        hook_started_at=None,
+        hook_killed=False,
+        pre_start_passed=False,
     )
 
 
-def record_start_failure(record: ReplicaRecord | None, spec: ProcessSpec, message: str, now: float) -> ReplicaRecord:
-    """A start that could not happen (missing binary, ...) is a run that ended at once, with its reason."""
+def record_start_failure(
+    record: ReplicaRecord | None, spec: ProcessSpec, message: str, now: float, reason: Reason = Reason.START_FAILED
+) -> ReplicaRecord:
+    """A start that could not happen (missing binary, failed preStart hook) is a run that ended at once."""
     started = record_start(record, spec, ProcessIdentity(pid=0, start_ticks=0), now)
-    return record_exit(started, Exit(None, None, Reason.START_FAILED, now, 0.0, message))
+    return record_exit(started, Exit(None, None, reason, now, 0.0, message))
 
 
 def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
@@ -155,7 +162,7 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
 
 
 def _describe(exit: Exit) -> str:
-    if exit.reason is Reason.START_FAILED:
+    if exit.reason in (Reason.START_FAILED, Reason.HOOK_FAILED):
         return f"could not start: {exit.message}"
     if exit.reason is Reason.LIVENESS_FAILED:
         return f"stopped as unhealthy ({exit.message})" if exit.message else "stopped as unhealthy"

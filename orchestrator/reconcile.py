@@ -20,11 +20,23 @@ from typing import Any
 from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
-from .execute import STATE_MARKER, Executor
+from .execute import STATE_MARKER, Child, Executor
 from .logs import log_path, rotate_if_needed
-from .model import DesiredState, Exit, Phase, ProbeKind, Reason, ReplicaId, ReplicaRecord
+from .model import (
+    DesiredState,
+    Exit,
+    Hook,
+    HookKind,
+    Phase,
+    ProbeKind,
+    ProcessIdentity,
+    ProcessSpec,
+    Reason,
+    ReplicaId,
+    ReplicaRecord,
+)
 from .observe import marked_session_leaders
-from .plan import Forget, Kill, Plan, Start, Stop, StopReason, Waiting, plan
+from .plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
 from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
 from .probes import Prober, Target, Transition
 
@@ -53,6 +65,7 @@ class Reconciler:
         self.persist = persist
         self.prober = prober
         self._log_offsets: dict[ReplicaId, int] = {}
+        self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
         self.desired = DesiredState.empty()
         self.records: dict[ReplicaId, ReplicaRecord] = {}
         self.waiting: dict[ReplicaId, Waiting] = {}
@@ -92,6 +105,8 @@ class Reconciler:
         if force:
             self._emit(EventType.SHUTDOWN, "", "forced: killing every process group")
             for rid, record in self.records.items():
+                if record.hook is not None:
+                    self.executor.kill_group(record.hook)
                 if record.process is not None:
                     self.executor.kill_group(record.process)
                     stopping_since = record.stop_requested_at or self.clock.monotonic()
@@ -102,6 +117,9 @@ class Reconciler:
         while nobody watched as an exit (so it is restarted per policy). Nothing is started twice."""
         now = self.clock.monotonic()
         for rid, record in records.items():
+            # A hook of the earlier orchestrator is not adopted: stop_strays ends it, and it runs again
+            # if it is still needed (a preStart before the next start).
+            record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
             if record.process is None:
                 self.records[rid] = record
                 continue
@@ -153,7 +171,8 @@ class Reconciler:
 
     @property
     def alive(self) -> int:
-        return sum(1 for record in self.records.values() if record.process is not None)
+        """Processes and hooks still running (a shut-down loop waits for both)."""
+        return sum(1 for record in self.records.values() if record.process is not None) + len(self._hook_pidfds)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -193,15 +212,17 @@ class Reconciler:
             if current.starts == 0:
                 return plan(self.desired, self.records, now)
 
-    def _execute(self, action: Start | Stop | Kill | Forget, now: float) -> None:
+    def _execute(self, action: Start | Stop | Kill | KillHook | Forget, now: float) -> None:
         if isinstance(action, Start):
             self._start(action, now)
         elif isinstance(action, Stop):
+            self._stop(action, now)
+        elif isinstance(action, KillHook):
+            self.executor.kill_group(action.process)
             record = self.records[action.replica]
-            self.executor.signal_group(action.process, action.signal)
-            self.records[action.replica] = replace(record, stop_requested_at=now)
-            self._emit(EventType.STOPPING, action.replica,
-                       f"{action.reason.value}: sent {action.signal}, SIGKILL after {action.timeout_seconds:g} s",
+            self.records[action.replica] = replace(record, hook_killed=True)
+            kind = record.hook_kind.value if record.hook_kind else "hook"
+            self._emit(EventType.KILLING, action.replica, f"{kind} hook ran past its timeout: sent SIGKILL",
                        action.process.pid)
         elif isinstance(action, Kill):
             self.executor.kill_group(action.process)
@@ -212,9 +233,40 @@ class Reconciler:
             del self.records[action.replica]
             self.waiting.pop(action.replica, None)
 
+    def _stop(self, action: Stop, now: float) -> None:
+        """Ask a replica to stop: its preStop hook first, if it has one, then the stop signal."""
+        rid = action.replica
+        record = self.records[rid]
+        if record.hook is not None:  # a postStart hook still running has no more reason to
+            self.executor.kill_group(record.hook)
+            record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+        pre_stop = record.spec.hooks.pre_stop
+        record = replace(record, stop_requested_at=now)
+        if pre_stop is not None:
+            try:
+                hook = self.executor.spawn_hook(rid, record.spec, pre_stop)
+            except SpawnError as error:
+                self._emit(EventType.HOOK_FAILED, rid, f"preStop hook: {error}; stopping now")
+            else:
+                self.records[rid] = replace(record, hook=hook.process, hook_kind=HookKind.PRE_STOP,
+                                            hook_started_at=now, hook_killed=False)
+                self._watch_hook(rid, hook)
+                self._emit(EventType.STOPPING, rid, f"{action.reason.value}: running the preStop hook, then "
+                           f"{action.signal}; SIGKILL after {action.timeout_seconds:g} s", action.process.pid)
+                return
+        self.records[rid] = record
+        self.executor.signal_group(action.process, action.signal)
+        self._emit(EventType.STOPPING, rid,
+                   f"{action.reason.value}: sent {action.signal}, SIGKILL after {action.timeout_seconds:g} s",
+                   action.process.pid)
+
     def _start(self, action: Start, now: float) -> None:
         rid, spec = action.replica, action.spec
         previous = self.records.get(rid)
+        pre_start = spec.hooks.pre_start
+        if pre_start is not None and not (previous is not None and previous.pre_start_passed):
+            self._run_pre_start(rid, spec, pre_start, previous, now)
+            return
         try:
             child = self.executor.spawn(rid, spec)
         except Exception as error:  # noqa: BLE001 - a start that cannot happen, for whatever reason, is an exit
@@ -234,8 +286,74 @@ class Reconciler:
         self._watch(rid, child.process.pid, child.pidfd)
         restarts = f" (restart {record.restarts})" if record.restarts and record is not previous else ""
         self._emit(EventType.STARTED, rid, f"started pid {child.process.pid}{restarts}", child.process.pid)
+        if spec.hooks.post_start is not None:
+            try:
+                hook = self.executor.spawn_hook(rid, spec, spec.hooks.post_start)
+            except SpawnError as error:
+                self._emit(EventType.HOOK_FAILED, rid, f"postStart hook: {error}")
+                return
+            self.records[rid] = replace(record, hook=hook.process, hook_kind=HookKind.POST_START,
+                                        hook_started_at=now, hook_killed=False)
+            self._watch_hook(rid, hook)
+
+    def _run_pre_start(self, rid: ReplicaId, spec: ProcessSpec, hook: Hook, previous: ReplicaRecord | None,
+                       now: float) -> None:
+        try:
+            child = self.executor.spawn_hook(rid, spec, hook)
+        except SpawnError as error:
+            record = record_start_failure(previous, spec, f"preStart hook: {error}", now, Reason.HOOK_FAILED)
+            self.records[rid] = record
+            self._emit(EventType.HOOK_FAILED, rid, f"preStart hook: {error}; {self._what_next(record)}")
+            return
+        base = previous if previous is not None else ReplicaRecord(spec=spec)
+        self.records[rid] = replace(base, hook=child.process, hook_kind=HookKind.PRE_START, hook_started_at=now,
+                                    hook_killed=False)
+        self._watch_hook(rid, child)
+
+    def _watch_hook(self, rid: ReplicaId, child: Child) -> None:
+        self._hook_pidfds[child.process.pid] = child.pidfd
+        self._selector.register(child.pidfd, selectors.EVENT_READ, (rid, child.process.pid, "hook"))
+
+    def _hook_ended(self, rid: ReplicaId, pid: int, now: float) -> None:
+        pidfd = self._hook_pidfds.pop(pid)
+        self._selector.unregister(pidfd)
+        status = self.executor.reap(pid)
+        if status is None:
+            self._watch_hook(rid, Child(rid, ProcessIdentity(pid, 0), pidfd, 0))
+            return
+        record = self.records.get(rid)
+        if record is None or record.hook is None or record.hook.pid != pid:
+            return  # a hook whose replica moved on (killed when it stopped): reaped, nothing more
+        kind = record.hook_kind
+        ok = status.code == 0
+        how = (f"exited with code {status.code}" if status.signal is None
+               else f"killed by {signal.Signals(status.signal).name}")
+        if record.hook_killed:
+            how = "ran past its timeout"
+        record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+        if kind is HookKind.PRE_START:
+            if ok:
+                self.records[rid] = replace(record, pre_start_passed=True)
+                return  # the next pass starts the process itself
+            spec = self.desired.specs.get(rid.key, record.spec)
+            failed = record_start_failure(record, spec, f"preStart hook {how}", now, Reason.HOOK_FAILED)
+            self.records[rid] = failed
+            self._emit(EventType.HOOK_FAILED, rid, f"preStart hook {how}; {self._what_next(failed)}", pid)
+        elif kind is HookKind.PRE_STOP:
+            self.records[rid] = record
+            if record.process is not None:
+                self.executor.signal_group(record.process, record.spec.shutdown.signal)
+                self._emit(EventType.STOPPING, rid, f"preStop hook {how}: sent {record.spec.shutdown.signal}",
+                           record.process.pid)
+        else:
+            self.records[rid] = record
+            if not ok:
+                self._emit(EventType.HOOK_FAILED, rid, f"postStart hook {how}", pid)
 
     def _child_ended(self, data: Any, now: float) -> None:
+        if len(data) == 3:
+            self._hook_ended(data[0], data[1], now)
+            return
         rid, pid = data
         pidfd = self._pidfds.pop(rid)
         self._selector.unregister(pidfd)
@@ -244,6 +362,9 @@ class Reconciler:
             self._watch(rid, pid, pidfd)
             return
         record = self.records[rid]
+        if record.hook is not None and record.hook_kind is not HookKind.PRE_START:
+            self.executor.kill_group(record.hook)  # its process is gone: so goes its hook (reaped when it ends)
+            record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
         started = record.started_at if record.started_at is not None else now
         reason = Reason.LIVENESS_FAILED if record.unhealthy else classify_exit(record.spec, status.code, status.signal)
         record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, record.unhealthy))
@@ -368,9 +489,10 @@ class Reconciler:
 
     def close(self) -> None:
         """Release the loop's resources; processes still running are left as they are (for adoption)."""
-        for pidfd in self._pidfds.values():
+        for pidfd in [*self._pidfds.values(), *self._hook_pidfds.values()]:
             self._selector.unregister(pidfd)
         self._pidfds.clear()
+        self._hook_pidfds.clear()
         self.executor.release()
         self._selector.close()
         os.close(self._wake_r)

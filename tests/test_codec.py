@@ -18,6 +18,9 @@ from orchestrator.model import (
     Condition,
     Dependency,
     Exit,
+    Hook,
+    HookKind,
+    Hooks,
     Kind,
     LogPolicy,
     Probe,
@@ -58,6 +61,7 @@ FULL = ProcessSpec(
         readiness=Probe(ProbeAction.HTTP, port=8080, path="/healthz", headers=(("X-A", "1"),), period_seconds=2),
         liveness=Probe(ProbeAction.EXEC, command=("./check.sh", "-q"), timeout_seconds=2, success_threshold=2),
     ),
+    hooks=Hooks(pre_start=Hook(("./migrate.sh",), 30.0), post_start=Hook(("./warm.sh",)), pre_stop=Hook(("./drain",), 2.5)),
     location=Location("/repo/manifests/api.yaml", 4, 1),
 )
 
@@ -76,6 +80,11 @@ FULL_RECORD = ReplicaRecord(
     started=True,
     ready=True,
     unhealthy="liveness probe failed 3 times",
+    hook=ProcessIdentity(pid=4343, start_ticks=171234567999),
+    hook_kind=HookKind.PRE_STOP,
+    hook_started_at=3.5,
+    hook_killed=True,
+    pre_start_passed=True,
 )
 
 

@@ -12,7 +12,18 @@ from jsonschema import Draft202012Validator
 
 from orchestrator.errors import ManifestError
 from orchestrator.manifest import _schema_dir, load_specs, schemas
-from orchestrator.model import Backoff, Condition, Dependency, Kind, LogPolicy, ProcessSpec, RestartPolicy, Shutdown
+from orchestrator.model import (
+    Backoff,
+    Condition,
+    Dependency,
+    Hook,
+    Hooks,
+    Kind,
+    LogPolicy,
+    ProcessSpec,
+    RestartPolicy,
+    Shutdown,
+)
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
 
@@ -183,6 +194,9 @@ VALID = [
     ("command: [x]\nlogs: {maxBytes: 10Mi, keep: 2}", "logs", LogPolicy(10 * 1024 * 1024, 2)),
     ("command: [x]\nlogs: {maxBytes: 4096}", "logs", LogPolicy(4096, 5)),
     ("command: [x]\nlogs: {keep: 0}", "logs", LogPolicy(10 * 1024 * 1024, 0)),
+    ("command: [x]\nhooks: {preStart: {exec: [./m.sh]}}", "hooks", Hooks(pre_start=Hook(("./m.sh",)))),
+    ("command: [x]\nhooks: {preStop: {exec: [a, b], timeoutSeconds: 0.5}}", "hooks",
+     Hooks(pre_stop=Hook(("a", "b"), 0.5))),
 ]
 
 
@@ -322,6 +336,8 @@ INVALID = [
     ),
     ("command: [x]\nshutdown: {timeoutSeconds: -1}", ["spec.shutdown.timeoutSeconds: must be at least 0, got -1"]),
     ("command: [x]\nlogs: {keep: -1}", ["spec.logs.keep: must be at least 0, got -1"]),
+    ("command: [x]\nhooks: {preStart: {exec: []}}", ["spec.hooks.preStart.exec: must not be empty"]),
+    ("command: [x]\nhooks: {onCrash: {exec: [x]}}", ["spec.hooks: unknown field 'onCrash'"]),
     ("command: [x]\nlogs: {maxBytes: 0}", ["spec.logs.maxBytes: must be at least 1, got 0"]),
     ("command: [x]\nlogs: {maxBytes: '0.5'}", [("spec.logs.maxBytes: expected a size in bytes such as 512, 256Mi or "
                                                "1G (suffixes Ki Mi Gi Ti, or k M G T for powers of 1000), got '0.5': "
