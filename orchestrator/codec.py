@@ -85,6 +85,7 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
     put("restartWindowSeconds", spec.restart_window_seconds, _DEFAULTS.restart_window_seconds, process)
     put("backoffLimit", spec.backoff_limit, _DEFAULTS.backoff_limit, not process)
     body["dependsOn"] = [{"name": d.name, "condition": d.condition.value} for d in spec.depends_on]
+    put("restartWithDependency", spec.restart_with_dependency, False, process)
     body["shutdown"] = {"signal": spec.shutdown.signal, "timeoutSeconds": spec.shutdown.timeout_seconds}
     body["logs"] = {"maxBytes": spec.logs.max_bytes, "keep": spec.logs.keep}
     probes = {kind.value: probe_to_document(probe) for kind in ProbeKind if (probe := spec.probes.of(kind))}
@@ -156,6 +157,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         restart_window_seconds=body.number("restartWindowSeconds", defaults.restart_window_seconds),
         backoff_limit=body.integer("backoffLimit", defaults.backoff_limit),
         depends_on=depends_on,
+        restart_with_dependency=body.flag("restartWithDependency", False),
         shutdown=Shutdown(
             signal=shutdown.text("signal", Shutdown.signal),
             timeout_seconds=shutdown.number("timeoutSeconds", Shutdown.timeout_seconds),

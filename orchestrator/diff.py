@@ -40,6 +40,7 @@ FIELDS: dict[str, FieldRule] = {
     "backoff_limit": FieldRule("spec.backoffLimit", False),
     # Dependencies gate starting only; a running dependent keeps running.
     "depends_on": FieldRule("spec.dependsOn", False),
+    "restart_with_dependency": FieldRule("spec.restartWithDependency", False),
     "shutdown": FieldRule("spec.shutdown", False),
     # Rotation is done by the orchestrator on the files; the process keeps writing to the same file.
     "logs": FieldRule("spec.logs", False),

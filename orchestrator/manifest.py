@@ -689,6 +689,7 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
             )
             for index, item in enumerate(spec.get("dependsOn", ()))
         ),
+        restart_with_dependency=bool(spec.get("restartWithDependency", False)),
         shutdown=Shutdown(
             signal=shutdown.get("signal", Shutdown.signal),
             timeout_seconds=float(shutdown.get("timeoutSeconds", Shutdown.timeout_seconds)),

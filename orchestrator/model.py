@@ -180,6 +180,7 @@ class ProcessSpec:
     restart_window_seconds: float = 60.0
     backoff_limit: int = 6  # Jobs only: retries after the first failure
     depends_on: tuple[Dependency, ...] = ()
+    restart_with_dependency: bool = False
     shutdown: Shutdown = Shutdown()
     logs: LogPolicy = LogPolicy()
     probes: Probes = Probes()

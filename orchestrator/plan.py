@@ -36,6 +36,7 @@ class StopReason(str, Enum):
     SCALED_DOWN = "ScaledDown"
     RESTART = "Restart"  # asked for by `orchestrator restart`
     UNHEALTHY = "Unhealthy"  # its liveness or startup probe failed: the exit counts as a crash
+    DEPENDENCY_RESTARTED = "DependencyRestarted"  # restartWithDependency, and a dependency started anew
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,10 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                 elif current.stop_requested_at is None and current.unhealthy:
                     actions.append(Stop(rid, current.process, running_as.signal, running_as.timeout_seconds,
                                         StopReason.UNHEALTHY))
+                elif (current.stop_requested_at is None and spec.restart_with_dependency
+                      and _dependency_restarted(spec, current, desired, records)):
+                    actions.append(Stop(rid, current.process, running_as.signal, running_as.timeout_seconds,
+                                        StopReason.DEPENDENCY_RESTARTED))
                 continue
             if current is not None and current.last_exit is not None and not needs_restart(current.spec, spec):
                 step = next_step(spec, current)
@@ -236,6 +241,25 @@ def _stops_of_unwanted(
             reason = StopReason.REMOVED if spec is None else StopReason.SCALED_DOWN
             actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, reason))
     return actions
+
+
+def _dependency_restarted(
+    spec: ProcessSpec, record: ReplicaRecord, desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord]
+) -> bool:
+    """Did a dependency start a process after this one started? (Level-triggered: compare start times.)"""
+    if record.started_at is None:
+        return False
+    for dep in spec.depends_on:
+        dep_spec = desired.specs.get(spec.dependency_key(dep))
+        if dep_spec is None:
+            continue
+        for index in range(dep_spec.replicas):
+            other = records.get(ReplicaId(dep_spec.key, index))
+            # A live process: a dependency that failed to start again has not restarted.
+            if (other is not None and other.process is not None and other.started_at is not None
+                    and other.started_at > record.started_at):
+                return True
+    return False
 
 
 def _hook_deadline(desired: DesiredState, rid: ReplicaId, record: ReplicaRecord) -> float:

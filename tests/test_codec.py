@@ -56,6 +56,7 @@ FULL = ProcessSpec(
     depends_on=(Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED)),
     shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
     logs=LogPolicy(max_bytes=1024, keep=2),
+    restart_with_dependency=True,
     probes=Probes(
         startup=Probe(ProbeAction.TCP, port=8080, host="::1", initial_delay_seconds=0.5, failure_threshold=30),
         readiness=Probe(ProbeAction.HTTP, port=8080, path="/healthz", headers=(("X-A", "1"),), period_seconds=2),
@@ -187,6 +188,7 @@ MANIFEST_LIKE = [
         max_restarts=None,
         restart_window_seconds=ProcessSpec.restart_window_seconds,
         probes=Probes(),  # a Job has none
+        restart_with_dependency=False,
     ),
     ProcessSpec(name="a", command=("b",)),
 ]
@@ -214,6 +216,7 @@ def test_document_of_a_shell_command_is_one_string_and_every_default_is_written(
         "backoff": {"initialSeconds": 1.0, "maxSeconds": 300.0, "multiplier": 2.0, "resetAfterSeconds": 600.0},
         "restartWindowSeconds": 60.0,
         "dependsOn": [],
+        "restartWithDependency": False,
         "shutdown": {"signal": "SIGTERM", "timeoutSeconds": 10.0},
         "logs": {"maxBytes": 10 * 1024 * 1024, "keep": 5},
     }

@@ -258,3 +258,29 @@ def test_plan_for_two_thousand_processes_is_linear_enough() -> None:
     result = plan(desired_state(specs), {}, NOW)
     assert result.starts == 200
     assert len(result.waiting) == 1800
+
+
+@pytest.mark.parametrize(("flag", "stopped"), [(True, True), (False, False)])
+def test_restart_with_dependency(flag: bool, stopped: bool) -> None:
+    db = spec("db")
+    api = spec("api", "db", restart_with_dependency=flag)
+    records = {
+        rid("api"): ReplicaRecord(spec=api, process=ProcessIdentity(2, 1), started_at=NOW - 50),
+        rid("db"): ReplicaRecord(spec=db, process=ProcessIdentity(3, 1), started_at=NOW - 10, restarts=1),
+    }
+    result = plan(desired_state([db, api]), records, NOW)
+    expected = (Stop(rid("api"), ProcessIdentity(2, 1), "SIGTERM", 10.0, StopReason.DEPENDENCY_RESTARTED),)
+    assert result.actions == (expected if stopped else ())
+
+
+def test_restart_with_dependency_waits_for_the_dependency_to_run_again() -> None:
+    db = spec("db")
+    api = spec("api", "db", restart_with_dependency=True)
+    records = {
+        rid("api"): ReplicaRecord(spec=api, process=ProcessIdentity(2, 1), started_at=NOW - 50),
+        rid("db"): exited(db, code=None, at=NOW - 1, crash_streak=1) ,
+    }
+    records[rid("db")] = replace(records[rid("db")], started_at=NOW - 2)
+    result = plan(desired_state([db, api]), records, NOW)
+    assert [type(a).__name__ for a in result.actions] == ["Start"]  # db's restart; api is left alone
+    assert result.actions[0].replica == rid("db")  # type: ignore[union-attr]

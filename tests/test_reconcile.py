@@ -235,3 +235,14 @@ def test_a_failing_message_is_reported_and_the_loop_goes_on(harness: Harness) ->
     harness.apply([proc("after")])
     wait_for(lambda: harness.pid("after"), what="the loop to go on")
     assert any("boom" in e.message for e in harness.of(EventType.INTERNAL_ERROR))
+
+
+def test_dependents_restart_with_their_dependency_only_when_asked(harness: Harness) -> None:
+    harness.apply([proc("db"), proc("follows", depends_on=(Dependency("db"),), restart_with_dependency=True),
+                   proc("stays", depends_on=(Dependency("db"),))])
+    pids = wait_for(lambda: all(harness.pid(n) for n in ("db", "follows", "stays"))
+                    and {n: harness.pid(n) for n in ("db", "follows", "stays")}, what="all three")
+    os.kill(pids["db"], signal.SIGKILL)
+    wait_for(lambda: (p := harness.pid("follows")) and p != pids["follows"], what="follows restarted")
+    assert harness.pid("stays") == pids["stays"]
+    assert "DependencyRestarted" in harness.of(EventType.STOPPING, "follows")[0].message

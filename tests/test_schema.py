@@ -112,7 +112,8 @@ def test_shared_definitions_are_the_same_in_every_file() -> None:
 def test_kinds_have_their_own_fields() -> None:
     process = schemas()[("orchestrator/v1", "Process")]["properties"]["spec"]["properties"]
     job = schemas()[("orchestrator/v1", "Job")]["properties"]["spec"]["properties"]
-    assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes"}
+    assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes",
+                                          "restartWithDependency"}
     assert set(job) - set(process) == {"backoffLimit"}
 
 
