@@ -263,7 +263,17 @@ def _run(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     events = EventBus()
     formatter = event_json if args.output == "json" else event_line
-    events.subscribe(lambda event: print(formatter(event), flush=True))
+    printing = [True]
+
+    def show(event: Any) -> None:
+        if not printing[0]:
+            return
+        try:
+            print(formatter(event), flush=True)
+        except BrokenPipeError:
+            printing[0] = False  # the reader went away (`| head`): keep running, stop printing
+
+    events.subscribe(show)
     prober = Prober(lambda t: reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
     reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober)
     reconciler.set_desired(desired)
@@ -287,8 +297,7 @@ def _run(args: argparse.Namespace) -> int:
             watcher.stop()
         prober.close()
         if reconciler.alive:  # only when the loop itself failed: never leave children behind
-            reconciler.shut_down(force=True)
-            reconciler.run()
+            reconciler.executor.kill_all()
         # Everything has stopped: a Ctrl-C arriving now must not turn a clean exit into a failure.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)

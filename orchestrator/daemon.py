@@ -62,7 +62,7 @@ class Daemon:
         self._unsaved: list[Event] = []  # events wait for the end of the pass, so a respawn never waits on disk
         self._unsaved_lock = threading.Lock()
         self.events.subscribe(self._record_event)
-        self.events.subscribe(lambda event: print(event_line(event), flush=True))
+        self.events.subscribe(_print_event)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
         self.marker = str(state_dir.resolve())
         self.reconciler = Reconciler(Executor(state_dir / "logs", marker=self.marker), self.clock, self.events,
@@ -507,6 +507,13 @@ class Daemon:
             self._call(lambda r: self._apply(body))
         except (ManifestError, UserError, Conflict) as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"not applied: {error}"))
+
+
+def _print_event(event: Event) -> None:
+    try:
+        print(event_line(event), flush=True)
+    except (BrokenPipeError, ValueError):
+        pass  # nobody reads the daemon's output any more: the store keeps the events
 
 
 def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:

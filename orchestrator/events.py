@@ -78,4 +78,7 @@ class EventBus:
             try:
                 subscriber(event)
             except Exception as error:  # noqa: BLE001 - a broken subscriber must not stop the reconciler
-                print(f"orchestrator: event subscriber failed: {error!r}", file=sys.stderr)
+                try:
+                    print(f"orchestrator: event subscriber failed: {error!r}", file=sys.stderr)
+                except (OSError, ValueError):
+                    pass  # stderr is gone too (a closed pipe): nothing left to tell, and the loop goes on

@@ -189,6 +189,16 @@ class Executor:
             return False
         return True
 
+    def kill_all(self) -> None:
+        """Last resort when the loop itself failed: SIGKILL every group started here and reap every child,
+        without events, so that nothing is left running behind a dying orchestrator."""
+        for pid in list(self._pidfds):
+            self._kill_rest_of_group(pid)
+        for pid, popen in list(self._children.items()):
+            popen.wait()
+            self._children.pop(pid, None)
+        self.release()
+
     def release(self) -> None:
         """Stop watching everything without touching it (the daemon leaves; its processes stay)."""
         for pidfd in self._pidfds.values():

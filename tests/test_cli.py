@@ -238,3 +238,26 @@ def test_run_watch_applies_a_valid_edit_and_ignores_a_bad_one(tmp_path: Path, ru
     wait_for(lambda: psutil.Process(second).cmdline() == ["sleep", "61"], what="the new command")
     run.popen.send_signal(signal.SIGTERM)
     assert run.finish() == 0
+
+
+def test_run_whose_reader_went_away_still_stops_everything(tmp_path: Path) -> None:
+    """`orchestrator run ... | head`: once the pipe is closed, printing fails; the processes must still be
+    stopped on SIGINT (the autouse fixture fails the test if any is left)."""
+    manifest = tmp_path / "stack.yaml"
+    manifest.write_text(STACK.replace("timeoutSeconds: 0.3", "timeoutSeconds: 0.5"))
+    env = dict(os.environ, ORCHESTRATOR_HOME=str(tmp_path / "state"))
+    popen = subprocess.Popen([*CLI, "run", "-f", str(manifest)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=env, cwd=REPO)
+    try:
+        assert popen.stdout is not None
+        popen.stdout.readline()
+        popen.stdout.close()  # the reader goes away, like `| head -1`
+        wait_for(lambda: len(psutil.Process(popen.pid).children()) >= 3, timeout=10, what="the stack up")
+        popen.send_signal(signal.SIGINT)
+        assert popen.wait(timeout=15) == 0
+    finally:
+        if popen.poll() is None:
+            for child in psutil.Process(popen.pid).children():
+                os.killpg(child.pid, signal.SIGKILL)
+            popen.kill()
+            popen.wait()
