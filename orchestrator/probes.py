@@ -102,6 +102,7 @@ class Prober:
                     probe = probes.of(kind)
                     if probe is not None:
                         wanted[(rid, kind)] = (target, probe)
+            changed = False
             for key in list(self._states):
                 if key not in wanted:
                     del self._states[key]
@@ -111,6 +112,7 @@ class Prober:
                 if state is not None and state.target.process == target.process and state.probe == probe:
                     state.target = target
                     continue
+                changed = True
                 generation = state.generation + 1 if state else 0
                 # Liveness is presumed healthy until it fails; readiness starts from what is known.
                 passing = key[1] is ProbeKind.LIVENESS or (key[1] is ProbeKind.READINESS and target.ready)
@@ -119,7 +121,8 @@ class Prober:
                 state.due = max(now, target.started_at + probe.initial_delay_seconds)
                 self._states[key] = state
                 heapq.heappush(self._heap, _Due(state.due, key, generation))
-            self._lock.notify()
+            if changed:  # only a new check can be due sooner than the scheduler's wake-up: idle stays idle
+                self._lock.notify()
 
     def close(self) -> None:
         with self._lock:
