@@ -254,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
     from .clock import SystemClock
     from .events import EventBus
     from .execute import Executor
+    from .limits import LimitWatch
     from .probes import Prober
     from .reconcile import Reconciler
     from .render import event_json, event_line
@@ -275,7 +276,9 @@ def _run(args: argparse.Namespace) -> int:
 
     events.subscribe(show)
     prober = Prober(lambda t: reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
-    reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober)
+    limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
+    reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober,
+                            limit_watch=limit_watch)
     reconciler.set_desired(desired)
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
 
@@ -296,6 +299,7 @@ def _run(args: argparse.Namespace) -> int:
         if watcher is not None:
             watcher.stop()
         prober.close()
+        limit_watch.close()
         if reconciler.alive:  # only when the loop itself failed: never leave children behind
             reconciler.executor.kill_all()
         # Everything has stopped: a Ctrl-C arriving now must not turn a clean exit into a failure.

@@ -26,6 +26,7 @@ from .model import (
     HookKind,
     Hooks,
     Kind,
+    Limits,
     LogPolicy,
     Probe,
     ProbeAction,
@@ -38,6 +39,7 @@ from .model import (
     RestartPolicy,
     Shutdown,
 )
+from .units import parse_cpu, parse_quantity
 
 API_VERSION = "orchestrator/v1"
 
@@ -95,6 +97,15 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
              for kind in HookKind if (hook := spec.hooks.of(kind))}
     if hooks:
         body["hooks"] = hooks
+    limits = {name: value for name, value in (("memory", spec.limits.memory_bytes), ("cpu", spec.limits.cpu),
+                                              ("openFiles", spec.limits.open_files),
+                                              ("processes", spec.limits.processes)) if value is not None}
+    if limits:
+        body["resources"] = {"limits": limits}
+    if spec.cpu_affinity:
+        body["cpuAffinity"] = list(spec.cpu_affinity)
+    if spec.io_class is not None:
+        body["ioClass"] = spec.io_class
     return {
         "apiVersion": API_VERSION,
         "kind": spec.kind.value,
@@ -132,6 +143,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         raise ValueError(f"spec.probes: expected startup, readiness and liveness only, got {probes_document!r}")
     probes = Probes(**{kind: probe_from_document(value) for kind, value in probes_document.items()})
     hooks = hooks_from_document(body.raw("hooks", {}))
+    limits = limits_from_document(body.raw("resources", {}))
     depends_on = tuple(_dependency(item) for item in body.readers("dependsOn"))
     spec = ProcessSpec(
         name=metadata.text("name"),
@@ -165,6 +177,9 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         logs=LogPolicy(max_bytes=logs.integer("maxBytes", LogPolicy.max_bytes), keep=logs.integer("keep", LogPolicy.keep)),
         probes=probes,
         hooks=hooks,
+        limits=limits,
+        cpu_affinity=tuple(body.integers("cpuAffinity", ())),
+        io_class=body.text("ioClass", None),
         location=location,
     )
     for reader in (metadata, body, backoff, shutdown, logs):
@@ -198,6 +213,21 @@ def hooks_from_document(document: object) -> Hooks:
             raise ValueError(f"spec.hooks.{name}: {error}") from error
         found[_HOOK_FIELDS[kind]] = Hook(command, timeout)
     return Hooks(**found)
+
+
+def limits_from_document(document: object) -> Limits:
+    """Limits from a validated `resources` (quantities are parsed: `256Mi`, `500m`); ValueError if garbled."""
+    if not isinstance(document, Mapping) or set(document) - {"limits"}:
+        raise ValueError(f"spec.resources: expected {{limits: ...}}, got {document!r}")
+    limits = document.get("limits", {})
+    if not isinstance(limits, Mapping) or set(limits) - {"memory", "cpu", "openFiles", "processes"}:
+        raise ValueError(f"spec.resources.limits: unexpected {limits!r}")
+    return Limits(
+        memory_bytes=parse_quantity(limits["memory"]) if "memory" in limits else None,
+        cpu=parse_cpu(limits["cpu"]) if "cpu" in limits else None,
+        open_files=int(limits["openFiles"]) if "openFiles" in limits else None,
+        processes=int(limits["processes"]) if "processes" in limits else None,
+    )
 
 
 def probe_to_document(probe: Probe) -> JSONDict:
@@ -314,6 +344,7 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
         "hookKind": None if record.hook_kind is None else record.hook_kind.value,
         "hookStartedAt": record.hook_started_at,
         "hookKilled": record.hook_killed,
+        "overMemory": record.over_memory,
         "preStartPassed": record.pre_start_passed,
     }
 
@@ -361,6 +392,7 @@ def record_from_json(value: object) -> ReplicaRecord:
         hook_kind=HookKind(reader.text("hookKind")) if reader.raw("hookKind", None) is not None else None,
         hook_started_at=reader.number("hookStartedAt", None),
         hook_killed=reader.flag("hookKilled", False),
+        over_memory=reader.text("overMemory", ""),
         pre_start_passed=reader.flag("preStartPassed", False),
     )
     reader.done()

@@ -26,6 +26,7 @@ from .clock import SystemClock
 from .errors import ManifestError, UserError
 from .events import Event, EventBus, EventType
 from .execute import Executor
+from .limits import LimitWatch
 from .manifest import check_spec
 from .model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .policy import Step, next_step
@@ -65,8 +66,9 @@ class Daemon:
         self.events.subscribe(_print_event)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
         self.marker = str(state_dir.resolve())
+        self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
         self.reconciler = Reconciler(Executor(state_dir / "logs", marker=self.marker), self.clock, self.events,
-                                     persist=self._persist, prober=self.prober)
+                                     persist=self._persist, prober=self.prober, limit_watch=self.limit_watch)
         self.revision = 0
         self.created: dict[str, float] = {}
         self.watchers: list[tuple[dict[str, Any], Any]] = []  # (watch, its ManifestWatcher)
@@ -140,6 +142,7 @@ class Daemon:
         if self.server is not None:
             self.server.stop()
         self.prober.close()
+        self.limit_watch.close()
         self._persist(self.reconciler.records)
         self.reconciler.close()
         self.store.close()

@@ -30,7 +30,7 @@ FIELDS: dict[str, FieldRule] = {
     "user": FieldRule("spec.user", True),
     # Scaling adds or removes replicas; it never restarts the ones that stay.
     "replicas": FieldRule("spec.replicas", False),
-    # Priority orders starts; a running process is not restarted to be reordered.
+    # Priority orders starts and sets the nice value; a running process is reniced, not restarted.
     "priority": FieldRule("spec.priority", False),
     "restart_policy": FieldRule("spec.restartPolicy", False),
     "success_exit_codes": FieldRule("spec.successExitCodes", False),
@@ -48,6 +48,10 @@ FIELDS: dict[str, FieldRule] = {
     "probes": FieldRule("spec.probes", False),
     # Hooks run at the next start or stop; the running process is not affected.
     "hooks": FieldRule("spec.hooks", False),
+    # Set on the process when it starts (rlimits, affinity, I/O class): a change needs a new process.
+    "limits": FieldRule("spec.resources.limits", True),
+    "cpu_affinity": FieldRule("spec.cpuAffinity", True),
+    "io_class": FieldRule("spec.ioClass", True),
 }
 RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)
 

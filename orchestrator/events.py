@@ -29,6 +29,9 @@ class EventType(str, Enum):
     KILLING = "Killing"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    LIMIT_EXCEEDED = "LimitExceeded"
+    LIMIT_RESTORED = "LimitRestored"
+    LIMIT_NOT_APPLIED = "LimitNotApplied"
     SHUTDOWN = "Shutdown"
     INTERNAL_ERROR = "InternalError"  # a bug met by the loop: reported, and the loop goes on
     LOG_ROTATION_FAILED = "LogRotationFailed"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SpawnError
+from .limits import apply_at_start, renice_tree
 from .logs import log_path, open_log
 from .model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
 from .observe import identity, is_alive
@@ -36,6 +37,7 @@ class Child:
     process: ProcessIdentity
     pidfd: int
     log_offset: int  # the size of its log file when it started: where its own output begins
+    warnings: tuple[str, ...] = ()  # start-time settings (limits, nice, affinity) that could not be applied
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,13 @@ class Executor:
         pid = popen.pid
         self._children[pid] = popen
         self._pidfds[pid] = os.pidfd_open(pid)
-        return Child(replica, identity(pid), self._pidfds[pid], log_offset)
+        warnings = tuple(apply_at_start(pid, spec))
+        return Child(replica, identity(pid), self._pidfds[pid], log_offset, warnings)
+
+    def renice(self, process: ProcessIdentity, nice: int) -> None:
+        """Set the nice value of a running replica's whole tree."""
+        if process.pid in self._pidfds:
+            renice_tree(process.pid, nice)
 
     def adopt(self, replica: ReplicaId, process: ProcessIdentity) -> Child | None:
         """Watch a process an earlier orchestrator started; None when it no longer exists (or is another

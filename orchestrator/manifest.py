@@ -33,7 +33,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
-from .codec import API_VERSION, hooks_from_document, probe_from_document, spec_to_document
+from .codec import API_VERSION, hooks_from_document, limits_from_document, probe_from_document, spec_to_document
 from .errors import Location, ManifestError, Problem
 from .model import (
     DEFAULT_NAMESPACE,
@@ -47,7 +47,7 @@ from .model import (
     RestartPolicy,
     Shutdown,
 )
-from .units import parse_quantity
+from .units import parse_cpu, parse_quantity
 
 FieldPath = tuple[str | int, ...]
 
@@ -590,6 +590,16 @@ def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
                 problems.append(Problem(doc.at(at), dotted(at), f"must be at least 1 byte, got {size!r}"))
         except ValueError as error:
             problems.append(Problem(doc.at(at), dotted(at), str(error)))
+    limits = spec.get("resources", {}).get("limits") if isinstance(spec.get("resources"), dict) else None
+    if isinstance(limits, dict):
+        for limit, parse in (("memory", parse_quantity), ("cpu", parse_cpu)):
+            value = limits.get(limit)
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                try:
+                    parse(value)
+                except ValueError as error:
+                    limit_path: FieldPath = ("spec", "resources", "limits", limit)
+                    problems.append(Problem(doc.at(limit_path), dotted(limit_path), str(error)))
     seen: dict[str, int] = {}
     listed: FieldPath
     for index, dependency in enumerate(spec.get("dependsOn") or ()):
@@ -701,5 +711,8 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
         probes=Probes(**{kind: probe_from_document(spec["probes"][kind])
                          for kind in ("startup", "readiness", "liveness") if kind in spec.get("probes", {})}),
         hooks=hooks_from_document(spec.get("hooks", {})),
+        limits=limits_from_document(spec.get("resources", {})),
+        cpu_affinity=tuple(spec.get("cpuAffinity", ())),
+        io_class=spec.get("ioClass"),
         location=doc.keys.get(("apiVersion",)) or doc.at(()),
     )

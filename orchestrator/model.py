@@ -59,6 +59,7 @@ class Reason(str, Enum):
     UNKNOWN = "Unknown"  # an adopted process ended: not our child, so its exit status cannot be known
     LIVENESS_FAILED = "LivenessFailed"  # stopped because its liveness (or startup) probe failed
     HOOK_FAILED = "HookFailed"  # its preStart hook failed or timed out: the start did not happen
+    OOM_KILLED = "OOMKilled"  # killed for staying over its memory limit
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,28 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Resource limits of a replica's process tree; None: no limit."""
+
+    memory_bytes: int | None = None
+    cpu: float | None = None  # cores
+    open_files: int | None = None
+    processes: int | None = None
+
+    @property
+    def watched(self) -> bool:
+        """Does the sampling watchdog need to look at this replica?"""
+        return self.memory_bytes is not None or self.cpu is not None
+
+    def enforcement(self) -> dict[str, str]:
+        """How each limit that is set is enforced (limits.py), for status documents."""
+        how = {"memory": "watchdog", "cpu": "watchdog", "openFiles": "rlimit", "processes": "rlimit"}
+        values = {"memory": self.memory_bytes, "cpu": self.cpu, "openFiles": self.open_files,
+                  "processes": self.processes}
+        return {name: how[name] for name, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class Dependency:
     name: str
     condition: Condition = Condition.STARTED
@@ -185,6 +208,9 @@ class ProcessSpec:
     logs: LogPolicy = LogPolicy()
     probes: Probes = Probes()
     hooks: Hooks = Hooks()
+    limits: Limits = Limits()
+    cpu_affinity: tuple[int, ...] = ()
+    io_class: str | None = None
     location: Location | None = field(default=None, compare=False)
 
     @property
@@ -269,6 +295,7 @@ class ReplicaRecord:
     hook_started_at: float | None = None  # monotonic
     hook_killed: bool = False  # SIGKILL already sent to the hook's group (it ran past its timeout)
     pre_start_passed: bool = False  # its preStart hook passed: the next start runs the process itself
+    over_memory: str = ""  # why the watchdog found it over its memory limit: the planner kills it (OOMKilled)
 
     @property
     def alive(self) -> bool:

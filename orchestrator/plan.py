@@ -112,6 +112,8 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
     # Stops come first: end overdue hooks, escalate overdue stops, then stop what is unwanted, dependents
     # before dependencies.
     for rid, record in records.items():
+        if record.process is not None and record.over_memory and not record.killed:
+            actions.append(Kill(rid, record.process))  # like the kernel's OOM killer: no grace period
         if record.hook is not None and not record.hook_killed:
             deadline = _hook_deadline(desired, rid, record)
             if now >= deadline:

@@ -83,6 +83,7 @@ def record_start(
         hook_started_at=None,
         hook_killed=False,
         pre_start_passed=False,
+        over_memory="",
     )
 
 
@@ -164,6 +165,8 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
 def _describe(exit: Exit) -> str:
     if exit.reason in (Reason.START_FAILED, Reason.HOOK_FAILED):
         return f"could not start: {exit.message}"
+    if exit.reason is Reason.OOM_KILLED:
+        return f"killed over its memory limit ({exit.message})" if exit.message else "killed over its memory limit"
     if exit.reason is Reason.LIVENESS_FAILED:
         return f"stopped as unhealthy ({exit.message})" if exit.message else "stopped as unhealthy"
     if exit.reason is Reason.UNKNOWN:

@@ -21,6 +21,7 @@ from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor
+from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, nice_of
 from .logs import log_path, rotate_if_needed
 from .model import (
     DesiredState,
@@ -55,6 +56,7 @@ class Reconciler:
         resync_seconds: float = 10.0,
         persist: RecordSink | None = None,
         prober: Prober | None = None,
+        limit_watch: LimitWatch | None = None,
     ) -> None:
         """`persist` receives the records after every pass (the daemon's store); `run` keeps none.
         `prober` is told after every pass which replicas to probe; its transitions come back as messages."""
@@ -64,6 +66,7 @@ class Reconciler:
         self.resync_seconds = resync_seconds
         self.persist = persist
         self.prober = prober
+        self.limit_watch = limit_watch
         self._log_offsets: dict[ReplicaId, int] = {}
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
         self.desired = DesiredState.empty()
@@ -95,6 +98,12 @@ class Reconciler:
 
     def set_desired(self, desired: DesiredState) -> None:
         self.desired = desired
+        # Priority is applied in place: a running process is reniced, not restarted.
+        for rid, record in self.records.items():
+            spec = desired.specs.get(rid.key)
+            if (spec is not None and record.process is not None and spec.priority != record.spec.priority
+                    and nice_of(spec.priority) != nice_of(record.spec.priority)):
+                self.executor.renice(record.process, nice_of(spec.priority))
 
     def shut_down(self, force: bool = False) -> None:
         """Stop everything in reverse dependency order; with force, SIGKILL every group now."""
@@ -226,8 +235,11 @@ class Reconciler:
                        action.process.pid)
         elif isinstance(action, Kill):
             self.executor.kill_group(action.process)
-            self.records[action.replica] = replace(self.records[action.replica], killed=True)
-            self._emit(EventType.KILLING, action.replica, "did not stop in time: sent SIGKILL to its process group",
+            record = self.records[action.replica]
+            self.records[action.replica] = replace(record, killed=True)
+            why = (f"over its memory limit ({record.over_memory})" if record.over_memory and
+                   record.stop_requested_at is None else "did not stop in time")
+            self._emit(EventType.KILLING, action.replica, f"{why}: sent SIGKILL to its process group",
                        action.process.pid)
         else:
             del self.records[action.replica]
@@ -286,6 +298,8 @@ class Reconciler:
         self._watch(rid, child.process.pid, child.pidfd)
         restarts = f" (restart {record.restarts})" if record.restarts and record is not previous else ""
         self._emit(EventType.STARTED, rid, f"started pid {child.process.pid}{restarts}", child.process.pid)
+        for warning in child.warnings:
+            self._emit(EventType.LIMIT_NOT_APPLIED, rid, f"could not set {warning}", child.process.pid)
         if spec.hooks.post_start is not None:
             try:
                 hook = self.executor.spawn_hook(rid, spec, spec.hooks.post_start)
@@ -366,8 +380,13 @@ class Reconciler:
             self.executor.kill_group(record.hook)  # its process is gone: so goes its hook (reaped when it ends)
             record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
         started = record.started_at if record.started_at is not None else now
-        reason = Reason.LIVENESS_FAILED if record.unhealthy else classify_exit(record.spec, status.code, status.signal)
-        record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, record.unhealthy))
+        if record.over_memory:
+            reason, message = Reason.OOM_KILLED, record.over_memory
+        elif record.unhealthy:
+            reason, message = Reason.LIVENESS_FAILED, record.unhealthy
+        else:
+            reason, message = classify_exit(record.spec, status.code, status.signal), ""
+        record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, message))
         self.records[rid] = record
         if status.signal is not None:
             how = f"killed by {signal.Signals(status.signal).name}"
@@ -420,6 +439,10 @@ class Reconciler:
             self.persist(self.records)
         if self.prober is not None:
             self.prober.sync(self._probe_targets())
+        if self.limit_watch is not None:
+            self.limit_watch.sync({rid: Watched(record.process, record.spec.limits)
+                                   for rid, record in self.records.items()
+                                   if record.process is not None and record.spec.limits.watched})
 
     def _guarded(self, what: str, work: Callable[[], object]) -> None:
         """Do `work`; a bug in it becomes an event and the loop goes on: the processes it keeps running
@@ -474,6 +497,23 @@ class Reconciler:
         }[(kind, transition.passing)]
         self._emit(event, rid, f"{kind.value} probe {transition.message}; {consequence}", record.process.pid
                    if record.process else None)
+
+    def limit_breach(self, breach: Breach) -> None:
+        """The watchdog found a tree over (or back under) a limit: fold it into the record of that process."""
+        record = self.records.get(breach.replica)
+        if record is None or record.process != breach.process or record.stop_requested_at is not None:
+            return
+        if breach.resource == "memory":
+            self.records[breach.replica] = replace(record, over_memory=breach.message)
+            self._emit(EventType.LIMIT_EXCEEDED, breach.replica, f"memory limit exceeded: {breach.message}",
+                       record.process.pid if record.process else None)
+            return
+        spec = self.desired.specs.get(breach.replica.key, record.spec)
+        nice = THROTTLED_NICE if breach.over else nice_of(spec.priority)
+        self.executor.renice(breach.process, nice)
+        what = "over its cpu limit" if breach.over else "back under its cpu limit"
+        self._emit(EventType.LIMIT_EXCEEDED if breach.over else EventType.LIMIT_RESTORED, breach.replica,
+                   f"{what} ({breach.message}): nice {nice}", breach.process.pid)
 
     def _rotate_logs(self) -> None:
         for rid, record in self.records.items():

@@ -90,6 +90,7 @@ def _object(
         "restarts": sum(r["restarts"] for r in replicas),
         "created_at": (created or {}).get(spec.key),
         "command": list(spec.command),
+        "limits": spec.limits.enforcement(),
         "replica_status": replicas,
     }
 

@@ -14,6 +14,7 @@ from orchestrator.clock import SystemClock
 from orchestrator.events import Event, EventBus, EventType
 from orchestrator.execute import Executor
 from orchestrator.graph import desired_state
+from orchestrator.limits import LimitWatch
 from orchestrator.model import ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.probes import Prober
 from orchestrator.reconcile import Reconciler
@@ -28,7 +29,9 @@ class Harness:
         bus = EventBus()
         bus.subscribe(self._record)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), log_dir)
-        self.reconciler = Reconciler(Executor(log_dir), SystemClock(), bus, resync_seconds=1.0, prober=self.prober)
+        self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)), interval=0.1)
+        self.reconciler = Reconciler(Executor(log_dir), SystemClock(), bus, resync_seconds=1.0, prober=self.prober,
+                                     limit_watch=self.limit_watch)
         self.log_dir = log_dir
         self.thread = threading.Thread(target=self.reconciler.run, name="reconciler", daemon=True)
         self.thread.start()
@@ -73,4 +76,5 @@ class Harness:
             self.reconciler.post(lambda r: r.shut_down(force=True))
             self.thread.join(timeout)
         self.prober.close()
+        self.limit_watch.close()
         self.reconciler.close()

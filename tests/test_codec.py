@@ -22,6 +22,7 @@ from orchestrator.model import (
     HookKind,
     Hooks,
     Kind,
+    Limits,
     LogPolicy,
     Probe,
     ProbeAction,
@@ -57,6 +58,9 @@ FULL = ProcessSpec(
     shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
     logs=LogPolicy(max_bytes=1024, keep=2),
     restart_with_dependency=True,
+    limits=Limits(memory_bytes=256 * 1024 * 1024, cpu=0.5, open_files=1024, processes=64),
+    cpu_affinity=(0, 1),
+    io_class="idle",
     probes=Probes(
         startup=Probe(ProbeAction.TCP, port=8080, host="::1", initial_delay_seconds=0.5, failure_threshold=30),
         readiness=Probe(ProbeAction.HTTP, port=8080, path="/healthz", headers=(("X-A", "1"),), period_seconds=2),
@@ -86,6 +90,7 @@ FULL_RECORD = ReplicaRecord(
     hook_started_at=3.5,
     hook_killed=True,
     pre_start_passed=True,
+    over_memory="300 MB resident, limit 256 MB",
 )
 
 
@@ -130,7 +135,7 @@ PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSecond
 
 
 def test_every_spec_field_is_written() -> None:
-    renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy"}
+    renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy", "limits": "resources"}
     every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {"location"}
     assert spec_fields_written(FULL) == every
     assert spec_fields_written(dataclasses.replace(FULL, kind=Kind.JOB)) == every
