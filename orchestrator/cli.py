@@ -307,7 +307,10 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(previous_wakeup)
         reconciler.close()
-    return outcome.code if outcome and outcome.code is not None else EXIT_OK
+    if outcome is not None and outcome.code is None:
+        print(f"orchestrator: stopped before {outcome.key} finished", file=sys.stderr)
+        return 130  # interrupted: a CI job must not read this as the Job's success
+    return outcome.code if outcome is not None and outcome.code is not None else EXIT_OK
 
 
 class _ExitCodeFrom:
@@ -323,13 +326,21 @@ class _ExitCodeFrom:
         self.code: int | None = None
 
     def check(self, reconciler: Any) -> bool:
-        from .model import ReplicaId
+        from .model import Phase, ReplicaId
         from .policy import Step, next_step
 
         if self.code is not None:
             return False
         spec = reconciler.desired.specs.get(self.key)
-        record = reconciler.records.get(ReplicaId(self.key, 0))
+        rid = ReplicaId(self.key, 0)
+        record = reconciler.records.get(rid)
+        waiting = reconciler.waiting.get(rid)
+        if waiting is not None and waiting.phase is Phase.WAITING and "will not be restarted" in waiting.reason:
+            # A dependency failed for good: it can never run, and waiting would hang the CI job.
+            print(f"orchestrator: {self.key} cannot run: {waiting.reason}", file=sys.stderr)
+            self.code = EXIT_INVALID
+            reconciler.shut_down()
+            return False
         if spec is None or record is None or record.process is not None or record.last_exit is None:
             return False
         if next_step(spec, record).step not in (Step.SUCCEEDED, Step.FAILED):

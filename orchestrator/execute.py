@@ -58,7 +58,8 @@ class Executor:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._adopted: set[int] = set()
         self._pidfds: dict[int, int] = {}
-        self._base_env = dict(os.environ)
+        # Not the mark of a daemon this orchestrator may itself run under: its children are its own.
+        self._base_env = {k: v for k, v in os.environ.items() if k != STATE_MARKER}
         raise_open_files_limit()
 
     def spawn(self, replica: ReplicaId, spec: ProcessSpec) -> Child:
@@ -82,7 +83,7 @@ class Executor:
         env["ORCH_REPLICA"] = str(replica.index)
         if self.marker:
             env[STATE_MARKER] = self.marker
-        uid, gid, groups = _user_ids(spec.user, env)
+        uid, gid, groups = user_ids(spec.user, env)
         try:
             log_fd = open_log(self.log_dir, replica)
         except OSError as error:
@@ -115,9 +116,20 @@ class Executor:
             os.close(log_fd)
         pid = popen.pid
         self._children[pid] = popen
-        self._pidfds[pid] = os.pidfd_open(pid)
+        try:
+            self._pidfds[pid] = os.pidfd_open(pid)
+            process = identity(pid)
+        except OSError as error:
+            # Started but not watchable (out of descriptors): it must not run unsupervised.
+            self._kill_rest_of_group(pid)
+            popen.wait()
+            del self._children[pid]
+            fd = self._pidfds.pop(pid, None)
+            if fd is not None:
+                os.close(fd)
+            raise SpawnError(f"started but could not be watched: {error.strerror or error}") from error
         warnings = tuple(apply_at_start(pid, spec))
-        return Child(replica, identity(pid), self._pidfds[pid], log_offset, warnings)
+        return Child(replica, process, self._pidfds[pid], log_offset, warnings)
 
     def renice(self, process: ProcessIdentity, nice: int) -> None:
         """Set the nice value of a running replica's whole tree."""
@@ -226,7 +238,7 @@ class Executor:
         return len(self._pidfds)
 
 
-def _user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:
+def user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:
     """uid, gid and groups that run the child as `user`, with its HOME and USER; needs root."""
     if user is None:
         return None, None, None

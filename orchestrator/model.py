@@ -296,6 +296,7 @@ class ReplicaRecord:
     hook_killed: bool = False  # SIGKILL already sent to the hook's group (it ran past its timeout)
     pre_start_passed: bool = False  # its preStart hook passed: the next start runs the process itself
     over_memory: str = ""  # why the watchdog found it over its memory limit: the planner kills it (OOMKilled)
+    slot_since: float | None = None  # monotonic start of this slot's first process, kept across restarts
 
     @property
     def alive(self) -> bool:

@@ -65,17 +65,26 @@ def usage(pid: int) -> tuple[float, int] | None:
 
 
 def marked_session_leaders(variable: str, value: str, exclude: set[int]) -> list[int]:
-    """Pids of session leaders (as every replica is) whose environment has `variable`=`value`, except
-    `exclude`: replicas an orchestrator started but had not recorded when it died."""
-    found = []
-    for proc in psutil.process_iter():
+    """Pids of session leaders (as every replica is) whose environment has `variable`=`value`, that are
+    neither in `exclude` nor below one of them: replicas an orchestrator started but had not recorded
+    when it died. (A replica's own descendants inherit the mark; one that made its own session is still
+    below its replica, and is left alone.)"""
+    parents: dict[int, int] = {}
+    candidates = []
+    for proc in psutil.process_iter(["ppid"]):
+        parents[proc.pid] = proc.info["ppid"] or 0
         if proc.pid in exclude:
             continue
         try:
-            if os.getsid(proc.pid) != proc.pid:
-                continue  # not a replica: its children share its environment but not its session
-            if proc.environ().get(variable) == value:
-                found.append(proc.pid)
+            if os.getsid(proc.pid) == proc.pid and proc.environ().get(variable) == value:
+                candidates.append(proc.pid)
         except (OSError, psutil.Error):
             continue
+    found = []
+    for pid in candidates:
+        ancestor, steps = parents.get(pid, 0), 0
+        while ancestor > 1 and ancestor not in exclude and steps < 1000:
+            ancestor, steps = parents.get(ancestor, 0), steps + 1
+        if ancestor not in exclude:
+            found.append(pid)
     return found

@@ -114,7 +114,9 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
     for rid, record in records.items():
         if record.process is not None and record.over_memory and not record.killed:
             actions.append(Kill(rid, record.process))  # like the kernel's OOM killer: no grace period
-        if record.hook is not None and not record.hook_killed:
+        # (A preStart hook of something no longer wanted is killed at once, below, not at its timeout.)
+        unwanted_pre_start = record.process is None and rid.key not in desired.specs
+        if record.hook is not None and not record.hook_killed and not unwanted_pre_start:
             deadline = _hook_deadline(desired, rid, record)
             if now >= deadline:
                 actions.append(KillHook(rid, record.hook))
@@ -257,9 +259,11 @@ def _dependency_restarted(
             continue
         for index in range(dep_spec.replicas):
             other = records.get(ReplicaId(dep_spec.key, index))
-            # A live process: a dependency that failed to start again has not restarted.
+            # A live process, in a slot that existed when this one started: a dependency that failed to
+            # start again has not restarted, and a replica added by scaling up is not a restart.
             if (other is not None and other.process is not None and other.started_at is not None
-                    and other.started_at > record.started_at):
+                    and other.started_at > record.started_at
+                    and other.slot_since is not None and other.slot_since <= record.started_at):
                 return True
     return False
 

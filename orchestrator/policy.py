@@ -58,8 +58,9 @@ def record_start(
     maxRestarts. A new spec starts a fresh record.
     """
     started = spec.probes.startup is None  # until its startup probe passes, nothing else is probed
+    slot_since = record.slot_since if record is not None and record.slot_since is not None else now
     if record is None or record.spec != spec:
-        return ReplicaRecord(spec=spec, process=process, started_at=now, started=started)
+        return ReplicaRecord(spec=spec, process=process, started_at=now, started=started, slot_since=slot_since)
     restart = record.last_exit is not None and not record.stopped_on_purpose
     times = record.restart_times
     if restart:
@@ -84,6 +85,7 @@ def record_start(
         hook_killed=False,
         pre_start_passed=False,
         over_memory="",
+        slot_since=slot_since,
     )
 
 

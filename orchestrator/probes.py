@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import SpawnError
+from .execute import STATE_MARKER, user_ids
 from .logs import log_path
 from .model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 
@@ -127,6 +129,7 @@ class Prober:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._states.clear()  # a check still running finds no state and posts nothing
             self._lock.notify()
         self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -151,7 +154,8 @@ class Prober:
 
     def _next(self, key: tuple[ReplicaId, ProbeKind], state: _State, now: float) -> None:
         # From the last due time, so the period holds without drift; from now, if the prober fell behind.
-        state.due = max(state.due + state.probe.period_seconds, now)
+        # At least a millisecond ahead, whatever the period: the schedule must always move forward.
+        state.due = max(state.due + state.probe.period_seconds, now + 1e-3)
         heapq.heappush(self._heap, _Due(state.due, key, state.generation))
 
     # -- checks (worker threads) ------------------------------------------------------------------
@@ -224,11 +228,17 @@ class Prober:
 
 
 def _exec(probe: Probe, spec: ProcessSpec) -> tuple[bool, str]:
-    env = dict(os.environ)
+    """As the replica runs: its directory, environment and user (a check never runs with more rights)."""
+    env = {k: v for k, v in os.environ.items() if k != STATE_MARKER}
     env.update(spec.env)
+    env["ORCH_NAME"], env["ORCH_NAMESPACE"] = spec.name, spec.namespace
     try:
+        uid, gid, groups = user_ids(spec.user, env)
         child = subprocess.Popen(list(probe.command), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                 user=uid, group=gid, extra_groups=groups)
+    except SpawnError as error:
+        return False, f"cannot run {probe.command[0]}: {error}"
     except OSError as error:
         return False, f"cannot run {probe.command[0]}: {error.strerror or error}"
     try:

@@ -47,6 +47,14 @@ Message = Callable[["Reconciler"], None]
 RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], None]
 
 
+def signal_name(number: int) -> str:
+    """SIGTERM for 15; real-time signals have no name in the enum: `signal 40`."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 class Reconciler:
     def __init__(
         self,
@@ -69,6 +77,7 @@ class Reconciler:
         self.limit_watch = limit_watch
         self._log_offsets: dict[ReplicaId, int] = {}
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
+        self._closed = False
         self.desired = DesiredState.empty()
         self.records: dict[ReplicaId, ReplicaRecord] = {}
         self.waiting: dict[ReplicaId, Waiting] = {}
@@ -88,6 +97,8 @@ class Reconciler:
 
     def post(self, message: Message) -> None:
         """Run `message(self)` on the loop's thread at its next wake-up."""
+        if self._closed:
+            return  # a late probe result or request: the loop is gone, and so is its pipe
         self._messages.put(message)
         try:
             os.write(self._wake_w, b"\0")
@@ -132,9 +143,12 @@ class Reconciler:
             if record.process is None:
                 self.records[rid] = record
                 continue
+            stopping_after_hook = records[rid].hook_kind is HookKind.PRE_STOP
             child = self.executor.adopt(rid, record.process)
             if child is not None:
                 self.records[rid] = record
+                if stopping_after_hook:  # its preStop hook was cut short with its orchestrator: stop it now
+                    self.executor.signal_group(record.process, record.spec.shutdown.signal)
                 self._log_offsets[rid] = child.log_offset
                 self._watch(rid, child.process.pid, child.pidfd)
                 self._emit(EventType.ADOPTED, rid, f"adopted pid {child.process.pid}", child.process.pid)
@@ -174,6 +188,8 @@ class Reconciler:
                     self._execute(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds,
                                        StopReason.RESTART), now)
             else:
+                if record.hook is not None:  # a preStart hook: a new start runs a new one
+                    self.executor.kill_group(record.hook)
                 # A fresh record: the next pass starts it, with a new restart budget.
                 del self.records[rid]
         return count
@@ -207,7 +223,7 @@ class Reconciler:
                 if key.fd == self._wake_r:
                     self._drain_wake_pipe()
                 else:
-                    self._child_ended(key.data, now)
+                    self._guarded("an exit", functools.partial(self._child_ended, key.data, now))
 
     def reconcile(self, now: float) -> Plan:
         """Plan and act until the plan has nothing more to start at `now` (dependents start in later rounds)."""
@@ -257,7 +273,7 @@ class Reconciler:
         if pre_stop is not None:
             try:
                 hook = self.executor.spawn_hook(rid, record.spec, pre_stop)
-            except SpawnError as error:
+            except Exception as error:  # noqa: BLE001 - the stop must happen whatever the hook's trouble
                 self._emit(EventType.HOOK_FAILED, rid, f"preStop hook: {error}; stopping now")
             else:
                 self.records[rid] = replace(record, hook=hook.process, hook_kind=HookKind.PRE_STOP,
@@ -314,7 +330,7 @@ class Reconciler:
                        now: float) -> None:
         try:
             child = self.executor.spawn_hook(rid, spec, hook)
-        except SpawnError as error:
+        except Exception as error:  # noqa: BLE001 - whatever it is, the start fails under the backoff
             record = record_start_failure(previous, spec, f"preStart hook: {error}", now, Reason.HOOK_FAILED)
             self.records[rid] = record
             self._emit(EventType.HOOK_FAILED, rid, f"preStart hook: {error}; {self._what_next(record)}")
@@ -341,7 +357,7 @@ class Reconciler:
         kind = record.hook_kind
         ok = status.code == 0
         how = (f"exited with code {status.code}" if status.signal is None
-               else f"killed by {signal.Signals(status.signal).name}")
+               else f"killed by {signal_name(status.signal)}")
         if record.hook_killed:
             how = "ran past its timeout"
         record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
@@ -389,7 +405,7 @@ class Reconciler:
         record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, message))
         self.records[rid] = record
         if status.signal is not None:
-            how = f"killed by {signal.Signals(status.signal).name}"
+            how = f"killed by {signal_name(status.signal)}"
         elif status.code is None:
             how = "ended (adopted, so its exit status is unknown)"
         else:
@@ -534,6 +550,7 @@ class Reconciler:
         self._pidfds.clear()
         self._hook_pidfds.clear()
         self.executor.release()
+        self._closed = True
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -91,6 +91,7 @@ FULL_RECORD = ReplicaRecord(
     hook_killed=True,
     pre_start_passed=True,
     over_memory="300 MB resident, limit 256 MB",
+    slot_since=2.5,
 )
 
 

@@ -81,3 +81,33 @@ def test_pre_stop_runs_before_the_stop_signal(harness: Harness, tmp_path: Path) 
     harness.apply([])
     wait_for(lambda: not harness.records(), what="app stopped and forgotten")
     assert trace.read_text().splitlines() == ["prestop", "term"]
+
+
+def test_restart_during_pre_start_kills_the_running_hook(harness: Harness) -> None:
+    hooks = Hooks(pre_start=Hook(("sleep", "30"), timeout_seconds=20))
+    harness.apply([proc("app", hooks=hooks)])
+    record = wait_for(lambda: (r := harness.records().get(ReplicaId("default/app", 0))) and r.hook and r,
+                      what="the preStart hook to run")
+    first_hook = record.hook.pid  # type: ignore[union-attr]
+    harness.query(lambda r: r.restart("default/app"))
+    wait_for(lambda: not Path(f"/proc/{first_hook}").exists()
+             or Path(f"/proc/{first_hook}/stat").read_text().split()[2] == "Z", what="the first hook killed")
+    second = wait_for(lambda: (r := harness.records().get(ReplicaId("default/app", 0))) and r.hook and r,
+                      what="a new preStart hook")
+    assert second.hook is not None and second.hook.pid != first_hook
+
+
+def test_a_hook_killed_by_a_realtime_signal_leaves_the_loop_running(harness: Harness) -> None:
+    hooks = Hooks(post_start=Hook(("sh", "-c", "kill -40 $$")))
+    harness.apply([proc("app", hooks=hooks)])
+    failed = wait_for(lambda: harness.of(EventType.HOOK_FAILED, "app"), what="the postStart hook to fail")[0]
+    assert "killed by signal 40" in failed.message
+    harness.apply([proc("app", hooks=hooks), proc("other")])
+    wait_for(lambda: harness.pid("other"), what="the loop to go on")
+
+
+def test_a_replica_killed_by_a_realtime_signal_is_restarted(harness: Harness) -> None:
+    harness.apply([proc("app", "sh", "-c", "sleep 0.1; kill -40 $$")])
+    exited = wait_for(lambda: harness.of(EventType.EXITED, "app"), what="app to exit")[0]
+    assert "killed by signal 40" in exited.message
+    wait_for(lambda: len(harness.of(EventType.STARTED, "app")) >= 2, what="app restarted")

@@ -266,7 +266,8 @@ def test_restart_with_dependency(flag: bool, stopped: bool) -> None:
     api = spec("api", "db", restart_with_dependency=flag)
     records = {
         rid("api"): ReplicaRecord(spec=api, process=ProcessIdentity(2, 1), started_at=NOW - 50),
-        rid("db"): ReplicaRecord(spec=db, process=ProcessIdentity(3, 1), started_at=NOW - 10, restarts=1),
+        rid("db"): ReplicaRecord(spec=db, process=ProcessIdentity(3, 1), started_at=NOW - 10, restarts=1,
+                                 slot_since=NOW - 60),
     }
     result = plan(desired_state([db, api]), records, NOW)
     expected = (Stop(rid("api"), ProcessIdentity(2, 1), "SIGTERM", 10.0, StopReason.DEPENDENCY_RESTARTED),)
@@ -284,3 +285,14 @@ def test_restart_with_dependency_waits_for_the_dependency_to_run_again() -> None
     result = plan(desired_state([db, api]), records, NOW)
     assert [type(a).__name__ for a in result.actions] == ["Start"]  # db's restart; api is left alone
     assert result.actions[0].replica == rid("db")  # type: ignore[union-attr]
+
+
+def test_a_dependency_scaled_up_is_not_a_restart() -> None:
+    db = spec("db", replicas=2)
+    api = spec("api", "db", restart_with_dependency=True)
+    records = {
+        rid("api"): ReplicaRecord(spec=api, process=ProcessIdentity(2, 1), started_at=NOW - 50),
+        rid("db", 0): ReplicaRecord(spec=db, process=ProcessIdentity(3, 1), started_at=NOW - 60, slot_since=NOW - 60),
+        rid("db", 1): ReplicaRecord(spec=db, process=ProcessIdentity(4, 1), started_at=NOW - 5, slot_since=NOW - 5),
+    }
+    assert plan(desired_state([db, api]), records, NOW).actions == ()
