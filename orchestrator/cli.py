@@ -167,7 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = commands.add_parser("daemon", help="run the daemon in the foreground",
                                  description="Serve the control socket and keep the host converged. SIGTERM or "
                                  "Ctrl-C stops every process it runs, in reverse dependency order.")
+    daemon.add_argument("--metrics-addr", metavar="HOST:PORT",
+                        help="serve Prometheus metrics there, such as 127.0.0.1:9100 (default: off)")
+    daemon.add_argument("--metrics-interval", type=float, default=10.0, metavar="S",
+                        help="seconds between samples of every replica's cpu and memory (default 10)")
     daemon.set_defaults(handler=_command("daemon"))
+
+    top = commands.add_parser("top", help="live table of cpu and memory per process",
+                              description="Redraw `get -o wide` (cpu over the last sampling interval, resident "
+                              "memory of each process tree) until Ctrl-C.")
+    top.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between redraws")
+    top.add_argument("-n", "--iterations", type=int, default=None, metavar="N", help="stop after N tables")
+    top.set_defaults(handler=_command("top"))
 
     shutdown = commands.add_parser("shutdown", help="stop the daemon and everything it runs",
                                    description="Stop every process in reverse dependency order, then the daemon.")

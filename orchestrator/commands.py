@@ -386,7 +386,29 @@ def unwatch(args: argparse.Namespace) -> int:
 def daemon(args: argparse.Namespace) -> int:
     from .daemon import main
 
-    return main(args.state_dir)
+    return main(args.state_dir, args.metrics_interval, args.metrics_addr)
+
+
+def top(args: argparse.Namespace) -> int:
+    """A live table of every object with cpu and memory, redrawn every --interval seconds until Ctrl-C."""
+    client = _client(args)
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while args.iterations is None or shown < args.iterations:
+            answer = client.request("GET", "/objects?usage=1")
+            width = os.get_terminal_size().columns if tty else None
+            table = render.objects_table(answer["objects"], wide=True, width=width, now=time.time())
+            if tty:
+                print("\x1b[H\x1b[2J", end="")  # home and clear: redraw in place
+            print(f"orchestrator top: revision {answer['revision']}, every {args.interval:g} s (Ctrl-C to quit)")
+            print(table, flush=True)
+            shown += 1
+            if args.iterations is None or shown < args.iterations:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
 
 
 def startup(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from .events import Event, EventBus, EventType
 from .execute import Executor
 from .limits import LimitWatch
 from .manifest import check_spec
+from .metrics import Sampler
 from .model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .policy import Step, next_step
 from .probes import Prober
@@ -53,8 +54,9 @@ def _boot_id() -> str:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, metrics_interval: float = 10.0, metrics_addr: str | None = None) -> None:
         self.state_dir = state_dir
+        self.metrics_addr = metrics_addr
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = self._lock()
         self.store = Store(state_dir / "state.db")
@@ -66,6 +68,7 @@ class Daemon:
         self.events.subscribe(_print_event)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
         self.marker = str(state_dir.resolve())
+        self.sampler = Sampler(metrics_interval)
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
         self.reconciler = Reconciler(Executor(state_dir / "logs", marker=self.marker), self.clock, self.events,
                                      persist=self._persist, prober=self.prober, limit_watch=self.limit_watch)
@@ -113,6 +116,10 @@ class Daemon:
         """Run until shut down; returns the exit code."""
         self._loop_thread = threading.current_thread()
         self.restore()
+        if self.metrics_addr:
+            from .prometheus import serve_metrics
+
+            serve_metrics(self.metrics_addr, self)
         self.server = ControlServer(socket_path(self.state_dir), self)
         self.server.start()
         interrupts = 0
@@ -143,6 +150,7 @@ class Daemon:
             self.server.stop()
         self.prober.close()
         self.limit_watch.close()
+        self.sampler.close()
         self._persist(self.reconciler.records)
         self.reconciler.close()
         self.store.close()
@@ -154,7 +162,7 @@ class Daemon:
         routes: dict[tuple[str, str], Callable[[dict[str, str], dict[str, Any]], dict[str, Any]]] = {
             ("GET", "/health"): lambda q, b: {"pid": os.getpid(), "version": __version__,
                                               "state_dir": str(self.state_dir)},
-            ("GET", "/objects"): lambda q, b: _with_usage(self._call(lambda r: self._objects(q)), q),
+            ("GET", "/objects"): lambda q, b: _with_usage(self._call(lambda r: self._objects(q)), q, self.sampler),
             ("GET", "/desired"): lambda q, b: self._call(lambda r: self._desired()),
             ("POST", "/apply"): lambda q, b: self._call(lambda r: self._apply(b)),
             ("POST", "/delete"): lambda q, b: self._call(lambda r: self._delete(b)),
@@ -462,6 +470,7 @@ class Daemon:
     def _persist(self, records: Mapping[ReplicaId, ReplicaRecord]) -> None:
         """End of a reconcile pass: save what changed, records and events, in two short transactions."""
         self.store.save_records(records)
+        self.sampler.sync({rid: r.process for rid, r in records.items() if r.process is not None})
         with self._unsaved_lock:
             events, self._unsaved = self._unsaved, []
         self.store.add_events(events)
@@ -532,16 +541,24 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
     return dataclasses.replace(record, restart_times=(), crash_streak=0, last_exit=last_exit)
 
 
-def _with_usage(answer: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
-    """Add cpu and memory of each running replica's tree (sampled here, on the API thread, off the loop)."""
+def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler) -> dict[str, Any]:
+    """Add cpu and memory of each running replica's tree: the sampler's latest pass (cpu over its interval),
+    or, before its first two passes, one look now (cpu averaged over the process's life)."""
     if not query.get("usage"):
         return answer
     from .observe import usage
 
     for document in answer["objects"]:
         for replica in document["replica_status"]:
-            sample = usage(replica["pid"]) if replica["pid"] else None
-            replica["cpu_percent"], replica["memory_bytes"] = sample if sample else (None, None)
+            if not replica["pid"]:
+                replica["cpu_percent"], replica["memory_bytes"] = None, None
+                continue
+            latest = sampler.latest(ReplicaId(document["key"], replica["index"]))
+            if latest is not None and latest.cpu_percent is not None:
+                replica["cpu_percent"], replica["memory_bytes"] = latest.cpu_percent, latest.memory_bytes
+            else:
+                look = usage(replica["pid"])
+                replica["cpu_percent"], replica["memory_bytes"] = look if look else (None, None)
     return answer
 
 
@@ -592,13 +609,18 @@ def codec_watch(text: str) -> dict[str, Any]:
     return {"paths": [str(p) for p in value["paths"]], "prune": bool(value.get("prune"))}
 
 
-def main(state_dir: Path) -> int:
+def main(state_dir: Path, metrics_interval: float = 10.0, metrics_addr: str | None = None) -> int:
     try:
-        daemon = Daemon(state_dir)
+        daemon = Daemon(state_dir, metrics_interval, metrics_addr)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1
-    return daemon.serve()
+    try:
+        return daemon.serve()
+    except UserError as error:  # e.g. the metrics address is taken: what runs is left as it is
+        print(f"orchestrator: {error}", file=sys.stderr)
+        daemon.close()
+        return 1
 
 
 __all__ = ["Daemon", "DaemonLocked", "ReplicaId", "main"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psutil
 
 from .model import Limits, ProcessIdentity, ProcessSpec, ReplicaId
+from .observe import sample_trees
 
 IO_CLASSES = {"realtime": psutil.IOPRIO_CLASS_RT, "best-effort": psutil.IOPRIO_CLASS_BE,
               "idle": psutil.IOPRIO_CLASS_IDLE}
@@ -153,8 +154,9 @@ class LimitWatch:
     def sample(self, targets: Mapping[ReplicaId, Watched]) -> list[Breach]:
         """One pass: the memory and CPU of every watched tree, compared with its limits."""
         breaches = []
+        trees = sample_trees([w.process.pid for w in targets.values()])
         for rid, watched in targets.items():
-            usage = _tree_usage(watched.process.pid)
+            usage = trees.get(watched.process.pid)
             if usage is None:
                 continue
             rss, cpu_seconds = usage
@@ -181,22 +183,3 @@ class LimitWatch:
                     self._throttled.discard(rid)
                     breaches.append(Breach(rid, watched.process, "cpu", False, f"{cores:.2f} cores, back under"))
         return breaches
-
-
-def _tree_usage(pid: int) -> tuple[int, float] | None:
-    """(resident bytes, cpu seconds) of a process and everything below it; None when it is gone."""
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    rss, cpu = 0, 0.0
-    for proc in tree:
-        try:
-            with proc.oneshot():
-                rss += proc.memory_info().rss
-                times = proc.cpu_times()
-                cpu += times.user + times.system
-        except psutil.Error:
-            continue
-    return rss, cpu

@@ -1,0 +1,66 @@
+"""The Prometheus text endpoint (`daemon --metrics-addr HOST:PORT`), served by prometheus_client.
+
+Each scrape asks the daemon for the status of every replica (on the reconciler's thread, like any API
+request) and the sampler for cpu and memory. Off by default; reachable by whoever can reach the address,
+so bind it to 127.0.0.1 unless the host's network is trusted. Labels carry names only, never env values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import UserError
+from .model import ReplicaId
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+
+class _Collector:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["namespace", "name", "replica"]
+        up = GaugeMetricFamily("orchestrator_replica_up", "1 while the replica's process runs", labels=labels)
+        ready = GaugeMetricFamily("orchestrator_replica_ready", "1 while the replica is ready", labels=labels)
+        restarts = CounterMetricFamily("orchestrator_replica_restarts", "Restarts of the replica", labels=labels)
+        cpu = CounterMetricFamily("orchestrator_replica_cpu_seconds", "CPU time of the replica's process tree",
+                                  labels=labels)
+        memory = GaugeMetricFamily("orchestrator_replica_memory_bytes", "Resident memory of the replica's tree",
+                                   labels=labels)
+        answer = self.daemon.handle("GET", "/objects", {}, {})
+        for document in answer["objects"]:
+            for replica in document["replica_status"]:
+                values = [document["namespace"], document["name"], str(replica["index"])]
+                up.add_metric(values, 1.0 if replica["phase"] == "Running" else 0.0)
+                ready.add_metric(values, 1.0 if replica.get("ready") else 0.0)
+                restarts.add_metric(values, float(replica["restarts"]))
+                sample = self.daemon.sampler.latest(ReplicaId(document["key"], replica["index"]))
+                if sample is not None and replica["pid"]:
+                    cpu.add_metric(values, sample.cpu_seconds)
+                    memory.add_metric(values, float(sample.memory_bytes))
+        cost = GaugeMetricFamily("orchestrator_metrics_pass_seconds", "Duration of the last sampling pass")
+        cost.add_metric([], self.daemon.sampler.last_pass_seconds)
+        yield from (up, ready, restarts, cpu, memory, cost)
+
+
+def serve_metrics(address: str, daemon: Daemon) -> None:
+    """Serve /metrics on `address` (HOST:PORT) in a background thread."""
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError as error:
+        raise UserError("--metrics-addr needs the prometheus_client package (pip install prometheus_client)") \
+            from error
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not host:
+        raise UserError(f"--metrics-addr {address!r}: expected HOST:PORT, such as 127.0.0.1:9100")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(daemon))  # type: ignore[arg-type]
+    try:
+        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    except OSError as error:
+        raise UserError(f"--metrics-addr {address}: {error.strerror or error}") from error
