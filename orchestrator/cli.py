@@ -266,6 +266,7 @@ def _run(args: argparse.Namespace) -> int:
     from .events import EventBus
     from .execute import Executor
     from .limits import LimitWatch
+    from .metrics import Sampler
     from .probes import Prober
     from .reconcile import Reconciler
     from .render import event_json, event_line
@@ -288,8 +289,9 @@ def _run(args: argparse.Namespace) -> int:
     events.subscribe(show)
     prober = Prober(lambda t: reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
     limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
+    sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)))
     reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober,
-                            limit_watch=limit_watch)
+                            limit_watch=limit_watch, sampler=sampler)
     reconciler.set_desired(desired)
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
 
@@ -311,6 +313,7 @@ def _run(args: argparse.Namespace) -> int:
             watcher.stop()
         prober.close()
         limit_watch.close()
+        sampler.close()
         if reconciler.alive:  # only when the loop itself failed: never leave children behind
             reconciler.executor.kill_all()
         # Everything has stopped: a Ctrl-C arriving now must not turn a clean exit into a failure.

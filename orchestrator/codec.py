@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from .errors import Location
 from .events import Event, EventType
 from .model import (
+    Autoscale,
     Backoff,
     Condition,
     Dependency,
@@ -102,6 +103,10 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
                                               ("processes", spec.limits.processes)) if value is not None}
     if limits:
         body["resources"] = {"limits": limits}
+    if spec.autoscale is not None:
+        auto = spec.autoscale
+        body["autoscale"] = {"min": auto.min, "max": auto.max, "targetCPUPercent": auto.target_cpu_percent,
+                             "scaleUpSeconds": auto.scale_up_seconds, "scaleDownSeconds": auto.scale_down_seconds}
     if spec.cpu_affinity:
         body["cpuAffinity"] = list(spec.cpu_affinity)
     if spec.io_class is not None:
@@ -178,6 +183,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         probes=probes,
         hooks=hooks,
         limits=limits,
+        autoscale=autoscale_from_document(body.raw("autoscale", None)),
         cpu_affinity=tuple(body.integers("cpuAffinity", ())),
         io_class=body.text("ioClass", None),
         location=location,
@@ -213,6 +219,21 @@ def hooks_from_document(document: object) -> Hooks:
             raise ValueError(f"spec.hooks.{name}: {error}") from error
         found[_HOOK_FIELDS[kind]] = Hook(command, timeout)
     return Hooks(**found)
+
+
+def autoscale_from_document(document: object) -> Autoscale | None:
+    """An autoscale policy from a validated document (None when absent); ValueError if garbled."""
+    if document is None:
+        return None
+    if not isinstance(document, Mapping):
+        raise ValueError(f"spec.autoscale: expected a mapping, got {document!r}")  # noqa: TRY004 - garbled input
+    try:
+        return Autoscale(min=int(document["min"]), max=int(document["max"]),
+                         target_cpu_percent=float(document["targetCPUPercent"]),
+                         scale_up_seconds=float(document.get("scaleUpSeconds", Autoscale.scale_up_seconds)),
+                         scale_down_seconds=float(document.get("scaleDownSeconds", Autoscale.scale_down_seconds)))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"spec.autoscale: {error}") from error
 
 
 def limits_from_document(document: object) -> Limits:

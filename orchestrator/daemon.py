@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from . import __version__, codec, graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
+from .autoscale import keep_pool_size
 from .clock import SystemClock
 from .errors import ManifestError, UserError
 from .events import Event, EventBus, EventType
@@ -68,10 +69,12 @@ class Daemon:
         self.events.subscribe(_print_event)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
         self.marker = str(state_dir.resolve())
-        self.sampler = Sampler(metrics_interval)
+        self.sampler = Sampler(metrics_interval,
+                               lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
         self.reconciler = Reconciler(Executor(state_dir / "logs", marker=self.marker), self.clock, self.events,
-                                     persist=self._persist, prober=self.prober, limit_watch=self.limit_watch)
+                                     persist=self._persist, prober=self.prober, limit_watch=self.limit_watch,
+                                     sampler=self.sampler)
         self.revision = 0
         self.created: dict[str, float] = {}
         self.watchers: list[tuple[dict[str, Any], Any]] = []  # (watch, its ManifestWatcher)
@@ -280,6 +283,7 @@ class Daemon:
         current = dict(self.reconciler.desired.specs)
         new = dict(current)
         results = []
+        specs = [keep_pool_size(spec, current.get(spec.key)) for spec in specs]
         for spec in specs:
             old = current.get(spec.key)
             result = "created" if old is None else ("unchanged" if old == spec else "configured")
@@ -381,6 +385,9 @@ class Daemon:
         spec = self.reconciler.desired.specs[key]
         if spec.kind is Kind.JOB:
             raise Conflict(f"{key} is a Job: a Job has no replicas to scale")
+        if spec.autoscale is not None:
+            raise Conflict(f"{key} is autoscaled between {spec.autoscale.min} and {spec.autoscale.max}: change its "
+                           "autoscale in the manifest instead")
         specs = {**self.reconciler.desired.specs, key: dataclasses.replace(spec, replicas=replicas)}
         if replicas != spec.replicas:
             self._commit(graph.desired_state(specs.values()), "scale", body, [],
@@ -470,7 +477,6 @@ class Daemon:
     def _persist(self, records: Mapping[ReplicaId, ReplicaRecord]) -> None:
         """End of a reconcile pass: save what changed, records and events, in two short transactions."""
         self.store.save_records(records)
-        self.sampler.sync({rid: r.process for rid, r in records.items() if r.process is not None})
         with self._unsaved_lock:
             events, self._unsaved = self._unsaved, []
         self.store.add_events(events)

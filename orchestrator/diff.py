@@ -48,6 +48,7 @@ FIELDS: dict[str, FieldRule] = {
     "probes": FieldRule("spec.probes", False),
     # Hooks run at the next start or stop; the running process is not affected.
     "hooks": FieldRule("spec.hooks", False),
+    "autoscale": FieldRule("spec.autoscale", False),
     # Set on the process when it starts (rlimits, affinity, I/O class): a change needs a new process.
     "limits": FieldRule("spec.resources.limits", True),
     "cpu_affinity": FieldRule("spec.cpuAffinity", True),

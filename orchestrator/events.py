@@ -29,6 +29,7 @@ class EventType(str, Enum):
     KILLING = "Killing"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    SCALED = "Scaled"  # an autoscaled pool changed size
     LIMIT_EXCEEDED = "LimitExceeded"
     LIMIT_RESTORED = "LimitRestored"
     LIMIT_NOT_APPLIED = "LimitNotApplied"

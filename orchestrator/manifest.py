@@ -33,7 +33,14 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
-from .codec import API_VERSION, hooks_from_document, limits_from_document, probe_from_document, spec_to_document
+from .codec import (
+    API_VERSION,
+    autoscale_from_document,
+    hooks_from_document,
+    limits_from_document,
+    probe_from_document,
+    spec_to_document,
+)
 from .errors import Location, ManifestError, Problem
 from .model import (
     DEFAULT_NAMESPACE,
@@ -600,6 +607,15 @@ def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
                 except ValueError as error:
                     limit_path: FieldPath = ("spec", "resources", "limits", limit)
                     problems.append(Problem(doc.at(limit_path), dotted(limit_path), str(error)))
+    auto = spec.get("autoscale")
+    if isinstance(auto, dict):
+        if "replicas" in spec:
+            problems.append(Problem(doc.key_at(("spec", "replicas")), "spec.replicas",
+                                    "give replicas or autoscale, not both: autoscale sets the number of replicas"))
+        low, high = auto.get("min"), auto.get("max")
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            problems.append(Problem(doc.at(("spec", "autoscale", "min")), "spec.autoscale.min",
+                                    f"min ({low}) is larger than max ({high})"))
     seen: dict[str, int] = {}
     listed: FieldPath
     for index, dependency in enumerate(spec.get("dependsOn") or ()):
@@ -678,7 +694,8 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
         working_dir=os.path.normpath(os.path.join(folder, spec.get("workingDir", "."))),
         env=tuple(sorted(env.items())),
         user=spec.get("user"),
-        replicas=int(spec.get("replicas", defaults.replicas)),
+        # An autoscaled pool starts at its minimum; the autoscaler moves it from there.
+        replicas=int(spec["autoscale"]["min"]) if "autoscale" in spec else int(spec.get("replicas", defaults.replicas)),
         priority=int(spec.get("priority", defaults.priority)),
         restart_policy=RestartPolicy(spec.get("restartPolicy", defaults.restart_policy)),
         success_exit_codes=tuple(int(c) for c in spec.get("successExitCodes", defaults.success_exit_codes)),
@@ -712,6 +729,7 @@ def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> P
                          for kind in ("startup", "readiness", "liveness") if kind in spec.get("probes", {})}),
         hooks=hooks_from_document(spec.get("hooks", {})),
         limits=limits_from_document(spec.get("resources", {})),
+        autoscale=autoscale_from_document(spec.get("autoscale")),
         cpu_affinity=tuple(spec.get("cpuAffinity", ())),
         io_class=spec.get("ioClass"),
         location=doc.keys.get(("apiVersion",)) or doc.at(()),

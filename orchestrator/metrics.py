@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .model import ProcessIdentity, ReplicaId
+from .autoscale import recommend
+from .model import Autoscale, ProcessIdentity, ReplicaId
 from .observe import sample_trees
 
 HISTORY = 60  # samples kept per replica
@@ -27,9 +28,18 @@ class Sample:
     memory_bytes: int
 
 
+ScaleCallback = Callable[[str, int, str], None]
+
+
 class Sampler:
-    def __init__(self, interval: float = 10.0) -> None:
+    """Also the autoscaler's eyes: after each pass it averages each autoscaled pool's CPU, asks
+    autoscale.recommend, and posts a new size through `on_scale(key, size, why)`; it never scales itself."""
+
+    def __init__(self, interval: float = 10.0, on_scale: ScaleCallback | None = None) -> None:
         self.interval = interval
+        self.on_scale = on_scale
+        self._pools: dict[str, tuple[Autoscale, int]] = {}
+        self._pool_history: dict[str, list[tuple[float, float]]] = {}
         self._targets: dict[ReplicaId, ProcessIdentity] = {}
         self._history: dict[ReplicaId, deque[Sample]] = {}
         self._condition = threading.Condition()
@@ -38,12 +48,19 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="metrics", daemon=True)
         self._thread.start()
 
-    def sync(self, targets: Mapping[ReplicaId, ProcessIdentity]) -> None:
+    def sync(self, targets: Mapping[ReplicaId, ProcessIdentity],
+             pools: Mapping[str, tuple[Autoscale, int]] | None = None) -> None:
+        """Sample these replicas from now on; `pools`: each autoscaled key's policy and current size."""
         with self._condition:
             for rid in list(self._history):
                 if rid not in targets or targets[rid] != self._targets.get(rid):
                     del self._history[rid]  # a new process starts a new history
             self._targets = dict(targets)
+            pools = dict(pools or {})
+            for key in list(self._pool_history):
+                if self._pools.get(key) != pools.get(key):
+                    del self._pool_history[key]  # a new size or policy: its windows start again
+            self._pools = pools
 
     def latest(self, rid: ReplicaId) -> Sample | None:
         with self._condition:
@@ -89,4 +106,24 @@ class Sampler:
                 else:
                     percent = None
                 history.append(Sample(now, percent, cpu_seconds, rss))
+            decisions = self._autoscale(time.monotonic())
         self.last_pass_seconds = time.perf_counter() - started
+        if self.on_scale is not None:
+            for key, size, why in decisions:
+                self.on_scale(key, size, why)
+
+    def _autoscale(self, now: float) -> list[tuple[str, int, str]]:
+        """Fold this pass into each pool's history; the pools whose size should change, and why."""
+        decisions = []
+        for key, (policy, size) in self._pools.items():
+            samples = [history[-1].cpu_percent for rid, history in self._history.items()
+                       if rid.key == key and history and history[-1].cpu_percent is not None]
+            pool = self._pool_history.setdefault(key, [])
+            if samples:
+                pool.append((now, sum(s for s in samples if s is not None) / len(samples)))
+            wanted = recommend(policy, size, pool, now)
+            if wanted != size:
+                average = f"average cpu {pool[-1][1]:.0f}%" if pool else "out of bounds"
+                decisions.append((key, wanted, f"{average}, target {policy.target_cpu_percent:g}%"))
+                self._pool_history.pop(key, None)
+        return decisions

@@ -171,6 +171,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Autoscale:
+    min: int
+    max: int
+    target_cpu_percent: float
+    scale_up_seconds: float = 30.0
+    scale_down_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class Dependency:
     name: str
     condition: Condition = Condition.STARTED
@@ -209,6 +218,7 @@ class ProcessSpec:
     probes: Probes = Probes()
     hooks: Hooks = Hooks()
     limits: Limits = Limits()
+    autoscale: Autoscale | None = None  # when set, `replicas` is the pool's current size, moved by the autoscaler
     cpu_affinity: tuple[int, ...] = ()
     io_class: str | None = None
     location: Location | None = field(default=None, compare=False)

@@ -17,12 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from .autoscale import keep_pool_size
 from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor
+from .graph import desired_state
 from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, nice_of
 from .logs import log_path, rotate_if_needed
+from .metrics import Sampler
 from .model import (
     DesiredState,
     Exit,
@@ -65,6 +68,7 @@ class Reconciler:
         persist: RecordSink | None = None,
         prober: Prober | None = None,
         limit_watch: LimitWatch | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         """`persist` receives the records after every pass (the daemon's store); `run` keeps none.
         `prober` is told after every pass which replicas to probe; its transitions come back as messages."""
@@ -75,6 +79,7 @@ class Reconciler:
         self.persist = persist
         self.prober = prober
         self.limit_watch = limit_watch
+        self.sampler = sampler
         self._log_offsets: dict[ReplicaId, int] = {}
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
         self._closed = False
@@ -108,6 +113,9 @@ class Reconciler:
     # -- run state changes (loop thread only) ---------------------------------------------------
 
     def set_desired(self, desired: DesiredState) -> None:
+        kept = [keep_pool_size(spec, self.desired.specs.get(key)) for key, spec in desired.specs.items()]
+        if any(spec is not desired.specs[spec.key] for spec in kept):
+            desired = desired_state(kept)  # autoscaled pools keep the size they were given
         self.desired = desired
         # Priority is applied in place: a running process is reniced, not restarted.
         for rid, record in self.records.items():
@@ -459,6 +467,10 @@ class Reconciler:
             self.limit_watch.sync({rid: Watched(record.process, record.spec.limits)
                                    for rid, record in self.records.items()
                                    if record.process is not None and record.spec.limits.watched})
+        if self.sampler is not None:
+            self.sampler.sync({rid: r.process for rid, r in self.records.items() if r.process is not None},
+                              {key: (spec.autoscale, spec.replicas) for key, spec in self.desired.specs.items()
+                               if spec.autoscale is not None})
 
     def _guarded(self, what: str, work: Callable[[], object]) -> None:
         """Do `work`; a bug in it becomes an event and the loop goes on: the processes it keeps running
@@ -513,6 +525,18 @@ class Reconciler:
         }[(kind, transition.passing)]
         self._emit(event, rid, f"{kind.value} probe {transition.message}; {consequence}", record.process.pid
                    if record.process else None)
+
+    def autoscale(self, key: str, size: int, why: str) -> None:
+        """The autoscaler asks for a new pool size: a new desired state, not a revision (a re-apply keeps it)."""
+        spec = self.desired.specs.get(key)
+        if spec is None or spec.autoscale is None or self.shutting_down:
+            return
+        size = max(spec.autoscale.min, min(spec.autoscale.max, size))
+        if size == spec.replicas:
+            return
+        specs = {**self.desired.specs, key: replace(spec, replicas=size)}
+        self.desired = desired_state(specs.values())
+        self._emit(EventType.SCALED, key, f"{spec.replicas} -> {size}: {why}")
 
     def limit_breach(self, breach: Breach) -> None:
         """The watchdog found a tree over (or back under) a limit: fold it into the record of that process."""

@@ -15,6 +15,7 @@ from orchestrator.events import Event, EventBus, EventType
 from orchestrator.execute import Executor
 from orchestrator.graph import desired_state
 from orchestrator.limits import LimitWatch
+from orchestrator.metrics import Sampler
 from orchestrator.model import ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.probes import Prober
 from orchestrator.reconcile import Reconciler
@@ -30,8 +31,9 @@ class Harness:
         bus.subscribe(self._record)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), log_dir)
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)), interval=0.1)
+        self.sampler = Sampler(0.1, lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
         self.reconciler = Reconciler(Executor(log_dir), SystemClock(), bus, resync_seconds=1.0, prober=self.prober,
-                                     limit_watch=self.limit_watch)
+                                     limit_watch=self.limit_watch, sampler=self.sampler)
         self.log_dir = log_dir
         self.thread = threading.Thread(target=self.reconciler.run, name="reconciler", daemon=True)
         self.thread.start()
@@ -77,4 +79,5 @@ class Harness:
             self.thread.join(timeout)
         self.prober.close()
         self.limit_watch.close()
+        self.sampler.close()
         self.reconciler.close()

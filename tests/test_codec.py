@@ -14,6 +14,7 @@ from orchestrator.errors import Location
 from orchestrator.events import Event, EventType
 from orchestrator.manifest import load_specs, schemas
 from orchestrator.model import (
+    Autoscale,
     Backoff,
     Condition,
     Dependency,
@@ -59,6 +60,7 @@ FULL = ProcessSpec(
     logs=LogPolicy(max_bytes=1024, keep=2),
     restart_with_dependency=True,
     limits=Limits(memory_bytes=256 * 1024 * 1024, cpu=0.5, open_files=1024, processes=64),
+    autoscale=Autoscale(min=2, max=10, target_cpu_percent=70, scale_up_seconds=15, scale_down_seconds=120),
     cpu_affinity=(0, 1),
     io_class="idle",
     probes=Probes(
@@ -194,6 +196,7 @@ MANIFEST_LIKE = [
         max_restarts=None,
         restart_window_seconds=ProcessSpec.restart_window_seconds,
         probes=Probes(),  # a Job has none
+        autoscale=None,
         restart_with_dependency=False,
     ),
     ProcessSpec(name="a", command=("b",)),
@@ -319,7 +322,7 @@ DELETE = object()
         ({"spec__restartPolicy": "Sometimes"}, "spec.restartPolicy: 'Sometimes' is not one of Always, OnFailure"),
         ({"spec__dependsOn": [{"condition": "ready"}]}, "spec.dependsOn[0].name: missing"),
         ({"spec__shutdown__timeout": 3}, "spec.shutdown.timeout: unknown field"),
-        ({"spec__autoscale": {}}, "spec.autoscale: unknown field"),
+        ({"spec__sidecars": {}}, "spec.sidecars: unknown field"),
     ],
 )
 def test_garbled_document_is_a_value_error_naming_the_field(changes: dict[str, Any], message: str) -> None:

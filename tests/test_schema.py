@@ -114,7 +114,7 @@ def test_kinds_have_their_own_fields() -> None:
     process = schemas()[("orchestrator/v1", "Process")]["properties"]["spec"]["properties"]
     job = schemas()[("orchestrator/v1", "Job")]["properties"]["spec"]["properties"]
     assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes",
-                                          "restartWithDependency"}
+                                          "restartWithDependency", "autoscale"}
     assert set(job) - set(process) == {"backoffLimit"}
 
 
@@ -201,6 +201,7 @@ VALID = [
     ("command: [x]\nresources: {limits: {cpu: 1.5}}", "limits", Limits(cpu=1.5)),
     ("command: [x]\ncpuAffinity: [0, 1]", "cpu_affinity", (0, 1)),
     ("command: [x]\nioClass: idle", "io_class", "idle"),
+    ("command: [x]\nautoscale: {min: 2, max: 5, targetCPUPercent: 70}", "replicas", 2),
     ("command: [x]\nhooks: {preStart: {exec: [./m.sh]}}", "hooks", Hooks(pre_start=Hook(("./m.sh",)))),
     ("command: [x]\nhooks: {preStop: {exec: [a, b], timeoutSeconds: 0.5}}", "hooks",
      Hooks(pre_stop=Hook(("a", "b"), 0.5))),
@@ -346,6 +347,10 @@ INVALID = [
     ("command: [x]\nresources: {limits: {openFiles: 0}}", ["spec.resources.limits.openFiles: must be at least 1, got 0"]),
     ("command: [x]\nresources: {limits: {swap: 1}}", ["spec.resources.limits: unknown field 'swap'"]),
     ("command: [x]\nioClass: fast", ["spec.ioClass: 'fast' is not one of idle, best-effort, realtime"]),
+    ("command: [x]\nreplicas: 2\nautoscale: {min: 1, max: 3, targetCPUPercent: 50}",
+     ["spec.replicas: give replicas or autoscale, not both: autoscale sets the number of replicas"]),
+    ("command: [x]\nautoscale: {min: 4, max: 3, targetCPUPercent: 50}",
+     ["spec.autoscale.min: min (4) is larger than max (3)"]),
     ("command: [x]\nhooks: {preStart: {exec: []}}", ["spec.hooks.preStart.exec: must not be empty"]),
     ("command: [x]\nhooks: {onCrash: {exec: [x]}}", ["spec.hooks: unknown field 'onCrash'"]),
     ("command: [x]\nlogs: {maxBytes: 0}", ["spec.logs.maxBytes: must be at least 1, got 0"]),
