@@ -112,8 +112,25 @@ class Daemon:
         self.store.set_meta("boot_id", boot)
         self.reconciler.adopt(records)
         self.reconciler.stop_strays(self.marker)
+        self._keep_adopted_pool_sizes()
         for watch in self.store.watches():
             self._start_watch(codec_watch(watch))
+
+    def _keep_adopted_pool_sizes(self) -> None:
+        """An autoscaled pool's size is run state: a restarted daemon takes it from the replicas it adopted,
+        so that restarting the daemon never scales a pool down."""
+        specs = dict(self.reconciler.desired.specs)
+        changed = False
+        for key, spec in specs.items():
+            if spec.autoscale is None:
+                continue
+            running = [rid.index for rid, r in self.reconciler.records.items() if rid.key == key and r.process]
+            size = max(spec.autoscale.min, min(spec.autoscale.max, max(running, default=-1) + 1))
+            if size != spec.replicas:
+                specs[key] = dataclasses.replace(spec, replicas=size)
+                changed = True
+        if changed:
+            self.reconciler.desired = graph.desired_state(specs.values())
 
     def serve(self) -> int:
         """Run until shut down; returns the exit code."""
