@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -112,3 +112,15 @@ def no_leftover_processes() -> Iterator[None]:
 def orchestrator_cmd() -> list[str]:
     """The CLI as a command line, run by this interpreter."""
     return [sys.executable, "-m", "orchestrator"]
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Any]:
+    """A reconciler on its own thread with real processes (tests/harness.py), always closed."""
+    from harness import Harness
+
+    h = Harness(tmp_path / "logs")
+    try:
+        yield h
+    finally:
+        h.close()

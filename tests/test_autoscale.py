@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,13 +53,6 @@ def test_reapplying_keeps_the_size_the_autoscaler_gave() -> None:
     assert keep_pool_size(smaller, old).replicas == 2
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "logs")
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_a_pool_grows_under_load_and_shrinks_after(harness: Harness, tmp_path: Path) -> None:

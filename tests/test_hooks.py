@@ -4,10 +4,8 @@ the stop signal; each is bounded by its timeout."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import wait_for
 from harness import Harness
 
@@ -21,13 +19,6 @@ def proc(name: str, *command: str, **fields: object) -> ProcessSpec:
     return ProcessSpec(name=name, command=command or ("sleep", "60"), **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "logs")
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_pre_start_runs_before_the_process(harness: Harness, tmp_path: Path) -> None:

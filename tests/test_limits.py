@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -24,13 +23,6 @@ def proc(name: str, *command: str, **fields: object) -> ProcessSpec:
     return ProcessSpec(name=name, command=command or ("sleep", "60"), **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "logs")
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 @pytest.mark.parametrize(("priority", "nice"), [(0, 0), (5, -1), (50, -10), (100, -20), (-50, 10), (-100, 19)])

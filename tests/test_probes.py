@@ -9,11 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from conftest import REPO, wait_for
 from harness import Harness
 
@@ -74,13 +72,6 @@ def fast(action: ProbeAction, **fields: object) -> Probe:
     return Probe(action, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "logs")
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def ready(h: Harness, name: str) -> bool:

@@ -6,11 +6,9 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from conftest import wait_for
 from harness import Harness
 
@@ -26,13 +24,6 @@ def proc(name: str, *command: str, **fields: object) -> ProcessSpec:
     return ProcessSpec(name=name, command=command or ("sleep", "60"), **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path / "logs")
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_killed_child_is_respawned(harness: Harness) -> None:
