@@ -169,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "Ctrl-C stops every process it runs, in reverse dependency order.")
     daemon.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics there, such as 127.0.0.1:9100 (default: off)")
-    daemon.add_argument("--metrics-interval", type=float, default=10.0, metavar="S",
-                        help="seconds between samples of every replica's cpu and memory (default 10)")
+    daemon.add_argument("--metrics-interval", type=float, default=20.0, metavar="S",
+                        help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
+                        "pools are judged at this pace too)")
     daemon.set_defaults(handler=_command("daemon"))
 
     top = commands.add_parser("top", help="live table of cpu and memory per process",
@@ -289,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
     events.subscribe(show)
     prober = Prober(lambda t: reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
     limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
-    sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)))
+    sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)),
+                      pools_only=True)
     reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober,
                             limit_watch=limit_watch, sampler=sampler)
     reconciler.set_desired(desired)

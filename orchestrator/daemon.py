@@ -55,7 +55,7 @@ def _boot_id() -> str:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, metrics_interval: float = 10.0, metrics_addr: str | None = None) -> None:
+    def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None) -> None:
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -632,7 +632,7 @@ def codec_watch(text: str) -> dict[str, Any]:
     return {"paths": [str(p) for p in value["paths"]], "prune": bool(value.get("prune"))}
 
 
-def main(state_dir: Path, metrics_interval: float = 10.0, metrics_addr: str | None = None) -> int:
+def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None) -> int:
     try:
         daemon = Daemon(state_dir, metrics_interval, metrics_addr)
     except UserError as error:

@@ -35,9 +35,12 @@ class Sampler:
     """Also the autoscaler's eyes: after each pass it averages each autoscaled pool's CPU, asks
     autoscale.recommend, and posts a new size through `on_scale(key, size, why)`; it never scales itself."""
 
-    def __init__(self, interval: float = 10.0, on_scale: ScaleCallback | None = None) -> None:
+    def __init__(self, interval: float = 20.0, on_scale: ScaleCallback | None = None, pools_only: bool = False) -> None:
+        """`pools_only`: sample only the replicas of autoscaled pools (`run`, which shows no metrics), so
+        that an orchestrator without pools samples nothing at all."""
         self.interval = interval
         self.on_scale = on_scale
+        self.pools_only = pools_only
         self._pools: dict[str, tuple[Autoscale, int]] = {}
         self._pool_history: dict[str, list[tuple[float, float]]] = {}
         self._targets: dict[ReplicaId, ProcessIdentity] = {}
@@ -52,11 +55,13 @@ class Sampler:
              pools: Mapping[str, tuple[Autoscale, int]] | None = None) -> None:
         """Sample these replicas from now on; `pools`: each autoscaled key's policy and current size."""
         with self._condition:
+            pools = dict(pools or {})
+            if self.pools_only:
+                targets = {rid: identity for rid, identity in targets.items() if rid.key in pools}
             for rid in list(self._history):
                 if rid not in targets or targets[rid] != self._targets.get(rid):
                     del self._history[rid]  # a new process starts a new history
             self._targets = dict(targets)
-            pools = dict(pools or {})
             for key in list(self._pool_history):
                 if self._pools.get(key) != pools.get(key):
                     del self._pool_history[key]  # a new size or policy: its windows start again
