@@ -46,7 +46,8 @@ FIELDS: dict[str, FieldRule] = {
     "logs": FieldRule("spec.logs", False),
     # Probes are run by the orchestrator against the running process: a new probe applies without a restart.
     "probes": FieldRule("spec.probes", False),
-    # Hooks run at the next start or stop; the running process is not affected.
+    # Hooks run at the next start; a running process is stopped with the preStop of the spec it started
+    # under (it is that program that must be drained), so no restart is needed.
     "hooks": FieldRule("spec.hooks", False),
     "autoscale": FieldRule("spec.autoscale", False),
     # Set on the process when it starts (rlimits, affinity, I/O class): a change needs a new process.
