@@ -445,15 +445,11 @@ class Daemon:
 
     def _revisions(self, query: dict[str, str]) -> dict[str, Any]:
         limit = int(query.get("limit", "50"))
-        documents = []
-        for r in self.store.revisions(limit=limit):
-            full = self.store.revision(r.number)
-            documents.append({
-                "number": r.number, "at": r.at, "action": r.action, "user": r.user, "paths": list(r.paths),
-                "git_commit": r.git_commit, "git_dirty": r.git_dirty, "message": r.message,
-                "objects": len(full.specs) if full else 0,
-            })
-        return {"revisions": documents}
+        return {"revisions": [
+            {"number": r.number, "at": r.at, "action": r.action, "user": r.user, "paths": list(r.paths),
+             "git_commit": r.git_commit, "git_dirty": r.git_dirty, "message": r.message, "objects": r.objects}
+            for r in self.store.revisions(limit=limit)
+        ]}
 
     def _events(self, query: dict[str, str]) -> dict[str, Any]:
         limit = int(query["limit"]) if query.get("limit") else None

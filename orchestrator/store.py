@@ -83,6 +83,7 @@ class Revision:
     git_dirty: bool | None
     message: str
     specs: tuple[ProcessSpec, ...]
+    objects: int  # how many specs the snapshot holds (known even when `specs` was not read)
 
 
 def _dumps(value: object) -> str:
@@ -241,7 +242,7 @@ class Store:
             )
         return number
 
-    _REVISION = "SELECT number, at, action, paths, user, git_commit, git_dirty, message"
+    _REVISION = "SELECT number, at, action, paths, user, git_commit, git_dirty, message, json_array_length(specs)"
 
     def latest_revision(self) -> Revision | None:
         with self._read() as db:
@@ -254,7 +255,8 @@ class Store:
         return None if row is None else self._revision(row)
 
     def revisions(self, limit: int | None = None) -> list[Revision]:
-        """Revisions newest first, WITHOUT their specs (`specs` is empty): use revision(n) for those.
+        """Revisions newest first, WITHOUT their specs (`specs` is empty, `objects` counts them): use
+        revision(n) for those.
 
         History listings need only the metadata, and decoding hundreds of snapshots of hundreds of specs
         would cost seconds.
@@ -267,7 +269,7 @@ class Store:
         return [self._revision(row) for row in rows]
 
     def _revision(self, row: tuple[Any, ...]) -> Revision:
-        number, at, action, paths, user, git_commit, git_dirty, message, specs = row
+        number, at, action, paths, user, git_commit, git_dirty, message, objects, specs = row
         try:
             return Revision(
                 number=number,
@@ -279,6 +281,7 @@ class Store:
                 git_dirty=None if git_dirty is None else bool(git_dirty),
                 message=message,
                 specs=tuple(codec.spec_from_json(item, f"[{index}]") for index, item in enumerate(json.loads(specs))),
+                objects=objects,
             )
         except (ValueError, TypeError) as error:
             raise self._corrupt(f"revision {number}: {error}") from None
