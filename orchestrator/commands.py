@@ -366,9 +366,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    from .observe import stat_fields
+
     try:  # a zombie (a daemon started by this shell and not yet reaped) has stopped
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        return stat_fields(pid)[0] != b"Z"
     except OSError:
         return False
 

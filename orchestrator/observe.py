@@ -14,15 +14,22 @@ import psutil
 from .model import ProcessIdentity
 
 
+def stat_fields(pid: int) -> list[bytes]:
+    """The fields of /proc/PID/stat from the third (state) on; raises OSError when the process is gone.
+
+    The command name (field 2) may hold spaces and parentheses: the fields are counted after its last ')'.
+    Field N of proc(5) is at index N - 3.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return handle.read().rsplit(b")", 1)[1].split()
+
+
 def start_ticks(pid: int) -> int:
     """The kernel's start time of `pid` in clock ticks since boot; raises ProcessLookupError when gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError) as error:
+        return int(stat_fields(pid)[19])
+    except OSError as error:
         raise ProcessLookupError(pid) from error
-    # The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-    return int(data.rsplit(b")", 1)[1].split()[19])
 
 
 def identity(pid: int) -> ProcessIdentity:
@@ -33,8 +40,7 @@ def identity(pid: int) -> ProcessIdentity:
 def is_alive(process: ProcessIdentity) -> bool:
     """True while the process exists, is the same process (not a reuse of its pid) and is not a zombie."""
     try:
-        with open(f"/proc/{process.pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
+        fields = stat_fields(process.pid)
     except OSError:
         return False
     return int(fields[19]) == process.start_ticks and fields[0] != b"Z"
@@ -105,12 +111,11 @@ def sample_trees(roots: list[int]) -> dict[int, tuple[int, float]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
+            fields = stat_fields(pid)
         except OSError:
             continue
-        pid = int(entry.name)
         parents[pid] = int(fields[1])
         usage[pid] = (int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS)
     children: dict[int, list[int]] = {}

@@ -21,7 +21,7 @@ from .autoscale import keep_pool_size
 from .clock import Clock
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
-from .execute import STATE_MARKER, Child, Executor
+from .execute import STATE_MARKER, Child, Executor, ExitStatus
 from .graph import desired_state
 from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, nice_of
 from .logs import log_path, rotate_if_needed
@@ -48,6 +48,18 @@ Message = Callable[["Reconciler"], None]
 
 
 RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], None]
+
+
+def _without_hook(record: ReplicaRecord) -> ReplicaRecord:
+    return replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+
+
+def _how_it_ended(status: ExitStatus) -> str:
+    if status.signal is not None:
+        return f"killed by {signal_name(status.signal)}"
+    if status.code is None:
+        return "ended (adopted, so its exit status is unknown)"
+    return f"exited with code {status.code}"
 
 
 def signal_name(number: int) -> str:
@@ -147,7 +159,7 @@ class Reconciler:
         for rid, record in records.items():
             # A hook of the earlier orchestrator is not adopted: stop_strays ends it, and it runs again
             # if it is still needed (a preStart before the next start).
-            record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+            record = _without_hook(record)
             if record.process is None:
                 self.records[rid] = record
                 continue
@@ -275,7 +287,7 @@ class Reconciler:
         record = self.records[rid]
         if record.hook is not None:  # a postStart hook still running has no more reason to
             self.executor.kill_group(record.hook)
-            record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+            record = _without_hook(record)
         pre_stop = record.spec.hooks.pre_stop
         record = replace(record, stop_requested_at=now)
         if pre_stop is not None:
@@ -364,11 +376,8 @@ class Reconciler:
             return  # a hook whose replica moved on (killed when it stopped): reaped, nothing more
         kind = record.hook_kind
         ok = status.code == 0
-        how = (f"exited with code {status.code}" if status.signal is None
-               else f"killed by {signal_name(status.signal)}")
-        if record.hook_killed:
-            how = "ran past its timeout"
-        record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+        how = "ran past its timeout" if record.hook_killed else _how_it_ended(status)
+        record = _without_hook(record)
         if kind is HookKind.PRE_START:
             if ok:
                 self.records[rid] = replace(record, pre_start_passed=True)
@@ -402,7 +411,7 @@ class Reconciler:
         record = self.records[rid]
         if record.hook is not None and record.hook_kind is not HookKind.PRE_START:
             self.executor.kill_group(record.hook)  # its process is gone: so goes its hook (reaped when it ends)
-            record = replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
+            record = _without_hook(record)
         started = record.started_at if record.started_at is not None else now
         if record.over_memory:
             reason, message = Reason.OOM_KILLED, record.over_memory
@@ -412,12 +421,7 @@ class Reconciler:
             reason, message = classify_exit(record.spec, status.code, status.signal), ""
         record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, message))
         self.records[rid] = record
-        if status.signal is not None:
-            how = f"killed by {signal_name(status.signal)}"
-        elif status.code is None:
-            how = "ended (adopted, so its exit status is unknown)"
-        else:
-            how = f"exited with code {status.code}"
+        how = _how_it_ended(status)
         detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
         self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
 
