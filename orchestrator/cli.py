@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit-code-from", metavar="NAME",
                      help="for CI: once the Job (or process) NAME has finished for good, stop everything and exit "
                      "with its exit code")
+    _add_limits(run)
     run.set_defaults(handler=_run)
 
     apply = commands.add_parser(
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--metrics-interval", type=float, default=20.0, metavar="S",
                         help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
                         "pools are judged at this pace too)")
+    _add_limits(daemon)
     daemon.set_defaults(handler=_command("daemon"))
 
     top = commands.add_parser("top", help="live table of cpu and memory per process",
@@ -203,6 +205,13 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         return int(getattr(commands, name)(args))
 
     return handler
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limits", choices=["auto", "watchdog"], default="auto",
+                        help="how memory and cpu limits are enforced: auto (by the kernel, in a cgroup per replica, "
+                        "where this process can manage a cgroup tree; else by sampling) or watchdog (always by "
+                        "sampling: a tree over its memory limit is killed, one over its cpu limit reniced)")
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +272,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
+    from .cgroups import choose_host
     from .clock import SystemClock
     from .events import EventBus
     from .execute import Executor
@@ -292,7 +302,10 @@ def _run(args: argparse.Namespace) -> int:
     limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
     sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)),
                       pools_only=True)
-    reconciler = Reconciler(Executor(state_dir / "logs"), SystemClock(), events, prober=prober,
+    cgroups, limits_how = choose_host(args.limits, str(state_dir.resolve()))
+    if any(spec.limits.memory_or_cpu for spec in desired.specs.values()):
+        print(f"orchestrator: memory and cpu limits: {limits_how}", file=sys.stderr)
+    reconciler = Reconciler(Executor(state_dir / "logs", cgroups=cgroups), SystemClock(), events, prober=prober,
                             limit_watch=limit_watch, sampler=sampler)
     reconciler.set_desired(desired)
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
@@ -323,6 +336,8 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(previous_wakeup)
         reconciler.close()
+        if cgroups is not None:
+            cgroups.close()
     if outcome is not None and outcome.code is None:
         print(f"orchestrator: stopped before {outcome.key} finished", file=sys.stderr)
         return 130  # interrupted: a CI job must not read this as the Job's success

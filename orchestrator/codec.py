@@ -366,6 +366,7 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
         "hookStartedAt": record.hook_started_at,
         "hookKilled": record.hook_killed,
         "overMemory": record.over_memory,
+        "cgroup": record.cgroup,
         "slotSince": record.slot_since,
         "preStartPassed": record.pre_start_passed,
     }
@@ -415,6 +416,7 @@ def record_from_json(value: object) -> ReplicaRecord:
         hook_started_at=reader.number("hookStartedAt", None),
         hook_killed=reader.flag("hookKilled", False),
         over_memory=reader.text("overMemory", ""),
+        cgroup=reader.text("cgroup", ""),
         slot_since=reader.number("slotSince", None),
         pre_start_passed=reader.flag("preStartPassed", False),
     )

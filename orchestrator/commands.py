@@ -387,7 +387,7 @@ def unwatch(args: argparse.Namespace) -> int:
 def daemon(args: argparse.Namespace) -> int:
     from .daemon import main
 
-    return main(args.state_dir, args.metrics_interval, args.metrics_addr)
+    return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits)
 
 
 def top(args: argparse.Namespace) -> int:

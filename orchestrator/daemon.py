@@ -23,6 +23,7 @@ from urllib.parse import unquote
 from . import __version__, codec, graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
 from .autoscale import keep_pool_size
+from .cgroups import choose_host
 from .clock import SystemClock
 from .errors import ManifestError, UserError
 from .events import Event, EventBus, EventType
@@ -55,7 +56,10 @@ def _boot_id() -> str:
 
 
 class Daemon:
-    def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None) -> None:
+    def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
+                 limits: str = "auto") -> None:
+        """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
+        managed (cgroups.py), "watchdog" always samples instead."""
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -72,7 +76,9 @@ class Daemon:
         self.sampler = Sampler(metrics_interval,
                                lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
-        self.reconciler = Reconciler(Executor(state_dir / "logs", marker=self.marker), self.clock, self.events,
+        self.cgroups, self.limits_how = choose_host(limits, self.marker)
+        executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups)
+        self.reconciler = Reconciler(executor, self.clock, self.events,
                                      persist=self._persist, prober=self.prober, limit_watch=self.limit_watch,
                                      sampler=self.sampler)
         self.revision = 0
@@ -154,6 +160,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
         print(f"orchestrator {__version__} daemon pid {os.getpid()} serving {self.server.path}", flush=True)
+        print(f"memory and cpu limits: {self.limits_how}", flush=True)
         try:
             self.reconciler.run()
         finally:
@@ -173,6 +180,8 @@ class Daemon:
         self.sampler.close()
         self._persist(self.reconciler.records)
         self.reconciler.close()
+        if self.cgroups is not None:
+            self.cgroups.close()  # only what is empty: the cgroups of replicas left running stay for adoption
         self.store.close()
         os.close(self._lock_fd)
 
@@ -181,7 +190,7 @@ class Daemon:
     def handle(self, method: str, route: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         routes: dict[tuple[str, str], Callable[[dict[str, str], dict[str, Any]], dict[str, Any]]] = {
             ("GET", "/health"): lambda q, b: {"pid": os.getpid(), "version": __version__,
-                                              "state_dir": str(self.state_dir)},
+                                              "state_dir": str(self.state_dir), "limits": self.limits_how},
             ("GET", "/objects"): lambda q, b: _with_usage(self._call(lambda r: self._objects(q)), q, self.sampler),
             ("GET", "/desired"): lambda q, b: self._call(lambda r: self._desired()),
             ("POST", "/apply"): lambda q, b: self._call(lambda r: self._apply(b)),
@@ -257,7 +266,8 @@ class Daemon:
 
     def _objects(self, query: dict[str, str]) -> dict[str, Any]:
         documents = status.objects(self.reconciler.desired, self.reconciler.records, self.reconciler.waiting,
-                                   self._wall_offset(), self.created)
+                                   self._wall_offset(), self.created,
+                                   self.cgroups.label if self.cgroups is not None else "watchdog")
         selector = _parse_selector(query.get("selector", ""))
         if selector:
             documents = [d for d in documents if all(d["labels"].get(k) == v for k, v in selector.items())]
@@ -628,9 +638,10 @@ def codec_watch(text: str) -> dict[str, Any]:
     return {"paths": [str(p) for p in value["paths"]], "prune": bool(value.get("prune"))}
 
 
-def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None) -> int:
+def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
+         limits: str = "auto") -> int:
     try:
-        daemon = Daemon(state_dir, metrics_interval, metrics_addr)
+        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1

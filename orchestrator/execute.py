@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from .errors import SpawnError
 from .limits import apply_at_start, renice_tree
 from .logs import log_path, open_log
@@ -38,26 +39,32 @@ class Child:
     pidfd: int
     log_offset: int  # the size of its log file when it started: where its own output begins
     warnings: tuple[str, ...] = ()  # start-time settings (limits, nice, affinity) that could not be applied
+    cgroup: str = ""  # the directory of its cgroup where the kernel enforces its memory and cpu limits
 
 
 @dataclass(frozen=True)
 class ExitStatus:
     code: int | None
     signal: int | None
+    oom_killed: bool = False  # the kernel killed a process of its cgroup for want of memory
 
 
 class Executor:
     """Starts replicas as children of this process and collects their exit status."""
 
-    def __init__(self, log_dir: Path, marker: str = "") -> None:
+    def __init__(self, log_dir: Path, marker: str = "", cgroups: CgroupHost | None = None) -> None:
         """`marker` goes into every child's environment as ORCH_STATE_DIR: it lets a restarted daemon find
-        replicas that were started but not yet recorded when its predecessor died."""
+        replicas that were started but not yet recorded when its predecessor died. With `cgroups`, a
+        replica with a memory or cpu limit runs in a cgroup of its own that enforces them."""
         self.log_dir = log_dir
         self.marker = marker
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs may hold secrets a process printed
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._adopted: set[int] = set()
         self._pidfds: dict[int, int] = {}
+        self.cgroups = cgroups
+        self._cgroups: dict[int, tuple[ReplicaCgroup, int]] = {}  # pid -> its cgroup, oom kills before it
+        self._unremoved: list[ReplicaCgroup] = []  # ended, but a zombie still held them: removed later
         # Not the mark of a daemon this orchestrator may itself run under: its children are its own.
         self._base_env = {k: v for k, v in os.environ.items() if k != STATE_MARKER}
         raise_open_files_limit()
@@ -67,14 +74,15 @@ class Executor:
         argv = list(spec.command)
         if spec.shell:
             argv = ["/bin/sh", "-c", argv[0] if len(argv) == 1 else shlex.join(argv)]
-        return self._spawn(replica, spec, argv)
+        return self._spawn(replica, spec, argv, contained=True)
 
     def spawn_hook(self, replica: ReplicaId, spec: ProcessSpec, hook: Hook) -> Child:
         """Start a lifecycle hook of a replica: as the replica would run (directory, environment, user,
-        its own process group), with its output in the replica's log. Reaped like a replica."""
-        return self._spawn(replica, spec, list(hook.command))
+        its own process group), with its output in the replica's log. Reaped like a replica, but not in
+        the replica's cgroup: ending a hook must not end the process it runs beside (its timeout bounds it)."""
+        return self._spawn(replica, spec, list(hook.command), contained=False)
 
-    def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str]) -> Child:
+    def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool) -> Child:
         env = dict(self._base_env)
         env.update(spec.env)
         namespace, name = replica.key.split("/", 1)
@@ -89,6 +97,8 @@ class Executor:
         except OSError as error:
             raise SpawnError(f"cannot open its log file: {error.strerror or error}") from error
         log_offset = os.fstat(log_fd).st_size
+        warnings: list[str] = []
+        group = self._cgroup_for(replica, spec, warnings) if contained else None
         try:
             popen = subprocess.Popen(
                 argv,
@@ -112,6 +122,10 @@ class Executor:
             raise SpawnError(f"{argv[0]}: {error.strerror or error}") from error
         except (ValueError, TypeError) as error:  # e.g. a NUL byte in an argument or a variable
             raise SpawnError(f"cannot start {argv[0]!r}: {error}") from error
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
         finally:
             os.close(log_fd)
         pid = popen.pid
@@ -128,8 +142,51 @@ class Executor:
             if fd is not None:
                 os.close(fd)
             raise SpawnError(f"started but could not be watched: {error.strerror or error}") from error
-        warnings = tuple(apply_at_start(pid, spec))
-        return Child(replica, process, self._pidfds[pid], log_offset, warnings)
+        if group is not None:
+            group = self._attach(pid, group, warnings)
+        warnings += apply_at_start(pid, spec)
+        return Child(replica, process, self._pidfds[pid], log_offset, tuple(warnings),
+                     group.path if group is not None else "")
+
+    def _cgroup_for(self, replica: ReplicaId, spec: ProcessSpec, warnings: list[str]) -> ReplicaCgroup | None:
+        """The cgroup a replica with memory or cpu limits goes into (made before the spawn, so that only the
+        move is left after it); None without such limits, or when the kernel refuses (the watchdog then
+        enforces them, and a warning says so)."""
+        if self.cgroups is None or not spec.limits.memory_or_cpu:
+            return None
+        try:
+            return self.cgroups.create(replica_cgroup_name(replica.key, replica.index), spec.limits)
+        except OSError as error:
+            warnings.append(f"{self.cgroups.label} limits: {error.strerror or error}; the watchdog enforces them")
+            return None
+
+    def _attach(self, pid: int, group: ReplicaCgroup, warnings: list[str]) -> ReplicaCgroup | None:
+        try:
+            baseline = group.oom_kills()  # a reused cgroup keeps its count: only kills after this one count
+            group.attach(pid)
+        except OSError as error:
+            group.remove()
+            warnings.append(f"{self.cgroups.label if self.cgroups else 'cgroup'} limits: cannot move pid {pid} "
+                            f"in: {error.strerror or error}; the watchdog enforces them")
+            return None
+        self._cgroups[pid] = (group, baseline)
+        return group
+
+    def cgroup_of(self, pid: int) -> tuple[ReplicaCgroup, int] | None:
+        """The cgroup a replica runs in, with its OOM-kill count when the replica started (or was adopted)."""
+        return self._cgroups.get(pid)
+
+    def _end_cgroup(self, pid: int) -> bool:
+        """Kill what is left in a replica's cgroup and remove it; did the kernel OOM-kill in it meanwhile?"""
+        entry = self._cgroups.pop(pid, None)
+        if entry is None:
+            return False
+        group, baseline = entry
+        oom_killed = group.oom_kills() > baseline
+        group.kill()
+        # An unreaped zombie (a grandchild whose reaper has not got to it yet) still holds it.
+        self._unremoved = [g for g in [*self._unremoved, group] if not g.remove()]
+        return oom_killed
 
     def renice(self, process: ProcessIdentity, nice: int) -> None:
         """Set the nice value of a running replica's whole tree."""
@@ -153,7 +210,10 @@ class Executor:
             log_offset = log_path(self.log_dir, replica).stat().st_size  # earlier output was seen before
         except FileNotFoundError:
             log_offset = 0
-        return Child(replica, process, pidfd, log_offset)
+        group = self.cgroups.of_process(process.pid) if self.cgroups is not None else None
+        if group is not None:
+            self._cgroups[process.pid] = (group, group.oom_kills())
+        return Child(replica, process, pidfd, log_offset, (), group.path if group is not None else "")
 
     def signal_group(self, process: ProcessIdentity, signame: str) -> None:
         """Send a signal to the whole process group of a replica whose leader has not ended yet."""
@@ -187,7 +247,7 @@ class Executor:
             self._adopted.discard(pid)
             self._kill_rest_of_group(pid)
             os.close(self._pidfds.pop(pid))
-            return ExitStatus(None, None)
+            return ExitStatus(None, None, self._end_cgroup(pid))
         popen = self._children.get(pid)
         if popen is None:
             return None
@@ -197,9 +257,10 @@ class Executor:
             return None
         del self._children[pid]
         os.close(self._pidfds.pop(pid))
+        oom_killed = self._end_cgroup(pid)
         if code < 0:
-            return ExitStatus(None, -code)
-        return ExitStatus(code, None)
+            return ExitStatus(None, -code, oom_killed)
+        return ExitStatus(code, None, oom_killed)
 
     def kill_stray(self, pid: int) -> bool:
         """SIGKILL the process group of a replica nobody recorded (found by its state-dir marker)."""
@@ -214,9 +275,13 @@ class Executor:
         without events, so that nothing is left running behind a dying orchestrator."""
         for pid in list(self._pidfds):
             self._kill_rest_of_group(pid)
+        for group, _ in self._cgroups.values():
+            group.kill()
         for pid, popen in list(self._children.items()):
             popen.wait()
             self._children.pop(pid, None)
+        for group, _ in self._cgroups.values():
+            group.remove()
         self.release()
 
     def release(self) -> None:
@@ -225,6 +290,7 @@ class Executor:
             os.close(pidfd)
         self._pidfds.clear()
         self._adopted.clear()
+        self._cgroups.clear()
 
     @staticmethod
     def _kill_rest_of_group(pgid: int) -> None:

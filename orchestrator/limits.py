@@ -5,11 +5,13 @@ and RLIMIT_NPROC through prlimit, the nice value that `priority` maps to, CPU af
 What the replica forks later inherits them. The window between exec and these calls is a few
 microseconds; a program that forks in it escapes them.
 
-Memory and CPU are watched by sampling: one thread, one pass over every watched replica's process tree a
-second (it sleeps when nothing is watched). It posts transitions and never acts: the reconciler kills a
-tree that stays over its memory limit (OOMKilled) and renices one over its CPU limit. Enforcement by
-cgroup v2 (memory.max, cpu.max) needs a delegated cgroup; it is not used yet, so `get -o json` says
-"watchdog" for these limits.
+Memory and CPU are enforced by the kernel where the daemon has a cgroup tree to manage (cgroups.py: one
+cgroup per replica, so the limits hold for the whole tree). Otherwise they are watched by sampling: one
+thread, one pass over every watched replica's process tree a second (it sleeps when nothing is watched).
+It posts transitions and never acts: the reconciler kills a tree that stays over its memory limit
+(OOMKilled) and renices one over its CPU limit. For a replica in a cgroup the same pass reads only the
+cgroup's OOM-kill count: the kernel may have killed a child rather than the main process, and the replica
+is then ended as a whole. `get -o json` and `describe` say which enforcement is in force.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from .cgroups import ReplicaCgroup
 from .model import Limits, ProcessIdentity, ProcessSpec, ReplicaId
 from .observe import sample_trees
 
@@ -89,6 +92,8 @@ def renice_tree(pid: int, nice: int) -> None:
 class Watched:
     process: ProcessIdentity
     limits: Limits
+    cgroup: ReplicaCgroup | None = None  # the kernel enforces: only its OOM kills are looked at
+    oom_kills: int = 0  # the cgroup's count when this process started
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,15 @@ class LimitWatch:
     def sample(self, targets: Mapping[ReplicaId, Watched]) -> list[Breach]:
         """One pass: the memory and CPU of every watched tree, compared with its limits."""
         breaches = []
-        trees = sample_trees([w.process.pid for w in targets.values()])
+        trees = sample_trees([w.process.pid for w in targets.values() if w.cgroup is None])
         for rid, watched in targets.items():
+            if watched.cgroup is not None:
+                if watched.cgroup.oom_kills() > watched.oom_kills and rid not in self._memory_over:
+                    self._memory_over[rid] = 1  # said once per process
+                    breaches.append(Breach(rid, watched.process, "memory", True,
+                                           f"the kernel killed a process of its cgroup at its limit of "
+                                           f"{watched.limits.memory_bytes} bytes"))
+                continue
             usage = trees.get(watched.process.pid)
             if usage is None:
                 continue

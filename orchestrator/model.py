@@ -158,13 +158,14 @@ class Limits:
     processes: int | None = None
 
     @property
-    def watched(self) -> bool:
-        """Does the sampling watchdog need to look at this replica?"""
+    def memory_or_cpu(self) -> bool:
+        """Is memory or cpu limited (by a cgroup, or else the sampling watchdog)?"""
         return self.memory_bytes is not None or self.cpu is not None
 
-    def enforcement(self) -> dict[str, str]:
-        """How each limit that is set is enforced (limits.py), for status documents."""
-        how = {"memory": "watchdog", "cpu": "watchdog", "openFiles": "rlimit", "processes": "rlimit"}
+    def enforcement(self, memory_and_cpu: str = "watchdog") -> dict[str, str]:
+        """How each limit that is set is enforced (limits.py), for status documents; `memory_and_cpu` is
+        "cgroup v2", "cgroup v1" or "watchdog"."""
+        how = {"memory": memory_and_cpu, "cpu": memory_and_cpu, "openFiles": "rlimit", "processes": "rlimit"}
         values = {"memory": self.memory_bytes, "cpu": self.cpu, "openFiles": self.open_files,
                   "processes": self.processes}
         return {name: how[name] for name, value in values.items() if value is not None}
@@ -306,6 +307,7 @@ class ReplicaRecord:
     hook_killed: bool = False  # SIGKILL already sent to the hook's group (it ran past its timeout)
     pre_start_passed: bool = False  # its preStart hook passed: the next start runs the process itself
     over_memory: str = ""  # why the watchdog found it over its memory limit: the planner kills it (OOMKilled)
+    cgroup: str = ""  # the cgroup its process runs in, where the kernel enforces its memory and cpu limits
     slot_since: float | None = None  # monotonic start of this slot's first process, kept across restarts
 
     @property

@@ -85,6 +85,7 @@ def record_start(
         hook_killed=False,
         pre_start_passed=False,
         over_memory="",
+        cgroup="",
         slot_since=slot_since,
     )
 
@@ -112,6 +113,7 @@ def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
     return replace(
         record,
         process=None,
+        cgroup="",
         stop_requested_at=None,
         killed=False,
         crash_streak=streak,

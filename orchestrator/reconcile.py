@@ -31,6 +31,7 @@ from .model import (
     Exit,
     Hook,
     HookKind,
+    Limits,
     Phase,
     ProbeKind,
     ProcessIdentity,
@@ -166,7 +167,7 @@ class Reconciler:
             stopping_after_hook = records[rid].hook_kind is HookKind.PRE_STOP
             child = self.executor.adopt(rid, record.process)
             if child is not None:
-                self.records[rid] = record
+                self.records[rid] = replace(record, cgroup=child.cgroup)
                 if stopping_after_hook:  # its preStop hook was cut short with its orchestrator: stop it now
                     self.executor.signal_group(record.process, record.spec.shutdown.signal)
                 self._log_offsets[rid] = child.log_offset
@@ -326,7 +327,7 @@ class Reconciler:
             self.records[rid] = record
             self._emit(EventType.START_FAILED, rid, f"{error}; {self._what_next(record)}")
             return
-        record = record_start(previous, spec, child.process, now)
+        record = replace(record_start(previous, spec, child.process, now), cgroup=child.cgroup)
         if not spec.probes.startup and not spec.probes.readiness:
             record = replace(record, ready=True)
         self.records[rid] = record
@@ -415,6 +416,9 @@ class Reconciler:
         started = record.started_at if record.started_at is not None else now
         if record.over_memory:
             reason, message = Reason.OOM_KILLED, record.over_memory
+        elif status.oom_killed:
+            limit = record.spec.limits.memory_bytes
+            reason, message = Reason.OOM_KILLED, f"killed by the kernel at its memory limit of {limit} bytes"
         elif record.unhealthy:
             reason, message = Reason.LIVENESS_FAILED, record.unhealthy
         else:
@@ -468,13 +472,20 @@ class Reconciler:
         if self.prober is not None:
             self.prober.sync(self._probe_targets())
         if self.limit_watch is not None:
-            self.limit_watch.sync({rid: Watched(record.process, record.spec.limits)
+            self.limit_watch.sync({rid: self._watched(record.process, record.spec.limits)
                                    for rid, record in self.records.items()
-                                   if record.process is not None and record.spec.limits.watched})
+                                   if record.process is not None and record.spec.limits.memory_or_cpu})
         if self.sampler is not None:
             self.sampler.sync({rid: r.process for rid, r in self.records.items() if r.process is not None},
                               {key: (spec.autoscale, spec.replicas) for key, spec in self.desired.specs.items()
                                if spec.autoscale is not None})
+
+    def _watched(self, process: ProcessIdentity, limits: Limits) -> Watched:
+        """What the limit watch looks at: the tree's usage, or (the kernel enforcing) its cgroup's OOM kills."""
+        contained = self.executor.cgroup_of(process.pid)
+        if contained is None:
+            return Watched(process, limits)
+        return Watched(process, limits, *contained)
 
     def _guarded(self, what: str, work: Callable[[], object]) -> None:
         """Do `work`; a bug in it becomes an event and the loop goes on: the processes it keeps running

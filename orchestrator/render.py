@@ -559,6 +559,8 @@ def systemd_unit(python: str, state_dir: str, user_unit: bool) -> str:
         "# SIGTERM to the daemon only: it stops every process in reverse dependency order itself.\n"
         "KillMode=mixed\n"
         "TimeoutStopSec=300\n"
+        "# A cgroup of its own to hand down: the kernel then enforces memory and cpu limits per replica.\n"
+        "Delegate=yes\n"
         "\n"
         "[Install]\n"
         f"WantedBy={'default.target' if user_unit else 'multi-user.target'}\n"

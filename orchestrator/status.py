@@ -33,17 +33,22 @@ def objects(
     waiting: Mapping[ReplicaId, Waiting],
     wall_offset: float,
     created: Mapping[str, float] | None = None,
+    limits_by: str = "watchdog",
 ) -> list[dict[str, Any]]:
-    """One document per object: desired ones in start order, then ones still stopping after removal."""
+    """One document per object: desired ones in start order, then ones still stopping after removal.
+
+    `limits_by` is how memory and cpu limits are enforced on this host ("cgroup v1", "cgroup v2" or
+    "watchdog"); an object whose running replicas did not all get a cgroup is said to be watched."""
     by_key: dict[str, list[ReplicaId]] = {}
     for rid in records:
         by_key.setdefault(rid.key, []).append(rid)
     documents = []
     for key in desired.start_order:
-        documents.append(_object(desired.specs[key], by_key.get(key, []), records, waiting, wall_offset, created))
+        documents.append(_object(desired.specs[key], by_key.get(key, []), records, waiting, wall_offset, created,
+                                 limits_by))
     for key in sorted(set(by_key) - set(desired.specs)):
         spec = records[by_key[key][0]].spec
-        document = _object(spec, by_key[key], records, waiting, wall_offset, created)
+        document = _object(spec, by_key[key], records, waiting, wall_offset, created, limits_by)
         document["replicas"]["desired"] = 0
         document["state"] = "Removing"
         documents.append(document)
@@ -57,6 +62,7 @@ def _object(
     waiting: Mapping[ReplicaId, Waiting],
     wall_offset: float,
     created: Mapping[str, float] | None,
+    limits_by: str,
 ) -> dict[str, Any]:
     indexes = sorted({rid.index for rid in rids} | set(range(spec.replicas)))
     replicas = []
@@ -90,9 +96,14 @@ def _object(
         "restarts": sum(r["restarts"] for r in replicas),
         "created_at": (created or {}).get(spec.key),
         "command": list(spec.command),
-        "limits": spec.limits.enforcement(),
+        "limits": spec.limits.enforcement(_limits_by(rids, records, limits_by)),
         "replica_status": replicas,
     }
+
+
+def _limits_by(rids: list[ReplicaId], records: Mapping[ReplicaId, ReplicaRecord], host: str) -> str:
+    running = [records[rid] for rid in rids if rid in records and records[rid].process is not None]
+    return host if all(record.cgroup for record in running) else "watchdog"
 
 
 def _replica(index: int, record: ReplicaRecord | None, waiting: Waiting | None, wall_offset: float) -> dict[str, Any]:
@@ -107,6 +118,7 @@ def _replica(index: int, record: ReplicaRecord | None, waiting: Waiting | None, 
         "reason": waiting.reason if waiting is not None and not alive else "",
         "next_try_at": _wall(waiting.until, wall_offset) if waiting is not None and not alive else None,
         "last_exit": _exit(record.last_exit, wall_offset) if record and record.last_exit else None,
+        "cgroup": (record.cgroup or None) if alive and record else None,
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from orchestrator.cgroups import CgroupHost
 from orchestrator.clock import SystemClock
 from orchestrator.events import Event, EventBus, EventType
 from orchestrator.execute import Executor
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 
 class Harness:
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, cgroups: CgroupHost | None = None) -> None:
         self.events: list[Event] = []
         self._lock = threading.Lock()
         bus = EventBus()
@@ -32,7 +33,8 @@ class Harness:
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), log_dir)
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)), interval=0.1)
         self.sampler = Sampler(0.1, lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
-        self.reconciler = Reconciler(Executor(log_dir), SystemClock(), bus, resync_seconds=1.0, prober=self.prober,
+        self.reconciler = Reconciler(Executor(log_dir, cgroups=cgroups), SystemClock(), bus, resync_seconds=1.0,
+                                     prober=self.prober,
                                      limit_watch=self.limit_watch, sampler=self.sampler)
         self.log_dir = log_dir
         self.thread = threading.Thread(target=self.reconciler.run, name="reconciler", daemon=True)

@@ -93,6 +93,7 @@ FULL_RECORD = ReplicaRecord(
     hook_killed=True,
     pre_start_passed=True,
     over_memory="300 MB resident, limit 256 MB",
+    cgroup="/sys/fs/cgroup/orchestrator-0123456789/default.web.0",
     slot_since=2.5,
 )
 

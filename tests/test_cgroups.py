@@ -1,0 +1,248 @@
+"""Memory and cpu limits enforced by the kernel, in a cgroup per replica (cgroups.py), with real processes.
+
+The tests that need a cgroup tree this process can manage skip, with the reason find_host gives, where
+there is none. cgroup v1 and v2 take the same tests: whichever the machine has is the one exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import reap_orphans, wait_for
+from harness import Harness
+
+from orchestrator import status
+from orchestrator.cgroups import (
+    CgroupHost,
+    Mount,
+    ReplicaCgroup,
+    _v2_host,
+    choose_host,
+    cpu_quota_us,
+    find_host,
+    parse_mountinfo,
+    parse_proc_cgroup,
+    replica_cgroup_name,
+)
+from orchestrator.events import EventType
+from orchestrator.execute import Executor
+from orchestrator.graph import desired_state
+from orchestrator.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
+
+HOG = (sys.executable, "-c", ("import time\nblocks = []\nwhile True:\n"
+                              "    blocks.append(bytearray(8 << 20)); time.sleep(0.01)"))
+
+
+def proc(name: str, *command: str, **fields: object) -> ProcessSpec:
+    fields.setdefault("backoff", Backoff(initial_seconds=0.2, max_seconds=0.2))
+    fields.setdefault("shutdown", Shutdown("SIGTERM", 1))
+    return ProcessSpec(name=name, command=command or ("sleep", "60"), **fields)  # type: ignore[arg-type]
+
+
+# --- reading /proc ----------------------------------------------------------------------------------------
+
+MOUNTINFO_V1 = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+
+MOUNTINFO_V2_CONTAINER = """\
+25 22 0:23 /kubepods/pod1 /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+26 22 0:24 / /proc rw - proc proc rw
+"""
+
+
+def test_cgroup_mounts_are_read_from_mountinfo() -> None:
+    mounts = parse_mountinfo(MOUNTINFO_V1)
+    assert [m.fstype for m in mounts] == ["cgroup", "cgroup", "cgroup2"]
+    assert "cpu" in mounts[0].options and "cpuacct" in mounts[0].options
+    assert mounts[1].point == Path("/sys/fs/cgroup/memory")
+    (v2,) = parse_mountinfo(MOUNTINFO_V2_CONTAINER)
+    assert v2 == Mount("/kubepods/pod1", Path("/sys/fs/cgroup"), "cgroup2", frozenset({"rw", "nsdelegate"}))
+
+
+def test_where_a_process_is_is_read_per_controller() -> None:
+    where = parse_proc_cgroup("9:name=systemd:/\n4:memory:/app/x\n2:cpu,cpuacct:/app\n0::/user.slice/a.scope\n")
+    assert where["memory"] == "/app/x"
+    assert where["cpu"] == where["cpuacct"] == "/app"
+    assert where[""] == "/user.slice/a.scope"
+
+
+def test_names_and_quotas() -> None:
+    assert replica_cgroup_name("default/web", 2) == "default.web.2"
+    assert cpu_quota_us(0.5) == 50_000
+    assert cpu_quota_us(2) == 200_000
+    assert cpu_quota_us(0.001) == 1_000  # the kernel's floor
+
+
+def test_watchdog_is_used_when_asked() -> None:
+    host, how = choose_host("watchdog", "/anywhere")
+    assert host is None and how == "watchdog (as asked)"
+
+
+def test_a_v2_hierarchy_without_the_controllers_is_refused_with_the_reason(tmp_path: Path) -> None:
+    mounts = [m for m in parse_mountinfo(Path("/proc/self/mountinfo").read_text()) if m.fstype == "cgroup2"]
+    if not mounts:
+        pytest.skip("no cgroup2 mount on this machine")
+    controllers = set((mounts[0].point / "cgroup.controllers").read_text().split())
+    if {"memory", "cpu"} <= controllers:
+        pytest.skip("this machine's cgroup2 root has the memory and cpu controllers")
+    host, why = _v2_host(mounts[0].point, "orchestrator-test")
+    assert host is None
+    assert "is not delegated the" in why and "controller" in why
+
+
+# --- with the kernel enforcing ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cgroup_host(tmp_path: Path) -> Iterator[CgroupHost]:
+    host, why = find_host(str(tmp_path))
+    if host is None:
+        pytest.skip(f"no cgroup tree to manage here: {why}")
+    try:
+        yield host
+    finally:
+        host.close()
+        leftovers = [base for base in host.bases if base.exists()]
+        assert not leftovers, f"replica cgroups left behind: {leftovers}"
+
+
+@pytest.fixture
+def contained(tmp_path: Path, cgroup_host: CgroupHost) -> Iterator[Harness]:
+    h = Harness(tmp_path / "logs", cgroups=cgroup_host)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def _cgroup(h: Harness, name: str) -> ReplicaCgroup:
+    record = h.records()[ReplicaId(f"default/{name}", 0)]
+    assert record.cgroup, "the replica has no cgroup"
+    host = h.reconciler.executor.cgroups
+    assert host is not None
+    return ReplicaCgroup(host.version, tuple(base / Path(record.cgroup).name for base in host.bases))
+
+
+def test_limits_are_written_and_the_replica_runs_inside(contained: Harness, cgroup_host: CgroupHost) -> None:
+    contained.apply([proc("app", limits=Limits(memory_bytes=96 << 20, cpu=0.5)), proc("free")])
+    pid = wait_for(lambda: contained.pid("app"), what="app")
+    wait_for(lambda: contained.pid("free"), what="free")
+    group = _cgroup(contained, "app")
+    assert pid in group.pids()
+    memory_dir, cpu_dir = group.dirs[0], group.dirs[-1]
+    if cgroup_host.version == 2:
+        assert (memory_dir / "memory.max").read_text().strip() == str(96 << 20)
+        assert (cpu_dir / "cpu.max").read_text().split() == ["50000", "100000"]
+    else:
+        assert (memory_dir / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
+        assert (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert contained.records()[ReplicaId("default/free", 0)].cgroup == ""  # no limits: no cgroup
+    documents = status.objects(desired_state(contained.reconciler.desired.specs.values()), contained.records(), {},
+                               0.0, None, cgroup_host.label)
+    app = next(d for d in documents if d["name"] == "app")
+    assert app["limits"] == {"memory": cgroup_host.label, "cpu": cgroup_host.label}
+    assert app["replica_status"][0]["cgroup"] == group.path
+    assert contained.of(EventType.LIMIT_NOT_APPLIED) == []
+
+
+def test_a_memory_hog_is_oom_killed_by_the_kernel_and_restarted_under_the_backoff(contained: Harness) -> None:
+    contained.apply([proc("hog", *HOG, limits=Limits(memory_bytes=64 << 20))])
+    wait_for(lambda: len(contained.of(EventType.EXITED, "hog")) >= 2, timeout=15, what="two OOM kills")
+    exited = contained.of(EventType.EXITED, "hog")[0]
+    assert "(OOMKilled)" in exited.message and "restarting in 0.2 s" in exited.message
+    assert "SIGKILL" in exited.message
+    assert contained.of(EventType.LIMIT_EXCEEDED, "hog") == [] or "kernel" in \
+        contained.of(EventType.LIMIT_EXCEEDED, "hog")[0].message  # the kernel acted, not the watchdog
+    record = contained.records()[ReplicaId("default/hog", 0)]
+    assert record.restarts >= 1
+    last = record.last_exit
+    assert last is None or (last.reason.value == "OOMKilled" and "killed by the kernel" in last.message)
+
+
+def test_a_child_killed_by_the_kernel_ends_the_whole_replica(contained: Harness) -> None:
+    # The main process stays small and waits; the child it forks allocates past the limit.
+    script = ("import subprocess, sys, time\n"
+              f"child = subprocess.Popen({list(HOG)!r})\n"
+              "child.wait()\n"
+              "time.sleep(60)\n")
+    contained.apply([proc("parent", sys.executable, "-c", script, limits=Limits(memory_bytes=64 << 20),
+                          backoff=Backoff(initial_seconds=30, max_seconds=30))])
+    pid = wait_for(lambda: contained.pid("parent"), what="parent")
+    exited = wait_for(lambda: contained.of(EventType.EXITED, "parent"), timeout=15, what="the replica to end")
+    assert "(OOMKilled)" in exited[0].message
+    assert exited[0].pid == pid
+    record = contained.records()[ReplicaId("default/parent", 0)]
+    assert record.last_exit is not None and record.last_exit.reason.value == "OOMKilled"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_cpu_limit_is_a_kernel_quota_not_a_renice(contained: Harness) -> None:
+    contained.apply([proc("burner", sys.executable, "-c", "while True: pass", limits=Limits(cpu=0.2))])
+    pid = wait_for(lambda: contained.pid("burner"), what="burner")
+    group = _cgroup(contained, "burner")
+    before, start = _cpu_seconds(pid), time.monotonic()
+
+    def throttled() -> int:
+        text = (group.dirs[-1] / "cpu.stat").read_text()
+        return int(dict(line.split() for line in text.splitlines())["nr_throttled"])
+
+    wait_for(lambda: throttled() >= 8, what="the kernel to throttle it for 8 periods of 0.1 s")
+    cores = (_cpu_seconds(pid) - before) / (time.monotonic() - start)
+    assert cores < 0.4, f"{cores:.2f} cores against a limit of 0.2"
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 0
+    assert contained.of(EventType.LIMIT_EXCEEDED, "burner") == []
+
+
+def test_what_escaped_the_process_group_is_killed_with_the_replica(contained: Harness) -> None:
+    # A grandchild in a session of its own is out of reach of killpg, not of the cgroup.
+    script = ("import subprocess, time\n"
+              "subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+              "time.sleep(60)\n")
+    contained.apply([proc("forker", sys.executable, "-c", script, limits=Limits(memory_bytes=256 << 20))])
+    wait_for(lambda: contained.pid("forker"), what="forker")
+    group = _cgroup(contained, "forker")
+    wait_for(lambda: len(group.pids()) == 2, what="the escaped grandchild")
+    escaped = [p for p in group.pids() if os.getpgid(p) != contained.pid("forker")]
+    assert len(escaped) == 1
+    contained.apply([])
+
+    def grandchild_gone() -> bool:
+        reap_orphans()  # this test process is the subreaper that inherits it
+        return not Path(f"/proc/{escaped[0]}").exists()
+
+    wait_for(grandchild_gone, what="the grandchild killed")
+    contained.apply([proc("other", limits=Limits(memory_bytes=256 << 20))])  # a later reap removes it
+    wait_for(lambda: contained.pid("other"), what="other")
+    contained.apply([])
+    wait_for(lambda: not group.dirs[0].exists(), what="the cgroup to be removed")
+
+
+def test_an_adopted_replica_keeps_its_cgroup(tmp_path: Path, cgroup_host: CgroupHost) -> None:
+    spec = proc("app", limits=Limits(memory_bytes=64 << 20))
+    first = Executor(tmp_path / "logs", cgroups=cgroup_host)
+    child = first.spawn(ReplicaId("default/app", 0), spec)
+    second = Executor(tmp_path / "logs", cgroups=cgroup_host)
+    try:
+        first.release()  # as a daemon that leaves its processes running
+        adopted = second.adopt(ReplicaId("default/app", 0), child.process)
+        assert adopted is not None
+        assert adopted.cgroup == child.cgroup != ""
+        assert second.cgroup_of(child.process.pid) is not None
+    finally:
+        os.killpg(child.process.pid, 9)
+        os.waitpid(child.process.pid, 0)
+        second.reap(child.process.pid)
+    assert not Path(child.cgroup).exists()
