@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import psutil
 
 from .cgroups import ReplicaCgroup
-from .model import Limits, ProcessIdentity, ProcessSpec, ReplicaId
+from .model import Limits, ProcessIdentity, ProcessSpec, ReplicaId, nice_of
 from .observe import sample_trees
 
 IO_CLASSES = {"realtime": psutil.IOPRIO_CLASS_RT, "best-effort": psutil.IOPRIO_CLASS_BE,
@@ -33,15 +33,6 @@ IO_CLASSES = {"realtime": psutil.IOPRIO_CLASS_RT, "best-effort": psutil.IOPRIO_C
 MEMORY_SAMPLES = 2  # consecutive samples over the limit before a kill: one spike is not a leak
 CPU_SAMPLES = 3  # consecutive seconds over the CPU limit before a renice
 THROTTLED_NICE = 19
-
-
-def nice_of(priority: int) -> int:
-    """The nice value of a priority: 0 -> 0, +100 -> -20 (first), -100 -> 19 (last); 5 priority points a step.
-
-    A negative nice value needs root (or CAP_SYS_NICE); without it the process keeps nice 0 and an event
-    says so.
-    """
-    return max(-20, min(19, round(-priority / 5)))
 
 
 def apply_at_start(pid: int, spec: ProcessSpec) -> list[str]:

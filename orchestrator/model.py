@@ -148,6 +148,15 @@ class Hooks:
                 HookKind.PRE_STOP: self.pre_stop}[kind]
 
 
+def nice_of(priority: int) -> int:
+    """The nice value of a priority: 0 -> 0, +100 -> -20 (first), -100 -> 19 (last); 5 priority points a step.
+
+    A negative nice value needs root (or CAP_SYS_NICE); without it the process keeps nice 0 and an event
+    says so.
+    """
+    return max(-20, min(19, round(-priority / 5)))
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits of a replica's process tree; None: no limit."""

@@ -23,7 +23,7 @@ from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor, ExitStatus
 from .graph import desired_state
-from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, nice_of
+from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched
 from .logs import log_path, rotate_if_needed
 from .metrics import Sampler
 from .model import (
@@ -39,6 +39,7 @@ from .model import (
     Reason,
     ReplicaId,
     ReplicaRecord,
+    nice_of,
 )
 from .observe import marked_session_leaders
 from .plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan

@@ -237,7 +237,7 @@ def _fields(pairs: Sequence[tuple[str, str | list[str]]], indent: str = "") -> l
 def describe_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: float) -> str:
     """`orchestrator describe NAME`. Env values are never shown: only their names. Unset fields show defaults."""
     # Here, not at the top: building model's dataclasses costs more than the rest of `get`'s imports.
-    from .model import ProcessSpec
+    from .model import ProcessSpec, nice_of
 
     manifest = _mapping(obj.get("spec"))
     spec, metadata = _mapping(manifest.get("spec")), _mapping(manifest.get("metadata"))
@@ -275,6 +275,16 @@ def describe_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], n
         ("Backoff", _backoff_text(spec.get("backoff"), ProcessSpec.backoff)),
         ("Depends on", _dependencies_text(spec.get("dependsOn"))),
     ]
+    limits = _limits_text(_mapping(_mapping(spec.get("resources")).get("limits")), _mapping(obj.get("limits")))
+    if limits:
+        pairs.append(("Limits", limits))
+    priority = spec.get("priority", ProcessSpec.priority)
+    scheduling = [f"priority {priority} (nice {nice_of(priority)})"] if isinstance(priority, int) else []
+    if spec.get("cpuAffinity"):
+        scheduling.append("cpus " + ",".join(str(cpu) for cpu in spec["cpuAffinity"]))
+    if spec.get("ioClass"):
+        scheduling.append(f"I/O class {spec['ioClass']}")
+    pairs.append(("Scheduling", ", ".join(scheduling) or "-"))
     probes = _mapping(spec.get("probes"))
     if probes:
         pairs.append(("Probes", [f"{kind}: {_probe_text(_mapping(probes[kind]))}"
@@ -286,6 +296,17 @@ def describe_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], n
         lines += _fields(_replica_pairs(status, now), indent="  ")
     lines += _describe_events(obj.get("key"), events, now)
     return "\n".join(lines)
+
+
+def _limits_text(limits: Mapping[str, Any], enforced_by: Mapping[str, Any]) -> list[str]:
+    """`memory 64Mi (cgroup v1)`, one line per limit, with how it is enforced."""
+    lines = []
+    for name in ("memory", "cpu", "openFiles", "processes"):
+        if name in limits:
+            value = limits[name]
+            shown = human_bytes(value) if name == "memory" and isinstance(value, int) else _cell(value)
+            lines.append(f"{name} {shown}" + (f" ({enforced_by[name]})" if name in enforced_by else ""))
+    return lines
 
 
 def _backoff_text(backoff: Any, defaults: Backoff) -> str:

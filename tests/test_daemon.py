@@ -571,6 +571,31 @@ def test_describe_as_a_document_never_shows_env_values(orch: Orchestrator) -> No
     assert "hunter2" not in as_yaml.stdout
 
 
+def test_status_says_how_limits_are_enforced_and_an_adopted_replica_keeps_its_cgroup(orch: Orchestrator) -> None:
+    manifest = orch.write("m/a.yaml", process("a", resources={"limits": {"memory": "64Mi", "openFiles": 256}}))
+    orch.ok("apply", "-f", str(manifest))
+    pid = orch.wait_running("a")["a"][0]
+    how = orch.api("GET", "/health")["limits"]
+    label = "watchdog" if how.startswith("watchdog") else how.split(" under ")[0]
+    (obj,) = json.loads(orch.ok("get", "a", "-o", "json"))["objects"]
+    assert obj["limits"] == {"memory": label, "openFiles": "rlimit"}
+    assert f"memory 64Mi ({label})" in orch.ok("describe", "a")
+    cgroup = obj["replica_status"][0]["cgroup"]
+    if label == "watchdog":
+        assert cgroup is None
+        return
+    assert str(pid) in (Path(cgroup) / "cgroup.procs").read_text().split()
+    daemon = orch.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon to die")
+    orch.ok("apply", "-f", str(manifest))  # a new daemon, which adopts
+    (obj,) = json.loads(orch.ok("get", "a", "-o", "json"))["objects"]
+    assert obj["replica_status"][0]["pid"] == pid
+    assert obj["replica_status"][0]["cgroup"] == cgroup
+    assert obj["limits"]["memory"] == label
+
+
 def test_a_replica_started_but_never_recorded_is_killed_not_duplicated(orch: Orchestrator) -> None:
     """The daemon died between a spawn and the save of its record: the next one finds the stray by the
     state dir's mark in its environment and kills it, so the plan's own start is the only copy."""

@@ -13,8 +13,7 @@ from conftest import wait_for
 from harness import Harness
 
 from orchestrator.events import EventType
-from orchestrator.limits import nice_of
-from orchestrator.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
+from orchestrator.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown, nice_of
 
 
 def proc(name: str, *command: str, **fields: object) -> ProcessSpec:

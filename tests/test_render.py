@@ -231,6 +231,17 @@ def test_describe_sections() -> None:
     ]
 
 
+def test_describe_says_how_limits_are_enforced_and_how_it_is_scheduled() -> None:
+    obj = process(limits={"memory": "cgroup v1", "cpu": "cgroup v1", "openFiles": "rlimit"})
+    obj["spec"]["spec"].update(resources={"limits": {"memory": 64 << 20, "cpu": 0.5, "openFiles": 1024}},
+                               priority=50, cpuAffinity=[0, 1], ioClass="idle")
+    lines = describe_text(obj, [], NOW).splitlines()
+    start = lines.index("Limits:          memory 64Mi (cgroup v1)")
+    assert lines[start + 1:start + 3] == ["                 cpu 0.5 (cgroup v1)", "                 openFiles 1024 (rlimit)"]
+    assert "Scheduling:      priority 50 (nice -10), cpus 0,1, I/O class idle" in lines
+    assert "Scheduling:      priority 0 (nice 0)" in describe_text(process(), [], NOW).splitlines()
+
+
 def test_describe_never_shows_env_values() -> None:
     events = [event(1, "Started", "started")]
     text = describe_text(process(), events, NOW)
