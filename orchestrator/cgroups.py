@@ -87,7 +87,16 @@ def _under(mount: Mount, path: str) -> Path | None:
 
 
 def _read(path: Path) -> str:
-    return path.read_text()
+    # os.read rather than Path.read_text: a third of the cost, and the limit watch reads one file per
+    # replica a second. Control files are small; /proc/PID/cgroup and mountinfo may not be.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _write(path: Path, value: str) -> None:
@@ -126,6 +135,12 @@ class ReplicaCgroup:
     @property
     def path(self) -> str:
         return str(self.dirs[0])
+
+    @property
+    def partial_oom_kills(self) -> bool:
+        """May the kernel OOM-kill one process in it and leave the rest running? (v1: yes; v2 has
+        memory.oom.group set, so it ends them all and the main process's exit says so.)"""
+        return self.version == 1
 
     def attach(self, pid: int) -> None:
         for directory in self.dirs:

@@ -150,7 +150,8 @@ class LimitWatch:
     def sample(self, targets: Mapping[ReplicaId, Watched]) -> list[Breach]:
         """One pass: the memory and CPU of every watched tree, compared with its limits."""
         breaches = []
-        trees = sample_trees([w.process.pid for w in targets.values() if w.cgroup is None])
+        sampled = [w.process.pid for w in targets.values() if w.cgroup is None]
+        trees = sample_trees(sampled) if sampled else {}  # the pass reads all of /proc: only when needed
         for rid, watched in targets.items():
             if watched.cgroup is not None:
                 if watched.cgroup.oom_kills() > watched.oom_kills and rid not in self._memory_over:

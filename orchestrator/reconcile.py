@@ -473,20 +473,26 @@ class Reconciler:
         if self.prober is not None:
             self.prober.sync(self._probe_targets())
         if self.limit_watch is not None:
-            self.limit_watch.sync({rid: self._watched(record.process, record.spec.limits)
-                                   for rid, record in self.records.items()
-                                   if record.process is not None and record.spec.limits.memory_or_cpu})
+            targets = {}
+            for rid, record in self.records.items():
+                if record.process is not None and record.spec.limits.memory_or_cpu:
+                    watched = self._watched(record.process, record.spec.limits)
+                    if watched is not None:
+                        targets[rid] = watched
+            self.limit_watch.sync(targets)
         if self.sampler is not None:
             self.sampler.sync({rid: r.process for rid, r in self.records.items() if r.process is not None},
                               {key: (spec.autoscale, spec.replicas) for key, spec in self.desired.specs.items()
                                if spec.autoscale is not None})
 
-    def _watched(self, process: ProcessIdentity, limits: Limits) -> Watched:
-        """What the limit watch looks at: the tree's usage, or (the kernel enforcing) its cgroup's OOM kills."""
+    def _watched(self, process: ProcessIdentity, limits: Limits) -> Watched | None:
+        """What the limit watch looks at: the tree's usage, or (the kernel enforcing) its cgroup's OOM
+        kills; None where the kernel does it all (cgroup v2 ends the whole cgroup on an OOM kill)."""
         contained = self.executor.cgroup_of(process.pid)
         if contained is None:
             return Watched(process, limits)
-        return Watched(process, limits, *contained)
+        group, oom_kills = contained
+        return Watched(process, limits, group, oom_kills) if group.partial_oom_kills else None
 
     def _guarded(self, what: str, work: Callable[[], object]) -> None:
         """Do `work`; a bug in it becomes an event and the loop goes on: the processes it keeps running
