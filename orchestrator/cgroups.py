@@ -225,10 +225,11 @@ class CgroupHost:
         unlimited = "-1"
         memory_v1 = unlimited if limits.memory_bytes is None else memory
         swap_file = memory_dir / "memory.memsw.limit_in_bytes"
-        if swap_file.exists() and memory_v1 == unlimited:  # memsw must stay >= the limit: raise it first
+        swap_accounted = swap_file.exists()
+        if swap_accounted:  # memory+swap must stay >= memory: lift it first (a reused cgroup may hold less)
             _write(swap_file, unlimited)
         _write(memory_dir / "memory.limit_in_bytes", memory_v1)
-        if swap_file.exists() and memory_v1 != unlimited:
+        if swap_accounted:
             _write(swap_file, memory_v1)
         _write(cpu_dir / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         _write(cpu_dir / "cpu.cfs_quota_us", unlimited if limits.cpu is None else quota)

@@ -99,6 +99,7 @@ class Executor:
         log_offset = os.fstat(log_fd).st_size
         warnings: list[str] = []
         group = self._cgroup_for(replica, spec, warnings) if contained else None
+        popen = None
         try:
             popen = subprocess.Popen(
                 argv,
@@ -122,12 +123,10 @@ class Executor:
             raise SpawnError(f"{argv[0]}: {error.strerror or error}") from error
         except (ValueError, TypeError) as error:  # e.g. a NUL byte in an argument or a variable
             raise SpawnError(f"cannot start {argv[0]!r}: {error}") from error
-        except BaseException:
-            if group is not None:
-                group.remove()
-            raise
         finally:
             os.close(log_fd)
+            if popen is None and group is not None:
+                group.remove()
         pid = popen.pid
         self._children[pid] = popen
         try:
@@ -137,6 +136,8 @@ class Executor:
             # Started but not watchable (out of descriptors): it must not run unsupervised.
             self._kill_rest_of_group(pid)
             popen.wait()
+            if group is not None:
+                group.remove()
             del self._children[pid]
             fd = self._pidfds.pop(pid, None)
             if fd is not None:

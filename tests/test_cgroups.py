@@ -29,6 +29,7 @@ from orchestrator.cgroups import (
     parse_proc_cgroup,
     replica_cgroup_name,
 )
+from orchestrator.errors import SpawnError
 from orchestrator.events import EventType
 from orchestrator.execute import Executor
 from orchestrator.graph import desired_state
@@ -246,3 +247,22 @@ def test_an_adopted_replica_keeps_its_cgroup(tmp_path: Path, cgroup_host: Cgroup
         os.waitpid(child.process.pid, 0)
         second.reap(child.process.pid)
     assert not Path(child.cgroup).exists()
+
+
+def test_a_leftover_cgroup_of_a_slot_is_reused_with_new_limits(cgroup_host: CgroupHost) -> None:
+    first = cgroup_host.create("default.app.0", Limits(memory_bytes=64 << 20))
+    try:
+        again = cgroup_host.create("default.app.0", Limits(memory_bytes=128 << 20, cpu=1))
+        assert again == first
+        name = "memory.max" if cgroup_host.version == 2 else "memory.limit_in_bytes"
+        assert (again.dirs[0] / name).read_text().strip() == str(128 << 20)
+    finally:
+        assert first.remove()
+
+
+def test_a_start_that_fails_leaves_no_cgroup(tmp_path: Path, cgroup_host: CgroupHost) -> None:
+    executor = Executor(tmp_path / "logs", cgroups=cgroup_host)
+    spec = proc("missing", "/nonexistent/binary", limits=Limits(memory_bytes=64 << 20))
+    with pytest.raises(SpawnError, match="command not found"):
+        executor.spawn(ReplicaId("default/missing", 0), spec)
+    assert [p for base in cgroup_host.bases for p in base.iterdir() if p.is_dir()] == []
