@@ -22,21 +22,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.cgroups import find_host
+from orchestrator.cgroups import CgroupHost, find_host
 from orchestrator.execute import Executor
 from orchestrator.limits import LimitWatch, Watched
 from orchestrator.model import Limits, ProcessSpec, ReplicaId
 from orchestrator.observe import identity
 
 
-def spawn_all(executor: Executor, spec: ProcessSpec, count: int) -> tuple[list[float], list[int]]:
-    times, pids = [], []
+def spawn_all(executor: Executor, spec: ProcessSpec, count: int, times: list[float], pids: list[int]) -> None:
+    """Spawn `count` replicas, adding each spawn's duration to `times` and its pid to `pids` as it goes
+    (so that whatever started is ended, even after a failure)."""
     for index in range(count):
         start = time.perf_counter()
         child = executor.spawn(ReplicaId(f"bench/{spec.name}", index), spec)
         times.append(time.perf_counter() - start)
         pids.append(child.process.pid)
-    return times, pids
 
 
 def end_all(executor: Executor, pids: list[int]) -> None:
@@ -69,9 +69,21 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="bench-limits-"))
+    with tempfile.TemporaryDirectory(prefix="bench-limits-") as state:
+        run(Path(state), args.replicas, args.rounds)
+
+
+def run(state: Path, replicas: int, rounds: int) -> None:
     host, how = find_host(str(state))
     print(f"memory and cpu limits here: {how}")
+    try:
+        measure(state, host, replicas, rounds)
+    finally:
+        if host is not None:
+            host.close()
+
+
+def measure(state: Path, host: CgroupHost | None, replicas: int, rounds: int) -> None:
     kinds = {
         "plain": (ProcessSpec(name="plain", command=("sleep", "600")), None),
         "rlimits": (ProcessSpec(name="rlimits", command=("sleep", "600"),
@@ -81,31 +93,32 @@ def main() -> None:
         kinds["cgroup"] = (ProcessSpec(name="cgroup", command=("sleep", "600"),
                                        limits=Limits(memory_bytes=64 << 20, cpu=0.5)), host)
     spawn_times: dict[str, list[float]] = {name: [] for name in kinds}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, (spec, cgroups) in kinds.items():
             executor = Executor(state / "logs", cgroups=cgroups)
-            times, pids = spawn_all(executor, spec, args.replicas)
-            spawn_times[name] += times
-            end_all(executor, pids)
+            pids: list[int] = []
+            try:
+                spawn_all(executor, spec, replicas, spawn_times[name], pids)
+            finally:
+                end_all(executor, pids)
     plain = statistics.median(spawn_times["plain"])
-    print(f"one spawn, median of {args.rounds} x {args.replicas}:")
+    print(f"one spawn, median of {rounds} x {replicas}:")
     for name, times in spawn_times.items():
         median = statistics.median(times)
         print(f"  {name:8} {median * 1e6:7.0f} us  ({median / plain:.2f}x plain)")
     limits = Limits(memory_bytes=64 << 20, cpu=0.5)
-    print(f"one limit-watch pass over {args.replicas} replicas (median of 20):")
+    print(f"one limit-watch pass over {replicas} replicas (median of 20):")
     for name, cgroups in (("watchdog", None), ("cgroup", host)):
         if name == "cgroup" and cgroups is None:
             continue
         spec = ProcessSpec(name=name, command=("sleep", "600"), limits=limits)
         executor = Executor(state / "logs", cgroups=cgroups)
-        _, pids = spawn_all(executor, spec, args.replicas)
+        pids = []
         try:
+            spawn_all(executor, spec, replicas, [], pids)
             print(f"  {name:8} {watch_pass_ms(executor, pids, limits):7.2f} ms")
         finally:
             end_all(executor, pids)
-    if host is not None:
-        host.close()
 
 
 if __name__ == "__main__":

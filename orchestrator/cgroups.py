@@ -127,10 +127,17 @@ def replica_cgroup_name(key: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class ReplicaCgroup:
-    """The cgroup of one replica: one directory (v2) or one per controller (v1, memory first)."""
+    """The cgroup of one replica. Under v2 one directory holds both controllers; under v1 there is one
+    directory per controller the replica's limits need (a cpu cgroup also takes away real-time
+    scheduling, so a replica limited in memory only is not put in one)."""
 
     version: int
-    dirs: tuple[Path, ...]
+    memory: Path | None
+    cpu: Path | None
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(d for d in (self.memory, self.cpu) if d is not None))
 
     @property
     def path(self) -> str:
@@ -140,27 +147,35 @@ class ReplicaCgroup:
     def partial_oom_kills(self) -> bool:
         """May the kernel OOM-kill one process in it and leave the rest running? (v1: yes; v2 has
         memory.oom.group set, so it ends them all and the main process's exit says so.)"""
-        return self.version == 1
+        return self.version == 1 and self.memory is not None
 
     def attach(self, pid: int) -> None:
-        for directory in self.dirs:
-            _write(directory / "cgroup.procs", str(pid))
+        """Move `pid` in; if that fails half-way (v1), it is moved back out of what it entered first."""
+        entered: list[Path] = []
+        try:
+            for directory in self.dirs:
+                _write(directory / "cgroup.procs", str(pid))
+                entered.append(directory)
+        except OSError:
+            for directory in entered:  # to where the daemon itself is: the parent of our tree
+                with contextlib.suppress(OSError):
+                    _write(directory.parent.parent / "cgroup.procs", str(pid))
+            raise
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed in here for want of memory; 0 once the cgroup is gone."""
+        if self.memory is None:
+            return 0
         name = "memory.events" if self.version == 2 else "memory.oom_control"
         try:
-            return _counter(_read(self.dirs[0] / name), "oom_kill")
+            return _counter(_read(self.memory / name), "oom_kill")
         except (OSError, ValueError):
             return 0
 
     def pids(self) -> list[int]:
         found: set[int] = set()
         for directory in self.dirs:
-            try:
-                found.update(int(line) for line in _read(directory / "cgroup.procs").split())
-            except (OSError, ValueError):
-                continue
+            found.update(_pids_in(directory))
         return sorted(found)
 
     def kill(self) -> None:
@@ -186,24 +201,44 @@ class ReplicaCgroup:
         return removed
 
 
+def _pids_in(directory: Path) -> list[int]:
+    try:
+        return [int(line) for line in _read(directory / "cgroup.procs").split()]
+    except (OSError, ValueError):
+        return []
+
+
 @dataclass(frozen=True)
 class CgroupHost:
-    """Where replica cgroups are made: `bases` is one directory (v2) or the memory and cpu ones (v1)."""
+    """Where replica cgroups are made: the `orchestrator-<tag>` directory of each controller (one and the
+    same under v2)."""
 
     version: int
-    bases: tuple[Path, ...]
+    memory_base: Path
+    cpu_base: Path
 
     @property
     def label(self) -> str:
         return f"cgroup v{self.version}"
 
+    @property
+    def bases(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys((self.memory_base, self.cpu_base)))
+
     def create(self, name: str, limits: Limits) -> ReplicaCgroup:
-        """A cgroup with `limits` written, ready for its process; OSError when the kernel refuses."""
-        dirs = tuple(base / name for base in self.bases)
-        for directory in dirs:
-            with contextlib.suppress(FileExistsError):  # a leftover of this slot: reused, limits rewritten
+        """A cgroup with `limits` written, ready for its process; OSError when the kernel refuses, or when
+        a cgroup of that name still holds a process (another orchestrator's replica: never shared)."""
+        if self.version == 2:
+            group = ReplicaCgroup(2, self.memory_base / name, self.memory_base / name)
+        else:
+            group = ReplicaCgroup(1, self.memory_base / name if limits.memory_bytes is not None else None,
+                                  self.cpu_base / name if limits.cpu is not None else None)
+        for directory in group.dirs:
+            try:
                 directory.mkdir()
-        group = ReplicaCgroup(self.version, dirs)
+            except FileExistsError:  # a leftover of this slot (a zombie held it): reused, limits rewritten
+                if _pids_in(directory):
+                    raise OSError(errno.EBUSY, f"{directory} still holds processes") from None
         try:
             self._write_limits(group, limits)
         except OSError:
@@ -211,52 +246,58 @@ class CgroupHost:
             raise
         return group
 
-    def _write_limits(self, group: ReplicaCgroup, limits: Limits) -> None:
-        memory_dir, cpu_dir = group.dirs[0], group.dirs[-1]
-        memory = "max" if limits.memory_bytes is None else str(limits.memory_bytes)
-        quota = "max" if limits.cpu is None else str(cpu_quota_us(limits.cpu))
-        if self.version == 2:
-            _write(memory_dir / "memory.max", memory)
-            if (memory_dir / "memory.swap.max").exists():
-                _write(memory_dir / "memory.swap.max", "max" if limits.memory_bytes is None else "0")
-            _write(memory_dir / "memory.oom.group", "1")
-            _write(cpu_dir / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+    @staticmethod
+    def _write_limits(group: ReplicaCgroup, limits: Limits) -> None:
+        if group.version == 2:
+            assert group.memory is not None and group.cpu is not None
+            memory = "max" if limits.memory_bytes is None else str(limits.memory_bytes)
+            quota = "max" if limits.cpu is None else str(cpu_quota_us(limits.cpu))
+            _write(group.memory / "memory.max", memory)
+            if (group.memory / "memory.swap.max").exists():
+                _write(group.memory / "memory.swap.max", "max" if limits.memory_bytes is None else "0")
+            _write(group.memory / "memory.oom.group", "1")
+            _write(group.cpu / "cpu.max", f"{quota} {CPU_PERIOD_US}")
             return
-        unlimited = "-1"
-        memory_v1 = unlimited if limits.memory_bytes is None else memory
-        swap_file = memory_dir / "memory.memsw.limit_in_bytes"
-        swap_accounted = swap_file.exists()
-        if swap_accounted:  # memory+swap must stay >= memory: lift it first (a reused cgroup may hold less)
-            _write(swap_file, unlimited)
-        _write(memory_dir / "memory.limit_in_bytes", memory_v1)
-        if swap_accounted:
-            _write(swap_file, memory_v1)
-        _write(cpu_dir / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-        _write(cpu_dir / "cpu.cfs_quota_us", unlimited if limits.cpu is None else quota)
+        if group.memory is not None and limits.memory_bytes is not None:
+            swap_file = group.memory / "memory.memsw.limit_in_bytes"
+            swap_accounted = swap_file.exists()
+            if swap_accounted:  # memory+swap must stay >= memory: lift it first (a reused cgroup may hold less)
+                _write(swap_file, "-1")
+            _write(group.memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+            if swap_accounted:
+                _write(swap_file, str(limits.memory_bytes))
+        if group.cpu is not None and limits.cpu is not None:
+            _write(group.cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(group.cpu / "cpu.cfs_quota_us", str(cpu_quota_us(limits.cpu)))
 
     def of_process(self, pid: int) -> ReplicaCgroup | None:
-        """The replica cgroup of ours that `pid` is in (for adoption), or None."""
+        """The replica cgroup of this state dir that `pid` is in (for adoption), or None. It may lie under
+        another cgroup than this daemon's own, if the one before it ran elsewhere."""
         try:
             where = parse_proc_cgroup(_read(Path(f"/proc/{pid}/cgroup")))
         except OSError:
             return None
         mounts = _cgroup_mounts()
-        dirs = []
-        controllers = ("",) if self.version == 2 else CONTROLLERS
-        for base, controller in zip(self.bases, controllers, strict=True):
+        found: dict[str, Path] = {}
+        controllers = ({"": self.memory_base} if self.version == 2 else
+                       {"memory": self.memory_base, "cpu": self.cpu_base})
+        for controller, base in controllers.items():
             mount = _mount_of(mounts, controller)
             path = where.get(controller)
             directory = _under(mount, path) if mount is not None and path is not None else None
-            if directory is None or directory.parent != base:
-                return None
-            dirs.append(directory)
-        return ReplicaCgroup(self.version, tuple(dirs))
+            if directory is not None and directory.parent.name == base.name:
+                found[controller] = directory
+        if self.version == 2:
+            return ReplicaCgroup(2, found[""], found[""]) if "" in found else None
+        if not found:
+            return None
+        return ReplicaCgroup(1, found.get("memory"), found.get("cpu"))
 
     def sweep(self) -> None:
         """Remove the empty replica cgroups an earlier daemon left (those with processes are adopted)."""
         for base in self.bases:
             for directory in _subdirectories(base):
-                if not ReplicaCgroup(self.version, (directory,)).pids():
+                if not _pids_in(directory):
                     with contextlib.suppress(OSError):
                         directory.rmdir()
 
@@ -328,7 +369,7 @@ def _v1_host(dirs: list[Path | None], name: str) -> tuple[CgroupHost | None, str
         except OSError as error:
             return None, f"cgroup v1: cannot create {base}: {error.strerror or error}"
         bases.append(base)
-    return CgroupHost(1, tuple(bases)), f"cgroup v1 under {bases[0].parent} and {bases[1].parent}"
+    return CgroupHost(1, bases[0], bases[1]), f"cgroup v1 under {bases[0].parent} and {bases[1].parent}"
 
 
 def _v2_host(directory: Path, name: str) -> tuple[CgroupHost | None, str]:
@@ -349,7 +390,7 @@ def _v2_host(directory: Path, name: str) -> tuple[CgroupHost | None, str]:
         _write(base / "cgroup.subtree_control", enable)
     except OSError as error:
         return None, f"cgroup v2: cannot delegate under {directory}: {error.strerror or error}"
-    return CgroupHost(2, (base,)), f"cgroup v2 under {directory}"
+    return CgroupHost(2, base, base), f"cgroup v2 under {directory}"
 
 
 def _enable_below(directory: Path, enable: str, leaf: Path) -> None:

@@ -302,7 +302,8 @@ def _run(args: argparse.Namespace) -> int:
     limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
     sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)),
                       pools_only=True)
-    cgroups, limits_how = choose_host(args.limits, str(state_dir.resolve()))
+    # Tagged with this pid too: `run` takes no lock, and two runs on one state dir must not share cgroups.
+    cgroups, limits_how = choose_host(args.limits, f"{state_dir.resolve()} run {os.getpid()}")
     if any(spec.limits.memory_or_cpu for spec in desired.specs.values()):
         print(f"orchestrator: memory and cpu limits: {limits_how}", file=sys.stderr)
     reconciler = Reconciler(Executor(state_dir / "logs", cgroups=cgroups), SystemClock(), events, prober=prober,

@@ -79,6 +79,14 @@ def renice_tree(pid: int, nice: int) -> None:
             continue
 
 
+def kernel_oom_message(limits: Limits) -> str:
+    """Why a replica ended when the kernel OOM-killed in its cgroup (the same words whichever saw it first:
+    the limit watch, or the reap of its main process)."""
+    if limits.memory_bytes is None:
+        return "killed by the kernel's OOM killer (the host, not its own limit, ran out of memory)"
+    return f"killed by the kernel at its memory limit of {limits.memory_bytes} bytes"
+
+
 @dataclass(frozen=True)
 class Watched:
     process: ProcessIdentity
@@ -104,6 +112,7 @@ class LimitWatch:
         self.interval = interval
         self._targets: dict[ReplicaId, Watched] = {}
         self._memory_over: dict[ReplicaId, int] = {}
+        self._oom_reported: set[ProcessIdentity] = set()  # cgroup OOM kills already posted, per process
         self._cpu_over: dict[ReplicaId, int] = {}
         self._throttled: set[ReplicaId] = set()
         self._cpu_seconds: dict[ReplicaId, float] = {}
@@ -119,6 +128,7 @@ class LimitWatch:
                     self._forget(rid)
             was_idle = not self._targets
             self._targets = dict(targets)
+            self._oom_reported &= {w.process for w in self._targets.values()}
             if was_idle and self._targets:
                 self._condition.notify()
 
@@ -154,11 +164,10 @@ class LimitWatch:
         trees = sample_trees(sampled) if sampled else {}  # the pass reads all of /proc: only when needed
         for rid, watched in targets.items():
             if watched.cgroup is not None:
-                if watched.cgroup.oom_kills() > watched.oom_kills and rid not in self._memory_over:
-                    self._memory_over[rid] = 1  # said once per process
-                    breaches.append(Breach(rid, watched.process, "memory", True,
-                                           f"the kernel killed a process of its cgroup at its limit of "
-                                           f"{watched.limits.memory_bytes} bytes"))
+                # Keyed by process, not slot: a pass over an older snapshot cannot mute a newer process.
+                if watched.process not in self._oom_reported and watched.cgroup.oom_kills() > watched.oom_kills:
+                    self._oom_reported.add(watched.process)
+                    breaches.append(Breach(rid, watched.process, "memory", True, kernel_oom_message(watched.limits)))
                 continue
             usage = trees.get(watched.process.pid)
             if usage is None:

@@ -23,7 +23,7 @@ from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor, ExitStatus
 from .graph import desired_state
-from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched
+from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, kernel_oom_message
 from .logs import log_path, rotate_if_needed
 from .metrics import Sampler
 from .model import (
@@ -418,8 +418,7 @@ class Reconciler:
         if record.over_memory:
             reason, message = Reason.OOM_KILLED, record.over_memory
         elif status.oom_killed:
-            limit = record.spec.limits.memory_bytes
-            reason, message = Reason.OOM_KILLED, f"killed by the kernel at its memory limit of {limit} bytes"
+            reason, message = Reason.OOM_KILLED, kernel_oom_message(record.spec.limits)
         elif record.unhealthy:
             reason, message = Reason.LIVENESS_FAILED, record.unhealthy
         else:
