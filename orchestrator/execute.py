@@ -186,8 +186,14 @@ class Executor:
         oom_killed = group.oom_kills() > baseline
         group.kill()
         # An unreaped zombie (a grandchild whose reaper has not got to it yet) still holds it.
-        self._unremoved = [g for g in [*self._unremoved, group] if not g.remove()]
+        self._unremoved.append(group)
+        self.remove_ended_cgroups()
         return oom_killed
+
+    def remove_ended_cgroups(self) -> None:
+        """Remove the cgroups of ended replicas that a zombie still held (its reaper has got to it since)."""
+        if self._unremoved:
+            self._unremoved = [group for group in self._unremoved if not group.remove()]
 
     def renice(self, process: ProcessIdentity, nice: int) -> None:
         """Set the nice value of a running replica's whole tree."""

@@ -96,6 +96,8 @@ class Reconciler:
         self.sampler = sampler
         self._log_offsets: dict[ReplicaId, int] = {}
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
+        # The spec each running (or passed) preStart hook ran for: a spec changed meanwhile runs its own.
+        self._pre_start_for: dict[ReplicaId, ProcessSpec] = {}
         self._closed = False
         self.desired = DesiredState.empty()
         self.records: dict[ReplicaId, ReplicaRecord] = {}
@@ -241,6 +243,7 @@ class Reconciler:
             if now >= next_resync:
                 next_resync = now + self.resync_seconds
                 self._rotate_logs()
+                self.executor.remove_ended_cgroups()
             for key, _ in ready:
                 if key.fd == self._wake_r:
                     self._drain_wake_pipe()
@@ -314,7 +317,8 @@ class Reconciler:
         rid, spec = action.replica, action.spec
         previous = self.records.get(rid)
         pre_start = spec.hooks.pre_start
-        if pre_start is not None and not (previous is not None and previous.pre_start_passed):
+        passed_for = self._pre_start_for.pop(rid, None)
+        if pre_start is not None and not (previous is not None and previous.pre_start_passed and passed_for == spec):
             self._run_pre_start(rid, spec, pre_start, previous, now)
             return
         try:
@@ -359,7 +363,8 @@ class Reconciler:
             return
         base = previous if previous is not None else ReplicaRecord(spec=spec)
         self.records[rid] = replace(base, hook=child.process, hook_kind=HookKind.PRE_START, hook_started_at=now,
-                                    hook_killed=False)
+                                    hook_killed=False, pre_start_passed=False)
+        self._pre_start_for[rid] = spec
         self._watch_hook(rid, child)
 
     def _watch_hook(self, rid: ReplicaId, child: Child) -> None:
@@ -382,8 +387,9 @@ class Reconciler:
         record = _without_hook(record)
         if kind is HookKind.PRE_START:
             if ok:
+                # The next pass starts the process itself, if the spec is still the one this hook ran for.
                 self.records[rid] = replace(record, pre_start_passed=True)
-                return  # the next pass starts the process itself
+                return
             spec = self.desired.specs.get(rid.key, record.spec)
             failed = record_start_failure(record, spec, f"preStart hook {how}", now, Reason.HOOK_FAILED)
             self.records[rid] = failed

@@ -125,6 +125,14 @@ def cgroup_host(session_cgroup_host: CgroupHost | str) -> Iterator[CgroupHost]:
         pytest.skip(f"no cgroup tree to manage here: {session_cgroup_host}")
     host = session_cgroup_host
     yield host
+
+    def swept() -> bool:
+        reap_orphans()  # a zombie grandchild (this process is its subreaper) holds its cgroup until reaped
+        host.sweep()
+        return not any(d.is_dir() for base in host.bases for d in base.iterdir())
+
+    with contextlib.suppress(BaseException):  # the assert below says what is left
+        wait_for(swept, timeout=2, what="replica cgroups to be removable")
     leftovers = [d for base in host.bases for d in base.iterdir() if d.is_dir()]
     for directory in leftovers:  # so that the next test starts clean
         with contextlib.suppress(OSError):
