@@ -13,7 +13,6 @@ of the orchestrator itself (dotenv interpolation is off, so a spec depends only 
 from __future__ import annotations
 
 import difflib
-import functools
 import io
 import json
 import math
@@ -21,14 +20,12 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
-from jsonschema import Draft202012Validator, ValidationError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -54,7 +51,11 @@ from .model import (
     RestartPolicy,
     Shutdown,
 )
+from .schema import full_validator, is_valid, schemas
 from .units import parse_cpu, parse_quantity
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 FieldPath = tuple[str | int, ...]
 
@@ -87,63 +88,6 @@ _TYPE_WORDS = {
     "object": "a mapping",
     "null": "nothing",
 }
-
-
-def _schema_dir() -> Path:
-    """schemas/ shipped inside an installed package, else the one at the root of a source checkout."""
-    packaged = resources.files("orchestrator") / "schemas"
-    # Only a package installed as plain files is supported: a zipped one would need extraction first.
-    if isinstance(packaged, Path) and packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "schemas"
-
-
-@functools.cache
-def schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """Every schema in schemas/, keyed by the (apiVersion, kind) its `const`s accept."""
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for entry in sorted(_schema_dir().iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            schema = json.loads(entry.read_text(encoding="utf-8"))
-            properties = schema["properties"]
-            found[(properties["apiVersion"]["const"], properties["kind"]["const"])] = schema
-    return found
-
-
-@functools.cache
-def _validator(api_version: str, kind: str) -> Draft202012Validator:
-    return Draft202012Validator(_inline_refs(schemas()[(api_version, kind)]))
-
-
-_ANNOTATIONS = {"description", "default", "title", "examples", "$comment"}
-
-
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with every local `$ref` replaced by what it points to.
-
-    The same rules, checked about twice as fast: jsonschema resolves each `$ref` through its registry on every
-    use (500 documents: 0.55 s of validation, half of it in reference lookups). Our schemas' references are
-    local (#/$defs/...) and not recursive.
-    """
-    definitions = schema.get("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[len("#/$defs/"):] in definitions:
-                target = resolve(definitions[ref[len("#/$defs/"):]])
-                siblings = {k: resolve(v) for k, v in node.items() if k != "$ref"}
-                # A $ref beside other keywords means both apply. Annotations of the referring node win;
-                # a validation keyword in both places keeps both, through allOf.
-                if set(siblings) & set(target) - _ANNOTATIONS:
-                    return {"allOf": [target, siblings]}
-                return {**target, **siblings}
-            return {k: resolve(v) for k, v in node.items() if k != "$defs"}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    return resolve(schema)  # type: ignore[no-any-return]
 
 
 def dotted(path: Iterable[str | int]) -> str:
@@ -391,9 +335,10 @@ def _document_spec(doc: _Document) -> tuple[ProcessSpec | None, list[Problem]]:
     problems = _check_kind(doc, value)
     if problems:
         return None, problems
-    validator = _validator(value["apiVersion"], value["kind"])
-    for error in validator.iter_errors(value):
-        problems += _explain(doc, error)
+    api, kind = value["apiVersion"], value["kind"]
+    if not is_valid(api, kind, value):
+        for error in full_validator(api, kind).iter_errors(value):
+            problems += _explain(doc, error)
     spec = value.get("spec")
     env: dict[str, str] = {}
     if isinstance(spec, dict):
@@ -533,9 +478,9 @@ def check_spec(spec: ProcessSpec, where: str = "<request>") -> list[Problem]:
     what it is sent against the same schema, so that nothing it runs was not validated."""
     document = spec_to_document(spec)
     location = Location(where)
-    problems = [
+    problems = [] if is_valid(API_VERSION, spec.kind.value, document) else [
         Problem(location, f"{spec.key}: {dotted(error.absolute_path)}", error.message)
-        for error in _validator(API_VERSION, spec.kind.value).iter_errors(document)
+        for error in full_validator(API_VERSION, spec.kind.value).iter_errors(document)
     ]
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", "contains a NUL character")
                  for path in _nul_paths(document)]

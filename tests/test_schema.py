@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
 from orchestrator.errors import ManifestError
-from orchestrator.manifest import _schema_dir, load_specs, schemas
+from orchestrator.manifest import load_specs
 from orchestrator.model import (
     Backoff,
     Condition,
@@ -25,6 +26,7 @@ from orchestrator.model import (
     RestartPolicy,
     Shutdown,
 )
+from orchestrator.schema import _schema_dir, full_validator, is_valid, schemas
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
 
@@ -450,3 +452,74 @@ def test_invalid_metadata(tmp_path: Path, metadata: str, expected: list[str]) ->
 )
 def test_invalid_documents(tmp_path: Path, text: str, expected: list[str]) -> None:
     assert problems(tmp_path, text) == expected
+
+
+# --- the compiled check (schema.is_valid) never accepts what jsonschema refuses ----------------------------
+
+
+def _verdicts(doc: Any, kind: str = "Process") -> tuple[bool, bool]:
+    full = not list(full_validator("orchestrator/v1", kind).iter_errors(doc))
+    return is_valid("orchestrator/v1", kind, doc), full
+
+
+@pytest.mark.parametrize("snippet", [v[0] for v in VALID] + [i[0] for i in INVALID])
+def test_the_compiled_check_agrees_with_jsonschema(snippet: str) -> None:
+    doc = yaml.safe_load(document(snippet))
+    fast, full = _verdicts(doc)
+    assert fast == full, f"compiled check says {fast}, jsonschema says {full}"
+
+
+WRONG_VALUES: list[Any] = [None, "", "x", "a\n", -1, 0, 1.5, True, [], ["x"], {}, {"x": 1}]
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [path, *(p for k, v in value.items() for p in _leaves(v, (*path, k)))]
+    if isinstance(value, list):
+        return [path, *(p for i, v in enumerate(value) for p in _leaves(v, (*path, i)))]
+    return [path]
+
+
+def _replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    copy = json.loads(json.dumps(doc))
+    target = copy
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return copy
+
+
+@pytest.mark.parametrize("kind", ["Process", "Job"])
+def test_the_compiled_check_never_accepts_a_document_jsonschema_refuses(kind: str) -> None:
+    from test_codec import MANIFEST_LIKE
+
+    from orchestrator.codec import spec_to_document
+
+    base = spec_to_document(next(s for s in MANIFEST_LIKE if s.kind.value == kind))
+    assert _verdicts(base, kind) == (True, True)
+    disagreements, tried = [], 0
+    for path in _leaves(base):
+        for wrong in WRONG_VALUES:
+            mutated = _replaced(base, path, wrong)
+            fast, full = _verdicts(mutated, kind)
+            tried += 1
+            assert not (fast and not full), f"accepted by the compiled check only: {path} = {wrong!r}"
+            if fast != full:
+                disagreements.append((path, wrong))
+    # Stricter only where the two dialects differ (`$` before a trailing newline), nowhere else.
+    assert all(wrong == "a\n" for _, wrong in disagreements), disagreements
+    assert tried > 500
+
+
+def test_generated_code_is_cached_only_where_nobody_else_can_write(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.schema import _cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    private = _cache_dir()
+    assert private == tmp_path / "orchestrator"
+    assert private.stat().st_mode & 0o777 == 0o700
+    private.chmod(0o777)  # a cache anyone could write to would be code anyone could make us run
+    assert _cache_dir() is None
