@@ -22,14 +22,10 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import psutil
-
 from .cgroups import ReplicaCgroup
 from .model import Limits, ProcessIdentity, ProcessSpec, ReplicaId, nice_of
 from .observe import sample_trees
 
-IO_CLASSES = {"realtime": psutil.IOPRIO_CLASS_RT, "best-effort": psutil.IOPRIO_CLASS_BE,
-              "idle": psutil.IOPRIO_CLASS_IDLE}
 MEMORY_SAMPLES = 2  # consecutive samples over the limit before a kill: one spike is not a leak
 CPU_SAMPLES = 3  # consecutive seconds over the CPU limit before a renice
 THROTTLED_NICE = 19
@@ -58,15 +54,21 @@ def apply_at_start(pid: int, spec: ProcessSpec) -> list[str]:
         except OSError as error:
             failures.append(f"cpuAffinity {list(spec.cpu_affinity)}: {error.strerror or error}")
     if spec.io_class is not None:
+        import psutil  # here: psutil costs 30 ms of start-up, and only these calls need it
+
+        io_classes = {"realtime": psutil.IOPRIO_CLASS_RT, "best-effort": psutil.IOPRIO_CLASS_BE,
+                      "idle": psutil.IOPRIO_CLASS_IDLE}
         try:
-            psutil.Process(pid).ionice(IO_CLASSES[spec.io_class])
-        except (OSError, psutil.Error, ValueError) as error:
+            psutil.Process(pid).ionice(io_classes[spec.io_class])
+        except (OSError, psutil.Error, ValueError, KeyError) as error:
             failures.append(f"ioClass {spec.io_class}: {error}")
     return failures
 
 
 def renice_tree(pid: int, nice: int) -> None:
     """Set the nice value of a process and everything below it (best effort: members come and go)."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         tree = [root, *root.children(recursive=True)]

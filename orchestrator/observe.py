@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import time
 
-import psutil
-
 from .model import ProcessIdentity
 
 
@@ -51,6 +49,8 @@ def usage(pid: int) -> tuple[float, int] | None:
 
     None when the process is gone. A lifetime average needs no second sample, so `get` stays fast.
     """
+    import psutil  # here, as in every function of this module that needs it: 30 ms of `run`'s start-up
+
     try:
         root = psutil.Process(pid)
         tree = [root, *root.children(recursive=True)]
@@ -75,6 +75,8 @@ def marked_session_leaders(variable: str, value: str, exclude: set[int]) -> list
     neither in `exclude` nor below one of them: replicas an orchestrator started but had not recorded
     when it died. (A replica's own descendants inherit the mark; one that made its own session is still
     below its replica, and is left alone.)"""
+    import psutil
+
     parents: dict[int, int] = {}
     candidates = []
     for proc in psutil.process_iter(["ppid"]):
