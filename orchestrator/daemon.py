@@ -71,8 +71,9 @@ class Daemon:
         self._unsaved_lock = threading.Lock()
         self.events.subscribe(self._record_event)
         self.events.subscribe(_print_event)
-        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
         self.marker = str(state_dir.resolve())
+        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs",
+                             marker=self.marker)
         self.sampler = Sampler(metrics_interval,
                                lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))

@@ -12,6 +12,7 @@ replica unhealthy like a failing liveness probe.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import re
@@ -77,9 +78,15 @@ class _Due:
 
 
 class Prober:
-    def __init__(self, on_transition: Callable[[Transition], None], log_dir: Path, workers: int = 8) -> None:
+    def __init__(self, on_transition: Callable[[Transition], None], log_dir: Path, workers: int = 8,
+                 marker: str = "") -> None:
+        """`marker`: the state dir's mark (execute.STATE_MARKER) put in every exec check's environment, so
+        that a check left hanging by a daemon that died is found and killed by the next one."""
         self.on_transition = on_transition
         self.log_dir = log_dir
+        self.marker = marker
+        self._running: set[int] = set()  # pids of exec checks under way: close() kills them
+        self._running_lock = threading.Lock()
         self._states: dict[tuple[ReplicaId, ProbeKind], _State] = {}
         self._heap: list[_Due] = []
         self._lock = threading.Condition()
@@ -131,6 +138,10 @@ class Prober:
             self._states.clear()  # a check still running finds no state and posts nothing
             self._lock.notify()
         self._thread.join(timeout=5)
+        with self._running_lock:
+            for pid in self._running:  # the worker waiting on it returns at once; the interpreter can exit
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling (prober thread) ---------------------------------------------------------------
@@ -195,7 +206,7 @@ class Prober:
     def _check(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
         probe = state.probe
         if probe.action is ProbeAction.EXEC:
-            return _exec(probe, state.target.spec)
+            return _exec(probe, state.target.spec, self.marker, self._track)
         if probe.action is ProbeAction.HTTP:
             return _http(probe)
         if probe.action is ProbeAction.TCP:
@@ -226,11 +237,24 @@ class Prober:
         return False, f"no line matching {state.probe.pattern!r} yet"
 
 
-def _exec(probe: Probe, spec: ProcessSpec) -> tuple[bool, str]:
+    def _track(self, pid: int, running: bool) -> bool:
+        """Note an exec check starting (False once closed: it must not run) or ending."""
+        with self._running_lock:
+            if not running:
+                self._running.discard(pid)
+                return True
+            self._running.add(pid)
+            return not self._closed
+
+
+def _exec(probe: Probe, spec: ProcessSpec, marker: str = "",
+          track: Callable[[int, bool], bool] = lambda pid, running: True) -> tuple[bool, str]:
     """As the replica runs: its directory, environment and user (a check never runs with more rights)."""
     env = {k: v for k, v in os.environ.items() if k != STATE_MARKER}
     env.update(spec.env)
     env["ORCH_NAME"], env["ORCH_NAMESPACE"] = spec.name, spec.namespace
+    if marker:
+        env[STATE_MARKER] = marker
     try:
         uid, gid, groups = user_ids(spec.user, env)
         child = subprocess.Popen(list(probe.command), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
@@ -241,6 +265,8 @@ def _exec(probe: Probe, spec: ProcessSpec) -> tuple[bool, str]:
     except OSError as error:
         return False, f"cannot run {probe.command[0]}: {error.strerror or error}"
     try:
+        if not track(child.pid, True):  # the prober closed as this check started
+            os.killpg(child.pid, signal.SIGKILL)
         code = child.wait(timeout=probe.timeout_seconds)
     except subprocess.TimeoutExpired:
         try:
@@ -249,6 +275,8 @@ def _exec(probe: Probe, spec: ProcessSpec) -> tuple[bool, str]:
             pass
         child.wait()
         return False, f"timed out after {probe.timeout_seconds:g} s"
+    finally:
+        track(child.pid, False)
     return code == 0, f"exit code {code}"
 
 

@@ -596,6 +596,51 @@ def test_status_says_how_limits_are_enforced_and_an_adopted_replica_keeps_its_cg
     assert obj["limits"]["memory"] == label
 
 
+def test_a_daemon_killed_during_a_pre_stop_hook_is_followed_by_one_that_finishes_the_stop(orch: Orchestrator) -> None:
+    marker = orch.root / "pre-stop-ran"
+    hook = {"preStop": {"exec": ["sh", "-c", f"touch {marker}; exec sleep 30"], "timeoutSeconds": 60}}
+    manifest = orch.write("m/app.yaml", documents(process("a", hooks=hook, shutdown={"timeoutSeconds": 60}),
+                                                  process("b")))
+    orch.ok("apply", "-f", str(manifest))
+    before = orch.wait_running("a", "b")
+    orch.ok("apply", "--prune", "-f", str(orch.write("m/app.yaml", process("b"))))
+    wait_for(marker.exists, what="the preStop hook to run")
+    hooks = [p for p in managed() if p.pid not in before["a"] + before["b"]]
+    assert hooks, "the preStop hook is not among the processes the daemon runs"
+    daemon = orch.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon to die")
+    assert alive(before["a"][0])  # a SIGKILLed daemon stops nothing itself
+
+    orch.ok("apply", "--prune", "-f", str(manifest.parent))  # a new daemon, which adopts
+    wait_for(lambda: not alive(before["a"][0]), what="the new daemon to finish stopping a")
+    wait_for(lambda: not any(alive(p.pid) for p in hooks), what="the cut-short preStop hook to be ended")
+    assert orch.running("b") == {"b": before["b"]}
+    assert "a" not in orch.objects()
+
+
+def test_an_exec_probe_left_hanging_by_a_killed_daemon_is_ended_by_the_next(orch: Orchestrator) -> None:
+    marker = orch.root / "probe-ran"
+    probe = {"exec": {"command": ["sh", "-c", f"touch {marker}; exec sleep 30"]}, "timeoutSeconds": 60,
+             "periodSeconds": 60}
+    manifest = orch.write("m/app.yaml", process("a", probes={"liveness": probe}))
+    orch.ok("apply", "-f", str(manifest))
+    replica = orch.wait_running("a")["a"][0]
+    wait_for(marker.exists, what="the liveness check to run")
+    checks = [p.pid for p in managed("a") if p.pid != replica]
+    assert len(checks) == 1
+    daemon = orch.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon to die")
+    assert alive(checks[0])  # nobody is left to end it at its timeout
+
+    orch.ok("apply", "-f", str(manifest))  # a new daemon
+    wait_for(lambda: not alive(checks[0]), what="the orphaned check to be killed")
+    assert orch.running("a") == {"a": [replica]}  # the replica itself was adopted, not killed
+
+
 def test_a_replica_started_but_never_recorded_is_killed_not_duplicated(orch: Orchestrator) -> None:
     """The daemon died between a spawn and the save of its record: the next one finds the stray by the
     state dir's mark in its environment and kills it, so the plan's own start is the only copy."""

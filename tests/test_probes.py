@@ -136,6 +136,29 @@ def test_exec_probe_that_hangs_is_killed_at_its_timeout(harness: Harness, tmp_pa
     assert not ready(harness, "app")
 
 
+def test_closing_the_prober_ends_a_check_under_way_at_once(tmp_path: Path) -> None:
+    from orchestrator.model import ProcessIdentity
+    from orchestrator.probes import Prober, Target
+
+    marker = tmp_path / "check-pid"
+    check = (sys.executable, "-c", (f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+             "time.sleep(60)"))
+    liveness = fast(ProbeAction.EXEC, command=check, timeout_seconds=60, period_seconds=60)
+    spec = proc("app", probes=Probes(liveness=liveness))
+    prober = Prober(lambda transition: None, tmp_path / "logs")
+    try:
+        prober.sync({ReplicaId("default/app", 0): Target(ProcessIdentity(os.getpid(), 0), spec, time.monotonic(),
+                                                         True, True, 0)})
+        wait_for(lambda: marker.exists() and marker.read_text(), what="the check to start")
+    finally:
+        started = time.monotonic()
+        prober.close()
+    pid = int(marker.read_text())
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             what="the check to be killed")
+    assert time.monotonic() - started < 5  # not its 60 s timeout
+
+
 def test_tcp_probe_against_a_closed_port_never_becomes_ready(harness: Harness) -> None:
     port = free_port()  # nothing listens there
     readiness = fast(ProbeAction.TCP, port=port)
