@@ -25,9 +25,11 @@ CLI = [sys.executable, "-m", "orchestrator"]
 @pytest.fixture
 def tree() -> Iterator[subprocess.Popen[bytes]]:
     """A parent holding ~40 MB with a child holding ~40 MB, in their own group."""
+    # "up" once both hold their memory: the child says so first (until then its RSS still grows).
+    child = "import time; b = bytearray(40 << 20); print('up', flush=True); time.sleep(60)"
     code = ("import subprocess, sys, time\nblob = bytearray(40 << 20)\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(40 << 20); time.sleep(60)'])\n"
-            "print('up', flush=True)\ntime.sleep(60)")
+            f"child = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE)\n"
+            "child.stdout.readline()\nprint('up', flush=True)\ntime.sleep(60)")
     popen = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
     try:
         yield popen
