@@ -41,6 +41,9 @@ from .model import Limits
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel's floor for a quota
 CONTROLLERS = ("memory", "cpu")
+# The subgroup systemd puts the daemon in (DelegateSubgroup= of the unit `orchestrator startup` writes):
+# replica cgroups then go beside it, and the unit's own cgroup never holds a process.
+DAEMON_SUBGROUP = "supervisor"
 
 
 @dataclass(frozen=True)
@@ -373,6 +376,14 @@ def _v1_host(dirs: list[Path | None], name: str) -> tuple[CgroupHost | None, str
 
 
 def _v2_host(directory: Path, name: str) -> tuple[CgroupHost | None, str]:
+    if directory.name == DAEMON_SUBGROUP and os.access(directory.parent, os.W_OK):
+        # Under systemd with DelegateSubgroup=: the delegated cgroup is the parent. A daemon restarted
+        # after a crash is put back in the subgroup, which must stay a leaf; so replicas go beside it.
+        return _v2_host_in(directory.parent, name, leaf=None)
+    return _v2_host_in(directory, name, leaf=directory / f"{name}.daemon")
+
+
+def _v2_host_in(directory: Path, name: str, leaf: Path | None) -> tuple[CgroupHost | None, str]:
     try:
         available = set(_read(directory / "cgroup.controllers").split())
     except OSError as error:
@@ -384,7 +395,10 @@ def _v2_host(directory: Path, name: str) -> tuple[CgroupHost | None, str]:
         return None, f"cgroup v2: {directory} is not writable by this user"
     enable = " ".join(f"+{c}" for c in CONTROLLERS)
     try:
-        _enable_below(directory, enable, leaf=directory / f"{name}.daemon")
+        if leaf is None:
+            _write(directory / "cgroup.subtree_control", enable)
+        else:
+            _enable_below(directory, enable, leaf=leaf)
         base = directory / name
         base.mkdir(exist_ok=True)
         _write(base / "cgroup.subtree_control", enable)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .autoscale import keep_pool_size
 from .clock import Clock
+from .diff import needs_restart
 from .errors import SpawnError
 from .events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor, ExitStatus
@@ -216,6 +217,7 @@ class Reconciler:
                     self.executor.kill_group(record.hook)
                 # A fresh record: the next pass starts it, with a new restart budget.
                 del self.records[rid]
+                self._pre_start_for.pop(rid, None)
         return count
 
     @property
@@ -284,6 +286,7 @@ class Reconciler:
                        action.process.pid)
         else:
             del self.records[action.replica]
+            self._pre_start_for.pop(action.replica, None)
             self.waiting.pop(action.replica, None)
 
     def _stop(self, action: Stop, now: float) -> None:
@@ -318,7 +321,11 @@ class Reconciler:
         previous = self.records.get(rid)
         pre_start = spec.hooks.pre_start
         passed_for = self._pre_start_for.pop(rid, None)
-        if pre_start is not None and not (previous is not None and previous.pre_start_passed and passed_for == spec):
+        # A preStart that passed for this spec, or for one with the same preStart that differs only where
+        # no restart is needed (replicas, labels): its own preStart has then run.
+        passed = (previous is not None and previous.pre_start_passed and passed_for is not None
+                  and passed_for.hooks.pre_start == pre_start and not needs_restart(passed_for, spec))
+        if pre_start is not None and not passed:
             self._run_pre_start(rid, spec, pre_start, previous, now)
             return
         try:

@@ -5,23 +5,28 @@ Most documents are valid, and saying so is all that is needed of them: a validat
 code by fastjsonschema does that about fifty times faster than jsonschema, and without importing it (0.1 s
 on its own). When the compiled check refuses a document, jsonschema validates it again and its errors,
 every one of them with its path, are what users see; so a document is invalid only when jsonschema says
-so. Our schemas use only keywords that mean the same in Draft 7 (what fastjsonschema implements) and in
-Draft 2020-12, and the compiled check is the stricter one where they differ (`$` in a pattern matches no
-trailing newline): tests/test_schema.py holds the two to agreeing on every document it tries.
+so. Our schemas use only keywords that mean the same in the draft fastjsonschema reads them as (2019-09)
+and in Draft 2020-12, and the compiled check is the stricter one where they differ (`$` in a pattern
+matches no trailing newline): tests/test_schema.py holds the two to agreeing on every document it tries.
 
-The generated code of each schema is kept in the user's cache directory (`$XDG_CACHE_HOME/orchestrator`,
-private to its owner; otherwise compiled afresh in memory), named by a hash of the schema and of the
-fastjsonschema version, so that Python's bytecode cache serves later runs.
+The generated code of each schema is kept, compiled and with a checksum, in the user's cache directory
+(`$XDG_CACHE_HOME/orchestrator`, used only when nobody else can write to it or above it), named by a hash of
+the schema, the fastjsonschema version and the Python bytecode version; anything wrong with the cache means
+compiling afresh in memory (about 0.05 s), never a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import json
+import marshal
 import os
 import stat
+import tempfile
+import threading
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -73,41 +78,97 @@ def is_valid(api_version: str, kind: str, document: Any) -> bool:
     return True
 
 
+_compile_lock = threading.Lock()
+
+
 @functools.cache
 def _compiled(api_version: str, kind: str) -> Callable[[Any], Any]:
     import fastjsonschema
 
     # Without its $id the root function of the generated code is named `validate` (references are local).
     schema = {k: v for k, v in _without_annotations(schemas()[(api_version, kind)]).items() if k != "$id"}
+    with _compile_lock:  # the daemon's API threads may ask at once
+        try:
+            cached = _from_cache(schema, fastjsonschema)
+        except Exception:  # noqa: BLE001 - a cache that cannot serve is no reason to fail: compile afresh
+            cached = None
+    if cached is not None:
+        return cached
+    return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
+
+
+def _from_cache(schema: dict[str, Any], fastjsonschema: Any) -> Callable[[Any], Any] | None:
+    """The compiled check from the cache, written there first if missing; None without a private cache.
+
+    The file holds the marshalled code object (what a .pyc holds) after the SHA-256 of it: a file cut short
+    or garbled is noticed, and made again, never run.
+    """
     cache = _cache_dir()
     if cache is None:
-        return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
-    key = hashlib.sha256(json.dumps([schema, fastjsonschema.VERSION], sort_keys=True).encode()).hexdigest()[:16]
-    path = cache / f"schema_{key}.py"
-    if not path.exists():
-        code = fastjsonschema.compile_to_code(schema, use_default=False)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(code, encoding="utf-8")
-        os.replace(partial, path)  # whole or not at all, if two runs race
-    loader = importlib.util.spec_from_file_location(f"orchestrator_schema_{key}", path)
-    if loader is None or loader.loader is None:
-        return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    validate: Callable[[Any], Any] = module.validate
+        return None
+    identity = [schema, fastjsonschema.VERSION, importlib.util.MAGIC_NUMBER.hex()]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache / f"schema_{key}.bin"
+    code = None
+    with contextlib.suppress(FileNotFoundError):
+        data = _read_private(path)
+        if hashlib.sha256(data[32:]).digest() == data[:32]:
+            code = marshal.loads(data[32:])
+    if code is None:
+        code = compile(fastjsonschema.compile_to_code(schema, use_default=False), "<orchestrator schema>", "exec")
+        payload = marshal.dumps(code)
+        _write_atomically(path, hashlib.sha256(payload).digest() + payload)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - code fastjsonschema generated from our schema, in a private cache
+    validate: Callable[[Any], Any] = namespace["validate"]
     return validate
 
 
-def _cache_dir() -> Path | None:
-    """A directory of this user's alone for the generated code (it is imported: nobody else may write it)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = Path(base) / "orchestrator"
+def _read_private(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = path.stat()
-    except OSError:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"{path} is not this user's alone")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)  # whole or not at all, if two runs race
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def _cache_dir() -> Path | None:
+    """A directory for the compiled checks that nobody but this user (and root) can write to, nor any
+    directory above it (what is in it is run): $XDG_CACHE_HOME/orchestrator, else ~/.cache/orchestrator.
+    None where there is no such place (HOME unset, a shared directory on the way)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
         return None
-    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    try:
+        (Path(base) / "orchestrator").mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = Path(os.path.realpath(Path(base) / "orchestrator"))  # judged where it really is
+        for directory in (path, *path.parents):
+            info = os.stat(directory)
+            writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if directory == path:
+                if info.st_uid != os.geteuid() or writable_by_others:
+                    return None
+            elif info.st_uid not in (os.geteuid(), 0) or (writable_by_others and not info.st_mode & stat.S_ISVTX):
+                return None  # someone else could swap what lies below (a sticky /tmp is fine)
+    except OSError:
         return None
     return path
 

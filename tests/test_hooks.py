@@ -34,13 +34,18 @@ def test_pre_start_runs_before_the_process(harness: Harness, tmp_path: Path) -> 
 
 def test_a_spec_changed_while_its_pre_start_runs_starts_after_its_own_pre_start(harness: Harness,
                                                                                 tmp_path: Path) -> None:
-    log = tmp_path / "hooks.log"
-    first = Hooks(pre_start=Hook(("sh", "-c", f"sleep 0.4; echo first >> {log}")))
+    log, gate = tmp_path / "hooks.log", tmp_path / "gate"
+    # The first preStart passes only once the second spec has been applied: the order is fixed, not timed.
+    first = Hooks(pre_start=Hook(("sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.01; done; echo first >> {log}")))
     second = Hooks(pre_start=Hook(("sh", "-c", f"echo second >> {log}")))
     harness.apply([proc("app", "sleep", "60", hooks=first)])
     wait_for(lambda: harness.records().get(ReplicaId("default/app", 0)) and
              harness.records()[ReplicaId("default/app", 0)].hook, what="the first preStart to run")
-    harness.apply([proc("app", "sleep", "61", hooks=second)])
+    second_spec = proc("app", "sleep", "61", hooks=second)
+    harness.apply([second_spec])
+    wait_for(lambda: harness.query(lambda r: r.desired.specs.get("default/app") == second_spec),
+             what="the second spec to be applied")
+    gate.touch()
     pid = wait_for(lambda: harness.pid("app"), what="app to start")
     assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0061\x00"
     assert "second" in log.read_text().split(), "the changed spec started without its own preStart"

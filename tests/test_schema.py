@@ -517,9 +517,83 @@ def test_generated_code_is_cached_only_where_nobody_else_can_write(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.schema import _cache_dir
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     private = _cache_dir()
-    assert private == tmp_path / "orchestrator"
+    assert private == (tmp_path / "cache" / "orchestrator").resolve()
     assert private.stat().st_mode & 0o777 == 0o700
     private.chmod(0o777)  # a cache anyone could write to would be code anyone could make us run
     assert _cache_dir() is None
+    private.chmod(0o700)
+    (tmp_path / "cache").chmod(0o777)  # nor may anyone swap the directory itself
+    assert _cache_dir() is None
+    (tmp_path / "cache").chmod(0o700)
+    assert _cache_dir() == private
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # as with HOME unset: `~` is not a place
+    assert _cache_dir() is None
+
+
+def _cached_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import fastjsonschema
+
+    from orchestrator.schema import _from_cache, _without_annotations
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    schema = {k: v for k, v in _without_annotations(schemas()[("orchestrator/v1", "Process")]).items()
+              if k != "$id"}
+    return _from_cache(schema, fastjsonschema)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut short", "empty"])
+def test_a_damaged_cache_file_is_made_again_never_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      damage: str) -> None:
+    bad = yaml.safe_load(document(metadata="name: Bad Name"))
+    assert _cached_check(tmp_path, monkeypatch) is not None
+    (cached,) = (tmp_path / "orchestrator").glob("schema_*.bin")
+    whole = cached.read_bytes()
+    cached.write_bytes({"garbage": b"x" * 100, "cut short": whole[: len(whole) * 9 // 10], "empty": b""}[damage])
+    check = _cached_check(tmp_path, monkeypatch)
+    with pytest.raises(Exception, match="name"):
+        check(bad)  # a check cut short could have let this through
+    assert cached.read_bytes() == whole
+
+
+def test_a_cache_that_cannot_be_written_is_no_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import schema
+
+    (tmp_path / "orchestrator").mkdir(mode=0o500)  # read-only (root may still write: then it is simply used)
+    schema._compiled.cache_clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        assert is_valid("orchestrator/v1", "Process", yaml.safe_load(document()))
+        assert not is_valid("orchestrator/v1", "Process", yaml.safe_load(document(metadata="name: Bad Name")))
+    finally:
+        schema._compiled.cache_clear()
+
+
+def test_threads_compiling_at_once_on_an_empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from orchestrator import schema
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    schema._compiled.cache_clear()
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def validate() -> None:
+        try:
+            results.append(is_valid("orchestrator/v1", "Process", yaml.safe_load(document())))
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion below
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=validate) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        schema._compiled.cache_clear()
+    assert errors == [] and results == [True] * 4
+    assert len(list((tmp_path / "orchestrator").glob("schema_*.bin"))) == 1
+    assert list((tmp_path / "orchestrator").glob(".*")) == []  # no half-written file left
