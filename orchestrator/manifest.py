@@ -1,10 +1,10 @@
-"""Manifests: find YAML files, read them keeping the line and column of every node, validate each document
-against its JSON Schema in schemas/, and build frozen ProcessSpecs.
+"""Manifests: find YAML files, read them keeping the line and column of every node (documents.py),
+validate each document against its JSON Schema in schemas/ (schema.py), and build frozen ProcessSpecs.
 
-Owns: file discovery (`*.yaml`, `*.yml`, recursive, sorted), YAML reading with positions, schema dispatch by
-apiVersion and kind, turning schema errors into plain-word Problems at `file:line:column` with the field
-path, the checks a schema cannot express (string command without shell, envFrom files, duplicate names),
-and reading envFrom dotenv files. Every problem in every file is collected into one ManifestError.
+Owns: file discovery (`*.yaml`, `*.yml`, recursive, sorted), schema dispatch by apiVersion and kind,
+turning schema errors into plain-word Problems at `file:line:column` with the field path, the checks a
+schema cannot express (string command without shell, envFrom files, duplicate names), and reading envFrom
+dotenv files. Every problem in every file is collected into one ManifestError.
 
 Never: graph checks (missing dependencies, cycles: graph.py), touching processes, reading the environment
 of the orchestrator itself (dotenv interpolation is off, so a spec depends only on files in the checkout).
@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import difflib
 import io
-import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import graph
 from .codec import (
@@ -38,6 +33,7 @@ from .codec import (
     probe_from_document,
     spec_to_document,
 )
+from .documents import Document, FieldPath, dotted, read_documents
 from .errors import Location, ManifestError, Problem
 from .model import (
     DEFAULT_NAMESPACE,
@@ -57,16 +53,7 @@ from .units import parse_cpu, parse_quantity
 if TYPE_CHECKING:
     from jsonschema import ValidationError
 
-FieldPath = tuple[str | int, ...]
-
 MANIFEST_SUFFIXES = (".yaml", ".yml")
-_YAML = "tag:yaml.org,2002:"
-# libyaml's loader composes the same nodes with the same marks about nine times faster (measured: 500
-# documents in 60 ms against 561 ms); the pure-Python one is the fallback where PyYAML was built without it.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# Scalars with these tags become Python values; any other standard tag (timestamp, binary) keeps its text,
-# because no manifest field is a date and turning one into a datetime only makes messages stranger.
-_VALUE_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Patterns of the schemas, in words: a regular expression is not an explanation.
@@ -88,166 +75,6 @@ _TYPE_WORDS = {
     "object": "a mapping",
     "null": "nothing",
 }
-
-
-def dotted(path: Iterable[str | int]) -> str:
-    """`spec.dependsOn[1].name`; keys that are not identifiers (label keys) are quoted in brackets."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part.isidentifier():
-            text += f".{part}" if text else part
-        else:
-            text += f"[{part!r}]"
-    return text
-
-
-@dataclass
-class _Document:
-    """One YAML document as plain Python values, with where each value and each mapping key was written."""
-
-    file: str
-    value: object = None
-    values: dict[FieldPath, Location] = field(default_factory=dict)
-    keys: dict[FieldPath, Location] = field(default_factory=dict)
-    raws: dict[FieldPath, str] = field(default_factory=dict)  # scalar text as written, to quote it back
-
-    def at(self, path: FieldPath) -> Location:
-        """Where the value at `path` starts, or the nearest enclosing value that exists."""
-        while path not in self.values and path:
-            path = path[:-1]
-        return self.values.get(path, Location(self.file, 1, 1))
-
-    def key_at(self, path: FieldPath) -> Location:
-        return self.keys.get(path) or self.at(path)
-
-    def show(self, path: FieldPath, value: object) -> str:
-        """A value as the user wrote it: strings quoted, other scalars in their YAML spelling."""
-        if isinstance(value, str):
-            return repr(value)
-        if isinstance(value, list):
-            return "a list"
-        if isinstance(value, dict):
-            return "a mapping"
-        raw = self.raws.get(path)
-        if value is None:
-            return raw or "nothing"
-        return raw if raw is not None else json.dumps(value)
-
-
-class _Builder:
-    """Builds plain values from a composed YAML node, recording positions and problems on the way."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-        self._constructor = SafeConstructor()
-        self._open: set[int] = set()  # nodes being built: an alias back into one of them is a cycle
-
-    def _loc(self, mark: yaml.Mark | None) -> Location:
-        if mark is None:
-            return Location(self.file)
-        return Location(self.file, mark.line + 1, mark.column + 1)
-
-    def document(self, node: Node) -> _Document:
-        doc = _Document(self.file)
-        doc.value = self._build(node, (), doc)
-        return doc
-
-    def _build(self, node: Node, path: FieldPath, doc: _Document) -> object:
-        doc.values[path] = self._loc(node.start_mark)
-        if isinstance(node, ScalarNode):
-            return self._scalar(node, path, doc)
-        if id(node) in self._open:
-            self.problems.append(Problem(doc.values[path], dotted(path), "an alias refers to a node that contains it"))
-            return None
-        self._open.add(id(node))
-        try:
-            if isinstance(node, SequenceNode):
-                return [self._build(item, path + (index,), doc) for index, item in enumerate(node.value)]
-            if isinstance(node, MappingNode):
-                return self._mapping(node, path, doc)
-            return None
-        finally:
-            self._open.discard(id(node))
-
-    def _scalar(self, node: ScalarNode, path: FieldPath, doc: _Document) -> object:
-        doc.raws[path] = node.value
-        if node.tag not in _VALUE_TAGS:
-            if not node.tag.startswith(_YAML):
-                self.problems.append(Problem(doc.values[path], dotted(path), f"unsupported YAML tag {node.tag!r}"))
-            return node.value
-        try:
-            value = self._constructor.construct_object(node)
-        except (ConstructorError, ValueError) as error:
-            self.problems.append(Problem(doc.values[path], dotted(path), f"cannot read {node.value!r}: {error}"))
-            return node.value
-        if isinstance(value, float) and not math.isfinite(value):
-            self.problems.append(Problem(doc.values[path], dotted(path), f"expected a finite number, got {node.value}"))
-        return value
-
-    def _mapping(self, node: MappingNode, path: FieldPath, doc: _Document) -> dict[str, object]:
-        # Duplicates are looked for before merge keys (`<<`) are expanded: a key written here may override a
-        # merged one on purpose, but the same key written twice is a mistake PyYAML would hide.
-        seen: dict[str, Location] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == _YAML + "merge":
-                continue
-            where = self._loc(key_node.start_mark)
-            if not isinstance(key_node, ScalarNode):
-                self.problems.append(Problem(where, dotted(path), "a key must be a plain word, not a list or mapping"))
-                continue
-            first = seen.setdefault(key_node.value, where)
-            if first is not where:
-                self.problems.append(
-                    Problem(
-                        where,
-                        dotted(path + (key_node.value,)),
-                        f"duplicate key {key_node.value!r}, first at line {first.line}, column {first.column}",
-                    )
-                )
-        try:
-            self._constructor.flatten_mapping(node)
-        except ConstructorError as error:
-            self.problems.append(
-                Problem(self._loc(error.problem_mark), dotted(path), f"bad merge key: {error.problem}")
-            )
-        result: dict[str, object] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _YAML + "merge":
-                continue
-            key = key_node.value  # the text as written: in a manifest every key is a name
-            doc.keys[path + (key,)] = self._loc(key_node.start_mark)
-            result[key] = self._build(value_node, path + (key,), doc)
-        return result
-
-
-def _read_documents(file: str) -> tuple[list[_Document], list[Problem]]:
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        return [], [Problem(Location(file), "", f"not UTF-8 text: {error.reason} at byte {error.start}")]
-    except OSError as error:
-        return [], [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
-    builder = _Builder(file)
-    documents: list[_Document] = []
-    try:
-        for node in yaml.compose_all(text, Loader=_LOADER):
-            # An empty document (`---` alone, or only comments) composes to an empty plain null scalar.
-            if node is None or (isinstance(node, ScalarNode) and node.tag == _YAML + "null" and node.value == ""):
-                continue
-            documents.append(builder.document(node))
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        message = f"invalid YAML: {error.problem or error.context}"
-        if error.context and error.problem and error.context_mark is not None:
-            context = error.context_mark
-            message += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
-        builder.problems.append(Problem(builder._loc(mark), "", message))
-    except yaml.YAMLError as error:
-        builder.problems.append(Problem(Location(file), "", f"invalid YAML: {error}"))
-    return documents, builder.problems
 
 
 def find_manifest_files(paths: Sequence[str]) -> tuple[tuple[str, ...], tuple[Problem, ...]]:
@@ -293,7 +120,7 @@ def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
     for file in files:
-        documents, read_problems = _read_documents(file)
+        documents, read_problems = read_documents(file)
         problems += read_problems
         for doc in documents:
             spec, doc_problems = _document_spec(doc)
@@ -308,7 +135,7 @@ def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
     return tuple(specs)
 
 
-def _check_unique(doc: _Document, names: dict[str, Location]) -> list[Problem]:
+def _check_unique(doc: Document, names: dict[str, Location]) -> list[Problem]:
     value = doc.value
     if not isinstance(value, dict):
         return []
@@ -326,7 +153,7 @@ def _check_unique(doc: _Document, names: dict[str, Location]) -> list[Problem]:
     return [Problem(where, "metadata.name", f"duplicate {value.get('kind')} {key}, first defined at {first}")]
 
 
-def _document_spec(doc: _Document) -> tuple[ProcessSpec | None, list[Problem]]:
+def _document_spec(doc: Document) -> tuple[ProcessSpec | None, list[Problem]]:
     """Validate one document; build its spec when nothing is wrong with it."""
     value = doc.value
     if not isinstance(value, dict):
@@ -350,7 +177,7 @@ def _document_spec(doc: _Document) -> tuple[ProcessSpec | None, list[Problem]]:
     return _build_spec(doc, value, env), []
 
 
-def _check_kind(doc: _Document, value: dict[str, Any]) -> list[Problem]:
+def _check_kind(doc: Document, value: dict[str, Any]) -> list[Problem]:
     known = schemas()
     versions = sorted({api for api, _ in known})
     problems: list[Problem] = []
@@ -371,7 +198,7 @@ def _check_kind(doc: _Document, value: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _explain(doc: _Document, error: ValidationError) -> list[Problem]:
+def _explain(doc: Document, error: ValidationError) -> list[Problem]:
     """One schema error in plain words, located at the value, the key or the parent mapping it concerns."""
     path: FieldPath = tuple(error.absolute_path)
     rule, expected, instance = error.validator, error.validator_value, error.instance
@@ -442,7 +269,7 @@ def _mismatch(rule: str, expected: Any, shown: str, instance: object, raw: str |
     return f"{shown}: does not satisfy the schema's {rule} {expected!r}"
 
 
-def _explain_alternatives(doc: _Document, error: ValidationError, path: FieldPath) -> list[Problem]:
+def _explain_alternatives(doc: Document, error: ValidationError, path: FieldPath) -> list[Problem]:
     """anyOf/oneOf: explain the alternative whose type fits the value; if none fits, name the types wanted."""
     if not error.context:  # oneOf matched more than one alternative: nothing finer to say
         return [Problem(doc.at(path), dotted(path), error.message)]
@@ -498,7 +325,7 @@ def _nul_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
     return []
 
 
-def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
+def _check_spec(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     """Rules across fields that the schema does not say in a way users can read."""
     problems: list[Problem] = []
     for path in _nul_paths(spec, ("spec",)):
@@ -574,7 +401,7 @@ def _check_spec(doc: _Document, spec: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _environment(doc: _Document, spec: dict[str, Any]) -> tuple[dict[str, str], list[Problem]]:
+def _environment(doc: Document, spec: dict[str, Any]) -> tuple[dict[str, str], list[Problem]]:
     """envFrom files in order, then `env` over them. Entries the schema refused are skipped, not read."""
     folder = os.path.dirname(doc.file)
     env: dict[str, str] = {}
@@ -620,7 +447,7 @@ def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, 
     return {name: value for name, value in values.items() if value is not None}, []
 
 
-def _build_spec(doc: _Document, value: dict[str, Any], env: dict[str, str]) -> ProcessSpec:
+def _build_spec(doc: Document, value: dict[str, Any], env: dict[str, str]) -> ProcessSpec:
     metadata: dict[str, Any] = value["metadata"]
     spec: dict[str, Any] = value["spec"]
     command = spec["command"]
