@@ -104,7 +104,7 @@ def _read(path: Path) -> str:
 
 def _write(path: Path, value: str) -> None:
     # One write(2): cgroup files take a value per write call.
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # as `echo v > file` opens it
     try:
         os.write(fd, value.encode())
     finally:

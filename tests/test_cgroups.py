@@ -329,3 +329,35 @@ def test_a_start_that_fails_leaves_no_cgroup(tmp_path: Path, cgroup_host: Cgroup
     with pytest.raises(SpawnError, match="command not found"):
         executor.spawn(ReplicaId("default/missing", 0), spec)
     assert [p for base in cgroup_host.bases for p in base.iterdir() if p.is_dir()] == []
+
+
+def test_the_v2_files_a_replica_cgroup_is_written_and_read_through(tmp_path: Path) -> None:
+    """cgroup v2 with the memory and cpu controllers does not exist on every machine (not on a hybrid v1
+    host): here a directory stands in for one, with the control files the kernel would create, to hold
+    the names and formats of what is written and read. The kernel's own behaviour is tested above,
+    wherever the machine has it."""
+    base = tmp_path / "orchestrator-0123456789"
+    replica = base / "default.app.0"
+    replica.mkdir(parents=True)  # as the kernel makes it, with its files (reused: it holds no process)
+    for name in ("memory.max", "memory.swap.max", "memory.oom.group", "cpu.max", "cgroup.procs", "cgroup.kill"):
+        (replica / name).write_text("")
+    (replica / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 1\n")
+    host = CgroupHost(2, base, base)
+    group = host.create("default.app.0", Limits(memory_bytes=64 << 20, cpu=0.5))
+    assert group == ReplicaCgroup(2, replica, replica)
+    assert (replica / "memory.max").read_text() == str(64 << 20)
+    assert (replica / "memory.swap.max").read_text() == "0"  # a limit that could spill into swap would not hold
+    assert (replica / "memory.oom.group").read_text() == "1"  # an OOM kill takes the whole replica
+    assert (replica / "cpu.max").read_text() == "50000 100000"
+    assert not group.partial_oom_kills  # so the limit watch does not poll it
+    assert group.oom_kills() == 2
+    group.attach(4242)
+    assert (replica / "cgroup.procs").read_text() == "4242"
+    group.kill()
+    assert (replica / "cgroup.kill").read_text() == "1"
+    with pytest.raises(OSError, match="still holds processes"):
+        host.create("default.app.0", Limits(cpu=2))  # never shared while something runs in it
+    (replica / "cgroup.procs").write_text("")  # the replica ended
+    host.create("default.app.0", Limits(cpu=2))  # unlimited memory, two cores
+    assert (replica / "memory.max").read_text() == "max"
+    assert (replica / "cpu.max").read_text() == "200000 100000"
