@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import median_ms
+
 from orchestrator.cgroups import CgroupHost, find_host
 from orchestrator.execute import Executor
 from orchestrator.limits import LimitWatch, Watched
@@ -55,13 +57,10 @@ def watch_pass_ms(executor: Executor, pids: list[int], limits: Limits, runs: int
         process = identity(pid)
         targets[ReplicaId("bench/x", index)] = (Watched(process, limits, *contained) if contained
                                                 else Watched(process, limits))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        watch.sample(targets)
-        times.append(time.perf_counter() - start)
-    watch.close()
-    return statistics.median(times) * 1000
+    try:
+        return median_ms(lambda: watch.sample(targets), runs)
+    finally:
+        watch.close()
 
 
 def main() -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import median_ms
 
 from orchestrator.observe import sample_trees
 
@@ -35,13 +35,6 @@ def psutil_pass(pids: list[int]) -> None:
                 proc.cpu_times()
 
 
-def median_ms(work: object, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()  # type: ignore[operator]
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> int:

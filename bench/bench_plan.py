@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import median_ms
 
 from orchestrator.graph import desired_state
 from orchestrator.model import Dependency, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
@@ -31,13 +31,6 @@ def specs(n: int) -> list[ProcessSpec]:
     ]
 
 
-def median_ms(fn: object, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -351,8 +351,7 @@ def find_host(marker: str) -> tuple[CgroupHost | None, str]:
     name = f"orchestrator-{host_tag(marker)}"
     v1 = [_mount_of(mounts, c) for c in CONTROLLERS]
     if all(v1) and all(c in where for c in CONTROLLERS):
-        dirs = [_under(m, where[c]) for m, c in zip(v1, CONTROLLERS, strict=True) if m is not None]
-        return _v1_host(dirs, name)
+        return _v1_host([_under(m, where[c]) for m, c in zip(v1, CONTROLLERS, strict=True) if m], name)
     v2 = _mount_of(mounts, "")
     if v2 is not None and "" in where:
         directory = _under(v2, where[""])

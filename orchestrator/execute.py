@@ -158,7 +158,7 @@ class Executor:
         try:
             return self.cgroups.create(replica_cgroup_name(replica.key, replica.index), spec.limits)
         except OSError as error:
-            warnings.append(f"{self.cgroups.label} limits: {error.strerror or error}; the watchdog enforces them")
+            warnings.append(_watchdog_instead(self.cgroups.label, error))
             return None
 
     def _attach(self, pid: int, group: ReplicaCgroup, warnings: list[str]) -> ReplicaCgroup | None:
@@ -167,8 +167,7 @@ class Executor:
             group.attach(pid)
         except OSError as error:
             group.remove()
-            warnings.append(f"{self.cgroups.label if self.cgroups else 'cgroup'} limits: cannot move pid {pid} "
-                            f"in: {error.strerror or error}; the watchdog enforces them")
+            warnings.append(_watchdog_instead(f"cgroup v{group.version}", error, f"cannot move pid {pid} in: "))
             return None
         self._cgroups[pid] = (group, baseline)
         return group
@@ -309,6 +308,11 @@ class Executor:
     @property
     def running(self) -> int:
         return len(self._pidfds)
+
+
+def _watchdog_instead(label: str, error: OSError, what: str = "") -> str:
+    """The warning for a replica whose memory and cpu limits the kernel could not take on."""
+    return f"{label} limits: {what}{error.strerror or error}; the watchdog enforces them"
 
 
 def user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:

@@ -125,15 +125,11 @@ def _from_cache(schema: dict[str, Any], fastjsonschema: Any) -> Callable[[Any], 
 
 
 def _read_private(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        info = os.fstat(fd)
+    with open(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW), "rb") as handle:
+        info = os.fstat(handle.fileno())
         if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise PermissionError(f"{path} is not this user's alone")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read()
-    finally:
-        os.close(fd)
+        return handle.read()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

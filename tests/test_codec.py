@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from orchestrator import codec
 from orchestrator.errors import Location
 from orchestrator.events import Event, EventType
-from orchestrator.manifest import load_specs, schemas
+from orchestrator.manifest import load_specs
 from orchestrator.model import (
     Autoscale,
     Backoff,
@@ -35,6 +35,7 @@ from orchestrator.model import (
     RestartPolicy,
     Shutdown,
 )
+from orchestrator.schema import schemas
 
 # Every field differs from its default (checked below), so a field the codec forgets cannot pass unnoticed.
 FULL = ProcessSpec(
