@@ -27,7 +27,7 @@ from benchlib import median_ms
 from orchestrator.cgroups import CgroupHost, find_host
 from orchestrator.execute import Executor
 from orchestrator.limits import LimitWatch, Watched
-from orchestrator.model import Limits, ProcessSpec, ReplicaId
+from orchestrator.core.model import Limits, ProcessSpec, ReplicaId
 from orchestrator.observe import identity
 
 

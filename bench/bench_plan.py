@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import median_ms
 
 from orchestrator.graph import desired_state
-from orchestrator.model import Dependency, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
+from orchestrator.core.model import Dependency, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.plan import plan
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import ManifestError, OrchestratorError
+from .core.errors import ManifestError, OrchestratorError
 from .sockets import bind_owner_only, peer_uid
 
 PREFIX = "/api/v1"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ManifestError, UserError
+from .core.errors import ManifestError, UserError
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -273,8 +273,8 @@ def _run(args: argparse.Namespace) -> int:
     import signal
 
     from .cgroups import choose_host
-    from .clock import SystemClock
-    from .events import EventBus
+    from .core.clock import SystemClock
+    from .core.events import EventBus
     from .execute import Executor
     from .limits import LimitWatch
     from .metrics import Sampler
@@ -358,7 +358,7 @@ class _ExitCodeFrom:
         self.code: int | None = None
 
     def check(self, reconciler: Any) -> bool:
-        from .model import Phase, ReplicaId
+        from .core.model import Phase, ReplicaId
         from .policy import Step, next_step
 
         if self.code is not None:
@@ -385,7 +385,7 @@ class _ExitCodeFrom:
 
 def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:
     """`run --watch`: on every change, load the manifests off the loop and hand a valid result to it."""
-    from .events import Event, EventType
+    from .core.events import Event, EventType
     from .watch import ManifestWatcher
 
     def changed() -> None:

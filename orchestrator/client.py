@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import Location, ManifestError, Problem, UserError
+from .core.errors import Location, ManifestError, Problem, UserError
 from .sockets import connect, socket_path
 
 

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
-from .errors import Location
-from .events import Event, EventType
-from .model import (
+from .core.errors import Location
+from .core.events import Event, EventType
+from .core.model import (
     Autoscale,
     Backoff,
     Condition,
@@ -40,7 +40,7 @@ from .model import (
     RestartPolicy,
     Shutdown,
 )
-from .units import parse_cpu, parse_quantity
+from .core.units import parse_cpu, parse_quantity
 
 API_VERSION = "orchestrator/v1"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import render
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
-from .errors import Location, UserError
+from .core.errors import Location, UserError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

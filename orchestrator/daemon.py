@@ -24,14 +24,14 @@ from . import __version__, codec, graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
 from .autoscale import keep_pool_size
 from .cgroups import choose_host
-from .clock import SystemClock
-from .errors import ManifestError, UserError
-from .events import Event, EventBus, EventType
+from .core.clock import SystemClock
+from .core.errors import ManifestError, UserError
+from .core.events import Event, EventBus, EventType
 from .execute import Executor
 from .limits import LimitWatch
 from .manifest import check_spec
 from .metrics import Sampler
-from .model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
+from .core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .policy import Step, next_step
 from .probes import Prober
 from .reconcile import Reconciler

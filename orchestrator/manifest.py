@@ -34,8 +34,8 @@ from .codec import (
     spec_to_document,
 )
 from .documents import Document, FieldPath, dotted, read_documents
-from .errors import Location, ManifestError, Problem
-from .model import (
+from .core.errors import Location, ManifestError, Problem
+from .core.model import (
     DEFAULT_NAMESPACE,
     Backoff,
     Condition,
@@ -48,7 +48,7 @@ from .model import (
     Shutdown,
 )
 from .schema import full_validator, is_valid, schemas
-from .units import parse_cpu, parse_quantity
+from .core.units import parse_cpu, parse_quantity
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError

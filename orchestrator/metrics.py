@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .autoscale import recommend
-from .model import Autoscale, ProcessIdentity, ReplicaId
+from .core.model import Autoscale, ProcessIdentity, ReplicaId
 from .observe import sample_trees
 
 HISTORY = 60  # samples kept per replica

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
-from .model import ReplicaId
+from .core.errors import UserError
+from .core.model import ReplicaId
 
 if TYPE_CHECKING:
     from .daemon import Daemon

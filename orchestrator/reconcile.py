@@ -18,16 +18,16 @@ from dataclasses import replace
 from typing import Any
 
 from .autoscale import keep_pool_size
-from .clock import Clock
+from .core.clock import Clock
 from .diff import needs_restart
-from .errors import SpawnError
-from .events import Event, EventBus, EventType
+from .core.errors import SpawnError
+from .core.events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor, ExitStatus
 from .graph import desired_state
 from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, kernel_oom_message
 from .logs import log_path, rotate_if_needed
 from .metrics import Sampler
-from .model import (
+from .core.model import (
     DesiredState,
     Exit,
     Hook,

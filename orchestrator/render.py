@@ -13,11 +13,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import Problem
-from .events import Event
+from .core.errors import Problem
+from .core.events import Event
 
 if TYPE_CHECKING:
-    from .model import Backoff
+    from .core.model import Backoff
 
 
 def event_line(event: Event) -> str:
@@ -237,7 +237,7 @@ def _fields(pairs: Sequence[tuple[str, str | list[str]]], indent: str = "") -> l
 def describe_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: float) -> str:
     """`orchestrator describe NAME`. Env values are never shown: only their names. Unset fields show defaults."""
     # Here, not at the top: building model's dataclasses costs more than the rest of `get`'s imports.
-    from .model import ProcessSpec, nice_of
+    from .core.model import ProcessSpec, nice_of
 
     manifest = _mapping(obj.get("spec"))
     spec, metadata = _mapping(manifest.get("spec")), _mapping(manifest.get("metadata"))

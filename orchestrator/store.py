@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import codec
-from .errors import StoreError
-from .events import Event, EventType
-from .model import ProcessSpec, ReplicaId, ReplicaRecord
+from .core.errors import StoreError
+from .core.events import Event, EventType
+from .core.model import ProcessSpec, ReplicaId, ReplicaRecord
 
 SCHEMA_VERSION = 1
 # Marks the file as ours ('ORCH'), so that some other program's database at the same path is never taken over.

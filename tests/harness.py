@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from orchestrator.cgroups import CgroupHost
-from orchestrator.clock import SystemClock
-from orchestrator.events import Event, EventBus, EventType
+from orchestrator.core.clock import SystemClock
+from orchestrator.core.events import Event, EventBus, EventType
 from orchestrator.execute import Executor
 from orchestrator.graph import desired_state
 from orchestrator.limits import LimitWatch
 from orchestrator.metrics import Sampler
-from orchestrator.model import ProcessSpec, ReplicaId, ReplicaRecord
+from orchestrator.core.model import ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.probes import Prober
 from orchestrator.reconcile import Reconciler
 

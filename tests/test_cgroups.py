@@ -30,11 +30,11 @@ from orchestrator.cgroups import (
     parse_proc_cgroup,
     replica_cgroup_name,
 )
-from orchestrator.errors import SpawnError
-from orchestrator.events import EventType
+from orchestrator.core.errors import SpawnError
+from orchestrator.core.events import EventType
 from orchestrator.execute import Executor
 from orchestrator.graph import desired_state
-from orchestrator.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
+from orchestrator.core.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
 
 HOG = (sys.executable, "-c", ("import time\nblocks = []\nwhile True:\n"
                               "    blocks.append(bytearray(8 << 20)); time.sleep(0.01)"))

@@ -10,10 +10,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from orchestrator import codec
-from orchestrator.errors import Location
-from orchestrator.events import Event, EventType
+from orchestrator.core.errors import Location
+from orchestrator.core.events import Event, EventType
 from orchestrator.manifest import load_specs
-from orchestrator.model import (
+from orchestrator.core.model import (
     Autoscale,
     Backoff,
     Condition,

@@ -28,7 +28,7 @@ import pytest
 from conftest import MARKER, REPO, SESSION, wait_for
 
 from orchestrator.client import Client
-from orchestrator.errors import UserError
+from orchestrator.core.errors import UserError
 from orchestrator.sockets import socket_path
 
 CLI = [sys.executable, "-m", "orchestrator"]
@@ -689,7 +689,7 @@ def test_unwatch_stops_reapplying(orch: Orchestrator) -> None:
 
 def test_after_a_reboot_what_ran_starts_afresh_and_what_finished_stays_finished() -> None:
     from orchestrator.daemon import _after_reboot
-    from orchestrator.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord
+    from orchestrator.core.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord
 
     job = ProcessSpec(name="migrate", command=("x",), kind=Kind.JOB)
     done = ReplicaRecord(spec=job, last_exit=Exit(0, None, Reason.COMPLETED, 12345.0, 1.0), crash_streak=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from orchestrator.diff import FIELDS, changes, needs_restart
-from orchestrator.model import Backoff, ProcessSpec
+from orchestrator.core.model import Backoff, ProcessSpec
 
 
 def test_every_spec_field_is_in_the_table() -> None:

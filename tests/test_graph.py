@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import Location, ManifestError
+from orchestrator.core.errors import Location, ManifestError
 from orchestrator.graph import check, desired_state
-from orchestrator.model import Dependency, ProcessSpec
+from orchestrator.core.model import Dependency, ProcessSpec
 
 
 def spec(name: str, *deps: str, priority: int = 0, namespace: str = "default") -> ProcessSpec:

@@ -9,8 +9,8 @@ from pathlib import Path
 from conftest import wait_for
 from harness import Harness
 
-from orchestrator.events import EventType
-from orchestrator.model import Backoff, Hook, Hooks, ProcessSpec, ReplicaId, RestartPolicy, Shutdown
+from orchestrator.core.events import EventType
+from orchestrator.core.model import Backoff, Hook, Hooks, ProcessSpec, ReplicaId, RestartPolicy, Shutdown
 
 
 def proc(name: str, *command: str, **fields: object) -> ProcessSpec:

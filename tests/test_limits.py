@@ -12,8 +12,8 @@ import pytest
 from conftest import wait_for
 from harness import Harness
 
-from orchestrator.events import EventType
-from orchestrator.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown, nice_of
+from orchestrator.core.events import EventType
+from orchestrator.core.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown, nice_of
 
 
 def proc(name: str, *command: str, **fields: object) -> ProcessSpec:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import Location, ManifestError
+from orchestrator.core.errors import Location, ManifestError
 from orchestrator.manifest import dotted, find_manifest_files, load_specs
-from orchestrator.model import Condition, Dependency, Kind, ProcessSpec
+from orchestrator.core.model import Condition, Dependency, Kind, ProcessSpec
 
 PROCESS = """\
 apiVersion: orchestrator/v1

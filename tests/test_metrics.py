@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, wait_for
 
 from orchestrator.metrics import Sampler
-from orchestrator.model import ProcessIdentity, ReplicaId
+from orchestrator.core.model import ProcessIdentity, ReplicaId
 from orchestrator.observe import identity, sample_trees
 
 CLI = [sys.executable, "-m", "orchestrator"]

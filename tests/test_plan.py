@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from orchestrator.graph import desired_state
-from orchestrator.model import (
+from orchestrator.core.model import (
     Backoff,
     Condition,
     Dependency,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.model import Backoff, Exit, ProcessIdentity, ProcessSpec, Reason, RestartPolicy
+from orchestrator.core.model import Backoff, Exit, ProcessIdentity, ProcessSpec, Reason, RestartPolicy
 from orchestrator.policy import (
     Step,
     backoff_delay,
@@ -110,7 +110,7 @@ def test_start_failure_is_an_exit_with_its_reason() -> None:
 
 
 def test_an_adopted_job_that_ended_unseen_is_not_run_again() -> None:
-    from orchestrator.model import Kind
+    from orchestrator.core.model import Kind
 
     job = ProcessSpec(name="migrate", command=("x",), kind=Kind.JOB)
     record = record_exit(record_start(None, job, PID, 0.0), Exit(None, None, Reason.UNKNOWN, 5.0, 5.0))

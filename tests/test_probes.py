@@ -15,8 +15,8 @@ import psutil
 from conftest import REPO, wait_for
 from harness import Harness
 
-from orchestrator.events import EventType
-from orchestrator.model import (
+from orchestrator.core.events import EventType
+from orchestrator.core.model import (
     Backoff,
     Condition,
     Dependency,
@@ -137,7 +137,7 @@ def test_exec_probe_that_hangs_is_killed_at_its_timeout(harness: Harness, tmp_pa
 
 
 def test_closing_the_prober_ends_a_check_under_way_at_once(tmp_path: Path) -> None:
-    from orchestrator.model import ProcessIdentity
+    from orchestrator.core.model import ProcessIdentity
     from orchestrator.probes import Prober, Target
 
     marker = tmp_path / "check-pid"

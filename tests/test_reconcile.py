@@ -12,8 +12,8 @@ import psutil
 from conftest import wait_for
 from harness import Harness
 
-from orchestrator.events import EventType
-from orchestrator.model import Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
+from orchestrator.core.events import EventType
+from orchestrator.core.model import Backoff, Condition, Dependency, Kind, ProcessSpec, RestartPolicy, Shutdown
 
 FAST = Backoff(initial_seconds=0, max_seconds=0)
 
@@ -192,7 +192,7 @@ def test_environment_and_working_dir_reach_the_child(harness: Harness, tmp_path:
 
 
 def test_log_files_are_rotated_past_max_bytes(tmp_path: Path) -> None:
-    from orchestrator.model import LogPolicy
+    from orchestrator.core.model import LogPolicy
 
     h = Harness(tmp_path / "logs")
     h.reconciler.resync_seconds = 0.05

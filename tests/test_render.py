@@ -402,7 +402,7 @@ def test_json_and_yaml() -> None:
 
 
 def test_problems_summary_never_quotes_an_env_value() -> None:
-    from orchestrator.errors import Location, Problem
+    from orchestrator.core.errors import Location, Problem
     from orchestrator.render import problems_summary
 
     problems = [

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from orchestrator.errors import ManifestError
+from orchestrator.core.errors import ManifestError
 from orchestrator.manifest import load_specs
-from orchestrator.model import (
+from orchestrator.core.model import (
     Backoff,
     Condition,
     Dependency,

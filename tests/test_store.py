@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import Location, StoreError, UserError
-from orchestrator.events import Event, EventType
-from orchestrator.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaId, ReplicaRecord
+from orchestrator.core.errors import Location, StoreError, UserError
+from orchestrator.core.events import Event, EventType
+from orchestrator.core.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaId, ReplicaRecord
 from orchestrator.store import SCHEMA_VERSION, Store
 
 API = ProcessSpec(

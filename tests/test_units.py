@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.units import parse_cpu, parse_duration, parse_quantity
+from orchestrator.core.units import parse_cpu, parse_duration, parse_quantity
 
 
 @pytest.mark.parametrize(
