@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load(paths: Sequence[str]):  # type: ignore[no-untyped-def]
     """Specs and their DesiredState, or a ManifestError listing every problem."""
-    from .graph import desired_state
+    from .planning.graph import desired_state
     from .manifest import load_specs
 
     specs = load_specs(paths)
@@ -359,7 +359,7 @@ class _ExitCodeFrom:
 
     def check(self, reconciler: Any) -> bool:
         from .core.model import Phase, ReplicaId
-        from .policy import Step, next_step
+        from .planning.policy import Step, next_step
 
         if self.code is not None:
             return False

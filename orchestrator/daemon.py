@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from . import __version__, codec, graph, status
+from . import __version__, codec
+from .planning import graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
-from .autoscale import keep_pool_size
+from .planning.autoscale import keep_pool_size
 from .cgroups import choose_host
 from .core.clock import SystemClock
 from .core.errors import ManifestError, UserError
@@ -32,7 +33,7 @@ from .limits import LimitWatch
 from .manifest import check_spec
 from .metrics import Sampler
 from .core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
-from .policy import Step, next_step
+from .planning.policy import Step, next_step
 from .probes import Prober
 from .reconcile import Reconciler
 from .render import event_line, problems_summary
@@ -593,7 +594,7 @@ def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler)
 
 
 def _result(spec: ProcessSpec, result: str, old: ProcessSpec | None) -> dict[str, Any]:
-    from .diff import needs_restart
+    from .planning.diff import needs_restart
 
     restart = result == "configured" and old is not None and needs_restart(old, spec)
     return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart}

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from . import graph
+from .planning import graph
 from .codec import (
     API_VERSION,
     autoscale_from_document,

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .autoscale import recommend
+from .planning.autoscale import recommend
 from .core.model import Autoscale, ProcessIdentity, ReplicaId
 from .observe import sample_trees
 

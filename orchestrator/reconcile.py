@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .autoscale import keep_pool_size
+from .planning.autoscale import keep_pool_size
 from .core.clock import Clock
-from .diff import needs_restart
+from .planning.diff import needs_restart
 from .core.errors import SpawnError
 from .core.events import Event, EventBus, EventType
 from .execute import STATE_MARKER, Child, Executor, ExitStatus
-from .graph import desired_state
+from .planning.graph import desired_state
 from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, kernel_oom_message
 from .logs import log_path, rotate_if_needed
 from .metrics import Sampler
@@ -43,8 +43,8 @@ from .core.model import (
     nice_of,
 )
 from .observe import marked_session_leaders
-from .plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
-from .policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
+from .planning.plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
+from .planning.policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
 from .probes import Prober, Target, Transition
 
 Message = Callable[["Reconciler"], None]

@@ -14,7 +14,7 @@ from orchestrator.cgroups import CgroupHost
 from orchestrator.core.clock import SystemClock
 from orchestrator.core.events import Event, EventBus, EventType
 from orchestrator.execute import Executor
-from orchestrator.graph import desired_state
+from orchestrator.planning.graph import desired_state
 from orchestrator.limits import LimitWatch
 from orchestrator.metrics import Sampler
 from orchestrator.core.model import ProcessSpec, ReplicaId, ReplicaRecord

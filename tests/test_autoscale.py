@@ -9,7 +9,7 @@ import pytest
 from conftest import wait_for
 from harness import Harness
 
-from orchestrator.autoscale import keep_pool_size, recommend
+from orchestrator.planning.autoscale import keep_pool_size, recommend
 from orchestrator.core.events import EventType
 from orchestrator.core.model import Autoscale, Backoff, ProcessSpec, Shutdown
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import reap_orphans, wait_for
 from harness import Harness
 
-from orchestrator import status
+from orchestrator.planning import status
 from orchestrator.cgroups import (
     CgroupHost,
     Mount,
@@ -33,7 +33,7 @@ from orchestrator.cgroups import (
 from orchestrator.core.errors import SpawnError
 from orchestrator.core.events import EventType
 from orchestrator.execute import Executor
-from orchestrator.graph import desired_state
+from orchestrator.planning.graph import desired_state
 from orchestrator.core.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
 
 HOG = (sys.executable, "-c", ("import time\nblocks = []\nwhile True:\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.diff import FIELDS, changes, needs_restart
+from orchestrator.planning.diff import FIELDS, changes, needs_restart
 from orchestrator.core.model import Backoff, ProcessSpec
 
 

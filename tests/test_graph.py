@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.errors import Location, ManifestError
-from orchestrator.graph import check, desired_state
+from orchestrator.planning.graph import check, desired_state
 from orchestrator.core.model import Dependency, ProcessSpec
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
-PURE = ["core/model", "core/errors", "core/units", "graph", "diff", "policy", "plan"]
+PURE = ["core/model", "core/errors", "core/units", "planning/graph", "planning/diff", "planning/policy", "planning/plan"]
 FORBIDDEN = {"time", "subprocess", "signal", "os", "psutil", "selectors", "threading", "socket"}
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.graph import desired_state
+from orchestrator.planning.graph import desired_state
 from orchestrator.core.model import (
     Backoff,
     Condition,
@@ -23,7 +23,7 @@ from orchestrator.core.model import (
     RestartPolicy,
     Shutdown,
 )
-from orchestrator.plan import Forget, Kill, Start, Stop, StopReason, plan
+from orchestrator.planning.plan import Forget, Kill, Start, Stop, StopReason, plan
 
 NOW = 1000.0
 

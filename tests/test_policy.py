@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.model import Backoff, Exit, ProcessIdentity, ProcessSpec, Reason, RestartPolicy
-from orchestrator.policy import (
+from orchestrator.planning.policy import (
     Step,
     backoff_delay,
     classify_exit,

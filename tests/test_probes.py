@@ -29,7 +29,7 @@ from orchestrator.core.model import (
     RestartPolicy,
     Shutdown,
 )
-from orchestrator.policy import is_ready
+from orchestrator.planning.policy import is_ready
 
 FAST = Backoff(initial_seconds=0.1, max_seconds=0.1)
 

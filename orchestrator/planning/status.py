@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .core.model import DesiredState, Exit, Kind, Phase, ProcessSpec, ReplicaId, ReplicaRecord
+from ..core.model import DesiredState, Exit, Kind, Phase, ProcessSpec, ReplicaId, ReplicaRecord
 from .plan import Waiting
 from .policy import is_ready
 

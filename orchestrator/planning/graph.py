@@ -15,8 +15,8 @@ from graphlib import CycleError, TopologicalSorter
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .core.errors import Location, ManifestError, Problem
-from .core.model import DesiredState, ProcessSpec
+from ..core.errors import Location, ManifestError, Problem
+from ..core.model import DesiredState, ProcessSpec
 
 if TYPE_CHECKING:
     import networkx as nx

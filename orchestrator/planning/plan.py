@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .diff import needs_restart
-from .core.model import (
+from ..core.model import (
     Condition,
     DesiredState,
     Hook,

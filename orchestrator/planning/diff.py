@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .core.model import ProcessSpec
+from ..core.model import ProcessSpec
 
 
 @dataclass(frozen=True)

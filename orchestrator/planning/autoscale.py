@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .core.model import Autoscale, ProcessSpec
+from ..core.model import Autoscale, ProcessSpec
 
 
 def recommend(auto: Autoscale, current: int, history: Sequence[tuple[float, float]], now: float) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from .core.model import Backoff, Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord, RestartPolicy
+from ..core.model import Backoff, Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord, RestartPolicy
 
 
 class Step(str, Enum):
