@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(paths: Sequence[str]):  # type: ignore[no-untyped-def]
     """Specs and their DesiredState, or a ManifestError listing every problem."""
     from .planning.graph import desired_state
-    from .manifest import load_specs
+    from .manifests.loader import load_specs
 
     specs = load_specs(paths)
     return specs, desired_state(specs)

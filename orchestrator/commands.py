@@ -34,7 +34,7 @@ def _print_document(value: Any, output: str) -> None:
 
 def _load_for_apply(paths: Sequence[str]) -> list[Any]:
     """Validated specs with absolute locations (the daemon prunes by file)."""
-    from .manifest import load_specs
+    from .manifests.loader import load_specs
 
     specs = load_specs(paths)
     absolute = []
@@ -64,7 +64,7 @@ def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
 
 
 def apply(args: argparse.Namespace) -> int:
-    from .codec import spec_to_json
+    from .manifests.codec import spec_to_json
 
     specs = _load_for_apply(args.paths)
     commit, dirty = _git(args.paths)
@@ -138,7 +138,7 @@ def _reason(obj: dict[str, Any]) -> str:
 
 
 def diff(args: argparse.Namespace) -> int:
-    from .codec import spec_from_json, spec_to_document
+    from .manifests.codec import spec_from_json, spec_to_document
 
     specs = _load_for_apply(args.paths)
     try:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from . import __version__, codec
+from . import __version__
+from .manifests import codec
 from .planning import graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
 from .planning.autoscale import keep_pool_size
@@ -30,7 +31,7 @@ from .core.errors import ManifestError, UserError
 from .core.events import Event, EventBus, EventType
 from .execute import Executor
 from .limits import LimitWatch
-from .manifest import check_spec
+from .manifests.loader import check_spec
 from .metrics import Sampler
 from .core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .planning.policy import Step, next_step
@@ -537,7 +538,7 @@ class Daemon:
 
     def _reapply(self, paths: list[str], prune: bool) -> None:
         """A watched path changed: load it (off the loop thread) and apply it, or report why not."""
-        from .manifest import load_specs
+        from .manifests.loader import load_specs
 
         try:
             specs = load_specs(paths)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import codec
+from .manifests import codec
 from .core.errors import StoreError
 from .core.events import Event, EventType
 from .core.model import ProcessSpec, ReplicaId, ReplicaRecord

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from orchestrator import codec
+from orchestrator.manifests import codec
 from orchestrator.core.errors import Location
 from orchestrator.core.events import Event, EventType
-from orchestrator.manifest import load_specs
+from orchestrator.manifests.loader import load_specs
 from orchestrator.core.model import (
     Autoscale,
     Backoff,
@@ -35,7 +35,7 @@ from orchestrator.core.model import (
     RestartPolicy,
     Shutdown,
 )
-from orchestrator.schema import schemas
+from orchestrator.manifests.schema import schemas
 
 # Every field differs from its default (checked below), so a field the codec forgets cannot pass unnoticed.
 FULL = ProcessSpec(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.errors import Location, ManifestError
-from orchestrator.manifest import dotted, find_manifest_files, load_specs
+from orchestrator.manifests.loader import dotted, find_manifest_files, load_specs
 from orchestrator.core.model import Condition, Dependency, Kind, ProcessSpec
 
 PROCESS = """\

@@ -12,7 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from orchestrator.core.errors import ManifestError
-from orchestrator.manifest import load_specs
+from orchestrator.manifests.loader import load_specs
 from orchestrator.core.model import (
     Backoff,
     Condition,
@@ -26,7 +26,7 @@ from orchestrator.core.model import (
     RestartPolicy,
     Shutdown,
 )
-from orchestrator.schema import _schema_dir, full_validator, is_valid, schemas
+from orchestrator.manifests.schema import _schema_dir, full_validator, is_valid, schemas
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
 
@@ -495,7 +495,7 @@ def _replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 def test_the_compiled_check_never_accepts_a_document_jsonschema_refuses(kind: str) -> None:
     from test_codec import MANIFEST_LIKE
 
-    from orchestrator.codec import spec_to_document
+    from orchestrator.manifests.codec import spec_to_document
 
     base = spec_to_document(next(s for s in MANIFEST_LIKE if s.kind.value == kind))
     assert _verdicts(base, kind) == (True, True)
@@ -515,7 +515,7 @@ def test_the_compiled_check_never_accepts_a_document_jsonschema_refuses(kind: st
 
 def test_generated_code_is_cached_only_where_nobody_else_can_write(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.schema import _cache_dir
+    from orchestrator.manifests.schema import _cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     private = _cache_dir()
@@ -535,7 +535,7 @@ def test_generated_code_is_cached_only_where_nobody_else_can_write(tmp_path: Pat
 def _cached_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     import fastjsonschema
 
-    from orchestrator.schema import _from_cache, _without_annotations
+    from orchestrator.manifests.schema import _from_cache, _without_annotations
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     schema = {k: v for k, v in _without_annotations(schemas()[("orchestrator/v1", "Process")]).items()
@@ -558,7 +558,7 @@ def test_a_damaged_cache_file_is_made_again_never_run(tmp_path: Path, monkeypatc
 
 
 def test_a_cache_that_cannot_be_written_is_no_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import schema
+    from orchestrator.manifests import schema
 
     (tmp_path / "orchestrator").mkdir(mode=0o500)  # read-only (root may still write: then it is simply used)
     schema._compiled.cache_clear()
@@ -573,7 +573,7 @@ def test_a_cache_that_cannot_be_written_is_no_failure(tmp_path: Path, monkeypatc
 def test_threads_compiling_at_once_on_an_empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from orchestrator import schema
+    from orchestrator.manifests import schema
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     schema._compiled.cache_clear()

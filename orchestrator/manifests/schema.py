@@ -45,7 +45,7 @@ def _schema_dir() -> Path:
     # Only a package installed as plain files is supported: a zipped one would need extraction first.
     if isinstance(packaged, Path) and packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "schemas"
+    return Path(__file__).resolve().parents[2] / "schemas"
 
 
 @functools.cache

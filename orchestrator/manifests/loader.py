@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from .planning import graph
+from ..planning import graph
 from .codec import (
     API_VERSION,
     autoscale_from_document,
@@ -34,8 +34,8 @@ from .codec import (
     spec_to_document,
 )
 from .documents import Document, FieldPath, dotted, read_documents
-from .core.errors import Location, ManifestError, Problem
-from .core.model import (
+from ..core.errors import Location, ManifestError, Problem
+from ..core.model import (
     DEFAULT_NAMESPACE,
     Backoff,
     Condition,
@@ -48,7 +48,7 @@ from .core.model import (
     Shutdown,
 )
 from .schema import full_validator, is_valid, schemas
-from .core.units import parse_cpu, parse_quantity
+from ..core.units import parse_cpu, parse_quantity
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError

@@ -12,12 +12,11 @@ ValueError naming the field path; it never asserts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
-from .core.errors import Location
-from .core.events import Event, EventType
-from .core.model import (
+from ..core.errors import Location
+from ..core.events import Event, EventType
+from ..core.model import (
     Autoscale,
     Backoff,
     Condition,
@@ -40,13 +39,12 @@ from .core.model import (
     RestartPolicy,
     Shutdown,
 )
-from .core.units import parse_cpu, parse_quantity
+from ..core.reader import Reader
+from ..core.units import parse_cpu, parse_quantity
 
 API_VERSION = "orchestrator/v1"
 
 JSONDict = dict[str, Any]
-E = TypeVar("E", bound=Enum)
-_MISSING: Any = object()
 _DEFAULTS = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested in test_schema)
 
 
@@ -125,7 +123,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
     Fields the document leaves out take the model's defaults; fields this version does not know are errors,
     as in manifests.
     """
-    top = _Reader(document, "")
+    top = Reader(document, "")
     api = top.text("apiVersion")
     if api != API_VERSION:
         raise ValueError(f"apiVersion: expected {API_VERSION!r}, got {api!r}")
@@ -293,7 +291,7 @@ def probe_from_document(document: Mapping[str, Any]) -> Probe:
     )
 
 
-def _dependency(item: _Reader) -> Dependency:
+def _dependency(item: Reader) -> Dependency:
     dependency = Dependency(name=item.text("name"), condition=item.enum("condition", Condition, Condition.STARTED))
     item.done()
     return dependency
@@ -308,7 +306,7 @@ def location_to_json(location: Location | None) -> JSONDict | None:
 def location_from_json(value: object, path: str = "location") -> Location | None:
     if value is None:
         return None
-    reader = _Reader(value, path)
+    reader = Reader(value, path)
     location = Location(reader.text("file"), reader.integer("line", 0), reader.integer("column", 0))
     reader.done()
     return location
@@ -320,7 +318,7 @@ def spec_to_json(spec: ProcessSpec) -> JSONDict:
 
 
 def spec_from_json(value: object, path: str = "") -> ProcessSpec:
-    reader = _Reader(value, path)
+    reader = Reader(value, path)
     document = reader.raw("document")
     location = location_from_json(reader.raw("location", None), reader.field("location"))
     reader.done()
@@ -373,7 +371,7 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
 
 
 def record_from_json(value: object) -> ReplicaRecord:
-    reader = _Reader(value, "")
+    reader = Reader(value, "")
     process: ProcessIdentity | None = None
     if reader.raw("process", None) is not None:
         found = reader.reader("process")
@@ -426,7 +424,7 @@ def record_from_json(value: object) -> ReplicaRecord:
 
 def event_from_json(value: object) -> Event:
     """The inverse of Event.to_json."""
-    reader = _Reader(value, "")
+    reader = Reader(value, "")
     event = Event(
         at=reader.number("time"),
         type=reader.enum("type", EventType),
@@ -437,111 +435,3 @@ def event_from_json(value: object) -> Event:
     )
     reader.done()
     return event
-
-
-# --- reading -----------------------------------------------------------------------------------------------
-
-
-def _show(value: object) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-class _Reader:
-    """Typed reads from one JSON mapping. Each failure is a ValueError naming the field's dotted path.
-
-    A default of None means "optional, may be null"; without a default the field is required. `done()`
-    rejects fields nobody read, so a typo or a field of a newer version is not silently dropped.
-    """
-
-    def __init__(self, value: object, path: str) -> None:
-        if not isinstance(value, Mapping):
-            # One error type for every garbled document, whatever is wrong with it: callers catch ValueError.
-            raise ValueError(f"{path or 'document'}: expected a mapping, got {_show(value)}")  # noqa: TRY004
-        self._value: Mapping[str, Any] = value
-        self._path = path
-        self._read: set[str] = set()
-
-    def field(self, name: str) -> str:
-        return f"{self._path}.{name}" if self._path else name
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        self._read.add(name)
-        if name in self._value:
-            return self._value[name]
-        if default is _MISSING:
-            raise ValueError(f"{self.field(name)}: missing")
-        return default
-
-    def _typed(self, name: str, default: Any, accept: tuple[type, ...], words: str) -> Any:
-        value = self.raw(name, default)
-        if value is None and default is None:
-            return None
-        # bool is an int to Python but never a number here.
-        if (isinstance(value, bool) and bool not in accept) or not isinstance(value, accept):
-            raise ValueError(f"{self.field(name)}: expected {words}, got {_show(value)}")
-        return value
-
-    def text(self, name: str, default: Any = _MISSING) -> Any:
-        return self._typed(name, default, (str,), "a string")
-
-    def integer(self, name: str, default: Any = _MISSING) -> Any:
-        return self._typed(name, default, (int,), "an integer")
-
-    def number(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._typed(name, default, (int, float), "a number")
-        return None if value is None else float(value)
-
-    def flag(self, name: str, default: Any = _MISSING) -> bool:
-        return bool(self._typed(name, default, (bool,), "true or false"))
-
-    def enum(self, name: str, cls: type[E], default: Any = _MISSING) -> E:
-        value = self.raw(name, default)
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(str(member.value) for member in cls)
-            raise ValueError(f"{self.field(name)}: {_show(value)} is not one of {choices}") from None
-
-    def reader(self, name: str, default: Any = _MISSING) -> _Reader:
-        return _Reader(self.raw(name, default), self.field(name))
-
-    def _list(self, name: str, default: Any) -> list[Any]:
-        value = self.raw(name, default)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{self.field(name)}: expected a list, got {_show(value)}")  # noqa: TRY004
-        return list(value)
-
-    def _items(self, name: str, default: Any, accept: tuple[type, ...], words: str) -> list[Any]:
-        items = self._list(name, default)
-        for index, item in enumerate(items):
-            if (isinstance(item, bool) and bool not in accept) or not isinstance(item, accept):
-                raise ValueError(f"{self.field(name)}[{index}]: expected {words}, got {_show(item)}")
-        return items
-
-    def texts(self, name: str, default: Any = _MISSING) -> tuple[str, ...]:
-        return tuple(self._items(name, default, (str,), "a string"))
-
-    def integers(self, name: str, default: Any = _MISSING) -> list[int]:
-        return self._items(name, default, (int,), "an integer")
-
-    def numbers(self, name: str, default: Any = ()) -> list[float]:
-        return [float(item) for item in self._items(name, default, (int, float), "a number")]
-
-    def readers(self, name: str) -> list[_Reader]:
-        return [_Reader(item, f"{self.field(name)}[{index}]") for index, item in enumerate(self._list(name, ()))]
-
-    def text_pairs(self, name: str) -> tuple[tuple[str, str], ...]:
-        """A mapping of strings as (name, value) pairs in the order written (the spec's order, kept exactly)."""
-        found = self.reader(name, {})
-        return tuple((key, found.text(key)) for key in found._value)
-
-    def done(self) -> None:
-        unknown = [name for name in self._value if name not in self._read]
-        if unknown:
-            raise ValueError(f"{self.field(unknown[0])}: unknown field")

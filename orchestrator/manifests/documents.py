@@ -19,7 +19,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .core.errors import Location, Problem
+from ..core.errors import Location, Problem
 
 FieldPath = tuple[str | int, ...]
 
