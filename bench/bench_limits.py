@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import median_ms
 
-from orchestrator.cgroups import CgroupHost, find_host
-from orchestrator.execute import Executor
-from orchestrator.limits import LimitWatch, Watched
+from orchestrator.host.cgroups import CgroupHost, find_host
+from orchestrator.host.execute import Executor
+from orchestrator.host.limits import LimitWatch, Watched
 from orchestrator.core.model import Limits, ProcessSpec, ReplicaId
-from orchestrator.observe import identity
+from orchestrator.host.observe import identity
 
 
 def spawn_all(executor: Executor, spec: ProcessSpec, count: int, times: list[float], pids: list[int]) -> None:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import median_ms
 
-from orchestrator.observe import sample_trees
+from orchestrator.host.observe import sample_trees
 
 
 def psutil_pass(pids: list[int]) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from .core.errors import ManifestError, OrchestratorError
-from .sockets import bind_owner_only, peer_uid
+from .host.sockets import bind_owner_only, peer_uid
 
 PREFIX = "/api/v1"
 

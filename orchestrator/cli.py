@@ -272,13 +272,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from .cgroups import choose_host
+    from .host.cgroups import choose_host
     from .core.clock import SystemClock
     from .core.events import EventBus
-    from .execute import Executor
-    from .limits import LimitWatch
-    from .metrics import Sampler
-    from .probes import Prober
+    from .host.execute import Executor
+    from .host.limits import LimitWatch
+    from .host.metrics import Sampler
+    from .host.probes import Prober
     from .reconcile import Reconciler
     from .render import event_json, event_line
 

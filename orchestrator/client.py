@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import Location, ManifestError, Problem, UserError
-from .sockets import connect, socket_path
+from .host.sockets import connect, socket_path
 
 
 class DaemonUnavailable(UserError):

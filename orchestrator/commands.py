@@ -366,7 +366,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    from .observe import stat_fields
+    from .host.observe import stat_fields
 
     try:  # a zombie (a daemon started by this shell and not yet reaped) has stopped
         return stat_fields(pid)[0] != b"Z"

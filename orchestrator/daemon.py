@@ -25,20 +25,20 @@ from .manifests import codec
 from .planning import graph, status
 from .api import Conflict, ControlServer, NotFound, event_queue_iterator
 from .planning.autoscale import keep_pool_size
-from .cgroups import choose_host
+from .host.cgroups import choose_host
 from .core.clock import SystemClock
 from .core.errors import ManifestError, UserError
 from .core.events import Event, EventBus, EventType
-from .execute import Executor
-from .limits import LimitWatch
+from .host.execute import Executor
+from .host.limits import LimitWatch
 from .manifests.loader import check_spec
-from .metrics import Sampler
+from .host.metrics import Sampler
 from .core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .planning.policy import Step, next_step
-from .probes import Prober
+from .host.probes import Prober
 from .reconcile import Reconciler
 from .render import event_line, problems_summary
-from .sockets import socket_path
+from .host.sockets import socket_path
 from .store import Store
 
 T = TypeVar("T")
@@ -578,7 +578,7 @@ def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler)
     or, before its first two passes, one look now (cpu averaged over the process's life)."""
     if not query.get("usage"):
         return answer
-    from .observe import usage
+    from .host.observe import usage
 
     for document in answer["objects"]:
         for replica in document["replica_status"]:

@@ -22,11 +22,11 @@ from .core.clock import Clock
 from .planning.diff import needs_restart
 from .core.errors import SpawnError
 from .core.events import Event, EventBus, EventType
-from .execute import STATE_MARKER, Child, Executor, ExitStatus
+from .host.execute import STATE_MARKER, Child, Executor, ExitStatus
 from .planning.graph import desired_state
-from .limits import THROTTLED_NICE, Breach, LimitWatch, Watched, kernel_oom_message
-from .logs import log_path, rotate_if_needed
-from .metrics import Sampler
+from .host.limits import THROTTLED_NICE, Breach, LimitWatch, Watched, kernel_oom_message
+from .host.logs import log_path, rotate_if_needed
+from .host.metrics import Sampler
 from .core.model import (
     DesiredState,
     Exit,
@@ -42,10 +42,10 @@ from .core.model import (
     ReplicaRecord,
     nice_of,
 )
-from .observe import marked_session_leaders
+from .host.observe import marked_session_leaders
 from .planning.plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
 from .planning.policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
-from .probes import Prober, Target, Transition
+from .host.probes import Prober, Target, Transition
 
 Message = Callable[["Reconciler"], None]
 

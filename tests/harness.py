@@ -10,15 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from orchestrator.cgroups import CgroupHost
+from orchestrator.host.cgroups import CgroupHost
 from orchestrator.core.clock import SystemClock
 from orchestrator.core.events import Event, EventBus, EventType
-from orchestrator.execute import Executor
+from orchestrator.host.execute import Executor
 from orchestrator.planning.graph import desired_state
-from orchestrator.limits import LimitWatch
-from orchestrator.metrics import Sampler
+from orchestrator.host.limits import LimitWatch
+from orchestrator.host.metrics import Sampler
 from orchestrator.core.model import ProcessSpec, ReplicaId, ReplicaRecord
-from orchestrator.probes import Prober
+from orchestrator.host.probes import Prober
 from orchestrator.reconcile import Reconciler
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from conftest import reap_orphans, wait_for
 from harness import Harness
 
 from orchestrator.planning import status
-from orchestrator.cgroups import (
+from orchestrator.host.cgroups import (
     CgroupHost,
     Mount,
     ReplicaCgroup,
@@ -32,7 +32,7 @@ from orchestrator.cgroups import (
 )
 from orchestrator.core.errors import SpawnError
 from orchestrator.core.events import EventType
-from orchestrator.execute import Executor
+from orchestrator.host.execute import Executor
 from orchestrator.planning.graph import desired_state
 from orchestrator.core.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
 

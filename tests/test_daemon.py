@@ -29,7 +29,7 @@ from conftest import MARKER, REPO, SESSION, wait_for
 
 from orchestrator.client import Client
 from orchestrator.core.errors import UserError
-from orchestrator.sockets import socket_path
+from orchestrator.host.sockets import socket_path
 
 CLI = [sys.executable, "-m", "orchestrator"]
 

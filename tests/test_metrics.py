@@ -15,9 +15,9 @@ import psutil
 import pytest
 from conftest import REPO, wait_for
 
-from orchestrator.metrics import Sampler
+from orchestrator.host.metrics import Sampler
 from orchestrator.core.model import ProcessIdentity, ReplicaId
-from orchestrator.observe import identity, sample_trees
+from orchestrator.host.observe import identity, sample_trees
 
 CLI = [sys.executable, "-m", "orchestrator"]
 

@@ -138,7 +138,7 @@ def test_exec_probe_that_hangs_is_killed_at_its_timeout(harness: Harness, tmp_pa
 
 def test_closing_the_prober_ends_a_check_under_way_at_once(tmp_path: Path) -> None:
     from orchestrator.core.model import ProcessIdentity
-    from orchestrator.probes import Prober, Target
+    from orchestrator.host.probes import Prober, Target
 
     marker = tmp_path / "check-pid"
     check = (sys.executable, "-c", (f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "

@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.errors import SpawnError
+from ..core.errors import SpawnError
 from .execute import STATE_MARKER, user_ids
 from .logs import log_path
-from .core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
+from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 
 
 @dataclass(frozen=True)

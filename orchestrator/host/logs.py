@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .core.model import LogPolicy, ReplicaId
+from ..core.model import LogPolicy, ReplicaId
 
 
 def log_path(log_dir: Path, replica: ReplicaId) -> Path:

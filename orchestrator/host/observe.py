@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from .core.model import ProcessIdentity
+from ..core.model import ProcessIdentity
 
 
 def stat_fields(pid: int) -> list[bytes]:
