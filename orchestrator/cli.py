@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
     from .host.limits import LimitWatch
     from .host.metrics import Sampler
     from .host.probes import Prober
-    from .reconcile import Reconciler
+    from .engine.reconcile import Reconciler
     from .render import event_json, event_line
 
     _, desired = _load(args.paths)

@@ -36,7 +36,7 @@ from .host.metrics import Sampler
 from .core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
 from .planning.policy import Step, next_step
 from .host.probes import Prober
-from .reconcile import Reconciler
+from .engine.reconcile import Reconciler
 from .render import event_line, problems_summary
 from .host.sockets import socket_path
 from .store import Store

@@ -19,7 +19,7 @@ from orchestrator.host.limits import LimitWatch
 from orchestrator.host.metrics import Sampler
 from orchestrator.core.model import ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.host.probes import Prober
-from orchestrator.reconcile import Reconciler
+from orchestrator.engine.reconcile import Reconciler
 
 T = TypeVar("T")
 

@@ -12,29 +12,20 @@ import functools
 import os
 import queue
 import selectors
-import signal
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .planning.autoscale import keep_pool_size
-from .core.clock import Clock
-from .planning.diff import needs_restart
-from .core.errors import SpawnError
-from .core.events import Event, EventBus, EventType
-from .host.execute import STATE_MARKER, Child, Executor, ExitStatus
-from .planning.graph import desired_state
-from .host.limits import THROTTLED_NICE, Breach, LimitWatch, Watched, kernel_oom_message
-from .host.logs import log_path, rotate_if_needed
-from .host.metrics import Sampler
-from .core.model import (
+from ..core.clock import Clock
+from ..core.errors import SpawnError
+from ..core.events import Event, EventBus, EventType
+from ..core.model import (
     DesiredState,
     Exit,
     Hook,
     HookKind,
     Limits,
     Phase,
-    ProbeKind,
     ProcessIdentity,
     ProcessSpec,
     Reason,
@@ -42,35 +33,23 @@ from .core.model import (
     ReplicaRecord,
     nice_of,
 )
-from .host.observe import marked_session_leaders
-from .planning.plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
-from .planning.policy import Step, classify_exit, next_step, record_exit, record_start, record_start_failure
-from .host.probes import Prober, Target, Transition
+from ..host.execute import STATE_MARKER, Child, Executor
+from ..host.limits import THROTTLED_NICE, Breach, LimitWatch, Watched
+from ..host.logs import log_path, rotate_if_needed
+from ..host.metrics import Sampler
+from ..host.observe import marked_session_leaders
+from ..host.probes import Prober, Transition
+from ..planning.autoscale import keep_pool_size
+from ..planning.diff import needs_restart
+from ..planning.graph import desired_state
+from ..planning.plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
+from ..planning.policy import record_exit, record_start, record_start_failure
+from .folding import exit_reason, hook_ended, how_it_ended, probe_folded, probe_targets, what_next, without_hook
 
 Message = Callable[["Reconciler"], None]
 
 
 RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], None]
-
-
-def _without_hook(record: ReplicaRecord) -> ReplicaRecord:
-    return replace(record, hook=None, hook_kind=None, hook_started_at=None, hook_killed=False)
-
-
-def _how_it_ended(status: ExitStatus) -> str:
-    if status.signal is not None:
-        return f"killed by {signal_name(status.signal)}"
-    if status.code is None:
-        return "ended (adopted, so its exit status is unknown)"
-    return f"exited with code {status.code}"
-
-
-def signal_name(number: int) -> str:
-    """SIGTERM for 15; real-time signals have no name in the enum: `signal 40`."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class Reconciler:
@@ -164,7 +143,7 @@ class Reconciler:
         for rid, record in records.items():
             # A hook of the earlier orchestrator is not adopted: stop_strays ends it, and it runs again
             # if it is still needed (a preStart before the next start).
-            record = _without_hook(record)
+            record = without_hook(record)
             if record.process is None:
                 self.records[rid] = record
                 continue
@@ -295,7 +274,7 @@ class Reconciler:
         record = self.records[rid]
         if record.hook is not None:  # a postStart hook still running has no more reason to
             self.executor.kill_group(record.hook)
-            record = _without_hook(record)
+            record = without_hook(record)
         pre_stop = record.spec.hooks.pre_stop
         record = replace(record, stop_requested_at=now)
         if pre_stop is not None:
@@ -388,29 +367,18 @@ class Reconciler:
         record = self.records.get(rid)
         if record is None or record.hook is None or record.hook.pid != pid:
             return  # a hook whose replica moved on (killed when it stopped): reaped, nothing more
-        kind = record.hook_kind
-        ok = status.code == 0
-        how = "ran past its timeout" if record.hook_killed else _how_it_ended(status)
-        record = _without_hook(record)
-        if kind is HookKind.PRE_START:
-            if ok:
-                # The next pass starts the process itself, if the spec is still the one this hook ran for.
-                self.records[rid] = replace(record, pre_start_passed=True)
-                return
-            spec = self.desired.specs.get(rid.key, record.spec)
-            failed = record_start_failure(record, spec, f"preStart hook {how}", now, Reason.HOOK_FAILED)
-            self.records[rid] = failed
-            self._emit(EventType.HOOK_FAILED, rid, f"preStart hook {how}; {self._what_next(failed)}", pid)
-        elif kind is HookKind.PRE_STOP:
-            self.records[rid] = record
-            if record.process is not None:
-                self.executor.signal_group(record.process, record.spec.shutdown.signal)
-                self._emit(EventType.STOPPING, rid, f"preStop hook {how}: sent {record.spec.shutdown.signal}",
-                           record.process.pid)
-        else:
-            self.records[rid] = record
-            if not ok:
-                self._emit(EventType.HOOK_FAILED, rid, f"postStart hook {how}", pid)
+        end = hook_ended(record, self.desired.specs.get(rid.key, record.spec), status, now)
+        self.records[rid] = end.record
+        if end.start_failed:
+            self._emit(EventType.HOOK_FAILED, rid, f"{end.message}; {self._what_next(end.record)}", pid)
+        elif end.stop_now:
+            process = end.record.process
+            if process is not None:
+                self.executor.signal_group(process, end.record.spec.shutdown.signal)
+                self._emit(EventType.STOPPING, rid, f"{end.message}: sent {end.record.spec.shutdown.signal}",
+                           process.pid)
+        elif end.message:
+            self._emit(EventType.HOOK_FAILED, rid, end.message, pid)
 
     def _child_ended(self, data: Any, now: float) -> None:
         if len(data) == 3:
@@ -426,34 +394,17 @@ class Reconciler:
         record = self.records[rid]
         if record.hook is not None and record.hook_kind is not HookKind.PRE_START:
             self.executor.kill_group(record.hook)  # its process is gone: so goes its hook (reaped when it ends)
-            record = _without_hook(record)
+            record = without_hook(record)
         started = record.started_at if record.started_at is not None else now
-        if record.over_memory:
-            reason, message = Reason.OOM_KILLED, record.over_memory
-        elif status.oom_killed:
-            reason, message = Reason.OOM_KILLED, kernel_oom_message(record.spec.limits)
-        elif record.unhealthy:
-            reason, message = Reason.LIVENESS_FAILED, record.unhealthy
-        else:
-            reason, message = classify_exit(record.spec, status.code, status.signal), ""
+        reason, message = exit_reason(record, status)
         record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, message))
         self.records[rid] = record
-        how = _how_it_ended(status)
+        how = how_it_ended(status)
         detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
         self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
 
     def _what_next(self, record: ReplicaRecord) -> str:
-        """The consequence of an exit in words, from the same policy the planner follows."""
-        spec = self.desired.specs.get(record.spec.key)
-        if spec is None or self.shutting_down:
-            return "not restarted: no longer desired"
-        step = next_step(spec, record)
-        if step.step is Step.SUCCEEDED:
-            return "succeeded, not restarted"
-        if step.step is Step.FAILED:
-            return f"failed, not restarted: {step.why}"
-        delay = max(0.0, step.at - record.last_exit.at) if record.last_exit else 0.0
-        return f"restarting in {delay:g} s" if delay else "restarting now"
+        return what_next(self.desired.specs.get(record.spec.key), record, self.shutting_down)
 
     def _note_waiting(self, waiting: tuple[Waiting, ...]) -> None:
         """Remember who waits and why; say so once when a replica starts waiting on its dependencies."""
@@ -483,7 +434,7 @@ class Reconciler:
         if self.persist is not None:
             self.persist(self.records)
         if self.prober is not None:
-            self.prober.sync(self._probe_targets())
+            self.prober.sync(probe_targets(self.records, self.desired, self._log_offsets))
         if self.limit_watch is not None:
             targets = {}
             for rid, record in self.records.items():
@@ -521,44 +472,20 @@ class Reconciler:
         except BlockingIOError:
             pass
 
-    def _probe_targets(self) -> dict[ReplicaId, Target]:
-        targets = {}
-        for rid, record in self.records.items():
-            spec = self.desired.specs.get(rid.key)
-            if record.process is None or record.stop_requested_at is not None or spec is None:
-                continue
-            if record.started_at is None or not (spec.probes.startup or spec.probes.readiness or spec.probes.liveness):
-                continue
-            targets[rid] = Target(record.process, spec, record.started_at, record.started, record.ready,
-                                  self._log_offsets.get(rid, 0))
-        return targets
-
     def probe_transition(self, transition: Transition) -> None:
         """A probe crossed a threshold: fold it into the record of the process it was about."""
         record = self.records.get(transition.replica)
         if record is None or record.process != transition.process or record.stop_requested_at is not None:
             return  # about a process that is gone or going
         spec = self.desired.specs.get(transition.replica.key, record.spec)
-        kind, rid = transition.kind, transition.replica
-        if kind is ProbeKind.STARTUP and transition.passing:
-            record = replace(record, started=True, ready=spec.probes.readiness is None)
-        elif kind is ProbeKind.READINESS:
-            record = replace(record, ready=transition.passing)
-        elif not transition.passing:  # liveness failed, or startup could not pass: restart it
-            record = replace(record, unhealthy=f"{kind.value} probe {transition.message}")
-        else:
+        folded = probe_folded(record, spec, transition)
+        if folded is None:
             return
-        self.records[rid] = record
+        record, consequence = folded
+        self.records[transition.replica] = record
         event = EventType.PROBE_PASSED if transition.passing else EventType.PROBE_FAILED
-        consequence = {
-            (ProbeKind.STARTUP, True): "started",
-            (ProbeKind.READINESS, True): "ready",
-            (ProbeKind.READINESS, False): "not ready",
-            (ProbeKind.STARTUP, False): "unhealthy: restarting",
-            (ProbeKind.LIVENESS, False): "unhealthy: restarting",
-        }[(kind, transition.passing)]
-        self._emit(event, rid, f"{kind.value} probe {transition.message}; {consequence}", record.process.pid
-                   if record.process else None)
+        self._emit(event, transition.replica, f"{transition.kind.value} probe {transition.message}; {consequence}",
+                   record.process.pid if record.process else None)
 
     def autoscale(self, key: str, size: int, why: str) -> None:
         """The autoscaler asks for a new pool size: a new desired state, not a revision (a re-apply keeps it)."""
