@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import median_ms
 
+from orchestrator.core.model import Limits, ProcessSpec, ReplicaId
 from orchestrator.host.cgroups import CgroupHost, find_host
 from orchestrator.host.execute import Executor
 from orchestrator.host.limits import LimitWatch, Watched
-from orchestrator.core.model import Limits, ProcessSpec, ReplicaId
 from orchestrator.host.observe import identity
 
 

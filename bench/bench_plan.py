@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import median_ms
 
-from orchestrator.planning.graph import desired_state
 from orchestrator.core.model import Dependency, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
+from orchestrator.planning.graph import desired_state
 from orchestrator.planning.plan import plan
 
 

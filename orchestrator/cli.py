@@ -243,8 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load(paths: Sequence[str]):  # type: ignore[no-untyped-def]
     """Specs and their DesiredState, or a ManifestError listing every problem."""
-    from .planning.graph import desired_state
     from .manifests.loader import load_specs
+    from .planning.graph import desired_state
 
     specs = load_specs(paths)
     return specs, desired_state(specs)
@@ -272,15 +272,15 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from .host.cgroups import choose_host
     from .core.clock import SystemClock
-    from .core.events import EventBus
+    from .core.events import EventBus, event_line
+    from .engine.reconcile import Reconciler
+    from .host.cgroups import choose_host
     from .host.execute import Executor
     from .host.limits import LimitWatch
     from .host.metrics import Sampler
     from .host.probes import Prober
-    from .engine.reconcile import Reconciler
-    from .render import event_json, event_line
+    from .render import event_json
 
     _, desired = _load(args.paths)
     state_dir = args.state_dir
@@ -386,13 +386,13 @@ class _ExitCodeFrom:
 def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:
     """`run --watch`: on every change, load the manifests off the loop and hand a valid result to it."""
     from .core.events import Event, EventType
-    from .watch import ManifestWatcher
+    from .daemon.watch import ManifestWatcher
 
     def changed() -> None:
         try:
             _, desired = _load(paths)
         except ManifestError as error:
-            from .render import problems_summary
+            from .core.errors import problems_summary
 
             message = problems_summary(error.problems)
             reconciler.post(lambda r: r.events.emit(Event(r.clock.wall(), EventType.INVALID, "", message)))

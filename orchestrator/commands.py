@@ -385,7 +385,7 @@ def unwatch(args: argparse.Namespace) -> int:
 
 
 def daemon(args: argparse.Namespace) -> int:
-    from .daemon import main
+    from .daemon.lifecycle import main
 
     return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits)
 

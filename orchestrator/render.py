@@ -20,11 +20,6 @@ if TYPE_CHECKING:
     from .core.model import Backoff
 
 
-def event_line(event: Event) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.at)) + f".{int(event.at * 1000) % 1000:03d}"
-    return f"{stamp} {event.subject} {event.type.value}: {event.message}"
-
-
 def event_json(event: Event) -> str:
     return json.dumps(event.to_json(), sort_keys=True)
 
@@ -591,16 +586,3 @@ def systemd_unit(python: str, state_dir: str, user_unit: bool) -> str:
         "[Install]\n"
         f"WantedBy={'default.target' if user_unit else 'multi-user.target'}\n"
     )
-
-
-def problems_summary(problems: Sequence[Problem], shown: int = 3) -> str:
-    """A one-line account of manifest problems for an event, with no env value in it: a problem found in
-    `spec.env` may quote the value (a secret), so only its place is kept."""
-    parts = []
-    for problem in problems[:shown]:
-        if problem.path == "spec.env" or problem.path.startswith(("spec.env.", "spec.env[")):
-            parts.append(f"{problem.location}: {problem.path}: invalid (value not shown)")
-        else:
-            parts.append(str(problem))
-    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
-    return f"{len(problems)} problem(s), nothing changed: " + "; ".join(parts) + more

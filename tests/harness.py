@@ -10,16 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from orchestrator.host.cgroups import CgroupHost
 from orchestrator.core.clock import SystemClock
 from orchestrator.core.events import Event, EventBus, EventType
+from orchestrator.core.model import ProcessSpec, ReplicaId, ReplicaRecord
+from orchestrator.engine.reconcile import Reconciler
+from orchestrator.host.cgroups import CgroupHost
 from orchestrator.host.execute import Executor
-from orchestrator.planning.graph import desired_state
 from orchestrator.host.limits import LimitWatch
 from orchestrator.host.metrics import Sampler
-from orchestrator.core.model import ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.host.probes import Prober
-from orchestrator.engine.reconcile import Reconciler
+from orchestrator.planning.graph import desired_state
 
 T = TypeVar("T")
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import wait_for
 from harness import Harness
 
-from orchestrator.planning.autoscale import keep_pool_size, recommend
 from orchestrator.core.events import EventType
 from orchestrator.core.model import Autoscale, Backoff, ProcessSpec, Shutdown
+from orchestrator.planning.autoscale import keep_pool_size, recommend
 
 AUTO = Autoscale(min=1, max=4, target_cpu_percent=50, scale_up_seconds=3, scale_down_seconds=6)
 

@@ -17,7 +17,9 @@ import pytest
 from conftest import reap_orphans, wait_for
 from harness import Harness
 
-from orchestrator.planning import status
+from orchestrator.core.errors import SpawnError
+from orchestrator.core.events import EventType
+from orchestrator.core.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
 from orchestrator.host.cgroups import (
     CgroupHost,
     Mount,
@@ -30,11 +32,9 @@ from orchestrator.host.cgroups import (
     parse_proc_cgroup,
     replica_cgroup_name,
 )
-from orchestrator.core.errors import SpawnError
-from orchestrator.core.events import EventType
 from orchestrator.host.execute import Executor
+from orchestrator.planning import status
 from orchestrator.planning.graph import desired_state
-from orchestrator.core.model import Backoff, Limits, ProcessSpec, ReplicaId, Shutdown
 
 HOG = (sys.executable, "-c", ("import time\nblocks = []\nwhile True:\n"
                               "    blocks.append(bytearray(8 << 20)); time.sleep(0.01)"))

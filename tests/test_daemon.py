@@ -688,8 +688,8 @@ def test_unwatch_stops_reapplying(orch: Orchestrator) -> None:
 
 
 def test_after_a_reboot_what_ran_starts_afresh_and_what_finished_stays_finished() -> None:
-    from orchestrator.daemon import _after_reboot
     from orchestrator.core.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord
+    from orchestrator.daemon.lifecycle import _after_reboot
 
     job = ProcessSpec(name="migrate", command=("x",), kind=Kind.JOB)
     done = ReplicaRecord(spec=job, last_exit=Exit(0, None, Reason.COMPLETED, 12345.0, 1.0), crash_streak=2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.planning.diff import FIELDS, changes, needs_restart
 from orchestrator.core.model import Backoff, ProcessSpec
+from orchestrator.planning.diff import FIELDS, changes, needs_restart
 
 
 def test_every_spec_field_is_in_the_table() -> None:

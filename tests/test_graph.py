@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.errors import Location, ManifestError
-from orchestrator.planning.graph import check, desired_state
 from orchestrator.core.model import Dependency, ProcessSpec
+from orchestrator.planning.graph import check, desired_state
 
 
 def spec(name: str, *deps: str, priority: int = 0, namespace: str = "default") -> ProcessSpec:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.errors import Location, ManifestError
-from orchestrator.manifests.loader import dotted, find_manifest_files, load_specs
 from orchestrator.core.model import Condition, Dependency, Kind, ProcessSpec
+from orchestrator.manifests.loader import dotted, find_manifest_files, load_specs
 
 PROCESS = """\
 apiVersion: orchestrator/v1

@@ -15,8 +15,8 @@ import psutil
 import pytest
 from conftest import REPO, wait_for
 
-from orchestrator.host.metrics import Sampler
 from orchestrator.core.model import ProcessIdentity, ReplicaId
+from orchestrator.host.metrics import Sampler
 from orchestrator.host.observe import identity, sample_trees
 
 CLI = [sys.executable, "-m", "orchestrator"]

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.planning.graph import desired_state
 from orchestrator.core.model import (
     Backoff,
     Condition,
@@ -23,6 +22,7 @@ from orchestrator.core.model import (
     RestartPolicy,
     Shutdown,
 )
+from orchestrator.planning.graph import desired_state
 from orchestrator.planning.plan import Forget, Kill, Start, Stop, StopReason, plan
 
 NOW = 1000.0

@@ -402,8 +402,7 @@ def test_json_and_yaml() -> None:
 
 
 def test_problems_summary_never_quotes_an_env_value() -> None:
-    from orchestrator.core.errors import Location, Problem
-    from orchestrator.render import problems_summary
+    from orchestrator.core.errors import Location, Problem, problems_summary
 
     problems = [
         Problem(Location("a.yaml", 6, 9), "spec.env.PASSWORD", "expected a string, got 987654321: quote it"),

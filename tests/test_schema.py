@@ -12,7 +12,6 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from orchestrator.core.errors import ManifestError
-from orchestrator.manifests.loader import load_specs
 from orchestrator.core.model import (
     Backoff,
     Condition,
@@ -26,6 +25,7 @@ from orchestrator.core.model import (
     RestartPolicy,
     Shutdown,
 )
+from orchestrator.manifests.loader import load_specs
 from orchestrator.manifests.schema import _schema_dir, full_validator, is_valid, schemas
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))

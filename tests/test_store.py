@@ -14,7 +14,7 @@ import pytest
 from orchestrator.core.errors import Location, StoreError, UserError
 from orchestrator.core.events import Event, EventType
 from orchestrator.core.model import Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaId, ReplicaRecord
-from orchestrator.store import SCHEMA_VERSION, Store
+from orchestrator.daemon.store import SCHEMA_VERSION, Store
 
 API = ProcessSpec(
     name="api", command=("sleep", "60"), namespace="shop", replicas=2, location=Location("/m/api.yaml", 3, 1)

@@ -8,6 +8,7 @@ outcome with a Reason (see model.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -75,3 +76,16 @@ class StoreError(UserError):
 
     The message names the file and what to do; the store never resets or overwrites it on its own.
     """
+
+
+def problems_summary(problems: Sequence[Problem], shown: int = 3) -> str:
+    """A one-line account of manifest problems for an event, with no env value in it: a problem found in
+    `spec.env` may quote the value (a secret), so only its place is kept."""
+    parts = []
+    for problem in problems[:shown]:
+        if problem.path == "spec.env" or problem.path.startswith(("spec.env.", "spec.env[")):
+            parts.append(f"{problem.location}: {problem.path}: invalid (value not shown)")
+        else:
+            parts.append(str(problem))
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return f"{len(problems)} problem(s), nothing changed: " + "; ".join(parts) + more

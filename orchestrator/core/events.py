@@ -7,9 +7,12 @@ subscriber that raises is reported on stderr once per event and never stops the 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+from .reader import Reader
 
 
 class EventType(str, Enum):
@@ -53,6 +56,21 @@ class Event:
             return "orchestrator"
         return self.key if self.replica is None else f"{self.key}[{self.replica}]"
 
+    @classmethod
+    def from_json(cls, value: object) -> Event:
+        """The inverse of to_json; a malformed value raises ValueError naming the field."""
+        reader = Reader(value, "")
+        event = cls(
+            at=reader.number("time"),
+            type=reader.enum("type", EventType),
+            key=reader.text("object"),
+            message=reader.text("message", ""),
+            replica=reader.integer("replica", None),
+            pid=reader.integer("pid", None),
+        )
+        reader.done()
+        return event
+
     def to_json(self) -> dict[str, object]:
         return {
             "time": self.at,
@@ -62,6 +80,12 @@ class Event:
             "pid": self.pid,
             "message": self.message,
         }
+
+
+def event_line(event: Event) -> str:
+    """One event as people read it, in the daemon's log and `run`'s output: local time to the millisecond."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.at)) + f".{int(event.at * 1000) % 1000:03d}"
+    return f"{stamp} {event.subject} {event.type.value}: {event.message}"
 
 
 Subscriber = Callable[[Event], None]

@@ -22,11 +22,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from ..core.errors import SpawnError
+from ..core.model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
+from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from .limits import apply_at_start, renice_tree
 from .logs import log_path, open_log
-from ..core.model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
 from .observe import identity, is_alive
 
 STATE_MARKER = "ORCH_STATE_DIR"

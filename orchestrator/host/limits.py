@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .cgroups import ReplicaCgroup
 from ..core.model import Limits, ProcessIdentity, ProcessSpec, ReplicaId, nice_of
+from .cgroups import ReplicaCgroup
 from .observe import sample_trees
 
 MEMORY_SAMPLES = 2  # consecutive samples over the limit before a kill: one spike is not a leak

@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..planning.autoscale import recommend
 from ..core.model import Autoscale, ProcessIdentity, ReplicaId
+from ..planning.autoscale import recommend
 from .observe import sample_trees
 
 HISTORY = 60  # samples kept per replica

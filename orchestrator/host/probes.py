@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import SpawnError
+from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 from .execute import STATE_MARKER, user_ids
 from .logs import log_path
-from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 
 
 @dataclass(frozen=True)

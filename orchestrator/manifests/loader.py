@@ -24,16 +24,6 @@ from typing import TYPE_CHECKING, Any
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from ..planning import graph
-from .codec import (
-    API_VERSION,
-    autoscale_from_document,
-    hooks_from_document,
-    limits_from_document,
-    probe_from_document,
-    spec_to_document,
-)
-from .documents import Document, FieldPath, dotted, read_documents
 from ..core.errors import Location, ManifestError, Problem
 from ..core.model import (
     DEFAULT_NAMESPACE,
@@ -47,8 +37,18 @@ from ..core.model import (
     RestartPolicy,
     Shutdown,
 )
-from .schema import full_validator, is_valid, schemas
 from ..core.units import parse_cpu, parse_quantity
+from ..planning import graph
+from .codec import (
+    API_VERSION,
+    autoscale_from_document,
+    hooks_from_document,
+    limits_from_document,
+    probe_from_document,
+    spec_to_document,
+)
+from .documents import Document, FieldPath, dotted, read_documents
+from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from .diff import needs_restart
 from ..core.model import (
     Condition,
     DesiredState,
@@ -27,6 +26,7 @@ from ..core.model import (
     ReplicaId,
     ReplicaRecord,
 )
+from .diff import needs_restart
 from .policy import Step, is_ready, next_step
 
 

@@ -20,25 +20,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from . import __version__
-from .manifests import codec
-from .planning import graph, status
-from .api import Conflict, ControlServer, NotFound, event_queue_iterator
-from .planning.autoscale import keep_pool_size
-from .host.cgroups import choose_host
-from .core.clock import SystemClock
-from .core.errors import ManifestError, UserError
-from .core.events import Event, EventBus, EventType
-from .host.execute import Executor
-from .host.limits import LimitWatch
-from .manifests.loader import check_spec
-from .host.metrics import Sampler
-from .core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
-from .planning.policy import Step, next_step
-from .host.probes import Prober
-from .engine.reconcile import Reconciler
-from .render import event_line, problems_summary
-from .host.sockets import socket_path
+from .. import __version__
+from ..core.clock import SystemClock
+from ..core.errors import ManifestError, UserError, problems_summary
+from ..core.events import Event, EventBus, EventType, event_line
+from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec, ReplicaId, ReplicaRecord
+from ..engine.reconcile import Reconciler
+from ..host.cgroups import choose_host
+from ..host.execute import Executor
+from ..host.limits import LimitWatch
+from ..host.metrics import Sampler
+from ..host.probes import Prober
+from ..host.sockets import socket_path
+from ..manifests import codec
+from ..manifests.loader import check_spec
+from ..planning import graph, status
+from ..planning.autoscale import keep_pool_size
+from ..planning.policy import Step, next_step
+from .control import Conflict, ControlServer, NotFound, event_queue_iterator
 from .store import Store
 
 T = TypeVar("T")
@@ -538,7 +537,7 @@ class Daemon:
 
     def _reapply(self, paths: list[str], prune: bool) -> None:
         """A watched path changed: load it (off the loop thread) and apply it, or report why not."""
-        from .manifests.loader import load_specs
+        from ..manifests.loader import load_specs
 
         try:
             specs = load_specs(paths)
@@ -578,7 +577,7 @@ def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler)
     or, before its first two passes, one look now (cpu averaged over the process's life)."""
     if not query.get("usage"):
         return answer
-    from .host.observe import usage
+    from ..host.observe import usage
 
     for document in answer["objects"]:
         for replica in document["replica_status"]:
@@ -595,7 +594,7 @@ def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler)
 
 
 def _result(spec: ProcessSpec, result: str, old: ProcessSpec | None) -> dict[str, Any]:
-    from .planning.diff import needs_restart
+    from ..planning.diff import needs_restart
 
     restart = result == "configured" and old is not None and needs_restart(old, spec)
     return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart}

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from .core.errors import ManifestError, OrchestratorError
-from .host.sockets import bind_owner_only, peer_uid
+from ..core.errors import ManifestError, OrchestratorError
+from ..host.sockets import bind_owner_only, peer_uid
 
 PREFIX = "/api/v1"
 

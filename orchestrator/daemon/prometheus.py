@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import UserError
-from .core.model import ReplicaId
+from ..core.errors import UserError
+from ..core.model import ReplicaId
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from .lifecycle import Daemon
 
 
 class _Collector:

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .manifests import codec
-from .core.errors import StoreError
-from .core.events import Event, EventType
-from .core.model import ProcessSpec, ReplicaId, ReplicaRecord
+from ..core.errors import StoreError
+from ..core.events import Event, EventType
+from ..core.model import ProcessSpec, ReplicaId, ReplicaRecord
+from ..manifests import codec
+from . import record_codec
 
 SCHEMA_VERSION = 1
 # Marks the file as ours ('ORCH'), so that some other program's database at the same path is never taken over.
@@ -304,7 +305,7 @@ class Store:
         gone = [replica for replica in saved if replica not in records]
         if not changed and not gone:
             return
-        rows = [(replica.key, replica.index, _dumps(codec.record_to_json(record))) for replica, record in changed]
+        rows = [(replica.key, replica.index, _dumps(record_codec.record_to_json(record))) for replica, record in changed]
         with self._write() as db:
             db.executemany("INSERT OR REPLACE INTO records (key, replica, record) VALUES (?, ?, ?)", rows)
             db.executemany("DELETE FROM records WHERE key = ? AND replica = ?", [(r.key, r.index) for r in gone])
@@ -321,7 +322,7 @@ class Store:
         for key, index, text in rows:
             replica = ReplicaId(key, index)
             try:
-                records[replica] = codec.record_from_json(json.loads(text))
+                records[replica] = record_codec.record_from_json(json.loads(text))
             except (ValueError, TypeError) as error:
                 raise self._corrupt(f"record of {replica}: {error}") from None
         self._saved = dict(records)
