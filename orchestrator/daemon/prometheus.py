@@ -7,19 +7,20 @@ so bind it to 127.0.0.1 unless the host's network is trusted. Labels carry names
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..core.errors import UserError
 from ..core.model import ReplicaId
+from ..host.metrics import Sampler
 
-if TYPE_CHECKING:
-    from .lifecycle import Daemon
+Objects = Callable[[], dict[str, Any]]  # the answer of GET /objects: every object and its replicas' status
 
 
 class _Collector:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, objects: Objects, sampler: Sampler) -> None:
+        self.objects = objects
+        self.sampler = sampler
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -32,23 +33,23 @@ class _Collector:
                                   labels=labels)
         memory = GaugeMetricFamily("orchestrator_replica_memory_bytes", "Resident memory of the replica's tree",
                                    labels=labels)
-        answer = self.daemon.handle("GET", "/objects", {}, {})
+        answer = self.objects()
         for document in answer["objects"]:
             for replica in document["replica_status"]:
                 values = [document["namespace"], document["name"], str(replica["index"])]
                 up.add_metric(values, 1.0 if replica["phase"] == "Running" else 0.0)
                 ready.add_metric(values, 1.0 if replica.get("ready") else 0.0)
                 restarts.add_metric(values, float(replica["restarts"]))
-                sample = self.daemon.sampler.latest(ReplicaId(document["key"], replica["index"]))
+                sample = self.sampler.latest(ReplicaId(document["key"], replica["index"]))
                 if sample is not None and replica["pid"]:
                     cpu.add_metric(values, sample.cpu_seconds)
                     memory.add_metric(values, float(sample.memory_bytes))
         cost = GaugeMetricFamily("orchestrator_metrics_pass_seconds", "Duration of the last sampling pass")
-        cost.add_metric([], self.daemon.sampler.last_pass_seconds)
+        cost.add_metric([], self.sampler.last_pass_seconds)
         yield from (up, ready, restarts, cpu, memory, cost)
 
 
-def serve_metrics(address: str, daemon: Daemon) -> None:
+def serve_metrics(address: str, objects: Objects, sampler: Sampler) -> None:
     """Serve /metrics on `address` (HOST:PORT) in a background thread."""
     try:
         from prometheus_client import CollectorRegistry, start_http_server
@@ -59,7 +60,7 @@ def serve_metrics(address: str, daemon: Daemon) -> None:
     if not port.isdigit() or not host:
         raise UserError(f"--metrics-addr {address!r}: expected HOST:PORT, such as 127.0.0.1:9100")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(daemon))  # type: ignore[arg-type]
+    registry.register(_Collector(objects, sampler))  # type: ignore[arg-type]
     try:
         start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     except OSError as error:

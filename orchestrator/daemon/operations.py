@@ -1,0 +1,300 @@
+"""What each control request does to desired state: apply, delete, restart, scale, rollback, and the reads.
+
+Owns the current revision number and each object's creation time. Every method but `events` and `revisions`
+runs on the reconciler's thread (the daemon's `call`), so concurrent requests are serialized and none is
+lost; a request that raced with a shutdown is refused there too. Nothing runs unvalidated: specs that come
+in are checked against the same schema as manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.clock import Clock
+from ..core.errors import ManifestError
+from ..core.events import Event, EventBus, EventType
+from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
+from ..engine.reconcile import Reconciler
+from ..manifests import codec
+from ..manifests.loader import check_spec
+from ..planning import graph, status
+from ..planning.autoscale import keep_pool_size
+from ..planning.diff import needs_restart
+from ..planning.policy import Step, next_step
+from .control import Conflict, NotFound
+from .store import Revision, Store
+from .watches import Watches
+
+MAX_REPLICAS = 10000  # as the schema says
+
+
+class Operations:
+    def __init__(self, reconciler: Reconciler, store: Store, clock: Clock, events: EventBus, watches: Watches,
+                 enforced_by: str) -> None:
+        """`enforced_by`: how memory and cpu limits are enforced (a cgroup version, or "watchdog")."""
+        self.reconciler = reconciler
+        self.store = store
+        self.clock = clock
+        self.events = events
+        self.watches = watches
+        self.enforced_by = enforced_by
+        self.revision = 0
+        self.created: dict[str, float] = {}
+        self._decoded: dict[str, tuple[Any, ProcessSpec]] = {}
+
+    def restore(self, latest: Revision | None) -> None:
+        """Take up the latest revision as the desired state (before anything is started)."""
+        if latest is None:
+            return
+        self.revision = latest.number
+        self.reconciler.set_desired(graph.desired_state(latest.specs))
+        self.created = {spec.key: latest.at for spec in latest.specs}
+        self.created.update(self._created_from_meta())
+
+    def objects(self, query: dict[str, str]) -> dict[str, Any]:
+        documents = status.objects(self.reconciler.desired, self.reconciler.records, self.reconciler.waiting,
+                                   self._wall_offset(), self.created, self.enforced_by)
+        selector = _parse_selector(query.get("selector", ""))
+        if selector:
+            documents = [d for d in documents if all(d["labels"].get(k) == v for k, v in selector.items())]
+        if query.get("name"):
+            documents = [d for d in documents if _matches(d, query["name"])]
+        return {"revision": self.revision, "objects": documents}
+
+    def describe(self, name: str) -> dict[str, Any]:
+        matches = self.objects({"name": name})["objects"]
+        if not matches:
+            raise NotFound(f"no object named {name}")
+        if len(matches) > 1:
+            raise Conflict(f"{name} is ambiguous: " + ", ".join(d["key"] for d in matches))
+        document = matches[0]
+        spec = self.reconciler.desired.specs.get(document["key"])
+        if spec is None:
+            spec = next(r.spec for rid, r in self.reconciler.records.items() if rid.key == document["key"])
+        shown = codec.spec_to_document(spec)
+        # Env values may be secrets: status shows their names only (diff compares them without printing).
+        shown["spec"]["env"] = {name: "<hidden>" for name in shown["spec"].get("env", {})}
+        document["spec"] = shown
+        document["events"] = [self.event_json(i, e) for i, e in
+                              self.store.events(key=document["key"], limit=20)]
+        return document
+
+    def desired(self) -> dict[str, Any]:
+        specs = self.reconciler.desired.specs.values()
+        return {"revision": self.revision, "specs": [codec.spec_to_json(s) for s in specs]}
+
+    def revisions(self, query: dict[str, str]) -> dict[str, Any]:
+        limit = int(query.get("limit", "50"))
+        return {"revisions": [
+            {"number": r.number, "at": r.at, "action": r.action, "user": r.user, "paths": list(r.paths),
+             "git_commit": r.git_commit, "git_dirty": r.git_dirty, "message": r.message, "objects": r.objects}
+            for r in self.store.revisions(limit=limit)
+        ]}
+
+    def event_history(self, query: dict[str, str], key: str | None) -> dict[str, Any]:
+        """Saved events (`key`: resolved on the loop thread by the caller); reads the store only."""
+        limit = int(query["limit"]) if query.get("limit") else None
+        events = self.store.events(since=int(query.get("since", "0")), limit=limit, key=key)
+        return {"events": [self.event_json(i, e) for i, e in events]}
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
+        specs = [self._decode(item) for item in body.get("specs", [])]
+        paths = [str(p) for p in body.get("paths", [])]
+        dry_run = bool(body.get("dry_run"))
+        current = dict(self.reconciler.desired.specs)
+        new = dict(current)
+        results = []
+        specs = [keep_pool_size(spec, current.get(spec.key)) for spec in specs]
+        for spec in specs:
+            old = current.get(spec.key)
+            result = "created" if old is None else ("unchanged" if old == spec else "configured")
+            results.append(_result(spec, result, old))
+            new[spec.key] = spec
+        applied = {spec.key for spec in specs}
+        if body.get("prune"):
+            for key, spec in current.items():
+                if key not in applied and spec.location is not None and _under(spec.location.file, paths):
+                    del new[key]
+                    results.append(_result(spec, "pruned", spec))
+        desired = graph.desired_state(new.values())  # raises ManifestError naming what breaks
+        changed = any(r["result"] != "unchanged" for r in results)
+        if not dry_run:
+            self._retry_failed(applied)
+            if changed:
+                self._commit(desired, "watch" if body.get("watched") else "apply", body, paths)
+            if body.get("watch"):
+                self.watches.add({"paths": paths, "prune": bool(body.get("prune"))})
+        return {"revision": self.revision, "results": results, "dry_run": dry_run}
+
+    def delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
+        keys = [self.key(name) for name in body.get("names", [])]
+        remaining = {k: s for k, s in self.reconciler.desired.specs.items() if k not in keys}
+        for spec in remaining.values():
+            for dep in spec.depends_on:
+                if spec.dependency_key(dep) in keys:
+                    raise Conflict(f"{spec.key} depends on {spec.dependency_key(dep)}: delete it too, or change it "
+                                   "first")
+        results = [_result(self.reconciler.desired.specs[k], "deleted", None) for k in keys]
+        if not body.get("dry_run") and keys:
+            self._commit(graph.desired_state(remaining.values()), "delete", body, [], ", ".join(keys))
+        return {"revision": self.revision, "results": results}
+
+    def restart(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
+        key = self.key(str(body.get("name", "")))
+        self.events.emit(Event(self.clock.wall(), EventType.RESTARTING, key, "restart requested"))
+        count = self.reconciler.restart(key)
+        return {"key": key, "replicas": count}
+
+    def scale(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
+        key = self.key(str(body.get("name", "")))
+        replicas = body.get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= MAX_REPLICAS:
+            raise Conflict(f"replicas must be a whole number from 0 to {MAX_REPLICAS}")
+        spec = self.reconciler.desired.specs[key]
+        if spec.kind is Kind.JOB:
+            raise Conflict(f"{key} is a Job: a Job has no replicas to scale")
+        if spec.autoscale is not None:
+            raise Conflict(f"{key} is autoscaled between {spec.autoscale.min} and {spec.autoscale.max}: change its "
+                           "autoscale in the manifest instead")
+        specs = {**self.reconciler.desired.specs, key: dataclasses.replace(spec, replicas=replicas)}
+        if replicas != spec.replicas:
+            self._commit(graph.desired_state(specs.values()), "scale", body, [],
+                         f"{key} {spec.replicas} -> {replicas}")
+        return {"key": key, "replicas": replicas, "revision": self.revision}
+
+    def rollback(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_while_shutting_down()
+        target = body.get("revision")
+        if target is None:
+            target = self.revision - 1
+        revision = self.store.revision(int(target))
+        if revision is None:
+            raise NotFound(f"no revision {target} (see `orchestrator history`)")
+        current = self.reconciler.desired.specs
+        results = [_result(s, "created" if s.key not in current else
+                           ("unchanged" if current[s.key] == s else "configured"), current.get(s.key))
+                   for s in revision.specs]
+        kept = {s.key for s in revision.specs}
+        results += [_result(s, "pruned", s) for k, s in current.items() if k not in kept]
+        self._commit(graph.desired_state(revision.specs), "rollback", body, list(revision.paths),
+                     f"to revision {revision.number}")
+        return {"revision": self.revision, "results": results}
+
+    def key(self, name: str) -> str:
+        """`namespace/name` for a name given as either; an unqualified name must be unambiguous."""
+        keys = set(self.reconciler.desired.specs) | {rid.key for rid in self.reconciler.records}
+        if "/" in name:
+            if name not in keys:
+                raise NotFound(f"no object named {name}")
+            return name
+        found = sorted(k for k in keys if k.split("/", 1)[1] == name)
+        if not found:
+            raise NotFound(f"no object named {name}")
+        if len(found) > 1:
+            raise Conflict(f"{name} is ambiguous: " + ", ".join(found))
+        return found[0]
+
+    @staticmethod
+    def event_json(event_id: int | None, event: Event) -> dict[str, Any]:
+        document = event.to_json()
+        document["id"] = event_id
+        return document
+
+    def _wall_offset(self) -> float:
+        return self.clock.wall() - self.clock.monotonic()
+
+    def _refuse_while_shutting_down(self) -> None:
+        """Checked on the loop thread too: a request that raced with a shutdown must not undo it."""
+        if self.reconciler.shutting_down:
+            raise Conflict("the daemon is shutting down: nothing can be changed now")
+
+    def _decode(self, item: Any) -> ProcessSpec:
+        """The spec of a request item, reusing the one decoded from an equal item before.
+
+        Re-applying 500 objects of which one changed must not decode 500 specs, and the same spec object
+        lets every later comparison stop at identity.
+        """
+        try:
+            metadata = item["document"]["metadata"]
+            key = f"{metadata.get('namespace', DEFAULT_NAMESPACE)}/{metadata['name']}"
+        except (KeyError, TypeError):
+            return codec.spec_from_json(item)  # raises the decoder's message
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == item:
+            return cached[1]
+        spec = codec.spec_from_json(item)
+        problems = check_spec(spec)  # the same schema as manifests: nothing runs unvalidated
+        if problems:
+            raise ManifestError(problems)
+        self._decoded[key] = (item, spec)
+        return spec
+
+    def _retry_failed(self, keys: set[str]) -> None:
+        """An apply gives replicas that failed for good (maxRestarts, backoffLimit, Never) a new start."""
+        for rid, record in list(self.reconciler.records.items()):
+            spec = self.reconciler.desired.specs.get(rid.key)
+            if (rid.key in keys and spec is not None and record.process is None and record.last_exit is not None
+                    and spec == record.spec and next_step(spec, record).step is Step.FAILED):
+                del self.reconciler.records[rid]
+
+    def _commit(self, desired: DesiredState, action: str, body: dict[str, Any], paths: Sequence[str],
+                message: str = "") -> None:
+        now = self.clock.wall()
+        for key in desired.specs:
+            self.created.setdefault(key, now)
+        for key in list(self.created):
+            if key not in desired.specs:
+                del self.created[key]
+        self.revision = self.store.add_revision(
+            list(desired.specs.values()), action=action, paths=paths, user=str(body.get("user", "")),
+            git_commit=body.get("git_commit"), git_dirty=body.get("git_dirty"), message=message,
+        )
+        self.store.set_meta("created", json.dumps(self.created, sort_keys=True))
+        self.reconciler.set_desired(desired)
+        text = f"revision {self.revision} ({action}{': ' + message if message else ''})"
+        self.events.emit(Event(now, EventType.APPLIED, "", f"applied {text}"))
+
+    def _created_from_meta(self) -> dict[str, float]:
+        raw = self.store.get_meta("created")
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+
+def _result(spec: ProcessSpec, result: str, old: ProcessSpec | None) -> dict[str, Any]:
+    restart = result == "configured" and old is not None and needs_restart(old, spec)
+    return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart}
+
+
+def _under(file: str, paths: Sequence[str]) -> bool:
+    real = os.path.realpath(file)
+    for path in paths:
+        root = os.path.realpath(path)
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _parse_selector(text: str) -> dict[str, str]:
+    selector = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise Conflict(f"bad label selector {part!r}: expected key=value")
+        selector[key.strip()] = value.strip()
+    return selector
+
+
+def _matches(document: dict[str, Any], name: str) -> bool:
+    return document["key"] == name or document["name"] == name

@@ -1,0 +1,82 @@
+"""The control API's route table: (method, path) -> the operation that answers it.
+
+Runs on the control server's request threads. What reads or changes run state goes through `call`, which
+runs it on the reconciler's thread and hands back its answer; reads of the store and of the sampler's
+latest figures answer from here directly. Knows nothing of HTTP: the control server speaks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from ..core.model import ReplicaId
+from ..engine.reconcile import Reconciler
+from ..host.metrics import Sampler
+from .control import Conflict, NotFound
+from .operations import Operations
+
+T = TypeVar("T")
+Query = dict[str, str]
+Body = dict[str, Any]
+Handler = Callable[[Query, Body], dict[str, Any]]
+Call = Callable[[Callable[[Reconciler], Any]], Any]  # run on the reconciler's thread, return its answer
+
+
+class Routes:
+    def __init__(self, ops: Operations, call: Call, sampler: Sampler, health: Callable[[], dict[str, Any]],
+                 shutdown: Callable[[], dict[str, Any]]) -> None:
+        self.ops = ops
+        self.call = call
+        self.sampler = sampler
+        self.table: dict[tuple[str, str], Handler] = {
+            ("GET", "/health"): lambda q, b: health(),
+            ("GET", "/objects"): lambda q, b: _with_usage(call(lambda r: ops.objects(q)), q, sampler),
+            ("GET", "/desired"): lambda q, b: call(lambda r: ops.desired()),
+            ("POST", "/apply"): lambda q, b: call(lambda r: ops.apply(b)),
+            ("POST", "/delete"): lambda q, b: call(lambda r: ops.delete(b)),
+            ("POST", "/restart"): lambda q, b: call(lambda r: ops.restart(b)),
+            ("POST", "/scale"): lambda q, b: call(lambda r: ops.scale(b)),
+            ("POST", "/rollback"): lambda q, b: call(lambda r: ops.rollback(b)),
+            ("GET", "/revisions"): lambda q, b: ops.revisions(q),
+            ("GET", "/events"): lambda q, b: ops.event_history(q, self.key(q["key"]) if q.get("key") else None),
+            ("POST", "/shutdown"): lambda q, b: shutdown(),
+            ("POST", "/unwatch"): lambda q, b: call(lambda r: ops.watches.remove([str(p) for p in b.get("paths", [])])),
+        }
+
+    def handle(self, method: str, route: str, query: Query, body: Body) -> dict[str, Any]:
+        if method == "POST" and route != "/shutdown" and self.ops.reconciler.shutting_down:
+            raise Conflict("the daemon is shutting down: nothing can be changed now")
+        handler = self.table.get((method, route))
+        if handler is not None:
+            return handler(query, body)
+        if method == "GET" and route.startswith("/objects/"):
+            name = unquote(route[len("/objects/"):])
+            return self.call(lambda r: self.ops.describe(name))  # type: ignore[no-any-return]
+        raise NotFound(f"no such route: {method} {route}")
+
+    def key(self, name: str) -> str:
+        """`namespace/name` of an object named either way, resolved on the reconciler's thread."""
+        return self.call(lambda r: self.ops.key(name))  # type: ignore[no-any-return]
+
+
+def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler) -> dict[str, Any]:
+    """Add cpu and memory of each running replica's tree: the sampler's latest pass (cpu over its interval),
+    or, before its first two passes, one look now (cpu averaged over the process's life)."""
+    if not query.get("usage"):
+        return answer
+    from ..host.observe import usage
+
+    for document in answer["objects"]:
+        for replica in document["replica_status"]:
+            if not replica["pid"]:
+                replica["cpu_percent"], replica["memory_bytes"] = None, None
+                continue
+            latest = sampler.latest(ReplicaId(document["key"], replica["index"]))
+            if latest is not None and latest.cpu_percent is not None:
+                replica["cpu_percent"], replica["memory_bytes"] = latest.cpu_percent, latest.memory_bytes
+            else:
+                look = usage(replica["pid"])
+                replica["cpu_percent"], replica["memory_bytes"] = look if look else (None, None)
+    return answer
