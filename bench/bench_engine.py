@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = dict(os.environ)
     warm.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "orchestrator")], env=warm, check=False)
-    subprocess.run([sys.executable, "-c", "import orchestrator.cli, orchestrator.manifest, orchestrator.reconcile"],
+    subprocess.run([sys.executable, "-c", "import orchestrator.cli.main, orchestrator.manifests.loader, orchestrator.engine.reconcile"],
                    env=warm, cwd=ROOT, check=False)
     log("bytecode cache warmed; supervisors run without PYTHONDONTWRITEBYTECODE")
     try:

@@ -27,7 +27,7 @@ import psutil
 import pytest
 from conftest import MARKER, REPO, SESSION, wait_for
 
-from orchestrator.client import Client
+from orchestrator.cli.client import Client
 from orchestrator.core.errors import UserError
 from orchestrator.host.sockets import socket_path
 

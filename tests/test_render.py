@@ -1,4 +1,4 @@
-"""render.py: pure formatting. Tables align, relative times use the `now` passed in, secrets never show."""
+"""cli/render: pure formatting. Tables align, relative times use the `now` passed in, secrets never show."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.render import (
-    apply_results,
-    describe_text,
-    events_table,
-    history_table,
-    human_age,
-    human_bytes,
-    objects_table,
-    spec_diff,
-    to_json,
-    to_yaml,
-)
+from orchestrator.cli.render.common import human_age, human_bytes, to_json, to_yaml
+from orchestrator.cli.render.describe import describe_text
+from orchestrator.cli.render.diffs import spec_diff
+from orchestrator.cli.render.events import events_table
+from orchestrator.cli.render.tables import apply_results, history_table, objects_table
 
 NOW = 1795600300.0
 SECRET = "s3cret-value-never-shown"

@@ -30,6 +30,7 @@ from ..core.model import (
     Backoff,
     Condition,
     Dependency,
+    DesiredState,
     Kind,
     LogPolicy,
     Probes,
@@ -107,6 +108,12 @@ def find_manifest_files(paths: Sequence[str]) -> tuple[tuple[str, ...], tuple[Pr
     for file in files:
         unique.setdefault(os.path.realpath(file), file)  # the same file named twice is read once
     return tuple(unique.values()), tuple(problems)
+
+
+def load_desired(paths: Sequence[str]) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
+    """The specs of `paths` and the desired state they make, or a ManifestError listing every problem."""
+    specs = load_specs(paths)
+    return specs, graph.desired_state(specs)
 
 
 def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:

@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import render
+from ..core.errors import Location, UserError
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
-from .core.errors import Location, UserError
-
-EXIT_OK = 0
-EXIT_FAILED = 1
+from .exit_codes import EXIT_FAILED, EXIT_OK
+from .render.common import to_json, to_json_line, to_yaml
+from .render.describe import describe_text
+from .render.diffs import spec_diff
+from .render.events import event_dict_line, events_table
+from .render.systemd import systemd_unit
+from .render.tables import apply_results, history_table, objects_table
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -29,12 +32,12 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _print_document(value: Any, output: str) -> None:
-    print(render.to_yaml(value) if output == "yaml" else render.to_json(value))
+    print(to_yaml(value) if output == "yaml" else to_json(value))
 
 
 def _load_for_apply(paths: Sequence[str]) -> list[Any]:
     """Validated specs with absolute locations (the daemon prunes by file)."""
-    from .manifests.loader import load_specs
+    from ..manifests.loader import load_specs
 
     specs = load_specs(paths)
     absolute = []
@@ -64,7 +67,7 @@ def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
 
 
 def apply(args: argparse.Namespace) -> int:
-    from .manifests.codec import spec_to_json
+    from ..manifests.codec import spec_to_json
 
     specs = _load_for_apply(args.paths)
     commit, dirty = _git(args.paths)
@@ -89,7 +92,7 @@ def apply(args: argparse.Namespace) -> int:
     if args.output in ("json", "yaml"):
         _print_document(answer, args.output)
     else:
-        print(render.apply_results(answer["results"], dry_run=args.dry_run))
+        print(apply_results(answer["results"], dry_run=args.dry_run))
     if args.wait and not args.dry_run:
         return _wait(_client(args), [r["key"] for r in answer["results"] if r["result"] != "pruned"], args.timeout)
     return EXIT_OK
@@ -138,7 +141,7 @@ def _reason(obj: dict[str, Any]) -> str:
 
 
 def diff(args: argparse.Namespace) -> int:
-    from .manifests.codec import spec_from_json, spec_to_document
+    from ..manifests.codec import spec_from_json, spec_to_document
 
     specs = _load_for_apply(args.paths)
     try:
@@ -151,7 +154,7 @@ def diff(args: argparse.Namespace) -> int:
     for spec in sorted(specs, key=lambda s: s.key):
         applied.add(spec.key)
         old = live.get(spec.key)
-        text = render.spec_diff(spec.key, spec_to_document(old) if old else None, spec_to_document(spec), color)
+        text = spec_diff(spec.key, spec_to_document(old) if old else None, spec_to_document(spec), color)
         if text:
             out.append(text)
     if args.prune:
@@ -161,7 +164,7 @@ def diff(args: argparse.Namespace) -> int:
                 continue
             real = os.path.realpath(spec.location.file)
             if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
-                out.append(render.spec_diff(key, spec_to_document(spec), None, color))
+                out.append(spec_diff(key, spec_to_document(spec), None, color))
     if out:
         print("\n".join(text.rstrip("\n") for text in out))
         return 1
@@ -183,7 +186,7 @@ def get(args: argparse.Namespace) -> int:
         _print_document(answer, args.output)
         return EXIT_OK
     width = os.get_terminal_size().columns if sys.stdout.isatty() else None
-    print(render.objects_table(answer["objects"], wide=args.output == "wide", width=width, now=time.time()))
+    print(objects_table(answer["objects"], wide=args.output == "wide", width=width, now=time.time()))
     return EXIT_OK
 
 
@@ -192,7 +195,7 @@ def describe(args: argparse.Namespace) -> int:
     if args.output in ("json", "yaml"):
         _print_document(document, args.output)
     else:
-        print(render.describe_text(document, document.get("events", []), now=time.time()))
+        print(describe_text(document, document.get("events", []), now=time.time()))
     return EXIT_OK
 
 
@@ -288,15 +291,15 @@ def events(args: argparse.Namespace) -> int:
     backlog = client.request("GET", f"/events?limit={args.limit}{key}")["events"]
     if args.output == "json":
         for event in backlog:
-            print(render.to_json_line(event), flush=True)
+            print(to_json_line(event), flush=True)
     else:
-        print(render.events_table(backlog, now=time.time()), flush=True)
+        print(events_table(backlog, now=time.time()), flush=True)
     if not args.watch:
         return EXIT_OK
     since = backlog[-1]["id"] if backlog else _last_event_id(client)
     try:
         for event in client.stream(f"/events?follow=1&since={since}{key}"):
-            print(render.to_json_line(event) if args.output == "json" else render.event_dict_line(event), flush=True)
+            print(to_json_line(event) if args.output == "json" else event_dict_line(event), flush=True)
     except KeyboardInterrupt:
         pass
     return EXIT_OK
@@ -314,7 +317,7 @@ def delete(args: argparse.Namespace) -> int:
     if not names:
         raise UserError("name what to delete: NAME... or -f PATH")
     answer = _client(args).request("POST", "/delete", {"names": names, "user": getpass.getuser()})
-    print(render.apply_results(answer["results"]))
+    print(apply_results(answer["results"]))
     return EXIT_OK
 
 
@@ -336,13 +339,13 @@ def history(args: argparse.Namespace) -> int:
     if args.output in ("json", "yaml"):
         _print_document(answer, args.output)
     else:
-        print(render.history_table(answer["revisions"], now=time.time()))
+        print(history_table(answer["revisions"], now=time.time()))
     return EXIT_OK
 
 
 def rollback(args: argparse.Namespace) -> int:
     answer = _client(args).request("POST", "/rollback", {"revision": args.revision, "user": getpass.getuser()})
-    print(render.apply_results(answer["results"]))
+    print(apply_results(answer["results"]))
     print(f"now at revision {answer['revision']}")
     return EXIT_OK
 
@@ -366,7 +369,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    from .host.observe import stat_fields
+    from ..host.observe import stat_fields
 
     try:  # a zombie (a daemon started by this shell and not yet reaped) has stopped
         return stat_fields(pid)[0] != b"Z"
@@ -385,7 +388,7 @@ def unwatch(args: argparse.Namespace) -> int:
 
 
 def daemon(args: argparse.Namespace) -> int:
-    from .daemon.lifecycle import main
+    from ..daemon.lifecycle import main
 
     return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits)
 
@@ -399,7 +402,7 @@ def top(args: argparse.Namespace) -> int:
         while args.iterations is None or shown < args.iterations:
             answer = client.request("GET", "/objects?usage=1")
             width = os.get_terminal_size().columns if tty else None
-            table = render.objects_table(answer["objects"], wide=True, width=width, now=time.time())
+            table = objects_table(answer["objects"], wide=True, width=width, now=time.time())
             if tty:
                 print("\x1b[H\x1b[2J", end="")  # home and clear: redraw in place
             print(f"orchestrator top: revision {answer['revision']}, every {args.interval:g} s (Ctrl-C to quit)")
@@ -414,7 +417,7 @@ def top(args: argparse.Namespace) -> int:
 
 def startup(args: argparse.Namespace) -> int:
     root = os.geteuid() == 0
-    unit = render.systemd_unit(sys.executable, str(args.state_dir.resolve()), user_unit=not root)
+    unit = systemd_unit(sys.executable, str(args.state_dir.resolve()), user_unit=not root)
     if not args.install:
         print(unit, end="")
         return EXIT_OK

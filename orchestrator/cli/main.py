@@ -1,8 +1,7 @@
-"""The `orchestrator` command: argument parsing and error-to-exit-code mapping; nothing else.
+"""The `orchestrator` command: argument parsing, `validate`, and error-to-exit-code mapping (exit_codes.py).
 
-Exit codes: 0 success; 1 invalid input (manifests, arguments); 2 usage errors (argparse) and, for
-`diff`, errors; 130 when interrupted before anything ran. Heavy modules are imported inside the
-command that needs them, so that `--help` and light commands start fast.
+The other commands live in commands.py and run.py. Heavy modules are imported inside the command that
+needs them, so that `--help` and light commands start fast.
 """
 
 from __future__ import annotations
@@ -12,13 +11,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from . import __version__
-from .core.errors import ManifestError, UserError
-
-EXIT_OK = 0
-EXIT_INVALID = 1
+from .. import __version__
+from ..core.errors import ManifestError, UserError
+from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 
 
 def default_state_dir() -> Path:
@@ -70,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for CI: once the Job (or process) NAME has finished for good, stop everything and exit "
                      "with its exit code")
     _add_limits(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_foreground_run)
 
     apply = commands.add_parser(
         "apply", help="record manifests as the desired state and converge (starts the daemon if needed)",
@@ -207,6 +203,12 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _foreground_run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    return run(args)
+
+
 def _add_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limits", choices=["auto", "watchdog"], default="auto",
                         help="how memory and cpu limits are enforced: auto (by the kernel, in a cgroup per replica, "
@@ -230,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ManifestError as error:
-        from .render import problems_text
+        from .render.problems import problems_text
 
         print(problems_text(error.problems), file=sys.stderr)
         return failed
@@ -238,23 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: {error}", file=sys.stderr)
         return failed
     except KeyboardInterrupt:
-        return 130
-
-
-def _load(paths: Sequence[str]):  # type: ignore[no-untyped-def]
-    """Specs and their DesiredState, or a ManifestError listing every problem."""
-    from .manifests.loader import load_specs
-    from .planning.graph import desired_state
-
-    specs = load_specs(paths)
-    return specs, desired_state(specs)
+        return EXIT_INTERRUPTED
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .render import problems_json, problems_text, validated_text
+    from ..manifests.loader import load_desired
+    from .render.problems import problems_json, problems_text, validated_text
 
     try:
-        specs, _ = _load(args.paths)
+        specs, _ = load_desired(args.paths)
     except ManifestError as error:
         if args.output == "json":
             print(problems_json(error.problems))
@@ -267,147 +261,6 @@ def _validate(args: argparse.Namespace) -> int:
         files = len({spec.location.file for spec in specs if spec.location})
         print(validated_text([spec.key for spec in specs], files))
     return EXIT_OK
-
-
-def _run(args: argparse.Namespace) -> int:
-    import signal
-
-    from .core.clock import SystemClock
-    from .core.events import EventBus, event_line
-    from .engine.reconcile import Reconciler
-    from .host.cgroups import choose_host
-    from .host.execute import Executor
-    from .host.limits import LimitWatch
-    from .host.metrics import Sampler
-    from .host.probes import Prober
-    from .render import event_json
-
-    _, desired = _load(args.paths)
-    state_dir = args.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    events = EventBus()
-    formatter = event_json if args.output == "json" else event_line
-    printing = [True]
-
-    def show(event: Any) -> None:
-        if not printing[0]:
-            return
-        try:
-            print(formatter(event), flush=True)
-        except BrokenPipeError:
-            printing[0] = False  # the reader went away (`| head`): keep running, stop printing
-
-    events.subscribe(show)
-    prober = Prober(lambda t: reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs")
-    limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
-    sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)),
-                      pools_only=True)
-    # Tagged with this pid too: `run` takes no lock, and two runs on one state dir must not share cgroups.
-    cgroups, limits_how = choose_host(args.limits, f"{state_dir.resolve()} run {os.getpid()}")
-    if any(spec.limits.memory_or_cpu for spec in desired.specs.values()):
-        print(f"orchestrator: memory and cpu limits: {limits_how}", file=sys.stderr)
-    reconciler = Reconciler(Executor(state_dir / "logs", cgroups=cgroups), SystemClock(), events, prober=prober,
-                            limit_watch=limit_watch, sampler=sampler)
-    reconciler.set_desired(desired)
-    outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
-
-    interrupts = 0
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        force = interrupts > 1
-        reconciler.post(lambda r: r.shut_down(force=force))
-
-    watcher = _watch_for_run(args.paths, reconciler) if args.watch else None
-    previous_wakeup = signal.set_wakeup_fd(reconciler.wake_fd, warn_on_full_buffer=False)
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        reconciler.run(until=outcome.check if outcome else None)
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        prober.close()
-        limit_watch.close()
-        sampler.close()
-        if reconciler.alive:  # only when the loop itself failed: never leave children behind
-            reconciler.executor.kill_all()
-        # Everything has stopped: a Ctrl-C arriving now must not turn a clean exit into a failure.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        signal.set_wakeup_fd(previous_wakeup)
-        reconciler.close()
-        if cgroups is not None:
-            cgroups.close()
-    if outcome is not None and outcome.code is None:
-        print(f"orchestrator: stopped before {outcome.key} finished", file=sys.stderr)
-        return 130  # interrupted: a CI job must not read this as the Job's success
-    return outcome.code if outcome is not None and outcome.code is not None else EXIT_OK
-
-
-class _ExitCodeFrom:
-    """`run --exit-code-from NAME`: once the Job NAME has finished for good, stop everything and exit with
-    its exit code (128 + N when a signal N ended it, 1 when it could not start)."""
-
-    def __init__(self, name: str, desired: Any) -> None:
-        keys = [k for k in desired.specs if k == name or k.split("/", 1)[1] == name]
-        if len(keys) != 1:
-            found = "it is ambiguous: " + ", ".join(keys) if keys else "no such object in the manifests"
-            raise UserError(f"--exit-code-from {name}: {found}")
-        self.key = keys[0]
-        self.code: int | None = None
-
-    def check(self, reconciler: Any) -> bool:
-        from .core.model import Phase, ReplicaId
-        from .planning.policy import Step, next_step
-
-        if self.code is not None:
-            return False
-        spec = reconciler.desired.specs.get(self.key)
-        rid = ReplicaId(self.key, 0)
-        record = reconciler.records.get(rid)
-        waiting = reconciler.waiting.get(rid)
-        if waiting is not None and waiting.phase is Phase.WAITING and "will not be restarted" in waiting.reason:
-            # A dependency failed for good: it can never run, and waiting would hang the CI job.
-            print(f"orchestrator: {self.key} cannot run: {waiting.reason}", file=sys.stderr)
-            self.code = EXIT_INVALID
-            reconciler.shut_down()
-            return False
-        if spec is None or record is None or record.process is not None or record.last_exit is None:
-            return False
-        if next_step(spec, record).step not in (Step.SUCCEEDED, Step.FAILED):
-            return False
-        exit = record.last_exit
-        self.code = exit.code if exit.code is not None else 128 + exit.signal if exit.signal else 1
-        reconciler.shut_down()
-        return False  # go on until everything has stopped
-
-
-def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:
-    """`run --watch`: on every change, load the manifests off the loop and hand a valid result to it."""
-    from .core.events import Event, EventType
-    from .daemon.watch import ManifestWatcher
-
-    def changed() -> None:
-        try:
-            _, desired = _load(paths)
-        except ManifestError as error:
-            from .core.errors import problems_summary
-
-            message = problems_summary(error.problems)
-            reconciler.post(lambda r: r.events.emit(Event(r.clock.wall(), EventType.INVALID, "", message)))
-            return
-
-        def apply(r: Any) -> None:
-            if desired.specs != r.desired.specs:
-                r.set_desired(desired)
-                r.events.emit(Event(r.clock.wall(), EventType.APPLIED, "", "manifests changed: applied"))
-
-        reconciler.post(apply)
-
-    watcher = ManifestWatcher(paths, changed)
-    watcher.start()
-    return watcher
 
 
 def entry_point() -> None:

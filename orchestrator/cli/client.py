@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .core.errors import Location, ManifestError, Problem, UserError
-from .host.sockets import connect, socket_path
+from ..core.errors import Location, ManifestError, Problem, UserError
+from ..host.sockets import connect, socket_path
 
 
 class DaemonUnavailable(UserError):
