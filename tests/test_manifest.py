@@ -1,4 +1,4 @@
-"""manifest.py: reading files and directories, positions of problems, envFrom, duplicates, specs built."""
+"""manifests/loader.py: reading files and directories, positions of problems, envFrom, duplicates, specs built."""
 
 from __future__ import annotations
 

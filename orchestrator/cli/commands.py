@@ -1,6 +1,6 @@
 """What each daemon-backed command does: load manifests, talk to the daemon, hand documents to render.
 
-The CLI's edge, next to cli.py (which only parses arguments and maps errors to exit codes). Imports
+The CLI's edge, next to main.py (which parses arguments and maps errors to exit codes). Imports
 stay light: manifests (yaml, jsonschema) are loaded only by the commands that read files.
 """
 

@@ -1,7 +1,7 @@
 """PURE: the status documents of `get` and `describe`, built from run state.
 
 Turns (desired specs, records, waiting replicas) into plain JSON-able dicts, the shape the API serves and
-render.py prints (documented in the README). Monotonic times become wall times through `wall_offset`
+cli/render prints (documented in the README). Monotonic times become wall times through `wall_offset`
 (wall - monotonic, read once by the caller). Never reads a clock, never touches a process.
 """
 
