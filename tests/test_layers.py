@@ -23,7 +23,7 @@ def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
     script = ("import sys; from importlinter.cli import lint_imports; "
               "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))")
-    return subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", script], check=False, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=60)
 
 

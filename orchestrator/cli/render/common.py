@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
-
-
+from typing import Any
 
 GAP = "  "  # between table columns
 MISSING = object()

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...core.events import Event
-
-if TYPE_CHECKING:
-    pass
-
 from .common import cell_text, table_text
 
 

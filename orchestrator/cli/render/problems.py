@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ...core.errors import Problem
-
-if TYPE_CHECKING:
-    pass
-
 
 
 def problems_text(problems: Sequence[Problem]) -> str:

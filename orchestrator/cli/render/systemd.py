@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
 
 
 def systemd_unit(python: str, state_dir: str, user_unit: bool) -> str:
