@@ -5,7 +5,8 @@ the real daemon, observed from outside: the daemon's children through /proc/<pid
 benchmark process through a unique `sleep 3600.<token>` argv in /proc/*/cmdline, and the daemon's own
 answer over its Unix socket (a few lines of stdlib HTTP here, so polling costs no Python start-up).
 
-    python bench/bench_daemon.py [--sizes 500,200] [--repeat 3] [--get-runs 10] [--layout file|dir] [--json]
+    python bench/bench_daemon.py [--sizes 500,200] [--repeat 3] [--get-runs 10] [--layout file|dir] [--tree PATH]
+                                 [--json]
 
 1. apply with 1 of N changed (N = first size): N Processes `sleep 3600.<token>` (one file of N documents,
    or with --layout dir one file per document), all running; then ONE process's command is changed and
@@ -16,130 +17,122 @@ answer over its Unix socket (a few lines of stdlib HTTP here, so polling costs n
    daemon's part alone, without Python start-up, YAML or schema validation.
 2. daemon SIGKILL + restart with N running (N = second size): SIGKILL the daemon, start `daemon` again,
    time until it answers with all N Running under the same pids; count duplicates and lost processes.
-3. `get` round trip with those N running: wall time of `python -m orchestrator get` beside `python -c
-   pass`, plus `python -X importtime` top imports of the get path.
+3. `get` round trip with those N running: wall time of `python -m orchestrator get`, and of `python -m
+   orchestrator --version` (start-up alone), beside `python -c pass`, plus `python -X importtime` top
+   imports of the get path.
 
-Targets are DESIGN.md section 4. The floor of each is `python -c pass` measured in the same run (the
-start-up every CLI command and a restarted daemon pay). Measured commands run without
-PYTHONDONTWRITEBYTECODE, after warming the bytecode cache. This script makes itself a child subreaper, so
-whatever a daemon leaves behind (it is re-parented here once `apply` exits, and so are its children
-when it is SIGKILLed) is killed and reaped, whatever happens (exception, Ctrl-C, SIGTERM).
+Targets are DESIGN.md section 4 (`--version` at most 1.5x the floor, `get` at most 2.5x). The floor of
+each is `python -c pass` measured in the same run (the start-up every CLI command and a restarted daemon
+pay). Measured commands run without PYTHONDONTWRITEBYTECODE, after warming the bytecode cache. The
+package measured is the one in --tree PATH (default: the checkout this script is in): every command runs
+in PATH with PATH first on PYTHONPATH, so an older checkout (`git worktree add`) is measured by this same
+bench code, for before/after figures. This script makes itself a child subreaper, so whatever a daemon
+leaves behind (it is re-parented here once `apply` exits, and so are its children when it is SIGKILLed)
+is killed and reaped, whatever happens (exception, Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import http.client
 import json
 import os
-import platform
 import random
 import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import (
+    BenchError,
+    alive,
+    children,
+    environment,
+    figure_row,
+    kill_and_reap_orphans,
+    log,
+    measured_env,
+    median,
+    read_bytes,
+    reap,
+    run_bench,
+    table_lines,
+    warm_bytecode,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-PR_SET_CHILD_SUBREAPER = 36
-SUBREAPER = False
-
-
-def LOG(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
 
 
 # -- the environment of every measured command ---------------------------------------------------------
 
-
-def clean_env() -> dict[str, str]:
-    """Our environment without PYTHONDONTWRITEBYTECODE (it recompiles every module at every start-up)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
+# The source tree whose `orchestrator` is measured (--tree): every command runs in it, with it first on
+# PYTHONPATH (so does the daemon `apply` starts: it inherits both), without PYTHONDONTWRITEBYTECODE.
+TREE = ROOT
+ENV = measured_env(TREE)
 
 
-ENV = clean_env()
+def use_tree(tree: Path) -> None:
+    global TREE, ENV
+    TREE, ENV = tree, measured_env(tree)
 
 
-def warm_bytecode() -> None:
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "orchestrator")], env=ENV, check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "orchestrator", "--version"], env=ENV, check=True,
-                   stdout=subprocess.DEVNULL)
-    LOG("bytecode cache warmed: `python -m compileall -q orchestrator` and one untimed `orchestrator --version`, "
-        "with PYTHONDONTWRITEBYTECODE removed from the environment of every measured command")
+def prepare_tree() -> str:
+    """Warm the bytecode cache of TREE's package; returns where `orchestrator` is imported from, checked to be
+    TREE/orchestrator."""
+    warm_bytecode(TREE, ENV, [sys.executable, "-m", "orchestrator", "--version"])
+    log(f"bytecode cache warmed: `python -m compileall -q {TREE / 'orchestrator'}` and one untimed "
+        "`orchestrator --version`, with PYTHONDONTWRITEBYTECODE removed from the environment of every measured "
+        "command")
+    done = subprocess.run([sys.executable, "-c", "import orchestrator; print(orchestrator.__file__)"], env=ENV,
+                          cwd=TREE, capture_output=True, text=True, check=True)
+    package = Path(done.stdout.strip()).resolve().parent
+    if package != (TREE / "orchestrator").resolve():
+        raise BenchError(f"`orchestrator` is imported from {package}, not from {TREE / 'orchestrator'}")
+    return str(package)
+
+
+def tree_commit() -> str | None:
+    """TREE's commit, when it is a git checkout (or worktree)."""
+    try:
+        done = subprocess.run(["git", "-C", str(TREE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def python(*args: str) -> float:
+    """Seconds of one `python ARGS` (exit code 0 required), its output discarded."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], env=ENV, cwd=TREE, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def python_floor() -> float:
     """Seconds of one `python -c pass`, the start-up floor of every CLI command."""
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], env=ENV, check=True)
-    return time.perf_counter() - t0
+    return python("-c", "pass")
 
 
 # -- observing processes from outside, through /proc -----------------------------------------------------
 
 
-def _read(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks: list[bytes] = []
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def threads(pid: int) -> list[str]:
-    try:
-        return os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []
-
-
-def children(pid: int) -> set[int]:
-    """Pids of the direct children of all threads of `pid`."""
-    found: set[int] = set()
-    for tid in threads(pid):
-        try:
-            found.update(int(p) for p in _read(f"/proc/{pid}/task/{tid}/children").split())
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return found
-
-
 def cmdline(pid: int) -> list[str] | None:
     try:
-        return _read(f"/proc/{pid}/cmdline").decode(errors="replace").split("\0")[:-1]
+        return read_bytes(f"/proc/{pid}/cmdline").decode(errors="replace").split("\0")[:-1]
     except (FileNotFoundError, ProcessLookupError):
         return None
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = _read(f"/proc/{pid}/stat").decode().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-def marked(prefix: str) -> dict[int, str]:
-    """Every live process `sleep <arg>` with arg starting with `prefix`, as pid -> arg (whole /proc scan)."""
+def marked(prefix: str | tuple[str, ...]) -> dict[int, str]:
+    """Every live process `sleep <arg>` with arg starting with `prefix` (or one of them), as pid -> arg (whole
+    /proc scan)."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -150,37 +143,9 @@ def marked(prefix: str) -> dict[int, str]:
     return found
 
 
-def reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def kill_and_reap_orphans(prefixes: list[str]) -> int:
-    """SIGKILL (process group, then pid) every child re-parented to us and every `sleep <prefix>...`; reap them.
-    Returns how many were still running."""
-    running = 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        targets = {pid for pid in children(os.getpid()) if alive(pid)} if SUBREAPER else set()
-        for prefix in prefixes:
-            targets |= set(marked(prefix))
-        running += len(targets)
-        for pid in targets:
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        reap()
-        if not targets:
-            return running
-        time.sleep(0.01)
-    return running
+def marks(*prefixes: str) -> Callable[[], set[int]]:
+    """For kill_and_reap_orphans: the live `sleep <prefix>...` processes, whoever their parent is now."""
+    return lambda: set(marked(prefixes))
 
 
 # -- the daemon under test ------------------------------------------------------------------------------
@@ -211,8 +176,8 @@ class Daemon:
     def cli(self, *args: str, timeout: float = 120) -> tuple[float, str]:
         """Run an orchestrator command; (seconds, stdout). Raises BenchError when it fails."""
         t0 = time.perf_counter()
-        done = subprocess.run(self.argv(*args), env=ENV, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(self.argv(*args), env=ENV, cwd=TREE, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         elapsed = time.perf_counter() - t0
         if done.returncode != 0:
             raise BenchError(f"`orchestrator {' '.join(args)}` exited {done.returncode}: "
@@ -257,9 +222,9 @@ class Daemon:
 
     def start_foreground(self) -> None:
         """`orchestrator daemon` in the background, as our own child, logging where `apply` would."""
-        with open(self.state / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen(self.argv("daemon"), env=ENV, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.state / "daemon.log", "ab") as log_file:
+            self.proc = subprocess.Popen(self.argv("daemon"), env=ENV, cwd=TREE, stdin=subprocess.DEVNULL,
+                                         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
     def sigkill(self) -> int:
         pid = self.pid()
@@ -315,7 +280,7 @@ class Daemon:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
-        result["leftovers"] = kill_and_reap_orphans([self.prefix])
+        result["leftovers"] = kill_and_reap_orphans(marks(self.prefix))
         return result
 
 
@@ -344,10 +309,6 @@ def write_manifests(workdir: Path, args: list[str], layout: str) -> Path:
     return folder
 
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 # -- 1. apply with 1 of N changed ----------------------------------------------------------------------
 
 
@@ -363,7 +324,7 @@ def bench_apply(n: int, repeat: int, layout: str, token: str) -> dict[str, Any]:
         out["cold_apply_cmd_s"] = apply_s
         daemon.wait_running(n)
         out["cold_all_running_s"] = time.perf_counter() - t0
-        LOG(f"[apply] N={n} ({layout}): cold apply command {apply_s:.2f} s, all running after "
+        log(f"[apply] N={n} ({layout}): cold apply command {apply_s:.2f} s, all running after "
             f"{out['cold_all_running_s']:.2f} s")
         out["yaml_compose_ms"] = _yaml_compose_ms(path)
         rng = random.Random(7)
@@ -379,7 +340,7 @@ def bench_apply(n: int, repeat: int, layout: str, token: str) -> dict[str, Any]:
 
             def launch(out_path: Path = out_path) -> subprocess.Popen[bytes]:
                 with open(out_path, "wb") as out_file:
-                    return subprocess.Popen(daemon.argv("apply", "-f", str(path)), env=ENV,
+                    return subprocess.Popen(daemon.argv("apply", "-f", str(path)), env=ENV, cwd=TREE,
                                             stdin=subprocess.DEVNULL, stdout=out_file, stderr=subprocess.STDOUT)
 
             run = measure_change(daemon, n, f"default/p-{index:05d}", new_arg, launch)
@@ -387,7 +348,7 @@ def bench_apply(n: int, repeat: int, layout: str, token: str) -> dict[str, Any]:
                 raise BenchError(f"[apply] apply exited {run['apply_code']}: {out_path.read_text()[-2000:]}")
             run["floor_ms"] = python_floor() * 1000
             out["runs"].append(run)
-            LOG(f"[apply] CLI run {r + 1}/{repeat} {run['key']}: converged {run['converge_ms']:.1f} ms (new running "
+            log(f"[apply] CLI run {r + 1}/{repeat} {run['key']}: converged {run['converge_ms']:.1f} ms (new running "
                 f"{run['new_running_ms']:.1f}, old gone {run['old_gone_ms']:.1f}), apply command "
                 f"{run['apply_cmd_ms']:.1f} ms, launch->Applied {_f(run['to_applied_event_ms'])} ms, "
                 f"Applied->Started {_f(run['applied_to_started_ms'])} ms, others changed "
@@ -410,7 +371,7 @@ def bench_apply(n: int, repeat: int, layout: str, token: str) -> dict[str, Any]:
                     "user": "bench", "git_commit": None, "git_dirty": None}
             run = measure_change(daemon, n, key, new_arg, lambda body=body: daemon.request("/apply", body))
             out["direct_runs"].append(run)
-            LOG(f"[apply] direct POST run {r + 1}/{repeat} {key}: converged {run['converge_ms']:.1f} ms (request "
+            log(f"[apply] direct POST run {r + 1}/{repeat} {key}: converged {run['converge_ms']:.1f} ms (request "
                 f"answered {run['apply_cmd_ms']:.1f}, new running {run['new_running_ms']:.1f}, old gone "
                 f"{run['old_gone_ms']:.1f}), request->Applied {_f(run['to_applied_event_ms'])} ms, "
                 f"Applied->Started {_f(run['applied_to_started_ms'])} ms, others changed {run['others_changed_pid']}")
@@ -418,7 +379,7 @@ def bench_apply(n: int, repeat: int, layout: str, token: str) -> dict[str, Any]:
         stopped = daemon.stop()
         out["stop"] = stopped
         if stopped["leftovers"] or stopped["error"]:
-            LOG(f"[apply] WARNING shutdown: {stopped}")
+            log(f"[apply] WARNING shutdown: {stopped}")
         shutil.rmtree(workdir, ignore_errors=True)
     fields = ("converge_ms", "new_running_ms", "old_gone_ms", "apply_cmd_ms", "to_applied_event_ms",
               "applied_to_started_ms")
@@ -572,7 +533,7 @@ def bench_restart_and_get(n: int, repeat: int, get_runs: int, token: str) -> dic
                 "floor_ms": python_floor() * 1000,
             }
             restart["runs"].append(run)
-            LOG(f"[restart] run {r + 1}/{repeat}: N={n}, answered after {run['first_answer_ms']:.0f} ms, all adopted "
+            log(f"[restart] run {r + 1}/{repeat}: N={n}, answered after {run['first_answer_ms']:.0f} ms, all adopted "
                 f"under the same pids after {run['all_adopted_ms']:.0f} ms; duplicates {run['duplicates']}, lost "
                 f"{run['lost']}, Adopted events {run['adopted_events']}, Started events {run['started_events']}, "
                 f"floor {run['floor_ms']:.0f} ms")
@@ -583,40 +544,47 @@ def bench_restart_and_get(n: int, repeat: int, get_runs: int, token: str) -> dic
         restart["adopted_events"] = min(run["adopted_events"] for run in restart["runs"])
 
         # 3. get round trip, against the restarted daemon with the same n running.
-        floors, gets, gets_json, minimal, api = [], [], [], [], []
+        floors, versions, gets, gets_json, minimal, api = [], [], [], [], [], []
         minimal_client = (f"import socket,json;s=socket.socket(socket.AF_UNIX);"
                           f"s.connect({str(daemon.state / 'orchestrator.sock')!r});"
                           "s.sendall(b'GET /api/v1/objects HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');"
                           "d=b''.join(iter(lambda:s.recv(65536),b''));json.loads(d.split(b'\\r\\n\\r\\n',1)[1])")
         for _ in range(get_runs):
             floors.append(python_floor() * 1000)
+            versions.append(python("-m", "orchestrator", "--version") * 1000)
             gets.append(daemon.cli("get")[0] * 1000)
             gets_json.append(daemon.cli("get", "-o", "json")[0] * 1000)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", minimal_client], env=ENV, check=True)
-            minimal.append((time.perf_counter() - t0) * 1000)
+            minimal.append(python("-c", minimal_client) * 1000)
             t0 = time.perf_counter()
             daemon.request("/objects")
             api.append((time.perf_counter() - t0) * 1000)
-        get.update({"get_ms": median(gets), "get_json_ms": median(gets_json), "floor_ms": median(floors),
+        get_ms, version_ms, floor_ms = median(gets), median(versions), median(floors)
+        get.update({"get_ms": get_ms, "get_ratio": _ratio(get_ms, floor_ms),
+                    "version_ms": version_ms, "version_ratio": _ratio(version_ms, floor_ms),
+                    "get_json_ms": median(gets_json), "floor_ms": floor_ms,
                     "minimal_client_ms": median(minimal), "api_objects_ms": median(api),
-                    "get_ms_all": gets, "floor_ms_all": floors})
-        LOG(f"[get] N={n}: get {get['get_ms']:.0f} ms, get -o json {get['get_json_ms']:.0f} ms, python -c pass "
-            f"{get['floor_ms']:.0f} ms, minimal socket client {get['minimal_client_ms']:.0f} ms, "
-            f"GET /objects in-process {get['api_objects_ms']:.1f} ms (medians of {get_runs})")
+                    "get_ms_all": gets, "version_ms_all": versions, "floor_ms_all": floors})
+        log(f"[get] N={n}: get {get['get_ms']:.0f} ms, --version {get['version_ms']:.0f} ms, get -o json "
+            f"{get['get_json_ms']:.0f} ms, python -c pass {get['floor_ms']:.0f} ms, minimal socket client "
+            f"{get['minimal_client_ms']:.0f} ms, GET /objects in-process {get['api_objects_ms']:.1f} ms "
+            f"(medians of {get_runs})")
         get["importtime"] = importtime(daemon)
     finally:
         stopped = daemon.stop()
         restart["stop"] = stopped
         if stopped["leftovers"] or stopped["error"]:
-            LOG(f"[restart] WARNING shutdown: {stopped}")
+            log(f"[restart] WARNING shutdown: {stopped}")
         shutil.rmtree(workdir, ignore_errors=True)
     return {"restart": restart, "get": get}
 
 
+def _ratio(ours: float | None, floor: float | None) -> float | None:
+    return ours / floor if ours is not None and floor else None
+
+
 def importtime(daemon: Daemon) -> dict[str, Any]:
     """`python -X importtime -m orchestrator get`: the top 5 imports by cumulative time, and the total."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *daemon.argv("get")[1:]], env=ENV,
+    done = subprocess.run([sys.executable, "-X", "importtime", *daemon.argv("get")[1:]], env=ENV, cwd=TREE,
                           capture_output=True, text=True, check=True)
     rows: list[dict[str, Any]] = []
     for line in done.stderr.splitlines():
@@ -640,17 +608,15 @@ def importtime(daemon: Daemon) -> dict[str, Any]:
 def table(report: dict[str, Any]) -> str:
     env = report["environment"]
     a, s, g = report.get("apply"), report.get("restart"), report.get("get")
+    commit = f" at {env['tree_commit']}" if env.get("tree_commit") else ""
     lines = [(f"Python {env['python']}, nproc {env['nproc']}, kernel {env['kernel']}; {env['bytecode']}; "
-              f"medians of {env['repeat']} (get: of {env['get_runs']}); floor = `python -c pass` in the same run")]
-    header = ["figure", "N", "floor", "ours", "ratio", "target", "ok"]
+              f"medians of {env['repeat']} (get: of {env['get_runs']}); floor = `python -c pass` in the same run"),
+             f"orchestrator from {env['package']}{commit}"]
     body: list[list[str]] = []
 
     def row(label: str, n: Any, floor: float | None, ours: float | None, fmt: str, target: str,
             ok: bool | None) -> None:
-        ratio = f"{ours / floor:.2f}x" if ours is not None and floor else "-"
-        body.append([label, str(n), "-" if floor is None else fmt.format(floor),
-                     "-" if ours is None else fmt.format(ours), ratio, target,
-                     "-" if ok is None else ("yes" if ok else "NO")])
+        body.append(figure_row(label, n, floor, ours, fmt, target, ok))
 
     if a:
         n = a["n"]
@@ -688,13 +654,14 @@ def table(report: dict[str, Any]) -> str:
         row("  left behind after shutdown", n, None, s["stop"]["leftovers"], "{}", "0", s["stop"]["leftovers"] == 0)
     if g and "get_ms" in g:
         n = g["n"]
-        row("get round trip, ms", n, g["floor_ms"], g["get_ms"], "{:.0f}", "< 150 ms", g["get_ms"] < 150)
+        row("orchestrator --version, ms", n, g["floor_ms"], g["version_ms"], "{:.0f}", "<= 1.5x floor",
+            g["version_ms"] <= 1.5 * g["floor_ms"])
+        row("get round trip, ms", n, g["floor_ms"], g["get_ms"], "{:.0f}", "< 150 ms, <= 2.5x floor",
+            g["get_ms"] < 150 and g["get_ms"] <= 2.5 * g["floor_ms"])
         row("  get -o json, ms", n, g["floor_ms"], g["get_json_ms"], "{:.0f}", "-", None)
         row("  minimal stdlib socket client, ms", n, g["floor_ms"], g["minimal_client_ms"], "{:.0f}", "-", None)
         row("  GET /objects from a live client, ms", n, None, g["api_objects_ms"], "{:.1f}", "-", None)
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines += [" | ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    lines += table_lines(body)
     if g and g.get("importtime"):
         it = g["importtime"]
         lines.append("")
@@ -712,54 +679,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="500,200",
                         help="N for (1) apply and for (2) restart and (3) get; one number for both (default 500,200)")
     parser.add_argument("--repeat", type=int, default=3, help="changes (1) and kill-restarts (2); medians (default 3)")
-    parser.add_argument("--get-runs", type=int, default=10, help="`get` and `python -c pass` runs (default 10)")
+    parser.add_argument("--get-runs", type=int, default=10,
+                        help="`get`, `--version` and `python -c pass` runs (default 10)")
     parser.add_argument("--layout", choices=["file", "dir"], default="file",
                         help="(1): one file of N documents (default) or a folder of N files")
     parser.add_argument("--only", choices=["apply", "restart"], help="run only (1), or only (2) and (3)")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="the source tree whose orchestrator package is measured, e.g. an older checkout "
+                             "made with `git worktree add` (default: the checkout this script is in)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args(argv)
+    tree = args.tree.resolve()
+    if not (tree / "orchestrator" / "__main__.py").is_file():
+        parser.error(f"--tree {args.tree}: no orchestrator/__main__.py there")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or len(sizes) > 2:
         parser.error("--sizes takes one or two numbers")
     n_apply, n_restart = sizes[0], sizes[-1]
 
-    global SUBREAPER
-    SUBREAPER = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    if not SUBREAPER:
-        LOG("warning: could not become a child subreaper; orphans go to init")
-
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally, which shuts down and reaps
-
-    signal.signal(signal.SIGTERM, on_term)
+    use_tree(tree)
     token = f"{random.SystemRandom().randrange(10**6):06d}"
     tokens = [token + "1", token + "2"]
-    report: dict[str, Any] = {"environment": {
-        "python": platform.python_version(), "nproc": len(os.sched_getaffinity(0)), "kernel": platform.release(),
-        "repeat": args.repeat, "get_runs": args.get_runs,
-        "bytecode": "bytecode cache warmed, PYTHONDONTWRITEBYTECODE unset for measured commands",
-    }}
-    try:
-        warm_bytecode()
+
+    def measure() -> dict[str, Any]:
+        report: dict[str, Any] = {"environment": {
+            **environment(), "repeat": args.repeat, "get_runs": args.get_runs,
+            "bytecode": "bytecode cache warmed, PYTHONDONTWRITEBYTECODE unset for measured commands",
+            "tree": str(TREE), "tree_commit": tree_commit(), "package": prepare_tree(),
+        }}
         if args.only in (None, "apply"):
             report["apply"] = bench_apply(n_apply, args.repeat, args.layout, tokens[0])
         if args.only in (None, "restart"):
             report.update(bench_restart_and_get(n_restart, args.repeat, args.get_runs, tokens[1]))
-    except KeyboardInterrupt:
-        LOG("interrupted")
-        return 130
-    except (BenchError, subprocess.SubprocessError) as error:
-        LOG(f"bench failed: {error}")
-        return 1
-    finally:
-        left = kill_and_reap_orphans([f"3600.{t}" for t in tokens])
-        if left:
-            LOG(f"killed and reaped {left} processes left behind")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(report))
-    return 0
+        return report
+
+    return run_bench(measure, table, args.json, marks(*(f"3600.{t}" for t in tokens)))
 
 
 if __name__ == "__main__":

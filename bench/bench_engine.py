@@ -17,10 +17,7 @@ supervisor leaves behind is re-parented here, killed by process group and reaped
 from __future__ import annotations
 
 import argparse
-import ctypes
-import json
 import os
-import platform
 import random
 import signal
 import statistics
@@ -33,8 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import (
+    CHILDREN_FILE,
+    BenchError,
+    children,
+    environment,
+    figure_row,
+    kill_and_reap_orphans,
+    log,
+    measured_env,
+    percentile,
+    read_text,
+    run_bench,
+    table_lines,
+    threads,
+    warm_bytecode,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-PR_SET_CHILD_SUBREAPER = 36
 
 FLOOR_SOURCE = textwrap.dedent(
     """
@@ -99,48 +112,7 @@ spec:
 """
 
 
-class BenchError(Exception):
-    pass
-
-
-# -- observing a process from outside, through /proc ------------------------------------------------
-
-
-def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 1 << 20).decode()
-    finally:
-        os.close(fd)
-
-
-def have_children_file() -> bool:
-    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
-
-
-def threads(pid: int) -> list[str]:
-    try:
-        return os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []
-
-
-def children(pid: int, tids: list[str] | None = None) -> set[int]:
-    """Pids of the direct children of `pid` (of all its threads, or of `tids` when given)."""
-    if not CHILDREN_FILE:
-        import psutil
-
-        try:
-            return {c.pid for c in psutil.Process(pid).children()}
-        except psutil.NoSuchProcess:
-            return set()
-    found: set[int] = set()
-    for tid in tids if tids is not None else threads(pid):
-        try:
-            found.update(int(p) for p in _read(f"/proc/{pid}/task/{tid}/children").split())
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return found
+# -- observing a process from outside, through /proc (benchlib: children, threads) --------------------
 
 
 def cpu_ns(pid: int) -> int:
@@ -148,10 +120,10 @@ def cpu_ns(pid: int) -> int:
     total = 0
     try:
         for tid in threads(pid):
-            total += int(_read(f"/proc/{pid}/task/{tid}/schedstat").split()[0])
+            total += int(read_text(f"/proc/{pid}/task/{tid}/schedstat").split()[0])
         return total
     except (FileNotFoundError, ProcessLookupError):
-        fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+        fields = read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])  # utime, stime
         return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
@@ -161,7 +133,7 @@ def context_switches(pid: int) -> int:
     total = 0
     for tid in threads(pid):
         try:
-            for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+            for line in read_text(f"/proc/{pid}/task/{tid}/status").splitlines():
                 if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
                     total += int(line.split()[1])
         except (FileNotFoundError, ProcessLookupError):
@@ -175,14 +147,10 @@ def rss_mb(pid: int) -> float:
 
         return psutil.Process(pid).memory_info().rss / 1048576
     except ImportError:
-        for line in _read(f"/proc/{pid}/status").splitlines():
+        for line in read_text(f"/proc/{pid}/status").splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise
-
-
-CHILDREN_FILE = have_children_file()
-SUBREAPER = False
 
 
 # -- one supervisor run ------------------------------------------------------------------------------
@@ -210,10 +178,7 @@ class Run:
     def start(self) -> float:
         """Launch the supervisor; seconds until all N children exist."""
         argv = self.argv()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        # As installed software runs: from cached bytecode (warmed in main), not recompiled at every start.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = measured_env(ROOT)  # from cached bytecode (warmed in main), as installed software runs
         with open(self.workdir / "stdout", "wb") as out, open(self.workdir / "stderr", "wb") as err:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -305,61 +270,11 @@ class Run:
                     self.proc.kill()
                     self.proc.wait()
             result["exit_code"] = self.proc.returncode
-        result["leftovers"] = kill_and_reap_orphans(self.seen)
+        result["leftovers"] = kill_and_reap_orphans(seen=self.seen)
         return result
 
 
-def kill_and_reap_orphans(seen: set[int]) -> int:
-    """Kill (by process group) and reap every process re-parented to us; returns how many were running.
-
-    As a subreaper, every descendant a dead supervisor leaves behind becomes our child and keeps its pid
-    pinned until we reap it, so killing by that pid cannot hit a stranger. Without subreaper (not Linux
-    >= 3.4), fall back to the pids we saw, checked for being alive.
-    """
-    running = 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        targets = children(os.getpid()) if SUBREAPER else {pid for pid in seen if _exists(pid)}
-        alive = {pid for pid in targets if _exists(pid)}
-        running += len(alive)
-        for pid in alive:
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return running
-            if pid == 0:
-                break
-        if not alive and not SUBREAPER:
-            return running
-        time.sleep(0.01)
-    return running
-
-
-def _exists(pid: int) -> bool:
-    try:
-        state = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 # -- the whole benchmark -----------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, spin: bool,
@@ -402,16 +317,9 @@ def bench(sizes: list[int], kills: int, idle_seconds: float, repeat: int, spin: 
         for figure in figures.values():
             figure["cold_start_s"] = statistics.median(figure["cold_start_s_all"])
         results.append({"n": n, **figures})
-    return {"environment": {**environment(), "respawn_poll": "spin" if spin else "sched_yield"}, "results": results}
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "children_source": "/proc/<pid>/task/<tid>/children" if CHILDREN_FILE else "psutil",
-    }
+    children_source = "/proc/<pid>/task/<tid>/children" if CHILDREN_FILE else "psutil"
+    return {"environment": {**environment(), "children_source": children_source,
+                            "respawn_poll": "spin" if spin else "sched_yield"}, "results": results}
 
 
 # (label, key, format, target text, check on (ours, floor))
@@ -431,28 +339,15 @@ def table(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [(f"Python {env['python']}, nproc {env['nproc']}, kernel {env['kernel']}, "
               f"children from {env['children_source']}, respawn polled with {env['respawn_poll']}")]
-    header = ["figure", "N", "floor", "ours", "ratio", "target", "ok"]
     body = []
     for result in report["results"]:
         for label, key, fmt, target, check in ROWS:
             floor, ours = result["floor"].get(key), result["ours"].get(key)
             if floor is None and ours is None:
                 continue
-            ratio = f"{ours / floor:.2f}x" if ours is not None and floor else "-"
-            ok = "-" if check is None or ours is None else ("yes" if check(ours, floor) else "NO")
-            body.append([label, str(result["n"]), _cell(fmt, floor), _cell(fmt, ours), ratio, target, ok])
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines += [_row(header, widths), "-+-".join("-" * w for w in widths)]
-    lines += [_row(row, widths) for row in body]
-    return "\n".join(lines)
-
-
-def _cell(fmt: str, value: float | None) -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def _row(cells: list[str], widths: list[int]) -> str:
-    return " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+            ok = None if check is None or ours is None else check(ours, floor)
+            body.append(figure_row(label, result["n"], floor, ours, fmt, target, ok))
+    return "\n".join(lines + table_lines(body))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,37 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    global SUBREAPER
-    SUBREAPER = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    if not SUBREAPER:
-        print("warning: could not become a child subreaper; orphans go to init", file=sys.stderr)
+    def measure() -> dict[str, Any]:
+        imports = "import orchestrator.cli.main, orchestrator.manifests.loader, orchestrator.engine.reconcile"
+        warm_bytecode(ROOT, measured_env(ROOT), [sys.executable, "-c", imports])
+        log("bytecode cache warmed; supervisors run without PYTHONDONTWRITEBYTECODE")
+        return bench(sizes, args.kills, args.idle_seconds, args.repeat, args.spin, log)
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through every finally, which stops and reaps
-
-    signal.signal(signal.SIGTERM, on_term)
-    log = (lambda message: print(message, file=sys.stderr, flush=True))
-    warm = dict(os.environ)
-    warm.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "orchestrator")], env=warm, check=False)
-    subprocess.run([sys.executable, "-c", "import orchestrator.cli.main, orchestrator.manifests.loader, orchestrator.engine.reconcile"],
-                   env=warm, cwd=ROOT, check=False)
-    log("bytecode cache warmed; supervisors run without PYTHONDONTWRITEBYTECODE")
-    try:
-        report = bench(sizes, args.kills, args.idle_seconds, args.repeat, args.spin, log)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"bench failed: {error}", file=sys.stderr)
-        return 1
-    finally:
-        kill_and_reap_orphans(set())
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(report))
-    return 0
+    return run_bench(measure, table, args.json)
 
 
 if __name__ == "__main__":
