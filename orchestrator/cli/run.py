@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.clock import SystemClock
-from ..core.errors import ManifestError, UserError
+from ..core.errors import ManifestError, UserError, problems_summary
 from ..core.events import EventBus, event_line
 from ..engine.reconcile import Reconciler
 from ..host.cgroups import choose_host
@@ -140,10 +140,12 @@ def _watch_for_run(paths: Sequence[str], reconciler: Any) -> Any:
         try:
             _, desired = load_desired(paths)
         except ManifestError as error:
-            from ..core.errors import problems_summary
-
             message = problems_summary(error.problems)
             reconciler.post(lambda r: r.events.emit(Event(r.clock.wall(), EventType.INVALID, "", message)))
+            return
+        except Exception as error:  # noqa: BLE001 - whatever a watched file does, the run goes on as it was
+            failure = f"watched manifests not read: {error!r}"
+            reconciler.post(lambda r: r.events.emit(Event(r.clock.wall(), EventType.INVALID, "", failure)))
             return
 
         def apply(r: Any) -> None:

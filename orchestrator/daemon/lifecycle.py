@@ -263,6 +263,9 @@ class Daemon:
         except ManifestError as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", problems_summary(error.problems)))
             return
+        except Exception as error:  # noqa: BLE001 - whatever a watched file does, the watch and the daemon go on
+            self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"watched manifests not read: {error!r}"))
+            return
         body = {"specs": [codec.spec_to_json(s) for s in specs], "paths": paths, "prune": prune, "watched": True,
                 "user": "watch"}
         try:

@@ -1,35 +1,88 @@
-"""YAML documents read with the file, line and column of every key and value, for messages that point at
-them.
+"""YAML documents read with the file, line and column of every key and value, bounded in bytes, documents,
+depth and values, for messages that point at them.
 
-PyYAML composes the nodes (libyaml's loader where PyYAML was built with it); the Builder turns them into
-plain values, recording where each came from and what is wrong on the way: duplicate keys (which PyYAML
-would quietly merge), aliases that contain themselves, tags no manifest uses, numbers that are not finite.
-Nothing here knows what a manifest is.
+PyYAML's parser (libyaml's where PyYAML was built with it) streams events; the Builder turns them straight
+into plain values, never holding a node tree, recording where each came from and what is wrong on the way:
+duplicate keys (which PyYAML would quietly merge), aliases that contain themselves, tags that are not YAML's
+standard ones (`!!python/...`, `!Ref`, any local tag), numbers that are not finite. An alias adds the values
+it stands for to the file's count, so a small file whose aliases expand exponentially ("billion laughs")
+stops at its budget in milliseconds. Only regular files are opened (a FIFO would block), never more than
+their budget of bytes is read. Nothing here knows what a manifest is.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from collections.abc import Iterable
+import os
+import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, ClassVar
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
 
 from ..core.errors import Location, Problem
 
 FieldPath = tuple[str | int, ...]
 
 _YAML = "tag:yaml.org,2002:"
-# libyaml's loader composes the same nodes with the same marks about nine times faster (measured: 500
-# documents in 60 ms against 561 ms); the pure-Python one is the fallback where PyYAML was built without it.
+# libyaml's parser streams the same events with the same marks several times faster; the pure-Python one is
+# the fallback where PyYAML was built without it.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# Scalars with these tags become Python values; any other standard tag (timestamp, binary) keeps its text,
-# because no manifest field is a date and turning one into a datetime only makes messages stranger.
+# Scalars with these tags become Python values; the other standard scalar tags (timestamp, binary) keep their
+# text, because no manifest field is a date and turning one into a datetime only makes messages stranger.
 _VALUE_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
+_TEXT_TAGS = {_YAML + t for t in ("timestamp", "binary", "value", "yaml")}
+_SEQUENCE_TAG, _MAPPING_TAG, _MERGE_TAG = _YAML + "seq", _YAML + "map", _YAML + "merge"
+_RESOLVER = Resolver()
+_CONSTRUCTOR = SafeConstructor()
+_NON_SPECIFIC = (None, "!")  # "!" forces the kind's default tag (YAML 1.1, 6.9.1): resolved like an untagged node
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The budget of one manifest file (and of the files read at once). Each can be raised with the environment variable named beside it,
+    for the CLI and for a daemon alike (the daemon reads its own environment, set where it was started)."""
+
+    max_bytes: int = 2 * 1024 * 1024  # ORCHESTRATOR_MANIFEST_MAX_BYTES
+    max_documents: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS
+    max_values: int = 250_000  # ORCHESTRATOR_MANIFEST_MAX_VALUES: every key and value, aliases expanded
+    max_depth: int = 100  # nesting of lists and mappings (a manifest needs about 8)
+    max_files: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_FILES: manifest files read at once
+    # An alias may add at most this many times the values written in the file, beyond a small allowance.
+    alias_ratio: int = 10
+    alias_allowance: int = 10_000
+
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
+        "max_bytes": "ORCHESTRATOR_MANIFEST_MAX_BYTES",
+        "max_documents": "ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS",
+        "max_values": "ORCHESTRATOR_MANIFEST_MAX_VALUES",
+        "max_files": "ORCHESTRATOR_MANIFEST_MAX_FILES",
+    }
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> ReadLimits:
+        """The defaults, with each raised where its variable holds a positive whole number (others are ignored:
+        a typo there must not lift a limit)."""
+        values = {}
+        for name, variable in cls.ENVIRONMENT.items():
+            text = environ.get(variable, "").strip()
+            if text.isdigit() and int(text) > 0:
+                values[name] = int(text)
+        return cls(**values)
+
+
+class _OverBudget(Exception):
+    """A budget of ReadLimits was reached: reading this file stops here."""
+
+    def __init__(self, location: Location, path: FieldPath, message: str) -> None:
+        super().__init__(message)
+        self.problem = Problem(location, dotted(path), message)
 
 
 def dotted(path: Iterable[str | int]) -> str:
@@ -78,108 +131,329 @@ class Document:
         return raw if raw is not None else json.dumps(value)
 
 
+@dataclass
+class _Anchored:
+    """A value with an anchor: what an alias to it copies, its size, and where it and its parts were written."""
+
+    path: FieldPath
+    location: Location
+    start: int  # its parts' paths are the Builder's `order[start:end]`
+    end: int = 0
+    value: object = None
+    size: int = 0
+    done: bool = False
+
+
+@dataclass
+class _Collection:
+    """A list or mapping being built, while its events stream by."""
+
+    path: FieldPath
+    location: Location
+    value: list[object] | dict[str, object]
+    anchor: str | None
+    mapping: bool
+    size: int = 1
+    key: object = None  # a mapping's key whose value comes next, or one of the sentinels below
+    key_location: Location | None = None
+    merges: list[tuple[object, Location]] = field(default_factory=list)
+    seen: dict[str, Location] = field(default_factory=dict)
+
+
+_NO_KEY = object()  # a mapping's key comes next
+_MERGE = object()  # the key was `<<`: the value comes next, to be merged
+_KEY_BUILT = object()  # a key that is a list or mapping is being built (to count it), then dropped
+_SKIP = object()  # the key was refused: its value is built (to count it) and dropped
+
+
 class Builder:
-    """Builds plain values from a composed YAML node, recording positions and problems on the way."""
+    """Builds plain values from the parser's events, recording positions and problems on the way."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, limits: ReadLimits) -> None:
         self.file = file
+        self.limits = limits
         self.problems: list[Problem] = []
-        self._constructor = SafeConstructor()
-        self._open: set[int] = set()  # nodes being built: an alias back into one of them is a cycle
+        self.values = 0  # every key and value of the file so far, aliases expanded
+        self.written = 0  # those written out, not through an alias
+        self.started = 0  # documents begun
+        self.documents: list[Document] = []  # those read whole (kept when a later one is broken)
+        self.order: list[FieldPath] = []  # every path of the document being read, in the order written
 
-    def _loc(self, mark: yaml.Mark | None) -> Location:
+    def _loc(self, mark: Any) -> Location:
         if mark is None:
             return Location(self.file)
         return Location(self.file, mark.line + 1, mark.column + 1)
 
-    def document(self, node: Node) -> Document:
+    def read(self, events: Iterable[yaml.Event]) -> None:
+        """Every document of the stream into `documents`; stops with a problem at the first budget it goes over,
+        and lets the parser's errors through (what was read before them stays read)."""
+        stack: list[_Collection] = []
         doc = Document(self.file)
-        doc.value = self._build(node, (), doc)
-        return doc
-
-    def _build(self, node: Node, path: FieldPath, doc: Document) -> object:
-        doc.values[path] = self._loc(node.start_mark)
-        if isinstance(node, ScalarNode):
-            return self._scalar(node, path, doc)
-        if id(node) in self._open:
-            self.problems.append(Problem(doc.values[path], dotted(path), "an alias refers to a node that contains it"))
-            return None
-        self._open.add(id(node))
+        anchors: dict[str, _Anchored] = {}
         try:
-            if isinstance(node, SequenceNode):
-                return [self._build(item, path + (index,), doc) for index, item in enumerate(node.value)]
-            if isinstance(node, MappingNode):
-                return self._mapping(node, path, doc)
-            return None
-        finally:
-            self._open.discard(id(node))
+            for event in events:
+                if isinstance(event, yaml.DocumentStartEvent):
+                    self.started += 1
+                    if self.started > self.limits.max_documents:
+                        raise _OverBudget(self._loc(event.start_mark), (), self._limit_words(
+                            f"more than {self.limits.max_documents:,} documents in this file", "max_documents"))
+                    doc, anchors, self.order = Document(self.file), {}, []
+                elif isinstance(event, yaml.DocumentEndEvent):
+                    # An empty document (`---` alone, or only comments) is an empty plain scalar: nothing to read.
+                    if not (doc.value is None and doc.raws.get(()) == "" and () not in doc.keys):
+                        self.documents.append(doc)
+                elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent,
+                                        yaml.MappingStartEvent)):
+                    self._node(event, stack, doc, anchors)
+                elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                    self._end(stack.pop(), stack, doc, anchors)
+        except _OverBudget as over:
+            self.problems.append(over.problem)
 
-    def _scalar(self, node: ScalarNode, path: FieldPath, doc: Document) -> object:
-        doc.raws[path] = node.value
-        if node.tag not in _VALUE_TAGS:
-            if not node.tag.startswith(_YAML):
-                self.problems.append(Problem(doc.values[path], dotted(path), f"unsupported YAML tag {node.tag!r}"))
-            return node.value
+    # -- one node ------------------------------------------------------------------------------------
+
+    def _node(self, event: Any, stack: list[_Collection], doc: Document, anchors: dict[str, _Anchored]) -> None:
+        parent = stack[-1] if stack else None
+        if parent is not None and parent.mapping and parent.key is _NO_KEY:
+            if isinstance(event, yaml.ScalarEvent):
+                self._key(event, parent, doc)
+                return
+            where = self._loc(event.start_mark)
+            self.problems.append(Problem(where, dotted(parent.path), "a key must be a plain word, not a list, "
+                                         "mapping or alias"))
+            parent.key = _SKIP if isinstance(event, yaml.AliasEvent) else _KEY_BUILT
+            if isinstance(event, yaml.AliasEvent):
+                return
+        path = self._child_path(parent)
+        location = self._loc(event.start_mark)
+        doc.values[path] = location
+        self.order.append(path)
+        if isinstance(event, yaml.AliasEvent):
+            self._add(self._alias(event, path, location, doc, anchors), stack, doc)
+            return
+        anchor = event.anchor
+        if anchor is not None:
+            anchors[anchor] = _Anchored(path, location, start=len(self.order))
+        if isinstance(event, yaml.ScalarEvent):
+            value = self._scalar(event, path, location, doc)
+            self._count(1, location, path)
+            if anchor is not None:
+                anchors[anchor].value, anchors[anchor].size, anchors[anchor].done = value, 1, True
+                anchors[anchor].end = len(self.order)
+            self._add((value, 1), stack, doc)
+            return
+        if len(stack) >= self.limits.max_depth:
+            raise _OverBudget(location, path, f"nested more than {self.limits.max_depth} levels deep")
+        mapping = isinstance(event, yaml.MappingStartEvent)
+        expected = _MAPPING_TAG if mapping else _SEQUENCE_TAG
+        if event.tag not in _NON_SPECIFIC and event.tag != expected:
+            self.problems.append(Problem(location, dotted(path), _unsupported(event.tag)))
+        self._count(1, location, path)
+        collection = _Collection(path, location, {} if mapping else [], anchor, mapping)
+        if mapping:
+            collection.key = _NO_KEY
+        stack.append(collection)
+
+    def _key(self, event: yaml.ScalarEvent, parent: _Collection, doc: Document) -> None:
+        where = self._loc(event.start_mark)
+        tag = event.tag if event.tag not in _NON_SPECIFIC else _RESOLVER.resolve(ScalarNode, event.value, event.implicit)
+        self._count(1, where, parent.path)
+        parent.size += 1
+        if tag == _MERGE_TAG:
+            parent.key, parent.key_location = _MERGE, where
+            return
+        key = event.value  # the text as written: in a manifest every key is a name
+        first = parent.seen.setdefault(key, where)
+        if first is not where:
+            self.problems.append(Problem(where, dotted(parent.path + (key,)),
+                                         f"duplicate key {key!r}, first at line {first.line}, column {first.column}"))
+        parent.key, parent.key_location = key, where
+        doc.keys[parent.path + (key,)] = where
+
+    @staticmethod
+    def _child_path(parent: _Collection | None) -> FieldPath:
+        if parent is None:
+            return ()
+        if parent.mapping:
+            key = parent.key
+            return parent.path + (key if isinstance(key, str) else "<<" if key is _MERGE else "<key>",)
+        assert isinstance(parent.value, list)
+        return parent.path + (len(parent.value),)
+
+    def _scalar(self, event: yaml.ScalarEvent, path: FieldPath, location: Location, doc: Document) -> object:
+        doc.raws[path] = event.value
+        tag = event.tag
+        if tag in _NON_SPECIFIC:
+            tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)
+        if tag not in _VALUE_TAGS:
+            if tag not in _TEXT_TAGS:
+                self.problems.append(Problem(location, dotted(path), _unsupported(tag)))
+            return event.value
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)  # type: ignore[arg-type]
         try:
-            value = self._constructor.construct_object(node)
+            value = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
         except (ConstructorError, ValueError) as error:
-            self.problems.append(Problem(doc.values[path], dotted(path), f"cannot read {node.value!r}: {error}"))
-            return node.value
+            self.problems.append(Problem(location, dotted(path), f"cannot read {event.value!r}: {error}"))
+            return event.value
         if isinstance(value, float) and not math.isfinite(value):
-            self.problems.append(Problem(doc.values[path], dotted(path), f"expected a finite number, got {node.value}"))
+            self.problems.append(Problem(location, dotted(path), f"expected a finite number, got {event.value}"))
         return value
 
-    def _mapping(self, node: MappingNode, path: FieldPath, doc: Document) -> dict[str, object]:
-        # Duplicates are looked for before merge keys (`<<`) are expanded: a key written here may override a
-        # merged one on purpose, but the same key written twice is a mistake PyYAML would hide.
-        seen: dict[str, Location] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == _YAML + "merge":
+    def _alias(self, event: yaml.AliasEvent, path: FieldPath, location: Location, doc: Document,
+               anchors: dict[str, _Anchored]) -> tuple[object, int]:
+        anchored = anchors.get(event.anchor or "")
+        if anchored is None:
+            self.problems.append(Problem(location, dotted(path), f"unknown alias *{event.anchor}: no anchor "
+                                         f"&{event.anchor} before it in this document"))
+            return None, 0
+        if not anchored.done:
+            self.problems.append(Problem(anchored.location, dotted(path), "an alias refers to a node that contains it"))
+            return None, 0
+        self._count(anchored.size, location, path, aliased=True)
+        # Where the parts of the anchored value were written is where the alias's copy of them was too.
+        prefix = len(anchored.path)
+        for known in self.order[anchored.start:anchored.end]:
+            copied = path + known[prefix:]
+            doc.values.setdefault(copied, doc.values[known])
+            if known in doc.keys:
+                doc.keys.setdefault(copied, doc.keys[known])
+            if known in doc.raws:
+                doc.raws.setdefault(copied, doc.raws[known])
+            self.order.append(copied)
+        return copy.deepcopy(anchored.value), anchored.size
+
+    # -- building up ---------------------------------------------------------------------------------
+
+    def _add(self, built: tuple[object, int], stack: list[_Collection], doc: Document) -> None:
+        """Put a finished value where it belongs: into the collection being built, or as the document."""
+        value, size = built
+        if not stack:
+            doc.value = value
+            return
+        parent = stack[-1]
+        parent.size += size
+        if not parent.mapping:
+            assert isinstance(parent.value, list)
+            parent.value.append(value)
+            return
+        assert isinstance(parent.value, dict)
+        if parent.key is _KEY_BUILT:  # the refused key itself: its value comes next, and is dropped
+            parent.key = _SKIP
+            return
+        if parent.key is _MERGE:
+            parent.merges.append((value, parent.key_location or parent.location))
+        elif isinstance(parent.key, str):
+            parent.value[parent.key] = value
+        parent.key = _NO_KEY
+
+    def _end(self, done: _Collection, stack: list[_Collection], doc: Document, anchors: dict[str, _Anchored]) -> None:
+        value: object = done.value
+        if done.mapping and done.merges:
+            value = self._merged(done, doc)
+        if done.anchor is not None:
+            anchored = anchors[done.anchor]
+            anchored.value, anchored.size, anchored.done = value, done.size, True
+            anchored.end = len(self.order)
+        self._add((value, done.size), stack, doc)
+
+    def _merged(self, done: _Collection, doc: Document) -> dict[str, object]:
+        """A mapping with merge keys (`<<: *base`, `<<: [*a, *b]`): keys written here win over merged ones,
+        and among merged mappings the earlier wins, as YAML's merge key says; keys keep PyYAML's order."""
+        merged: list[dict[str, object]] = []
+        for value, where in done.merges:
+            parts = value if isinstance(value, list) else [value]
+            if not all(isinstance(part, dict) for part in parts):
+                self.problems.append(Problem(where, dotted(done.path), "bad merge key: expected a mapping or a "
+                                             "list of mappings to merge"))
                 continue
-            where = self._loc(key_node.start_mark)
-            if not isinstance(key_node, ScalarNode):
-                self.problems.append(Problem(where, dotted(path), "a key must be a plain word, not a list or mapping"))
-                continue
-            first = seen.setdefault(key_node.value, where)
-            if first is not where:
-                self.problems.append(
-                    Problem(
-                        where,
-                        dotted(path + (key_node.value,)),
-                        f"duplicate key {key_node.value!r}, first at line {first.line}, column {first.column}",
-                    )
-                )
-        try:
-            self._constructor.flatten_mapping(node)
-        except ConstructorError as error:
-            self.problems.append(
-                Problem(self._loc(error.problem_mark), dotted(path), f"bad merge key: {error.problem}")
-            )
+            merged += parts  # type: ignore[arg-type]
         result: dict[str, object] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _YAML + "merge":
-                continue
-            key = key_node.value  # the text as written: in a manifest every key is a name
-            doc.keys[path + (key,)] = self._loc(key_node.start_mark)
-            result[key] = self._build(value_node, path + (key,), doc)
+        for part in reversed(merged):
+            result.update(part)
+        assert isinstance(done.value, dict)
+        result.update(done.value)
         return result
 
+    def _count(self, added: int, location: Location, path: FieldPath, aliased: bool = False) -> None:
+        self.values += added
+        if not aliased:
+            self.written += added
+        elif self.values - self.written > self.limits.alias_allowance + self.limits.alias_ratio * self.written:
+            raise _OverBudget(location, path, f"aliases expand to {self.values - self.written:,} values, more than "
+                              f"{self.limits.alias_ratio} times the {self.written:,} written in this file: refused "
+                              "(an alias bomb?)")
+        if self.values > self.limits.max_values:
+            raise _OverBudget(location, path, self._limit_words(
+                f"more than {self.limits.max_values:,} keys and values in this file, aliases expanded", "max_values"))
 
-def read_documents(file: str) -> tuple[list[Document], list[Problem]]:
+    def _limit_words(self, what: str, limit: str) -> str:
+        return f"{what}: refused (raise the limit with {ReadLimits.ENVIRONMENT[limit]})"
+
+
+def _unsupported(tag: str) -> str:
+    shown = "!!" + tag[len(_YAML):] if tag.startswith(_YAML) else tag
+    return f"unsupported YAML tag {shown!r}"
+
+
+class NotRegular(OSError):
+    """A path that is not a regular file (a FIFO, socket or device would block or never end)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind  # "a directory", "a named pipe (FIFO)", ...
+
+
+def file_kind(mode: int) -> str:
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def read_bounded(file: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most `max_bytes` + 1 of them (more means: over the limit).
+
+    Opened without blocking, so a FIFO is refused instead of waited on; links are followed (a manifest
+    directory may link to files kept elsewhere). Raises NotRegular or OSError.
+    """
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
-        text = Path(file).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        return [], [Problem(Location(file), "", f"not UTF-8 text: {error.reason} at byte {error.start}")]
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegular(file_kind(mode))
+        chunks: list[bytes] = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_documents(file: str, limits: ReadLimits | None = None) -> tuple[list[Document], list[Problem]]:
+    limits = limits if limits is not None else ReadLimits.from_environment(os.environ)
+    try:
+        data = read_bounded(file, limits.max_bytes)
+    except NotRegular as error:
+        return [], [Problem(Location(file), "", f"{error.kind}, not a file: not read")]
     except OSError as error:
         return [], [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
-    builder = Builder(file)
-    documents: list[Document] = []
+    if len(data) > limits.max_bytes:
+        return [], [Problem(Location(file), "", f"larger than {limits.max_bytes:,} bytes: refused (raise the limit "
+                            f"with {ReadLimits.ENVIRONMENT['max_bytes']})")]
     try:
-        for node in yaml.compose_all(text, Loader=_LOADER):
-            # An empty document (`---` alone, or only comments) composes to an empty plain null scalar.
-            if node is None or (isinstance(node, ScalarNode) and node.tag == _YAML + "null" and node.value == ""):
-                continue
-            documents.append(builder.document(node))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return [], [Problem(Location(file), "", f"not UTF-8 text: {error.reason} at byte {error.start}")]
+    builder = Builder(file, limits)
+    try:
+        builder.read(yaml.parse(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         message = f"invalid YAML: {error.problem or error.context}"
@@ -189,4 +463,6 @@ def read_documents(file: str) -> tuple[list[Document], list[Problem]]:
         builder.problems.append(Problem(builder._loc(mark), "", message))
     except yaml.YAMLError as error:
         builder.problems.append(Problem(Location(file), "", f"invalid YAML: {error}"))
-    return documents, builder.problems
+    except RecursionError:  # the pure-Python parser on deep nesting (libyaml stops at 1,000 levels itself)
+        builder.problems.append(Problem(Location(file), "", f"nested more than {limits.max_depth} levels deep"))
+    return builder.documents, builder.problems

@@ -17,6 +17,7 @@ import io
 import math
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from .codec import (
     probe_from_document,
     spec_to_document,
 )
-from .documents import Document, FieldPath, dotted, read_documents
+from .documents import Document, FieldPath, NotRegular, ReadLimits, dotted, file_kind, read_bounded, read_documents
 from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
@@ -78,36 +79,89 @@ _TYPE_WORDS = {
 }
 
 
-def find_manifest_files(paths: Sequence[str]) -> tuple[tuple[str, ...], tuple[Problem, ...]]:
+def find_manifest_files(paths: Sequence[str], limits: ReadLimits | None = None
+                        ) -> tuple[tuple[str, ...], tuple[Problem, ...]]:
     """The manifest files named by `paths`, in order, each once; directories are read recursively.
 
     Files found in a directory are those ending in .yaml or .yml, sorted by path; hidden files and
-    directories (`.git`, `.github`) are skipped because they hold other tools' YAML. A file named
-    explicitly is read whatever its name. Returned names are joined onto the path as given, not made absolute.
+    directories (`.git`, `.github`, editors' `.#x.yaml` and `.x.yaml.swp`) are skipped because they hold other
+    tools' files, and so are backups (`x.yaml~`). Links to files and directories are followed, each directory
+    once (a link back up the tree is not followed again). Only regular files are ever opened: a FIFO, socket
+    or device named like a manifest is a problem, not a wait. A file named explicitly is read whatever its
+    name. Returned names are joined onto the path as given, not made absolute.
     """
+    limits = limits if limits is not None else ReadLimits.from_environment(os.environ)
     files: list[str] = []
     problems: list[Problem] = []
     for path in paths:
-        if os.path.isdir(path):
-            found: list[str] = []
-            unreadable: list[OSError] = []
-            for root, dirs, names in os.walk(path, onerror=unreadable.append):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found += [
-                    os.path.join(root, n) for n in names if n.endswith(MANIFEST_SUFFIXES) and not n.startswith(".")
-                ]
-            problems += [Problem(Location(e.filename or path), "", f"cannot read: {e.strerror}") for e in unreadable]
-            if not found and not unreadable:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            what = "a link to nothing" if os.path.islink(path) else "no such file or directory"
+            problems.append(Problem(Location(path), "", what))
+            continue
+        except OSError as error:
+            problems.append(Problem(Location(path), "", f"cannot read: {error.strerror or error}"))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            found, walk_problems = _walk(path)
+            problems += walk_problems
+            if not found and not walk_problems:
                 problems.append(Problem(Location(path), "", "no manifests (*.yaml, *.yml) in this directory"))
             files += sorted(found, key=lambda f: Path(f).parts)
-        elif os.path.exists(path):
+        elif stat.S_ISREG(info.st_mode):
             files.append(path)
         else:
-            problems.append(Problem(Location(path), "", "no such file or directory"))
+            problems.append(Problem(Location(path), "", f"{file_kind(info.st_mode)}, not a file: not read"))
     unique: dict[str, str] = {}
     for file in files:
         unique.setdefault(os.path.realpath(file), file)  # the same file named twice is read once
+    if len(unique) > limits.max_files:
+        problems.append(Problem(Location(paths[0] if paths else "."), "", (
+            f"more than {limits.max_files:,} manifest files: refused (raise the limit with "
+            f"{ReadLimits.ENVIRONMENT['max_files']})")))
+        return (), tuple(problems)
     return tuple(unique.values()), tuple(problems)
+
+
+def _walk(top: str) -> tuple[list[str], list[Problem]]:
+    """Manifest files below `top`, following links, each directory once (by device and inode)."""
+    found: list[str] = []
+    problems: list[Problem] = []
+    visited: set[tuple[int, int]] = set()
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in visited:
+                continue  # a link back into the tree: already read
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as entries:
+                listing = sorted(entries, key=lambda e: e.name)
+        except OSError as error:
+            problems.append(Problem(Location(folder), "", f"cannot read: {error.strerror or error}"))
+            continue
+        for entry in listing:
+            if entry.name.startswith("."):
+                continue
+            try:
+                mode = entry.stat().st_mode  # follows a link
+            except FileNotFoundError:
+                if entry.name.endswith(MANIFEST_SUFFIXES):
+                    problems.append(Problem(Location(entry.path), "", "a link to nothing"))
+                continue
+            except OSError as error:
+                problems.append(Problem(Location(entry.path), "", f"cannot read: {error.strerror or error}"))
+                continue
+            if stat.S_ISDIR(mode):
+                folders.append(entry.path)
+            elif entry.name.endswith(MANIFEST_SUFFIXES):
+                if stat.S_ISREG(mode):
+                    found.append(entry.path)
+                else:
+                    problems.append(Problem(Location(entry.path), "", f"{file_kind(mode)}, not a file: not read"))
+    return found, problems
 
 
 def load_desired(paths: Sequence[str]) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
@@ -122,12 +176,13 @@ def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
     Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates,
     and the dependency graph of the documents that are valid).
     """
-    files, found_problems = find_manifest_files(paths)
+    limits = ReadLimits.from_environment(os.environ)
+    files, found_problems = find_manifest_files(paths, limits)
     problems = list(found_problems)
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
     for file in files:
-        documents, read_problems = read_documents(file)
+        documents, read_problems = read_documents(file, limits)
         problems += read_problems
         for doc in documents:
             spec, doc_problems = _document_spec(doc)
@@ -318,7 +373,29 @@ def check_spec(spec: ProcessSpec, where: str = "<request>") -> list[Problem]:
     ]
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", "contains a NUL character")
                  for path in _nul_paths(document)]
+    problems += [Problem(location, f"{spec.key}: {dotted(path)}", _EMPTY_PROGRAM)
+                 for path in _empty_programs(document.get("spec", {}), ("spec",))]
     return problems
+
+
+_EMPTY_PROGRAM = "the program to run must not be empty (its arguments may be: `--save \"\"`)"
+
+
+def _empty_programs(spec: Any, path: FieldPath) -> list[FieldPath]:
+    """Paths of argv lists (command, exec probes, hooks) whose program is an empty string. Empty arguments
+    are fine (execve takes them and servers use them); an empty program name can never run."""
+    if not isinstance(spec, dict):
+        return []
+    argvs: list[tuple[FieldPath, Any]] = [(path + ("command",), spec.get("command"))]
+    probes = spec.get("probes")
+    for kind, probe in (probes.items() if isinstance(probes, dict) else ()):
+        if isinstance(probe, dict) and isinstance(probe.get("exec"), dict):
+            argvs.append((path + ("probes", kind, "exec", "command"), probe["exec"].get("command")))
+    hooks = spec.get("hooks")
+    for kind, hook in (hooks.items() if isinstance(hooks, dict) else ()):
+        if isinstance(hook, dict):
+            argvs.append((path + ("hooks", kind, "exec"), hook.get("exec")))
+    return [where + (0,) for where, argv in argvs if isinstance(argv, list) and argv and argv[0] == ""]
 
 
 def _nul_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
@@ -337,6 +414,8 @@ def _check_spec(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     for path in _nul_paths(spec, ("spec",)):
         problems.append(Problem(doc.at(path), dotted(path), "contains a NUL character"))
+    for path in _empty_programs(spec, ("spec",)):
+        problems.append(Problem(doc.at(path), dotted(path), _EMPTY_PROGRAM))
     command, shell = spec.get("command"), spec.get("shell", False)
     if isinstance(command, str) and shell is not True:
         problems.append(
@@ -429,13 +508,19 @@ def _environment(doc: Document, spec: dict[str, Any]) -> tuple[dict[str, str], l
 
 
 def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, str], list[Problem]]:
-    if not os.path.isfile(file):
-        what = "is a directory, not a dotenv file" if os.path.isdir(file) else "does not exist"
-        return {}, [Problem(at, field_path, f"env file {file!r} {what}")]
+    limit = ReadLimits.from_environment(os.environ).max_bytes
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        data = read_bounded(file, limit)
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        return {}, [Problem(at, field_path, f"env file {file!r} does not exist")]
+    except NotRegular as error:
+        return {}, [Problem(at, field_path, f"env file {file!r} is {error.kind}, not a dotenv file")]
     except (OSError, UnicodeDecodeError) as error:
         return {}, [Problem(at, field_path, f"cannot read env file {file!r}: {error}")]
+    if len(data) > limit:
+        return {}, [Problem(at, field_path, f"env file {file!r} is larger than {limit:,} bytes: refused (raise the "
+                            f"limit with {ReadLimits.ENVIRONMENT['max_bytes']})")]
     problems: list[Problem] = []
     for binding in parse_stream(io.StringIO(text)):
         where = Location(file, binding.original.line, 1)
