@@ -19,8 +19,9 @@ from test_daemon import Orchestrator, documents, orch, process  # noqa: F401 - o
 from test_manifest import PROCESS, errors, in_tmp, write  # noqa: F401 - in_tmp is a fixture
 
 from orchestrator.cli.client import Client
-from orchestrator.manifests.documents import ReadLimits, read_documents
-from orchestrator.manifests.loader import find_manifest_files, load_specs
+from orchestrator.manifests.documents import read_documents
+from orchestrator.manifests.files import ReadLimits, find_manifest_files
+from orchestrator.manifests.loader import load_specs
 
 CLI = [sys.executable, "-m", "orchestrator"]
 
@@ -118,8 +119,8 @@ def test_too_many_documents_or_values_are_refused_at_the_one_past_the_limit(in_t
     assert len(documents_read) == 2
     assert [str(p) for p in problems] == ["a.yaml:14:1: more than 2 documents in this file: refused (raise the "
                                           "limit with ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS)"]
-    _, problems = read_documents("a.yaml", ReadLimits(max_values=20))
-    assert len(problems) == 1 and "more than 20 keys and values in this file" in str(problems[0])
+    _, problems = read_documents("a.yaml", ReadLimits(max_values=10))
+    assert len(problems) == 1 and "more than 10 keys and values in this document" in str(problems[0])
     assert "ORCHESTRATOR_MANIFEST_MAX_VALUES" in str(problems[0])
 
 

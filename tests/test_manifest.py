@@ -9,7 +9,8 @@ import pytest
 
 from orchestrator.core.errors import Location, ManifestError
 from orchestrator.core.model import Condition, Dependency, Kind, ProcessSpec
-from orchestrator.manifests.loader import dotted, find_manifest_files, load_specs
+from orchestrator.manifests.files import find_manifest_files
+from orchestrator.manifests.loader import dotted, load_specs
 
 PROCESS = """\
 apiVersion: orchestrator/v1

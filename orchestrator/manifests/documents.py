@@ -16,10 +16,9 @@ import copy
 import json
 import math
 import os
-import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -27,6 +26,7 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 from ..core.errors import Location, Problem
+from .files import ReadLimits, read_text
 
 FieldPath = tuple[str | int, ...]
 
@@ -42,39 +42,6 @@ _SEQUENCE_TAG, _MAPPING_TAG, _MERGE_TAG = _YAML + "seq", _YAML + "map", _YAML + 
 _RESOLVER = Resolver()
 _CONSTRUCTOR = SafeConstructor()
 _NON_SPECIFIC = (None, "!")  # "!" forces the kind's default tag (YAML 1.1, 6.9.1): resolved like an untagged node
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    """The budget of one manifest file (and of the files read at once). Each can be raised with the environment variable named beside it,
-    for the CLI and for a daemon alike (the daemon reads its own environment, set where it was started)."""
-
-    max_bytes: int = 2 * 1024 * 1024  # ORCHESTRATOR_MANIFEST_MAX_BYTES
-    max_documents: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS
-    max_values: int = 250_000  # ORCHESTRATOR_MANIFEST_MAX_VALUES: every key and value, aliases expanded
-    max_depth: int = 100  # nesting of lists and mappings (a manifest needs about 8)
-    max_files: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_FILES: manifest files read at once
-    # An alias may add at most this many times the values written in the file, beyond a small allowance.
-    alias_ratio: int = 10
-    alias_allowance: int = 10_000
-
-    ENVIRONMENT: ClassVar[dict[str, str]] = {
-        "max_bytes": "ORCHESTRATOR_MANIFEST_MAX_BYTES",
-        "max_documents": "ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS",
-        "max_values": "ORCHESTRATOR_MANIFEST_MAX_VALUES",
-        "max_files": "ORCHESTRATOR_MANIFEST_MAX_FILES",
-    }
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> ReadLimits:
-        """The defaults, with each raised where its variable holds a positive whole number (others are ignored:
-        a typo there must not lift a limit)."""
-        values = {}
-        for name, variable in cls.ENVIRONMENT.items():
-            text = environ.get(variable, "").strip()
-            if text.isdigit() and int(text) > 0:
-                values[name] = int(text)
-        return cls(**values)
 
 
 class _OverBudget(Exception):
@@ -169,11 +136,12 @@ _SKIP = object()  # the key was refused: its value is built (to count it) and dr
 class Builder:
     """Builds plain values from the parser's events, recording positions and problems on the way."""
 
-    def __init__(self, file: str, limits: ReadLimits) -> None:
+    def __init__(self, file: str, limits: ReadLimits, line_offset: int = 0) -> None:
         self.file = file
         self.limits = limits
+        self.line_offset = line_offset  # lines of the file before the text being parsed
         self.problems: list[Problem] = []
-        self.values = 0  # every key and value of the file so far, aliases expanded
+        self.values = 0  # every key and value of the document so far, aliases expanded
         self.written = 0  # those written out, not through an alias
         self.started = 0  # documents begun
         self.documents: list[Document] = []  # those read whole (kept when a later one is broken)
@@ -182,7 +150,7 @@ class Builder:
     def _loc(self, mark: Any) -> Location:
         if mark is None:
             return Location(self.file)
-        return Location(self.file, mark.line + 1, mark.column + 1)
+        return Location(self.file, mark.line + 1 + self.line_offset, mark.column + 1)
 
     def read(self, events: Iterable[yaml.Event]) -> None:
         """Every document of the stream into `documents`; stops with a problem at the first budget it goes over,
@@ -198,6 +166,7 @@ class Builder:
                         raise _OverBudget(self._loc(event.start_mark), (), self._limit_words(
                             f"more than {self.limits.max_documents:,} documents in this file", "max_documents"))
                     doc, anchors, self.order = Document(self.file), {}, []
+                    self.values = self.written = 0  # the values budget is per document, as anchors are
                 elif isinstance(event, yaml.DocumentEndEvent):
                     # An empty document (`---` alone, or only comments) is an empty plain scalar: nothing to read.
                     if not (doc.value is None and doc.raws.get(()) == "" and () not in doc.keys):
@@ -380,11 +349,11 @@ class Builder:
             self.written += added
         elif self.values - self.written > self.limits.alias_allowance + self.limits.alias_ratio * self.written:
             raise _OverBudget(location, path, f"aliases expand to {self.values - self.written:,} values, more than "
-                              f"{self.limits.alias_ratio} times the {self.written:,} written in this file: refused "
+                              f"{self.limits.alias_ratio} times the {self.written:,} written in this document: refused "
                               "(an alias bomb?)")
         if self.values > self.limits.max_values:
             raise _OverBudget(location, path, self._limit_words(
-                f"more than {self.limits.max_values:,} keys and values in this file, aliases expanded", "max_values"))
+                f"more than {self.limits.max_values:,} keys and values in this document, aliases expanded", "max_values"))
 
     def _limit_words(self, what: str, limit: str) -> str:
         return f"{what}: refused (raise the limit with {ReadLimits.ENVIRONMENT[limit]})"
@@ -395,71 +364,27 @@ def _unsupported(tag: str) -> str:
     return f"unsupported YAML tag {shown!r}"
 
 
-class NotRegular(OSError):
-    """A path that is not a regular file (a FIFO, socket or device would block or never end)."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind  # "a directory", "a named pipe (FIFO)", ...
-
-
-def file_kind(mode: int) -> str:
-    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                        (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return words
-    return "not a regular file"
-
-
-def read_bounded(file: str, max_bytes: int) -> bytes:
-    """The bytes of a regular file, at most `max_bytes` + 1 of them (more means: over the limit).
-
-    Opened without blocking, so a FIFO is refused instead of waited on; links are followed (a manifest
-    directory may link to files kept elsewhere). Raises NotRegular or OSError.
-    """
-    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegular(file_kind(mode))
-        chunks: list[bytes] = []
-        left = max_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def read_documents(file: str, limits: ReadLimits | None = None) -> tuple[list[Document], list[Problem]]:
+    """The documents of a manifest file on disk, within `limits` (the environment's, by default)."""
     limits = limits if limits is not None else ReadLimits.from_environment(os.environ)
-    try:
-        data = read_bounded(file, limits.max_bytes)
-    except NotRegular as error:
-        return [], [Problem(Location(file), "", f"{error.kind}, not a file: not read")]
-    except OSError as error:
-        return [], [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
-    if len(data) > limits.max_bytes:
-        return [], [Problem(Location(file), "", f"larger than {limits.max_bytes:,} bytes: refused (raise the limit "
-                            f"with {ReadLimits.ENVIRONMENT['max_bytes']})")]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return [], [Problem(Location(file), "", f"not UTF-8 text: {error.reason} at byte {error.start}")]
-    builder = Builder(file, limits)
+    text, problems = read_text(file, limits)
+    if text is None:
+        return [], problems
+    return parse_documents(file, text, limits)
+
+
+def parse_documents(file: str, text: str, limits: ReadLimits, first_line: int = 1) -> tuple[list[Document],
+                                                                                           list[Problem]]:
+    """The documents of `text`, which starts at line `first_line` of `file` (positions are the file's)."""
+    builder = Builder(file, limits, first_line - 1)
     try:
         builder.read(yaml.parse(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         message = f"invalid YAML: {error.problem or error.context}"
         if error.context and error.problem and error.context_mark is not None:
-            context = error.context_mark
-            message += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+            context = builder._loc(error.context_mark)
+            message += f" ({error.context} at line {context.line}, column {context.column})"
         builder.problems.append(Problem(builder._loc(mark), "", message))
     except yaml.YAMLError as error:
         builder.problems.append(Problem(Location(file), "", f"invalid YAML: {error}"))

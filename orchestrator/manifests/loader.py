@@ -17,9 +17,7 @@ import io
 import math
 import os
 import re
-import stat
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dotenv import dotenv_values
@@ -49,13 +47,13 @@ from .codec import (
     probe_from_document,
     spec_to_document,
 )
-from .documents import Document, FieldPath, NotRegular, ReadLimits, dotted, file_kind, read_bounded, read_documents
+from .documents import Document, FieldPath, dotted, read_documents
+from .files import NotRegular, ReadLimits, find_manifest_files, read_bounded
 from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
 
-MANIFEST_SUFFIXES = (".yaml", ".yml")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Patterns of the schemas, in words: a regular expression is not an explanation.
@@ -77,91 +75,6 @@ _TYPE_WORDS = {
     "object": "a mapping",
     "null": "nothing",
 }
-
-
-def find_manifest_files(paths: Sequence[str], limits: ReadLimits | None = None
-                        ) -> tuple[tuple[str, ...], tuple[Problem, ...]]:
-    """The manifest files named by `paths`, in order, each once; directories are read recursively.
-
-    Files found in a directory are those ending in .yaml or .yml, sorted by path; hidden files and
-    directories (`.git`, `.github`, editors' `.#x.yaml` and `.x.yaml.swp`) are skipped because they hold other
-    tools' files, and so are backups (`x.yaml~`). Links to files and directories are followed, each directory
-    once (a link back up the tree is not followed again). Only regular files are ever opened: a FIFO, socket
-    or device named like a manifest is a problem, not a wait. A file named explicitly is read whatever its
-    name. Returned names are joined onto the path as given, not made absolute.
-    """
-    limits = limits if limits is not None else ReadLimits.from_environment(os.environ)
-    files: list[str] = []
-    problems: list[Problem] = []
-    for path in paths:
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            what = "a link to nothing" if os.path.islink(path) else "no such file or directory"
-            problems.append(Problem(Location(path), "", what))
-            continue
-        except OSError as error:
-            problems.append(Problem(Location(path), "", f"cannot read: {error.strerror or error}"))
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            found, walk_problems = _walk(path)
-            problems += walk_problems
-            if not found and not walk_problems:
-                problems.append(Problem(Location(path), "", "no manifests (*.yaml, *.yml) in this directory"))
-            files += sorted(found, key=lambda f: Path(f).parts)
-        elif stat.S_ISREG(info.st_mode):
-            files.append(path)
-        else:
-            problems.append(Problem(Location(path), "", f"{file_kind(info.st_mode)}, not a file: not read"))
-    unique: dict[str, str] = {}
-    for file in files:
-        unique.setdefault(os.path.realpath(file), file)  # the same file named twice is read once
-    if len(unique) > limits.max_files:
-        problems.append(Problem(Location(paths[0] if paths else "."), "", (
-            f"more than {limits.max_files:,} manifest files: refused (raise the limit with "
-            f"{ReadLimits.ENVIRONMENT['max_files']})")))
-        return (), tuple(problems)
-    return tuple(unique.values()), tuple(problems)
-
-
-def _walk(top: str) -> tuple[list[str], list[Problem]]:
-    """Manifest files below `top`, following links, each directory once (by device and inode)."""
-    found: list[str] = []
-    problems: list[Problem] = []
-    visited: set[tuple[int, int]] = set()
-    folders = [top]
-    while folders:
-        folder = folders.pop()
-        try:
-            info = os.stat(folder)
-            if (info.st_dev, info.st_ino) in visited:
-                continue  # a link back into the tree: already read
-            visited.add((info.st_dev, info.st_ino))
-            with os.scandir(folder) as entries:
-                listing = sorted(entries, key=lambda e: e.name)
-        except OSError as error:
-            problems.append(Problem(Location(folder), "", f"cannot read: {error.strerror or error}"))
-            continue
-        for entry in listing:
-            if entry.name.startswith("."):
-                continue
-            try:
-                mode = entry.stat().st_mode  # follows a link
-            except FileNotFoundError:
-                if entry.name.endswith(MANIFEST_SUFFIXES):
-                    problems.append(Problem(Location(entry.path), "", "a link to nothing"))
-                continue
-            except OSError as error:
-                problems.append(Problem(Location(entry.path), "", f"cannot read: {error.strerror or error}"))
-                continue
-            if stat.S_ISDIR(mode):
-                folders.append(entry.path)
-            elif entry.name.endswith(MANIFEST_SUFFIXES):
-                if stat.S_ISREG(mode):
-                    found.append(entry.path)
-                else:
-                    problems.append(Problem(Location(entry.path), "", f"{file_kind(mode)}, not a file: not read"))
-    return found, problems
 
 
 def load_desired(paths: Sequence[str]) -> tuple[tuple[ProcessSpec, ...], DesiredState]:

@@ -1,0 +1,196 @@
+"""Manifest files on disk: finding them, and reading each within its budget, without blocking.
+
+Owns the budgets of reading (ReadLimits), file discovery (`*.yaml`, `*.yml`, recursive, sorted, links
+followed with each directory read once) and bounded reads that open only regular files: a FIFO, socket or
+device would block or never end, so it is reported as what it is and never opened. Imports no YAML: the CLI
+finds and reads files with it before it sends their text to the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from ..core.errors import Location, Problem
+
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The budget of reading manifests: per file, per document, and of the files read at once. Each can be raised with the environment variable named beside it,
+    for the CLI and for a daemon alike (the daemon reads its own environment, set where it was started)."""
+
+    max_bytes: int = 2 * 1024 * 1024  # ORCHESTRATOR_MANIFEST_MAX_BYTES
+    max_documents: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS
+    max_values: int = 250_000  # ORCHESTRATOR_MANIFEST_MAX_VALUES: keys and values of a document, aliases expanded
+    max_depth: int = 100  # nesting of lists and mappings (a manifest needs about 8)
+    max_files: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_FILES: manifest files read at once
+    # An alias may add at most this many times the values written in the file, beyond a small allowance.
+    alias_ratio: int = 10
+    alias_allowance: int = 10_000
+
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
+        "max_bytes": "ORCHESTRATOR_MANIFEST_MAX_BYTES",
+        "max_documents": "ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS",
+        "max_values": "ORCHESTRATOR_MANIFEST_MAX_VALUES",
+        "max_files": "ORCHESTRATOR_MANIFEST_MAX_FILES",
+    }
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> ReadLimits:
+        """The defaults, with each raised where its variable holds a positive whole number (others are ignored:
+        a typo there must not lift a limit)."""
+        values = {}
+        for name, variable in cls.ENVIRONMENT.items():
+            text = environ.get(variable, "").strip()
+            if text.isdigit() and int(text) > 0:
+                values[name] = int(text)
+        return cls(**values)
+
+
+class NotRegular(OSError):
+    """A path that is not a regular file (a FIFO, socket or device would block or never end)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind  # "a directory", "a named pipe (FIFO)", ...
+
+
+def file_kind(mode: int) -> str:
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def read_bounded(file: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most `max_bytes` + 1 of them (more means: over the limit).
+
+    Opened without blocking, so a FIFO is refused instead of waited on; links are followed (a manifest
+    directory may link to files kept elsewhere). Raises NotRegular or OSError.
+    """
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegular(file_kind(mode))
+        chunks: list[bytes] = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text(file: str, limits: ReadLimits) -> tuple[str | None, list[Problem]]:
+    """The text of a manifest file, or None and why not (located at the file)."""
+    try:
+        data = read_bounded(file, limits.max_bytes)
+    except NotRegular as error:
+        return None, [Problem(Location(file), "", f"{error.kind}, not a file: not read")]
+    except OSError as error:
+        return None, [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
+    if len(data) > limits.max_bytes:
+        return None, [Problem(Location(file), "", f"larger than {limits.max_bytes:,} bytes: refused (raise the "
+                              f"limit with {ReadLimits.ENVIRONMENT['max_bytes']})")]
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError as error:
+        return None, [Problem(Location(file), "", f"not UTF-8 text: {error.reason} at byte {error.start}")]
+
+
+def find_manifest_files(paths: Sequence[str], limits: ReadLimits | None = None
+                        ) -> tuple[tuple[str, ...], tuple[Problem, ...]]:
+    """The manifest files named by `paths`, in order, each once; directories are read recursively.
+
+    Files found in a directory are those ending in .yaml or .yml, sorted by path; hidden files and
+    directories (`.git`, `.github`, editors' `.#x.yaml` and `.x.yaml.swp`) are skipped because they hold other
+    tools' files, and so are backups (`x.yaml~`). Links to files and directories are followed, each directory
+    once (a link back up the tree is not followed again). Only regular files are ever opened: a FIFO, socket
+    or device named like a manifest is a problem, not a wait. A file named explicitly is read whatever its
+    name. Returned names are joined onto the path as given, not made absolute.
+    """
+    limits = limits if limits is not None else ReadLimits.from_environment(os.environ)
+    files: list[str] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            what = "a link to nothing" if os.path.islink(path) else "no such file or directory"
+            problems.append(Problem(Location(path), "", what))
+            continue
+        except OSError as error:
+            problems.append(Problem(Location(path), "", f"cannot read: {error.strerror or error}"))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            found, walk_problems = _walk(path)
+            problems += walk_problems
+            if not found and not walk_problems:
+                problems.append(Problem(Location(path), "", "no manifests (*.yaml, *.yml) in this directory"))
+            files += sorted(found, key=lambda f: Path(f).parts)
+        elif stat.S_ISREG(info.st_mode):
+            files.append(path)
+        else:
+            problems.append(Problem(Location(path), "", f"{file_kind(info.st_mode)}, not a file: not read"))
+    unique: dict[str, str] = {}
+    for file in files:
+        unique.setdefault(os.path.realpath(file), file)  # the same file named twice is read once
+    if len(unique) > limits.max_files:
+        problems.append(Problem(Location(paths[0] if paths else "."), "", (
+            f"more than {limits.max_files:,} manifest files: refused (raise the limit with "
+            f"{ReadLimits.ENVIRONMENT['max_files']})")))
+        return (), tuple(problems)
+    return tuple(unique.values()), tuple(problems)
+
+
+def _walk(top: str) -> tuple[list[str], list[Problem]]:
+    """Manifest files below `top`, following links, each directory once (by device and inode)."""
+    found: list[str] = []
+    problems: list[Problem] = []
+    visited: set[tuple[int, int]] = set()
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in visited:
+                continue  # a link back into the tree: already read
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as entries:
+                listing = sorted(entries, key=lambda e: e.name)
+        except OSError as error:
+            problems.append(Problem(Location(folder), "", f"cannot read: {error.strerror or error}"))
+            continue
+        for entry in listing:
+            if entry.name.startswith("."):
+                continue
+            try:
+                mode = entry.stat().st_mode  # follows a link
+            except FileNotFoundError:
+                if entry.name.endswith(MANIFEST_SUFFIXES):
+                    problems.append(Problem(Location(entry.path), "", "a link to nothing"))
+                continue
+            except OSError as error:
+                problems.append(Problem(Location(entry.path), "", f"cannot read: {error.strerror or error}"))
+                continue
+            if stat.S_ISDIR(mode):
+                folders.append(entry.path)
+            elif entry.name.endswith(MANIFEST_SUFFIXES):
+                if stat.S_ISREG(mode):
+                    found.append(entry.path)
+                else:
+                    problems.append(Problem(Location(entry.path), "", f"{file_kind(mode)}, not a file: not read"))
+    return found, problems
