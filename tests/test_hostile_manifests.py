@@ -4,6 +4,8 @@ Through the loader (as `validate`, `apply`, `diff` and `run` read files), throug
 through a watched folder of a running daemon, which must keep answering and keep what runs as it is.
 """
 
+# ruff: noqa: F811 - the fixtures `orch` and `in_tmp` are imported from the modules that define them
+
 from __future__ import annotations
 
 import os
@@ -15,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import REPO, wait_for
-from test_daemon import Orchestrator, documents, orch, process  # noqa: F401 - orch is a fixture
-from test_manifest import PROCESS, errors, in_tmp, write  # noqa: F401 - in_tmp is a fixture
+from test_daemon import Orchestrator, documents, orch, process  # noqa: F401
+from test_manifest import PROCESS, errors, in_tmp, write  # noqa: F401
 
 from orchestrator.cli.client import Client
 from orchestrator.manifests.documents import read_documents
@@ -109,16 +111,22 @@ def test_a_50_mib_file_is_refused_by_the_default_limit(in_tmp: Path) -> None:
         while big.tell() < 50 * 1024 * 1024:
             big.write(line.format(index))
             index += 1
-    assert errors(["big.yaml"]) == [f"big.yaml: larger than {ReadLimits.max_bytes:,} bytes: refused (raise the "
-                                    "limit with ORCHESTRATOR_MANIFEST_MAX_BYTES)"]
+    assert errors(["big.yaml"]) == [(f"big.yaml: larger than {ReadLimits.max_bytes:,} bytes: refused (raise the "
+                                    "limit with ORCHESTRATOR_MANIFEST_MAX_BYTES)")]
 
 
 def test_too_many_documents_or_values_are_refused_at_the_one_past_the_limit(in_tmp: Path) -> None:
     write(in_tmp / "a.yaml", documents(*(PROCESS.format(name=f"p{i}") for i in range(3))))
     documents_read, problems = read_documents("a.yaml", ReadLimits(max_documents=2))
     assert len(documents_read) == 2
-    assert [str(p) for p in problems] == ["a.yaml:14:1: more than 2 documents in this file: refused (raise the "
-                                          "limit with ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS)"]
+    assert [str(p) for p in problems] == [("a.yaml:14:1: more than 2 documents in this file: refused (raise the "
+                                          "limit with ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS)")]
+    for lead in ("", "---\n"):  # a first document with and without its `---`
+        write(in_tmp / "a.yaml", lead + documents(*(PROCESS.format(name=f"p{i}") for i in range(3))))
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS", "2")
+            assert errors(["a.yaml"]) == [(f"a.yaml:{14 + len(lead) // 4}:1: more than 2 documents in this file: "
+                                          "refused (raise the limit with ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS)")]
     _, problems = read_documents("a.yaml", ReadLimits(max_values=10))
     assert len(problems) == 1 and "more than 10 keys and values in this document" in str(problems[0])
     assert "ORCHESTRATOR_MANIFEST_MAX_VALUES" in str(problems[0])
@@ -189,7 +197,7 @@ def test_an_empty_program_name_is_refused(in_tmp: Path, field: str, path: str) -
     assert any(f": {path}: the program to run must not be empty" in p for p in found), found
 
 
-def test_the_daemon_refuses_an_empty_program_name_sent_through_its_api(orch: Orchestrator) -> None:  # noqa: F811
+def test_the_daemon_refuses_an_empty_program_name_sent_through_its_api(orch: Orchestrator) -> None:
     manifest = orch.write("m/a.yaml", process("a"))
     orch.ok("apply", "-f", str(manifest))
     orch.wait_running("a")
@@ -202,7 +210,7 @@ def test_the_daemon_refuses_an_empty_program_name_sent_through_its_api(orch: Orc
         Client(orch.state, timeout=10).request("POST", "/apply", {"specs": [item]})
 
 
-def test_a_server_started_with_an_empty_argument_runs(orch: Orchestrator) -> None:  # noqa: F811
+def test_a_server_started_with_an_empty_argument_runs(orch: Orchestrator) -> None:
     script = "import sys, time; assert sys.argv[1:] == ['--save', ''], sys.argv; time.sleep(60)"
     manifest = orch.write("m/a.yaml", process("a", ["python3", "-c", script, "--save", ""]))
     orch.ok("apply", "-f", str(manifest))
@@ -247,8 +255,8 @@ def test_a_fifo_is_never_opened_whether_found_or_named(in_tmp: Path) -> None:
 def test_an_env_file_that_is_a_fifo_is_not_opened(in_tmp: Path) -> None:
     os.mkfifo(in_tmp / "pipe.env")
     write(in_tmp / "a.yaml", PROCESS.format(name="a") + "  envFrom: [{file: pipe.env}]\n")
-    assert errors(["a.yaml"]) == ["a.yaml:7:20: spec.envFrom[0].file: env file 'pipe.env' is a named pipe (FIFO), "
-                                  "not a dotenv file"]
+    assert errors(["a.yaml"]) == [("a.yaml:7:20: spec.envFrom[0].file: env file 'pipe.env' is a named pipe (FIFO), "
+                                  "not a dotenv file")]
 
 
 def test_a_socket_named_like_a_manifest_is_not_opened(in_tmp: Path) -> None:
@@ -278,7 +286,7 @@ def test_text_that_is_not_utf8_is_named(in_tmp: Path) -> None:
 
 @pytest.mark.parametrize("hostile", ["bomb", "deep", "big", "fifo", "tag"])
 def test_a_hostile_file_in_a_watched_folder_leaves_the_daemon_answering_and_what_runs_running(
-        orch: Orchestrator, hostile: str) -> None:  # noqa: F811
+        orch: Orchestrator, hostile: str) -> None:
     folder = orch.root / "m"
     orch.write("m/a.yaml", process("a"))
     orch.ok("apply", "--watch", "-f", str(folder))

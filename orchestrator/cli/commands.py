@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import Location, UserError
+from ..core.errors import Location, ManifestError, Problem, UserError
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
 from .exit_codes import EXIT_FAILED, EXIT_OK
 from .render.common import to_json, to_json_line, to_yaml
@@ -36,7 +36,7 @@ def _print_document(value: Any, output: str) -> None:
 
 
 def _load_for_apply(paths: Sequence[str]) -> list[Any]:
-    """Validated specs with absolute locations (the daemon prunes by file)."""
+    """Validated specs with absolute locations (the daemon prunes by file), read here: when no daemon runs."""
     from ..manifests.loader import load_specs
 
     specs = load_specs(paths)
@@ -47,6 +47,51 @@ def _load_for_apply(paths: Sequence[str]) -> list[Any]:
             spec = dataclasses.replace(spec, location=location)
         absolute.append(spec)
     return absolute
+
+
+class _Manifests:
+    """The manifest files of `-f PATH...`, found and read here within their budget, to be sent as text: the
+    daemon parses and validates them (warm, compiled, with its cache of documents it has checked before).
+
+    Files are sent by absolute path, so that locations, working directories and envFrom files mean the same
+    to the daemon whatever its own directory; problems it finds are shown with the names the user gave."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        from ..manifests.files import ReadLimits, find_manifest_files, read_text
+
+        self.paths = paths
+        self.limits = ReadLimits.from_environment(os.environ)
+        files, problems = find_manifest_files(paths, self.limits)
+        self.problems = list(problems)
+        self.names: dict[str, str] = {}
+        self.files: list[dict[str, str]] = []
+        size = 0
+        for file in files:
+            text, read_problems = read_text(file, self.limits)
+            self.problems += read_problems
+            if text is not None:
+                absolute = os.path.abspath(file)
+                self.names[absolute] = file
+                self.files.append({"file": absolute, "text": text})
+                size += len(text)
+        if size > _MAX_SENT:
+            raise UserError(f"the manifests of one apply hold {size:,} characters: more than the daemon reads in "
+                            f"one request ({_MAX_SENT:,}); apply them in parts")
+
+    def body(self) -> dict[str, Any]:
+        """The request's part that carries them (a problem found here is reported by reading them all here)."""
+        if self.problems:
+            _load_for_apply(self.paths)  # raises ManifestError with every problem, these and the rest
+        limits = {name: getattr(self.limits, name) for name in self.limits.ENVIRONMENT}
+        return {"files": self.files, "limits": limits}
+
+    def shown(self, error: ManifestError) -> ManifestError:
+        """The daemon's problems, with files named as the user named them."""
+        return ManifestError([Problem(Location(self.names.get(p.location.file, p.location.file), p.location.line,
+                                               p.location.column), p.path, p.message) for p in error.problems])
+
+
+_MAX_SENT = 48 * 1024 * 1024  # below the control API's body limit, with room for JSON escapes
 
 
 def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
@@ -67,12 +112,10 @@ def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
 
 
 def apply(args: argparse.Namespace) -> int:
-    from ..manifests.codec import spec_to_json
-
-    specs = _load_for_apply(args.paths)
+    manifests = _Manifests(args.paths)
     commit, dirty = _git(args.paths)
     body = {
-        "specs": [spec_to_json(s) for s in specs],
+        **manifests.body(),
         "paths": [os.path.abspath(p) for p in args.paths],
         "prune": args.prune,
         "dry_run": args.dry_run,
@@ -81,14 +124,18 @@ def apply(args: argparse.Namespace) -> int:
         "git_commit": commit,
         "git_dirty": dirty,
     }
-    if args.dry_run:
-        try:
-            answer = _client(args).request("POST", "/apply", body)
-        except DaemonUnavailable:
-            answer = {"results": [{"key": s.key, "kind": s.kind.value, "result": "created", "restart": False}
-                                  for s in specs]}
-    else:
-        answer = start_daemon(args.state_dir).request("POST", "/apply", body)
+    try:
+        if args.dry_run:
+            try:
+                answer = _client(args).request("POST", "/apply", body)
+            except DaemonUnavailable:
+                specs = _load_for_apply(args.paths)
+                answer = {"results": [{"key": s.key, "kind": s.kind.value, "result": "created", "restart": False}
+                                      for s in specs]}
+        else:
+            answer = start_daemon(args.state_dir).request("POST", "/apply", body)
+    except ManifestError as error:
+        raise manifests.shown(error) from None
     if args.output in ("json", "yaml"):
         _print_document(answer, args.output)
     else:
@@ -143,11 +190,17 @@ def _reason(obj: dict[str, Any]) -> str:
 def diff(args: argparse.Namespace) -> int:
     from ..manifests.codec import spec_from_json, spec_to_document
 
-    specs = _load_for_apply(args.paths)
+    manifests = _Manifests(args.paths)
+    client = _client(args)
     try:
-        live = {s.key: s for s in map(spec_from_json, _client(args).request("GET", "/desired")["specs"])}
+        live = {s.key: s for s in map(spec_from_json, client.request("GET", "/desired")["specs"])}
+        sent = client.request("POST", "/documents", manifests.body())["specs"]
+        specs = [spec_from_json(item) for item in sent]
     except DaemonUnavailable:
         live = {}
+        specs = _load_for_apply(args.paths)
+    except ManifestError as error:
+        raise manifests.shown(error) from None
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     out = []
     applied = set()

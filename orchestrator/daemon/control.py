@@ -25,11 +25,17 @@ from urllib.parse import parse_qs, urlsplit
 from ..core.errors import ManifestError, OrchestratorError
 from ..host.sockets import bind_owner_only, peer_uid
 
+MAX_BODY_BYTES = 64 * 1024 * 1024  # the largest request body read; manifests of one apply are far smaller
+
 PREFIX = "/api/v1"
 
 
 class NotFound(OrchestratorError):
     """No such object or route (404)."""
+
+
+class TooLarge(OrchestratorError):
+    """A request body over MAX_BODY_BYTES: refused unread."""
 
 
 class Conflict(OrchestratorError):
@@ -105,6 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
                        {"error": "invalid manifests", "problems": [p.to_json() for p in error.problems]})
         except NotFound as error:
             self._send(HTTPStatus.NOT_FOUND, {"error": str(error)})
+        except TooLarge as error:
+            self.close_connection = True  # the body is not read: nothing more on this connection makes sense
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(error)})
         except Conflict as error:
             self._send(HTTPStatus.CONFLICT, {"error": str(error)})
         except (OrchestratorError, ValueError, KeyError, TypeError) as error:
@@ -116,6 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if not length:
             return {}
+        if length < 0 or length > MAX_BODY_BYTES:
+            raise TooLarge(f"a request body of {length:,} bytes: the most this API reads is {MAX_BODY_BYTES:,}")
         value = json.loads(self.rfile.read(length))
         if not isinstance(value, dict):
             raise ValueError("the request body must be a JSON object")  # noqa: TRY004 - a 400, not a bug

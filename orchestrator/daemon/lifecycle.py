@@ -32,7 +32,7 @@ from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import socket_path
-from ..manifests import codec
+from ..manifests.cache import SpecCache
 from ..planning import graph
 from .control import Conflict, ControlServer, event_queue_iterator
 from .operations import Operations
@@ -85,7 +85,8 @@ class Daemon:
         self.watches = Watches(self.store, self._reapply)
         self.ops = Operations(self.reconciler, self.store, self.clock, self.events, self.watches,
                               self.cgroups.label if self.cgroups is not None else "watchdog")
-        self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown)
+        self.spec_cache = SpecCache()
+        self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache)
         self.server: ControlServer | None = None
         self._loop_thread = threading.current_thread()
 
@@ -232,7 +233,9 @@ class Daemon:
         return value  # type: ignore[no-any-return]
 
     def _health(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.state_dir), "limits": self.limits_how}
+        cache = self.spec_cache
+        return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.state_dir), "limits": self.limits_how,
+                "documents": {"cached": len(cache), "hits": cache.hits, "misses": cache.misses}}
 
     def _shutdown(self) -> dict[str, Any]:
         self.watches.stop_all()
@@ -259,17 +262,16 @@ class Daemon:
         from ..manifests.loader import load_specs
 
         try:
-            specs = load_specs(paths)
+            specs = load_specs(paths, cache=self.spec_cache)
         except ManifestError as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", problems_summary(error.problems)))
             return
         except Exception as error:  # noqa: BLE001 - whatever a watched file does, the watch and the daemon go on
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"watched manifests not read: {error!r}"))
             return
-        body = {"specs": [codec.spec_to_json(s) for s in specs], "paths": paths, "prune": prune, "watched": True,
-                "user": "watch"}
+        body = {"paths": paths, "prune": prune, "watched": True, "user": "watch"}
         try:
-            self._call(lambda r: self.ops.apply(body))
+            self._call(lambda r: self.ops.apply(body, specs))
         except (ManifestError, UserError, Conflict) as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"not applied: {error}"))
 

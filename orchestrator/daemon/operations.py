@@ -101,9 +101,11 @@ class Operations:
         events = self.store.events(since=int(query.get("since", "0")), limit=limit, key=key)
         return {"events": [self.event_json(i, e) for i, e in events]}
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any], loaded: Sequence[ProcessSpec] | None = None) -> dict[str, Any]:
+        """`loaded`: the specs of the manifest texts the request sent, read and checked off the loop (intake);
+        without them, the request's `specs` (an API client's JSON) are decoded and checked here."""
         self._refuse_while_shutting_down()
-        specs = [self._decode(item) for item in body.get("specs", [])]
+        specs = list(loaded) if loaded is not None else [self._decode(item) for item in body.get("specs", [])]
         paths = [str(p) for p in body.get("paths", [])]
         dry_run = bool(body.get("dry_run"))
         current = dict(self.reconciler.desired.specs)

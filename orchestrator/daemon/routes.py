@@ -14,7 +14,10 @@ from urllib.parse import unquote
 from ..core.model import ReplicaId
 from ..engine.reconcile import Reconciler
 from ..host.metrics import Sampler
+from ..manifests import codec
+from ..manifests.cache import SpecCache
 from .control import Conflict, NotFound
+from .intake import load_sent
 from .operations import Operations
 
 T = TypeVar("T")
@@ -26,15 +29,17 @@ Call = Callable[[Callable[[Reconciler], Any]], Any]  # run on the reconciler's t
 
 class Routes:
     def __init__(self, ops: Operations, call: Call, sampler: Sampler, health: Callable[[], dict[str, Any]],
-                 shutdown: Callable[[], dict[str, Any]]) -> None:
+                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache) -> None:
         self.ops = ops
         self.call = call
         self.sampler = sampler
+        self.cache = cache
         self.table: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): lambda q, b: health(),
             ("GET", "/objects"): lambda q, b: _with_usage(call(lambda r: ops.objects(q)), q, sampler),
             ("GET", "/desired"): lambda q, b: call(lambda r: ops.desired()),
-            ("POST", "/apply"): lambda q, b: call(lambda r: ops.apply(b)),
+            ("POST", "/apply"): self._apply,
+            ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache)]},
             ("POST", "/delete"): lambda q, b: call(lambda r: ops.delete(b)),
             ("POST", "/restart"): lambda q, b: call(lambda r: ops.restart(b)),
             ("POST", "/scale"): lambda q, b: call(lambda r: ops.scale(b)),
@@ -55,6 +60,11 @@ class Routes:
             name = unquote(route[len("/objects/"):])
             return self.call(lambda r: self.ops.describe(name))  # type: ignore[no-any-return]
         raise NotFound(f"no such route: {method} {route}")
+
+    def _apply(self, query: Query, body: Body) -> dict[str, Any]:
+        """Manifest texts are read and checked here, on the request's thread; only the result goes to the loop."""
+        loaded = load_sent(body, self.cache) if "files" in body else None
+        return self.call(lambda r: self.ops.apply(body, loaded))  # type: ignore[no-any-return]
 
     def key(self, name: str) -> str:
         """`namespace/name` of an object named either way, resolved on the reconciler's thread."""

@@ -21,6 +21,14 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
+class Source:
+    """The text of one manifest file, and the file's name as problems and locations should show it."""
+
+    file: str
+    text: str
+
+
+@dataclass(frozen=True)
 class ReadLimits:
     """The budget of reading manifests: per file, per document, and of the files read at once. Each can be raised with the environment variable named beside it,
     for the CLI and for a daemon alike (the daemon reads its own environment, set where it was started)."""

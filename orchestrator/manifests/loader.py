@@ -39,6 +39,7 @@ from ..core.model import (
 )
 from ..core.units import parse_cpu, parse_quantity
 from ..planning import graph
+from .cache import SpecCache
 from .codec import (
     API_VERSION,
     autoscale_from_document,
@@ -47,8 +48,8 @@ from .codec import (
     probe_from_document,
     spec_to_document,
 )
-from .documents import Document, FieldPath, dotted, read_documents
-from .files import NotRegular, ReadLimits, find_manifest_files, read_bounded
+from .documents import Document, FieldPath, dotted, parse_documents
+from .files import NotRegular, ReadLimits, Source, find_manifest_files, read_bounded, read_text
 from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
@@ -83,30 +84,72 @@ def load_desired(paths: Sequence[str]) -> tuple[tuple[ProcessSpec, ...], Desired
     return specs, graph.desired_state(specs)
 
 
-def load_specs(paths: Sequence[str]) -> tuple[ProcessSpec, ...]:
+def load_specs(paths: Sequence[str], cache: SpecCache | None = None) -> tuple[ProcessSpec, ...]:
     """Every Process and Job in the files and directories `paths`, in file and document order.
 
     Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates,
     and the dependency graph of the documents that are valid).
     """
     limits = ReadLimits.from_environment(os.environ)
+    sources, problems = read_sources(paths, limits)
+    return load_sources(sources, limits, cache, problems)
+
+
+def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source], list[Problem]]:
+    """The text of every manifest file of `paths`, each within its budget; and why any could not be read."""
     files, found_problems = find_manifest_files(paths, limits)
     problems = list(found_problems)
+    sources = []
+    for file in files:
+        text, read_problems = read_text(file, limits)
+        problems += read_problems
+        if text is not None:
+            sources.append(Source(file, text))
+    return sources, problems
+
+
+def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache | None = None,
+                 problems: Sequence[Problem] = ()) -> tuple[ProcessSpec, ...]:
+    """The specs of manifest texts, checked as load_specs checks files; with a cache, a document validated
+    before (same file, same text, same envFrom files) costs a hash instead of a parse and a validation."""
+    found = list(problems)
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
-    for file in files:
-        documents, read_problems = read_documents(file, limits)
-        problems += read_problems
-        for doc in documents:
-            spec, doc_problems = _document_spec(doc)
-            problems += doc_problems
-            problems += _check_unique(doc, names)
-            if spec is not None:
-                specs.append(spec)
+    for source in sources:
+        chunks = split_documents(source.text)
+        # Every part after the first starts with `---`, a document; the first is one if it holds more than comments.
+        bare = any(line.strip() and not line.lstrip().startswith("#") for line in chunks[0][1].splitlines())
+        if len(chunks) - 1 + bare > limits.max_documents:
+            line = chunks[limits.max_documents + 1 - bare][0]
+            found.append(Problem(Location(source.file, line, 1), "", (
+                f"more than {limits.max_documents:,} documents in this file: refused (raise the limit with "
+                f"{ReadLimits.ENVIRONMENT['max_documents']})")))
+            continue
+        for first_line, text in chunks:
+            cached = cache.get(source.file, text, first_line) if cache is not None else None
+            if cached is not None:
+                for known, where in cached:
+                    found += _check_name(known.key, known.kind.value, where, names)
+                    specs.append(known)
+                continue
+            documents, chunk_problems = parse_documents(source.file, text, limits, first_line)
+            valid: list[tuple[ProcessSpec, Location]] = []
+            env_files: list[str] = []
+            for doc in documents:
+                built, doc_problems, read_env = _document_spec(doc)
+                chunk_problems += doc_problems
+                env_files += read_env
+                found += _check_unique(doc, names)
+                if built is not None:
+                    specs.append(built)
+                    valid.append((built, doc.at(("metadata", "name"))))
+            found += chunk_problems
+            if cache is not None and not chunk_problems:
+                cache.put(source.file, text, first_line, valid, env_files)
     # A dependency on a document that is itself invalid is not reported as missing a second time.
-    problems += graph.check(specs, also_defined=frozenset(names))
-    if problems:
-        raise ManifestError(list(dict.fromkeys(problems)))
+    found += graph.check(specs, also_defined=frozenset(names))
+    if found:
+        raise ManifestError(list(dict.fromkeys(found)))
     return tuple(specs)
 
 
@@ -120,36 +163,39 @@ def _check_unique(doc: Document, names: dict[str, Location]) -> list[Problem]:
     namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str):
         return []
-    key = f"{namespace}/{metadata['name']}"
-    where = doc.at(("metadata", "name"))
+    return _check_name(f"{namespace}/{metadata['name']}", value.get("kind"), doc.at(("metadata", "name")), names)
+
+
+def _check_name(key: str, kind: object, where: Location, names: dict[str, Location]) -> list[Problem]:
     first = names.setdefault(key, where)
     if first is where:
         return []
-    return [Problem(where, "metadata.name", f"duplicate {value.get('kind')} {key}, first defined at {first}")]
+    return [Problem(where, "metadata.name", f"duplicate {kind} {key}, first defined at {first}")]
 
 
-def _document_spec(doc: Document) -> tuple[ProcessSpec | None, list[Problem]]:
-    """Validate one document; build its spec when nothing is wrong with it."""
+def _document_spec(doc: Document) -> tuple[ProcessSpec | None, list[Problem], list[str]]:
+    """Validate one document; build its spec when nothing is wrong with it. Also: the envFrom files it read."""
     value = doc.value
     if not isinstance(value, dict):
         message = f"a manifest must be a mapping with apiVersion, kind, metadata and spec, got {doc.show((), value)}"
-        return None, [Problem(doc.at(()), "", message)]
+        return None, [Problem(doc.at(()), "", message)], []
     problems = _check_kind(doc, value)
     if problems:
-        return None, problems
+        return None, problems, []
     api, kind = value["apiVersion"], value["kind"]
     if not is_valid(api, kind, value):
         for error in full_validator(api, kind).iter_errors(value):
             problems += _explain(doc, error)
     spec = value.get("spec")
     env: dict[str, str] = {}
+    env_files: list[str] = []
     if isinstance(spec, dict):
         problems += _check_spec(doc, spec)
-        env, env_problems = _environment(doc, spec)
+        env, env_problems, env_files = _environment(doc, spec)
         problems += env_problems
     if problems:
-        return None, list(dict.fromkeys(problems))
-    return _build_spec(doc, value, env), []
+        return None, list(dict.fromkeys(problems)), env_files
+    return _build_spec(doc, value, env), [], env_files
 
 
 def _check_kind(doc: Document, value: dict[str, Any]) -> list[Problem]:
@@ -400,24 +446,47 @@ def _check_spec(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _environment(doc: Document, spec: dict[str, Any]) -> tuple[dict[str, str], list[Problem]]:
-    """envFrom files in order, then `env` over them. Entries the schema refused are skipped, not read."""
+def _environment(doc: Document, spec: dict[str, Any]) -> tuple[dict[str, str], list[Problem], list[str]]:
+    """envFrom files in order, then `env` over them, and the files read. Entries the schema refused are
+    skipped, not read."""
     folder = os.path.dirname(doc.file)
     env: dict[str, str] = {}
     problems: list[Problem] = []
+    files: list[str] = []
     sources = spec.get("envFrom")
     for index, source in enumerate(sources if isinstance(sources, list) else ()):
         if not isinstance(source, dict) or not isinstance(source.get("file"), str) or not source["file"]:
             continue
         path: FieldPath = ("spec", "envFrom", index, "file")
         file = os.path.join(folder, source["file"])
+        files.append(file)
         values, file_problems = _read_env_file(file, doc.at(path), dotted(path))
         env.update(values)
         problems += file_problems
     given = spec.get("env")
     if isinstance(given, dict):
         env.update(given)
-    return env, problems
+    return env, problems, files
+
+
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+
+
+def split_documents(text: str) -> list[tuple[int, str]]:
+    """The text cut before each `---` line, with the line each part starts at: the first part is what comes
+    before any `---` (often nothing, or comments). A `---` at the start of a line always starts a document in
+    YAML (no scalar may hold one), so the parts parse alone as they do together. With a directive (`%YAML`)
+    the text stays whole: a directive belongs to the document after it."""
+    if text.startswith("%") or "\n%" in text:
+        return [(1, text)]
+    parts: list[tuple[int, str]] = []
+    start, line = 0, 1
+    for match in _DOCUMENT_START.finditer(text):
+        parts.append((line, text[start:match.start()]))
+        line += text.count("\n", start, match.start())
+        start = match.start()
+    parts.append((line, text[start:]))
+    return parts
 
 
 def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, str], list[Problem]]:
