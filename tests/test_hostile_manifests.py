@@ -111,7 +111,7 @@ def test_a_50_mib_file_is_refused_by_the_default_limit(in_tmp: Path) -> None:
         while big.tell() < 50 * 1024 * 1024:
             big.write(line.format(index))
             index += 1
-    assert errors(["big.yaml"]) == [(f"big.yaml: larger than {ReadLimits.max_bytes:,} bytes: refused (raise the "
+    assert errors(["big.yaml"]) == [(f"big.yaml: larger than {ReadLimits().max_bytes:,} bytes: refused (raise the "
                                     "limit with ORCHESTRATOR_MANIFEST_MAX_BYTES)")]
 
 
@@ -136,8 +136,8 @@ def test_limits_from_the_environment_take_only_positive_whole_numbers() -> None:
     limits = ReadLimits.from_environment({"ORCHESTRATOR_MANIFEST_MAX_BYTES": "4096",
                                           "ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS": "-1",
                                           "ORCHESTRATOR_MANIFEST_MAX_VALUES": "lots"})
-    assert (limits.max_bytes, limits.max_documents, limits.max_values) == (4096, ReadLimits.max_documents,
-                                                                         ReadLimits.max_values)
+    assert (limits.max_bytes, limits.max_documents, limits.max_values) == (4096, ReadLimits().max_documents,
+                                                                         ReadLimits().max_values)
 
 
 # -- tags -----------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ stay light: manifests (yaml, jsonschema) are loaded only by the commands that re
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import getpass
 import os
 import sys
@@ -37,6 +36,8 @@ def _print_document(value: Any, output: str) -> None:
 
 def _load_for_apply(paths: Sequence[str]) -> list[Any]:
     """Validated specs with absolute locations (the daemon prunes by file), read here: when no daemon runs."""
+    import dataclasses
+
     from ..manifests.loader import load_specs
 
     specs = load_specs(paths)
@@ -80,9 +81,10 @@ class _Manifests:
 
     def body(self) -> dict[str, Any]:
         """The request's part that carries them (a problem found here is reported by reading them all here)."""
+        from ..manifests.files import LIMIT_VARIABLES
         if self.problems:
             _load_for_apply(self.paths)  # raises ManifestError with every problem, these and the rest
-        limits = {name: getattr(self.limits, name) for name in self.limits.ENVIRONMENT}
+        limits = {name: getattr(self.limits, name) for name in LIMIT_VARIABLES}
         return {"files": self.files, "limits": limits}
 
     def shown(self, error: ManifestError) -> ManifestError:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from .reader import Reader
 
@@ -41,8 +41,9 @@ class EventType(str, Enum):
     LOG_ROTATION_FAILED = "LogRotationFailed"
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One change of state (a named tuple, as errors.py says why: the CLI's start-up skips dataclasses)."""
+
     at: float  # wall-clock time, seconds since the epoch (for people)
     type: EventType
     key: str  # `namespace/name` of the object, or "" for events about the orchestrator itself

@@ -26,7 +26,7 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 from ..core.errors import Location, Problem
-from .files import ReadLimits, read_text
+from .files import LIMIT_VARIABLES, ReadLimits, read_text
 
 FieldPath = tuple[str | int, ...]
 
@@ -356,7 +356,7 @@ class Builder:
                 f"more than {self.limits.max_values:,} keys and values in this document, aliases expanded", "max_values"))
 
     def _limit_words(self, what: str, limit: str) -> str:
-        return f"{what}: refused (raise the limit with {ReadLimits.ENVIRONMENT[limit]})"
+        return f"{what}: refused (raise the limit with {LIMIT_VARIABLES[limit]})"
 
 
 def _unsupported(tag: str) -> str:

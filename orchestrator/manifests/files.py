@@ -11,50 +11,50 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import NamedTuple
 
 from ..core.errors import Location, Problem
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """The text of one manifest file, and the file's name as problems and locations should show it."""
 
     file: str
     text: str
 
 
-@dataclass(frozen=True)
-class ReadLimits:
-    """The budget of reading manifests: per file, per document, and of the files read at once. Each can be raised with the environment variable named beside it,
-    for the CLI and for a daemon alike (the daemon reads its own environment, set where it was started)."""
+# The variable that raises each budget of ReadLimits, for the CLI and a daemon alike (the daemon takes the
+# budgets the CLI sends with the manifests, and its own environment's for the paths it watches).
+LIMIT_VARIABLES = {
+    "max_bytes": "ORCHESTRATOR_MANIFEST_MAX_BYTES",
+    "max_documents": "ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS",
+    "max_values": "ORCHESTRATOR_MANIFEST_MAX_VALUES",
+    "max_files": "ORCHESTRATOR_MANIFEST_MAX_FILES",
+}
 
-    max_bytes: int = 2 * 1024 * 1024  # ORCHESTRATOR_MANIFEST_MAX_BYTES
-    max_documents: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS
-    max_values: int = 250_000  # ORCHESTRATOR_MANIFEST_MAX_VALUES: keys and values of a document, aliases expanded
+
+class ReadLimits(NamedTuple):
+    """The budget of reading manifests: per file, per document, and of the files read at once (a named
+    tuple, not a dataclass: the CLI imports this module and dataclasses costs a start-up ~10 ms)."""
+
+    max_bytes: int = 2 * 1024 * 1024  # of one file
+    max_documents: int = 10_000  # in one file
+    max_values: int = 250_000  # keys and values of one document, aliases expanded
     max_depth: int = 100  # nesting of lists and mappings (a manifest needs about 8)
-    max_files: int = 10_000  # ORCHESTRATOR_MANIFEST_MAX_FILES: manifest files read at once
-    # An alias may add at most this many times the values written in the file, beyond a small allowance.
+    max_files: int = 10_000  # manifest files read at once
+    # An alias may add at most this many times the values written in the document, beyond a small allowance.
     alias_ratio: int = 10
     alias_allowance: int = 10_000
-
-    ENVIRONMENT: ClassVar[dict[str, str]] = {
-        "max_bytes": "ORCHESTRATOR_MANIFEST_MAX_BYTES",
-        "max_documents": "ORCHESTRATOR_MANIFEST_MAX_DOCUMENTS",
-        "max_values": "ORCHESTRATOR_MANIFEST_MAX_VALUES",
-        "max_files": "ORCHESTRATOR_MANIFEST_MAX_FILES",
-    }
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> ReadLimits:
         """The defaults, with each raised where its variable holds a positive whole number (others are ignored:
         a typo there must not lift a limit)."""
         values = {}
-        for name, variable in cls.ENVIRONMENT.items():
+        for name, variable in LIMIT_VARIABLES.items():
             text = environ.get(variable, "").strip()
             if text.isdigit() and int(text) > 0:
                 values[name] = int(text)
@@ -112,7 +112,7 @@ def read_text(file: str, limits: ReadLimits) -> tuple[str | None, list[Problem]]
         return None, [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
     if len(data) > limits.max_bytes:
         return None, [Problem(Location(file), "", f"larger than {limits.max_bytes:,} bytes: refused (raise the "
-                              f"limit with {ReadLimits.ENVIRONMENT['max_bytes']})")]
+                              f"limit with {LIMIT_VARIABLES['max_bytes']})")]
     try:
         return data.decode("utf-8"), []
     except UnicodeDecodeError as error:
@@ -159,7 +159,7 @@ def find_manifest_files(paths: Sequence[str], limits: ReadLimits | None = None
     if len(unique) > limits.max_files:
         problems.append(Problem(Location(paths[0] if paths else "."), "", (
             f"more than {limits.max_files:,} manifest files: refused (raise the limit with "
-            f"{ReadLimits.ENVIRONMENT['max_files']})")))
+            f"{LIMIT_VARIABLES['max_files']})")))
         return (), tuple(problems)
     return tuple(unique.values()), tuple(problems)
 

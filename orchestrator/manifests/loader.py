@@ -49,7 +49,7 @@ from .codec import (
     spec_to_document,
 )
 from .documents import Document, FieldPath, dotted, parse_documents
-from .files import NotRegular, ReadLimits, Source, find_manifest_files, read_bounded, read_text
+from .files import LIMIT_VARIABLES, NotRegular, ReadLimits, Source, find_manifest_files, read_bounded, read_text
 from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             line = chunks[limits.max_documents + 1 - bare][0]
             found.append(Problem(Location(source.file, line, 1), "", (
                 f"more than {limits.max_documents:,} documents in this file: refused (raise the limit with "
-                f"{ReadLimits.ENVIRONMENT['max_documents']})")))
+                f"{LIMIT_VARIABLES['max_documents']})")))
             continue
         for first_line, text in chunks:
             cached = cache.get(source.file, text, first_line) if cache is not None else None
@@ -502,7 +502,7 @@ def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, 
         return {}, [Problem(at, field_path, f"cannot read env file {file!r}: {error}")]
     if len(data) > limit:
         return {}, [Problem(at, field_path, f"env file {file!r} is larger than {limit:,} bytes: refused (raise the "
-                            f"limit with {ReadLimits.ENVIRONMENT['max_bytes']})")]
+                            f"limit with {LIMIT_VARIABLES['max_bytes']})")]
     problems: list[Problem] = []
     for binding in parse_stream(io.StringIO(text)):
         where = Location(file, binding.original.line, 1)
