@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from orchestrator.core.errors import Location, ManifestError
@@ -56,3 +58,30 @@ def test_start_order_is_generations_then_priority_then_name() -> None:
     )
     assert state.start_order == ("default/cache", "default/db", "default/zeta", "default/api", "default/web")
     assert state.dependents["default/db"] == ("default/api",)
+
+
+BASE = [spec("db", priority=5), spec("cache"), spec("api", "db", "cache"), spec("worker", "db")]
+
+
+@pytest.mark.parametrize(("name", "after"), [
+    ("unchanged", BASE),
+    ("one command changed", [*BASE[:3], dataclasses.replace(BASE[3], command=("other",))]),
+    ("a priority changed", [dataclasses.replace(BASE[0], priority=-5), *BASE[1:]]),
+    ("a dependency added", [*BASE[:3], spec("worker", "db", "cache")]),
+    ("a dependency dropped", [*BASE[:2], spec("api", "db"), BASE[3]]),
+    ("an object added", [*BASE, spec("zed", priority=9)]),
+    ("an object removed", BASE[:3]),
+    ("a dependency now missing", [*BASE[:3], spec("worker", "gone")]),
+])
+def test_the_previous_order_is_reused_only_when_it_is_still_right(name: str, after: list[ProcessSpec]) -> None:
+    previous = desired_state(BASE)
+    try:
+        fresh = desired_state(after)
+    except ManifestError as error:
+        with pytest.raises(ManifestError) as again:
+            desired_state(after, previous=previous)
+        assert again.value.problems == error.problems
+        return
+    reused = desired_state(after, previous=previous)
+    assert (dict(reused.specs), reused.start_order, dict(reused.dependents)) == (
+        dict(fresh.specs), fresh.start_order, dict(fresh.dependents)), name

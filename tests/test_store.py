@@ -163,6 +163,16 @@ def test_revisions_are_numbered_and_round_trip(store: Store) -> None:
     assert [r.number for r in store.revisions(limit=2)] == [3, 2]
 
 
+def test_a_revision_of_mostly_the_same_spec_objects_stores_each_as_it_is(store: Store) -> None:
+    """Spec texts are kept from the revision before by identity: what is stored must still be each spec."""
+    specs = [dataclasses.replace(API, name=f"p{i}") for i in range(3)]
+    one = store.add_revision(specs, action="apply", paths=[], user="u")
+    changed = [specs[0], dataclasses.replace(specs[1], command=("other",)), specs[2]]
+    two = store.add_revision(changed, action="apply", paths=[], user="u")
+    again = store.add_revision(specs, action="apply", paths=[], user="u")
+    assert [store.revision(n).specs for n in (one, two, again)] == [tuple(specs), tuple(changed), tuple(specs)]
+
+
 def test_concurrent_revisions_all_land_with_distinct_numbers(store: Store) -> None:
     numbers: list[int] = []
     lock = threading.Lock()

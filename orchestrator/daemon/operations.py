@@ -114,7 +114,7 @@ class Operations:
         specs = [keep_pool_size(spec, current.get(spec.key)) for spec in specs]
         for spec in specs:
             old = current.get(spec.key)
-            result = "created" if old is None else ("unchanged" if old == spec else "configured")
+            result = "created" if old is None else ("unchanged" if old is spec or old == spec else "configured")
             results.append(_result(spec, result, old))
             new[spec.key] = spec
         applied = {spec.key for spec in specs}
@@ -123,7 +123,8 @@ class Operations:
                 if key not in applied and spec.location is not None and _under(spec.location.file, paths):
                     del new[key]
                     results.append(_result(spec, "pruned", spec))
-        desired = graph.desired_state(new.values())  # raises ManifestError naming what breaks
+        # Raises ManifestError naming what breaks; the order worked out before serves while the graph is the same.
+        desired = graph.desired_state(new.values(), previous=self.reconciler.desired)
         changed = any(r["result"] != "unchanged" for r in results)
         if not dry_run:
             self._retry_failed(applied)

@@ -108,6 +108,7 @@ class Store:
         self._lock = threading.Lock()
         # What the database holds, as of our last load or save; None: a stored record we have not decoded.
         self._saved: dict[ReplicaId, ReplicaRecord | None] = {}
+        self._encoded: dict[int, tuple[ProcessSpec, str]] = {}  # the latest revision's spec texts, by spec identity
         self._create_file()
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -223,7 +224,7 @@ class Store:
         message: str = "",
     ) -> int:
         """Record the desired specs after a change; returns the new revision's number (1, 2, ...)."""
-        document = _dumps([codec.spec_to_json(spec) for spec in specs])  # encoded outside the lock
+        document = self._snapshot(specs)  # encoded outside the lock
         with self._write() as db:
             number: int = db.execute("SELECT coalesce(max(number), 0) + 1 FROM revisions").fetchone()[0]
             db.execute(
@@ -288,6 +289,18 @@ class Store:
             raise self._corrupt(f"revision {number}: {error}") from None
 
     # --- records -----------------------------------------------------------------------------------------
+
+    def _snapshot(self, specs: Sequence[ProcessSpec]) -> str:
+        """The JSON list of `specs` for a revision. Each spec's text is kept from the revision before while the
+        spec is the same object (specs are frozen): re-applying 500 objects of which one changed encodes one,
+        not 500. Only the latest revision's texts are kept."""
+        kept = self._encoded
+        texts = {}
+        for spec in specs:
+            known = kept.get(id(spec))
+            texts[id(spec)] = known if known is not None and known[0] is spec else (spec, _dumps(codec.spec_to_json(spec)))
+        self._encoded = texts
+        return "[" + ",".join(texts[id(spec)][1] for spec in specs) + "]"
 
     def save_records(self, records: Mapping[ReplicaId, ReplicaRecord]) -> None:
         """Make the stored records equal to `records`, in one transaction.

@@ -39,8 +39,12 @@ def check(specs: Iterable[ProcessSpec], also_defined: frozenset[str] = frozenset
 
     `also_defined` names keys of documents that exist but failed validation: not missing, only broken.
     """
-    specs = list(specs)
-    by_key = {spec.key: spec for spec in specs}
+    return _checked(list(specs), {spec.key: spec for spec in specs}, also_defined)[0]
+
+
+def _checked(specs: list[ProcessSpec], by_key: dict[str, ProcessSpec], also_defined: frozenset[str] = frozenset()
+             ) -> tuple[list[Problem], TopologicalSorter[str] | None]:
+    """check()'s problems, and the prepared sorter when there is no cycle (desired_state sorts with it)."""
     problems: list[Problem] = []
     for spec in specs:
         for i, dep in enumerate(spec.depends_on):
@@ -60,9 +64,10 @@ def check(specs: Iterable[ProcessSpec], also_defined: frozenset[str] = frozenset
                 problems.append(
                     Problem(_where(spec, dep.location), f"spec.dependsOn[{i}].name", f"{spec.key} depends on itself")
                 )
-    if _sorter(specs, by_key) is None:
+    sorter = _sorter(specs, by_key)
+    if sorter is None:
         problems.extend(_cycles(specs, by_key))
-    return problems
+    return problems, sorter
 
 
 def _sorter(specs: list[ProcessSpec], by_key: dict[str, ProcessSpec]) -> TopologicalSorter[str] | None:
@@ -109,16 +114,19 @@ def _cycles(specs: list[ProcessSpec], by_key: dict[str, ProcessSpec]) -> list[Pr
     return problems
 
 
-def desired_state(specs: Iterable[ProcessSpec]) -> DesiredState:
-    """The DesiredState of valid specs; raises ManifestError when the graph has problems."""
+def desired_state(specs: Iterable[ProcessSpec], previous: DesiredState | None = None) -> DesiredState:
+    """The DesiredState of valid specs; raises ManifestError when the graph has problems.
+
+    With `previous`, and the same keys each with the same dependencies and priority as there (as when one
+    command of 500 changed), its start order and dependents are the answer already: only the specs are new.
+    """
     specs = list(specs)
-    problems = check(specs)
-    if problems:
-        raise ManifestError(problems)
     by_key = {spec.key: spec for spec in specs}
-    sorter = _sorter(specs, by_key)
-    if sorter is None:  # check() found no cycle, so this cannot happen; fail loudly rather than loop
-        raise ManifestError(_cycles(specs, by_key))
+    if previous is not None and _same_graph(previous, by_key):
+        return DesiredState(MappingProxyType(by_key), previous.start_order, previous.dependents)
+    problems, sorter = _checked(specs, by_key)
+    if problems or sorter is None:
+        raise ManifestError(problems)
     order: list[str] = []
     while sorter.is_active():
         generation = sorter.get_ready()
@@ -133,6 +141,20 @@ def desired_state(specs: Iterable[ProcessSpec]) -> DesiredState:
         tuple(order),
         MappingProxyType({key: tuple(sorted(keys)) for key, keys in dependents.items()}),
     )
+
+
+def _same_graph(previous: DesiredState, by_key: dict[str, ProcessSpec]) -> bool:
+    """Do these specs order and depend exactly as `previous`'s (a valid graph, so no problem either)?"""
+    if len(by_key) != len(previous.specs):
+        return False
+    for key, spec in by_key.items():
+        old = previous.specs.get(key)
+        if old is spec:
+            continue
+        if old is None or old.priority != spec.priority or [old.dependency_key(d) for d in old.depends_on] != [
+                spec.dependency_key(d) for d in spec.depends_on]:
+            return False
+    return True
 
 
 def _where(spec: ProcessSpec, location: Location | None) -> Location:
