@@ -20,9 +20,6 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
-
 from ..core.errors import Location, ManifestError, Problem
 from ..core.model import (
     DEFAULT_NAMESPACE,
@@ -39,7 +36,6 @@ from ..core.model import (
 )
 from ..core.units import parse_cpu, parse_quantity
 from ..planning import graph
-from .cache import SpecCache
 from .codec import (
     API_VERSION,
     autoscale_from_document,
@@ -54,6 +50,8 @@ from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
+
+    from .cache import SpecCache
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -490,6 +488,9 @@ def split_documents(text: str) -> list[tuple[int, str]]:
 
 
 def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, str], list[Problem]]:
+    from dotenv import dotenv_values  # only when a document has envFrom: about 9 ms to import
+    from dotenv.parser import parse_stream
+
     limit = ReadLimits.from_environment(os.environ).max_bytes
     try:
         data = read_bounded(file, limit)
