@@ -82,8 +82,10 @@ class _Manifests:
     def body(self) -> dict[str, Any]:
         """The request's part that carries them (a problem found here is reported by reading them all here)."""
         from ..manifests.files import LIMIT_VARIABLES
+
         if self.problems:
-            _load_for_apply(self.paths)  # raises ManifestError with every problem, these and the rest
+            _load_for_apply(self.paths)  # raises ManifestError with every problem, these and the rest...
+            raise ManifestError(self.problems)  # ...unless the files changed meanwhile: never send a part
         limits = {name: getattr(self.limits, name) for name in LIMIT_VARIABLES}
         return {"files": self.files, "limits": limits}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ class Operations:
         self.revision = 0
         self.created: dict[str, float] = {}
         self._decoded: dict[str, tuple[Any, ProcessSpec]] = {}
+        self._decoded_lock = threading.Lock()  # decode() runs on request threads
 
     def restore(self, latest: Revision | None) -> None:
         """Take up the latest revision as the desired state (before anything is started)."""
@@ -101,11 +103,18 @@ class Operations:
         events = self.store.events(since=int(query.get("since", "0")), limit=limit, key=key)
         return {"events": [self.event_json(i, e) for i, e in events]}
 
-    def apply(self, body: dict[str, Any], loaded: Sequence[ProcessSpec] | None = None) -> dict[str, Any]:
-        """`loaded`: the specs of the manifest texts the request sent, read and checked off the loop (intake);
-        without them, the request's `specs` (an API client's JSON) are decoded and checked here."""
+    def decode(self, body: dict[str, Any]) -> list[ProcessSpec]:
+        """The specs of an API client's JSON (`specs`), checked against the schemas; on the request's thread,
+        so that a large request does not hold up supervision."""
+        items = body.get("specs", [])
+        if not isinstance(items, list):
+            raise TypeError("specs: expected a list")
+        return [self._decode(item) for item in items]
+
+    def apply(self, body: dict[str, Any], specs: Sequence[ProcessSpec]) -> dict[str, Any]:
+        """Make `specs` desired (read and checked before, off the loop: intake or decode)."""
         self._refuse_while_shutting_down()
-        specs = list(loaded) if loaded is not None else [self._decode(item) for item in body.get("specs", [])]
+        specs = list(specs)
         paths = [str(p) for p in body.get("paths", [])]
         dry_run = bool(body.get("dry_run"))
         current = dict(self.reconciler.desired.specs)
@@ -230,14 +239,16 @@ class Operations:
             key = f"{metadata.get('namespace', DEFAULT_NAMESPACE)}/{metadata['name']}"
         except (KeyError, TypeError):
             return codec.spec_from_json(item)  # raises the decoder's message
-        cached = self._decoded.get(key)
+        with self._decoded_lock:
+            cached = self._decoded.get(key)
         if cached is not None and cached[0] == item:
             return cached[1]
         spec = codec.spec_from_json(item)
         problems = check_spec(spec)  # the same schema as manifests: nothing runs unvalidated
         if problems:
             raise ManifestError(problems)
-        self._decoded[key] = (item, spec)
+        with self._decoded_lock:
+            self._decoded[key] = (item, spec)
         return spec
 
     def _retry_failed(self, keys: set[str]) -> None:

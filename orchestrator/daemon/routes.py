@@ -62,8 +62,9 @@ class Routes:
         raise NotFound(f"no such route: {method} {route}")
 
     def _apply(self, query: Query, body: Body) -> dict[str, Any]:
-        """Manifest texts are read and checked here, on the request's thread; only the result goes to the loop."""
-        loaded = load_sent(body, self.cache) if "files" in body else None
+        """Manifest texts (or an API client's specs) are read and checked here, on the request's thread; only
+        the result goes to the loop."""
+        loaded = load_sent(body, self.cache) if "files" in body else self.ops.decode(body)
         return self.call(lambda r: self.ops.apply(body, loaded))  # type: ignore[no-any-return]
 
     def key(self, name: str) -> str:

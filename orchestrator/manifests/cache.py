@@ -56,7 +56,8 @@ def _moved(spec: ProcessSpec, lines: int) -> ProcessSpec:
 
 
 class SpecCache:
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
+        """`capacity`: documents kept (the least recently used go first), a few MB of specs at most."""
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
