@@ -56,6 +56,7 @@ from benchlib import (
     children,
     environment,
     figure_row,
+    imported_package,
     kill_and_reap_orphans,
     log,
     measured_env,
@@ -64,6 +65,7 @@ from benchlib import (
     reap,
     run_bench,
     table_lines,
+    tree_commit,
     warm_bytecode,
 )
 
@@ -90,22 +92,7 @@ def prepare_tree() -> str:
     log(f"bytecode cache warmed: `python -m compileall -q {TREE / 'orchestrator'}` and one untimed "
         "`orchestrator --version`, with PYTHONDONTWRITEBYTECODE removed from the environment of every measured "
         "command")
-    done = subprocess.run([sys.executable, "-c", "import orchestrator; print(orchestrator.__file__)"], env=ENV,
-                          cwd=TREE, capture_output=True, text=True, check=True)
-    package = Path(done.stdout.strip()).resolve().parent
-    if package != (TREE / "orchestrator").resolve():
-        raise BenchError(f"`orchestrator` is imported from {package}, not from {TREE / 'orchestrator'}")
-    return str(package)
-
-
-def tree_commit() -> str | None:
-    """TREE's commit, when it is a git checkout (or worktree)."""
-    try:
-        done = subprocess.run(["git", "-C", str(TREE), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=False)
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return imported_package(TREE, ENV)
 
 
 def python(*args: str) -> float:
@@ -705,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         report: dict[str, Any] = {"environment": {
             **environment(), "repeat": args.repeat, "get_runs": args.get_runs,
             "bytecode": "bytecode cache warmed, PYTHONDONTWRITEBYTECODE unset for measured commands",
-            "tree": str(TREE), "tree_commit": tree_commit(), "package": prepare_tree(),
+            "tree": str(TREE), "tree_commit": tree_commit(TREE), "package": prepare_tree(),
         }}
         if args.only in (None, "apply"):
             report["apply"] = bench_apply(n_apply, args.repeat, args.layout, tokens[0])

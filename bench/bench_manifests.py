@@ -42,11 +42,13 @@ from benchlib import (
     BenchError,
     environment,
     figure_row,
+    imported_package,
     log,
     measured_env,
     median,
     run_bench,
     table_lines,
+    tree_commit,
     warm_bytecode,
 )
 
@@ -73,21 +75,7 @@ def prepare_tree(env: dict[str, str], argv: list[str]) -> str:
     """Warm the bytecode cache of TREE's package (and run `argv` once); returns where `orchestrator` is
     imported from, checked to be TREE/orchestrator."""
     warm_bytecode(TREE, env, argv)
-    done = subprocess.run([sys.executable, "-c", "import orchestrator; print(orchestrator.__file__)"], env=env,
-                          cwd=TREE, capture_output=True, text=True, check=True)
-    package = Path(done.stdout.strip()).resolve().parent
-    if package != (TREE / "orchestrator").resolve():
-        raise BenchError(f"`orchestrator` is imported from {package}, not from {TREE / 'orchestrator'}")
-    return str(package)
-
-
-def tree_commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(TREE), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=False)
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return imported_package(TREE, env)
 
 
 # -- one measured command ------------------------------------------------------------------------------
@@ -381,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure() -> dict[str, Any]:
         report: dict[str, Any] = {"environment": {
-            **environment(), "runs": args.runs, "tree": str(TREE), "tree_commit": tree_commit(),
+            **environment(), "runs": args.runs, "tree": str(TREE), "tree_commit": tree_commit(TREE),
             "bytecode": "bytecode cache warmed, PYTHONDONTWRITEBYTECODE unset for measured commands",
         }}
         report["manifests"] = bench(args.runs)

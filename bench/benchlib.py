@@ -179,6 +179,27 @@ def warm_bytecode(tree: Path, env: dict[str, str], argv: list[str]) -> None:
     subprocess.run(argv, env=env, cwd=tree, check=True, stdout=subprocess.DEVNULL)
 
 
+def imported_package(tree: Path, env: dict[str, str]) -> str:
+    """Where `python` run in `tree` with `env` imports `orchestrator` from, checked to be tree/orchestrator (so
+    that a figure is never the wrong checkout's)."""
+    done = subprocess.run([sys.executable, "-c", "import orchestrator; print(orchestrator.__file__)"], env=env,
+                          cwd=tree, capture_output=True, text=True, check=True)
+    package = Path(done.stdout.strip()).resolve().parent
+    if package != (tree / "orchestrator").resolve():
+        raise BenchError(f"`orchestrator` is imported from {package}, not from {tree / 'orchestrator'}")
+    return str(package)
+
+
+def tree_commit(tree: Path) -> str | None:
+    """The commit of `tree`, when it is a git checkout (or worktree)."""
+    try:
+        done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 # -- the report -------------------------------------------------------------------------------------------
 
 
