@@ -170,11 +170,30 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
         if client.ping():
             return client
         code = process.poll()
-        if code is not None and not client.ping():
+        if code is not None and not client.ping() and not _lock_held(state_dir):
+            # (While another daemon holds the lock, ours lost a race with a concurrent first apply: that one
+            # answers soon.)
             tail = _tail(state_dir / "daemon.log", 5)
             raise UserError(f"the daemon exited with code {code} while starting:\n{tail}")
         time.sleep(0.02)
     raise UserError(f"the daemon did not answer within {wait_seconds:g} s; see {state_dir / 'daemon.log'}")
+
+
+def _lock_held(state_dir: Path) -> bool:
+    """Does a daemon (or a run) hold the state dir's lock now?"""
+    import fcntl
+
+    try:
+        fd = os.open(state_dir / "daemon.lock", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _tail(path: Path, lines: int) -> str:

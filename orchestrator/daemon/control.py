@@ -51,6 +51,7 @@ class ControlApp(Protocol):
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
+    request_queue_size = 512  # listen backlog: a burst of clients (a boot script, parallel CI steps) waits here
 
     def __init__(self, path: Path, app: ControlApp) -> None:
         self.app = app

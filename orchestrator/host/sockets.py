@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,14 +43,26 @@ def bind_owner_only(sock: socket.socket, path: Path) -> None:
 
 
 def connect(path: Path, timeout: float | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        _with_short_path(path, sock.connect)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """A connected socket. A server whose listen queue is full answers EAGAIN at once (Unix sockets do not
+    wait for room): that is retried, briefly and a bounded number of times, until `timeout` (or 10 s) runs out."""
+    deadline = time.monotonic() + (timeout if timeout is not None else 10.0)
+    pause = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            _with_short_path(path, sock.connect)
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)  # the daemon is accepting a burst of clients: room comes within milliseconds
+            pause = min(pause * 2, 0.05)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 def peer_uid(sock: socket.socket) -> int:
