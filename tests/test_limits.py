@@ -85,3 +85,21 @@ def test_a_tree_over_its_cpu_limit_is_reniced(harness: Harness) -> None:
     wait_for(lambda: harness.of(EventType.LIMIT_EXCEEDED, "burner"), timeout=10, what="the cpu limit to be seen")
     assert os.getpriority(os.PRIO_PROCESS, pid) == 19
     assert harness.pid("burner") == pid  # reniced, not killed
+
+
+@pytest.mark.parametrize("fields", [
+    {"limits": Limits(open_files=10**20)},  # prlimit: too large for a C long
+    {"cpu_affinity": (2**40,)},  # sched_setaffinity: CPU number too large
+    {"cpu_affinity": (100_000,)},  # no such CPU: EINVAL
+])
+def test_a_limit_the_kernel_refuses_leaves_exactly_one_copy_running(harness: Harness, fields: dict[str, object],
+                                                                    tmp_path: Path) -> None:
+    """A start that fails after the fork must never leave the forked process behind: here the setting is
+    refused with a LimitNotApplied event and the replica runs, once."""
+    marker = f"sleep-{tmp_path.name}"
+    harness.apply([proc("app", sys.executable, "-c", "import time; time.sleep(60)", marker, **fields)])
+    pid = wait_for(lambda: harness.pid("app"), what="app")
+    wait_for(lambda: harness.of(EventType.LIMIT_NOT_APPLIED, "app"), what="a LimitNotApplied event")
+    copies = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    assert [p.pid for p in copies] == [pid]
+    assert harness.of(EventType.START_FAILED, "app") == []

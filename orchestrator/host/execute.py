@@ -132,22 +132,35 @@ class Executor:
         try:
             self._pidfds[pid] = os.pidfd_open(pid)
             process = identity(pid)
-        except OSError as error:
-            # Started but not watchable (out of descriptors): it must not run unsupervised.
-            self._kill_rest_of_group(pid)
-            popen.wait()
             if group is not None:
-                group.remove()
-            del self._children[pid]
-            fd = self._pidfds.pop(pid, None)
-            if fd is not None:
-                os.close(fd)
-            raise SpawnError(f"started but could not be watched: {error.strerror or error}") from error
-        if group is not None:
-            group = self._attach(pid, group, warnings)
-        warnings += apply_at_start(pid, spec)
+                group = self._attach(pid, group, warnings)
+            warnings += apply_at_start(pid, spec)
+        except BaseException as error:
+            # Started, but not as asked or not watchable (out of descriptors, a limit the kernel refused in a
+            # way nothing foresaw): it must not run unsupervised, and a retry must not leave a second copy.
+            self._abandon(pid, popen, group)
+            if isinstance(error, OSError):
+                raise SpawnError(f"started but could not be watched: {error.strerror or error}") from error
+            if isinstance(error, Exception):
+                raise SpawnError(f"started but could not be set up: {error!r}") from error
+            raise
         return Child(replica, process, self._pidfds[pid], log_offset, tuple(warnings),
                      group.path if group is not None else "")
+
+    def _abandon(self, pid: int, popen: subprocess.Popen[bytes], group: ReplicaCgroup | None) -> None:
+        """End a replica that was forked but cannot be kept: its whole group killed and reaped, its cgroup and
+        descriptor released, nothing left of it."""
+        self._kill_rest_of_group(pid)
+        popen.kill()
+        popen.wait()
+        if group is not None:
+            group.kill()
+            group.remove()
+        self._cgroups.pop(pid, None)
+        del self._children[pid]
+        fd = self._pidfds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
 
     def _cgroup_for(self, replica: ReplicaId, spec: ProcessSpec, warnings: list[str]) -> ReplicaCgroup | None:
         """The cgroup a replica with memory or cpu limits goes into (made before the spawn, so that only the

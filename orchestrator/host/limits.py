@@ -40,7 +40,7 @@ def apply_at_start(pid: int, spec: ProcessSpec) -> list[str]:
         if value is not None:
             try:
                 resource.prlimit(pid, kind, (value, value))
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, OverflowError) as error:
                 failures.append(f"{name} limit {value}: {error}")
     nice = nice_of(spec.priority)
     if nice:
@@ -51,8 +51,8 @@ def apply_at_start(pid: int, spec: ProcessSpec) -> list[str]:
     if spec.cpu_affinity:
         try:
             os.sched_setaffinity(pid, spec.cpu_affinity)
-        except OSError as error:
-            failures.append(f"cpuAffinity {list(spec.cpu_affinity)}: {error.strerror or error}")
+        except (OSError, ValueError, OverflowError) as error:
+            failures.append(f"cpuAffinity {list(spec.cpu_affinity)}: {getattr(error, 'strerror', None) or error}")
     if spec.io_class is not None:
         import psutil  # here: psutil costs 30 ms of start-up, and only these calls need it
 
