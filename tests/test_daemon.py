@@ -698,3 +698,20 @@ def test_after_a_reboot_what_ran_starts_afresh_and_what_finished_stays_finished(
     assert _after_reboot(done).crash_streak == 0
     fresh = _after_reboot(running)
     assert fresh.process is None and fresh.last_exit is None and not fresh.ready
+
+
+def test_a_finished_job_is_not_run_again_after_a_clean_shutdown(orch: Orchestrator) -> None:
+    ran = orch.root / "ran.txt"
+    job = ("apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: migrate}\n"
+           f"spec: {{command: [sh, -c, 'echo ran >> {ran}']}}\n")
+    manifest = orch.write("m/app.yaml", documents(job, process("app", dependsOn=[{"name": "migrate",
+                                                                                  "condition": "completed"}])))
+    orch.ok("apply", "-f", str(manifest))
+    orch.wait_running("app")
+    assert ran.read_text() == "ran\n"
+    orch.ok("shutdown")
+    wait_for(lambda: not orch.answers(), what="the daemon gone")
+    orch.ok("apply", "-f", str(manifest))
+    orch.wait_running("app")  # it waits for migrate to be completed: had migrate run again, it ran before this
+    assert ran.read_text() == "ran\n"
+    assert orch.objects()["migrate"]["state"] == "Succeeded"

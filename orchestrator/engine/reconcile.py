@@ -24,6 +24,7 @@ from ..core.model import (
     Exit,
     Hook,
     HookKind,
+    Kind,
     Limits,
     Phase,
     ProcessIdentity,
@@ -264,6 +265,10 @@ class Reconciler:
             self._emit(EventType.KILLING, action.replica, f"{why}: sent SIGKILL to its process group",
                        action.process.pid)
         else:
+            if self.shutting_down and self.records[action.replica].spec.kind is Kind.JOB:
+                # What a Job did outlives the daemon: a daemon started again with the same desired state
+                # must not run a finished migration a second time (as after a SIGKILL, where nothing is forgotten).
+                return
             del self.records[action.replica]
             self._pre_start_for.pop(action.replica, None)
             self.waiting.pop(action.replica, None)
