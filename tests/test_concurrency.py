@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 
@@ -60,3 +61,38 @@ def test_thirty_clients_of_ten_requests_each_all_answered(orch: Orchestrator) ->
     for thread in threads:
         thread.join(timeout=120)
     assert failures == [] and answers == [1] * 300
+
+
+def test_a_follower_that_stops_reading_is_dropped_at_its_bound_and_the_emitter_never_waits() -> None:
+    from orchestrator.core.events import Event, EventBus, EventType
+    from orchestrator.daemon.control import event_queue_iterator
+
+    bus = EventBus()
+    events = event_queue_iterator(bus.subscribe, bus.unsubscribe, list, lambda e: e.to_json(),
+                                  keepalive_seconds=0.01, capacity=100)
+    assert next(events) is None  # subscribed (the first keep-alive): nothing came yet
+    for index in range(10_000):  # a follower that reads nothing while the daemon emits
+        bus.emit(Event(float(index), EventType.STARTED, "default/a", f"event {index}"))
+    assert bus._subscribers == []  # dropped at its bound: the emitter no longer even offers it events
+    received = [item for item in events if item is not None]
+    assert [item["message"] for item in received] == [f"event {i}" for i in range(100)]
+
+
+def test_events_w_streams_live_events_to_a_follower(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", process("a"))
+    orch.ok("apply", "-f", str(manifest))
+    before = orch.wait_running("a")["a"][0]
+    follower = orch.popen("events", "-w", "-o", "json")
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())  # the backlog comes first
+        assert first["type"] == "Applied"
+        orch.ok("restart", "a")
+        seen = []
+        while not any(e["type"] == "Started" and e["pid"] != before for e in seen):
+            line = follower.stdout.readline()  # bounded by the test's timeout: a Started event comes
+            assert line, "the stream ended"
+            seen.append(json.loads(line))
+    finally:
+        follower.kill()
+        follower.communicate()

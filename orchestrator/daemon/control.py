@@ -148,13 +148,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.close_connection = True
+        self.connection.settimeout(FOLLOWER_WRITE_SECONDS)  # a reader that stops reading is let go
         try:
             for item in items:
                 line = b"\n" if item is None else json.dumps(item).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
 
     def address_string(self) -> str:
@@ -164,38 +165,59 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # requests are not logged: bodies may carry env values
 
 
+FOLLOWER_QUEUE = 10_000  # events a follower may fall behind by; past that it is dropped, never waited for
+FOLLOWER_WRITE_SECONDS = 30.0  # a follower that takes no data for this long is disconnected
+
+
 def event_queue_iterator(
     subscribe: Callable[[Callable[[Any], None]], None],
     unsubscribe: Callable[[Callable[[Any], None]], None],
     backlog: Callable[[], list[dict[str, Any]]],
     convert: Callable[[Any], dict[str, Any] | None],
     keepalive_seconds: float = 15.0,
+    capacity: int = FOLLOWER_QUEUE,
 ) -> Iterator[dict[str, Any] | None]:
     """Yield the backlog, then live events as they come (those `convert` maps to None are skipped), with
     None as a keep-alive when nothing came for `keepalive_seconds`.
 
     Subscribes first and reads the backlog after, so no event falls between them; a live event that the
-    backlog already held (same time, type, object and message) is not sent twice."""
-    pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    subscribe(pending.put)
+    backlog already held (same time, type, object and message) is not sent twice. The emitter (the
+    reconciler) never waits for a follower: one that falls `capacity` events behind is unsubscribed, and its
+    stream ends after what it was sent, so a follower that stops reading costs a bounded amount of memory."""
+    pending: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+    overflowed = threading.Event()
+
+    def offer(event: Any) -> None:
+        try:
+            pending.put_nowait(event)
+        except queue.Full:
+            overflowed.set()
+            unsubscribe(offer)
+
+    subscribe(offer)
     try:
         sent = backlog()
         seen = {_identity(item) for item in sent}
         yield from sent
         while True:
             try:
-                item = convert(pending.get(timeout=keepalive_seconds))
+                event = pending.get(timeout=keepalive_seconds)
             except queue.Empty:
+                if overflowed.is_set():
+                    return  # it fell behind: what it missed is in `orchestrator events --since`
                 yield None
                 continue
+            item = convert(event)
             if item is None:
                 continue
             if seen and _identity(item) in seen:
                 continue  # saved while the backlog was read: sent already
             seen.clear()  # events come in order: once one is new, the overlap is over
             yield item
+            if overflowed.is_set() and pending.empty():
+                return
     finally:
-        unsubscribe(pending.put)
+        unsubscribe(offer)
 
 
 def _identity(item: dict[str, Any]) -> tuple[Any, ...]:
