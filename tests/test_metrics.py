@@ -47,6 +47,26 @@ def test_sample_trees_sums_the_whole_tree_like_psutil(tree: subprocess.Popen[byt
     assert cpu > 0
 
 
+def test_the_cpu_of_children_that_ended_counts_and_never_goes_down() -> None:
+    """A shell loop running short-lived busy children: the tree's cpu is theirs, though none lives long."""
+    script = "while true; do timeout 0.2 sh -c 'while :; do :; done'; done"
+    loop = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    sampler = Sampler(interval=0.2)
+    try:
+        rid = ReplicaId("default/loop", 0)
+        sampler.sync({rid: identity(loop.pid)})
+        wait_for(lambda: len(sampler.history(rid)) >= 6, timeout=10, what="six samples")
+        history = sampler.history(rid)
+        totals = [sample.cpu_seconds for sample in history]
+        assert totals == sorted(totals)  # a counter: never down
+        assert totals[-1] - totals[0] > 0.3  # most of a core for a second, all of it in ended children
+        assert sum(s.cpu_percent for s in history[1:] if s.cpu_percent is not None) / (len(history) - 1) > 30
+    finally:
+        sampler.close()
+        os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
+
+
 def test_sampler_reports_cpu_over_its_interval() -> None:
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
     sampler = Sampler(interval=0.2)

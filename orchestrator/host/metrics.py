@@ -106,6 +106,9 @@ class Sampler:
                 history = self._history.setdefault(rid, deque(maxlen=HISTORY))
                 if history:
                     before = history[-1]
+                    # A child that left the tree (re-parented, then reaped by another) takes its cpu with it:
+                    # the tree's total is a counter all the same, and never goes down for the same process.
+                    cpu_seconds = max(cpu_seconds, before.cpu_seconds)
                     elapsed = max(1e-6, now - before.at)
                     percent: float | None = max(0.0, 100.0 * (cpu_seconds - before.cpu_seconds) / elapsed)
                 else:
