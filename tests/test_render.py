@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -405,3 +406,30 @@ def test_problems_summary_never_quotes_an_env_value() -> None:
     assert "987654321" not in text
     assert "a.yaml:6:9: spec.env.PASSWORD: invalid (value not shown)" in text
     assert "spec.replicas: must be at least 0, got -1" in text
+
+
+def test_a_systemd_unit_means_exactly_its_paths_whatever_they_hold(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from orchestrator.cli.render.systemd import systemd_unit, unit_name
+
+    state = str(tmp_path / 'odd 100% $HOME "quoted" \\back')
+    unit = systemd_unit("/usr/bin/python3", state, user_unit=False)
+    exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_line == ('ExecStart="/usr/bin/python3" -m orchestrator --state-dir "'
+                         + state.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+                         + '" daemon')
+    assert "Description=orchestrator daemon for " + state.replace("%", "%%") in unit
+    if shutil.which("systemd-analyze"):  # systemd's own reading of it: no unknown specifier, no bad quoting
+        (tmp_path / "t.service").write_text(unit.replace("/usr/bin/python3", "/bin/true"))
+        verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "t.service")],
+                                  capture_output=True, text=True, timeout=30, check=False)
+        # (systemd before 254 does not know DelegateSubgroup and says it ignores it: that, and only that.)
+        complaints = [line for line in verified.stderr.splitlines() if "t.service" in line
+                      and "Unknown key 'DelegateSubgroup'" not in line]
+        assert verified.returncode == 0 and complaints == [], verified.stderr
+    with pytest.raises(ValueError, match="control character"):
+        systemd_unit("/usr/bin/python3", "/srv/x\nExecStartPre=/bin/evil", user_unit=False)
+    assert unit_name("/home/a/.local/state/orchestrator", "/home/a/.local/state/orchestrator") == "orchestrator.service"
+    assert unit_name("/srv/one", "/d") != unit_name("/srv/two", "/d")

@@ -22,7 +22,7 @@ from .render.common import to_json, to_json_line, to_yaml
 from .render.describe import describe_text
 from .render.diffs import spec_diff
 from .render.events import event_dict_line, events_table
-from .render.systemd import systemd_unit
+from .render.systemd import systemd_unit, unit_name
 from .render.tables import apply_results, history_table, objects_table
 
 
@@ -473,17 +473,24 @@ def top(args: argparse.Namespace) -> int:
 
 
 def startup(args: argparse.Namespace) -> int:
+    from .main import default_state_dir
+
     root = os.geteuid() == 0
-    unit = systemd_unit(sys.executable, str(args.state_dir.resolve()), user_unit=not root)
+    state_dir = str(args.state_dir.resolve())
+    try:
+        unit = systemd_unit(sys.executable, state_dir, user_unit=not root)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     if not args.install:
         print(unit, end="")
         return EXIT_OK
     folder = Path("/etc/systemd/system") if root else Path.home() / ".config" / "systemd" / "user"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "orchestrator.service"
+    name = unit_name(state_dir, str(default_state_dir().resolve()))
+    target = folder / name
     target.write_text(unit)
     scope = "" if root else " --user"
-    print(f"wrote {target}\nnext: systemctl{scope} daemon-reload && systemctl{scope} enable --now orchestrator")
+    print(f"wrote {target}\nnext: systemctl{scope} daemon-reload && systemctl{scope} enable --now {name}")
     if not root:
         print("and, to start it at boot without a login: loginctl enable-linger " + getpass.getuser())
     return EXIT_OK
