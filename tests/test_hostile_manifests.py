@@ -172,6 +172,15 @@ def test_standard_tags_stay_accepted(in_tmp: Path) -> None:
     assert spec.command == ("sleep", "1") and spec.env == (("A", "8080"), ("B", "plain")) and spec.replicas == 2
 
 
+def test_a_log_pattern_that_needs_backtracking_is_refused_at_its_place(in_tmp: Path) -> None:
+    write(in_tmp / "a.yaml", PROCESS.format(name="a") + "  probes: {readiness: {log: {pattern: '(?<=x)y'}}}\n")
+    [problem] = errors(["a.yaml"])
+    assert problem.startswith("a.yaml:7:39: spec.probes.readiness.log.pattern: '(?<=x)y' is not a pattern RE2 "
+                              "matches in linear time")
+    write(in_tmp / "a.yaml", PROCESS.format(name="a") + "  probes: {readiness: {log: {pattern: '(a+)+$'}}}\n")
+    assert load_specs(["a.yaml"])[0].probes.readiness is not None  # catastrophic for re, linear for RE2
+
+
 # -- inputs real configurations use ---------------------------------------------------------------------
 
 

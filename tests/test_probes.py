@@ -209,6 +209,31 @@ def test_log_probe_ignores_output_of_an_earlier_run(harness: Harness) -> None:
         time.sleep(0.05)
 
 
+def test_a_backtracking_pattern_and_a_long_line_cannot_stall_supervision(harness: Harness) -> None:
+    """`(a+)+$` against a line of a's ending in b backtracks for ever in Python's re (holding the GIL, so the
+    whole daemon); matched by RE2 it costs microseconds, and a killed process comes back at once."""
+    code = "import time\nwhile True:\n    print('a' * 5000 + 'b', flush=True)\n    time.sleep(0.05)"
+    readiness = fast(ProbeAction.LOG, pattern="(a+)+$")
+    harness.apply([proc("talker", sys.executable, "-c", code, probes=Probes(readiness=readiness)), proc("victim")])
+    victim = wait_for(lambda: harness.pid("victim"), what="victim")
+    wait_for(lambda: harness.pid("talker"), what="talker")
+    log = harness.log_dir / "default" / "talker.0.log"
+    # Its probe (every 0.1 s) has met several such lines by the time the talker printed five.
+    wait_for(lambda: log.exists() and log.read_bytes().count(b"\n") >= 5, what="five lines from the talker")
+    os.kill(victim, signal.SIGKILL)
+    again = wait_for(lambda: (pid := harness.pid("victim")) and pid != victim and pid, timeout=2, what="victim back")
+    assert again != victim and not ready(harness, "talker")
+
+
+def test_a_log_probe_reads_a_bounded_window_of_new_output(harness: Harness) -> None:
+    """A process that prints 8 MiB at once, then its ready line: judged by what it prints now, read bounded."""
+    code = ("import sys, time\nsys.stdout.write(('x' * 1023 + '\\n') * 8192)\nprint('ready', flush=True)\n"
+            "time.sleep(60)")
+    readiness = fast(ProbeAction.LOG, pattern="^ready$")
+    harness.apply([proc("chatty", sys.executable, "-c", code, probes=Probes(readiness=readiness))])
+    wait_for(lambda: ready(harness, "chatty"), timeout=10, what="chatty ready")
+
+
 def test_fifty_replicas_probed_every_second_keep_their_period(harness: Harness) -> None:
     port = free_port()
     server = subprocess.Popen(list(http_server(port)), stdout=subprocess.PIPE, start_new_session=True)

@@ -18,6 +18,7 @@ from typing import Any
 from ..core.errors import Location, ManifestError, Problem, UserError
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
 from .exit_codes import EXIT_FAILED, EXIT_OK
+from .paths import default_state_dir
 from .render.common import to_json, to_json_line, to_yaml
 from .render.describe import describe_text
 from .render.diffs import spec_diff
@@ -473,8 +474,6 @@ def top(args: argparse.Namespace) -> int:
 
 
 def startup(args: argparse.Namespace) -> int:
-    from .main import default_state_dir
-
     root = os.geteuid() == 0
     state_dir = str(args.state_dir.resolve())
     try:

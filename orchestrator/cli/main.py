@@ -7,7 +7,6 @@ needs them, so that `--help` and light commands start fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,13 +14,7 @@ from pathlib import Path
 from .. import __version__
 from ..core.errors import ManifestError, UserError
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
-
-
-def default_state_dir() -> Path:
-    home = os.environ.get("ORCHESTRATOR_HOME")
-    if home:
-        return Path(home)
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "orchestrator"
+from .paths import default_state_dir
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,8 +27,12 @@ from pathlib import Path
 
 from ..core.errors import SpawnError
 from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
+from ..core.patterns import compile_pattern
 from .execute import STATE_MARKER, user_ids
 from .logs import log_path
+
+LOG_WINDOW = 1 << 20  # bytes of new output a log probe reads at most per check
+LOG_LINE = 64 << 10  # characters of one line a log probe matches against
 
 
 @dataclass(frozen=True)
@@ -224,14 +227,17 @@ class Prober:
             return False, "no output yet"
         if size < state.log_offset:
             state.log_offset = 0  # rotated: what is in the file now is all new
+        # Read bounded: a process that printed a gigabyte since the last check is judged by its last
+        # LOG_WINDOW bytes (what it prints now), not read whole into the daemon's memory.
+        start = max(state.log_offset, size - LOG_WINDOW)
         with open(path, "rb") as handle:
-            handle.seek(state.log_offset)
-            data = handle.read(max(0, size - state.log_offset))
+            handle.seek(start)
+            data = handle.read(max(0, size - start))
         complete = data.rfind(b"\n") + 1
-        state.log_offset += complete
-        pattern = re.compile(state.probe.pattern)
+        state.log_offset = start + complete
+        pattern = compile_pattern(state.probe.pattern)  # checked when the manifest was read
         for line in data[:complete].decode(errors="replace").splitlines():
-            if pattern.search(line):
+            if pattern.search(line[:LOG_LINE]):
                 state.log_matched = True
                 return True, f"printed {line.strip()[:80]!r}"
         return False, f"no line matching {state.probe.pattern!r} yet"

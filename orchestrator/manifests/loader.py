@@ -332,7 +332,26 @@ def check_spec(spec: ProcessSpec, where: str = "<request>") -> list[Problem]:
                  for path in _nul_paths(document)]
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", _EMPTY_PROGRAM)
                  for path in _empty_programs(document.get("spec", {}), ("spec",))]
+    problems += [Problem(location, f"{spec.key}: {dotted(path)}", message)
+                 for path, message in _pattern_problems(document.get("spec", {}), ("spec",))]
     return problems
+
+
+def _pattern_problems(spec: Any, path: FieldPath) -> list[tuple[FieldPath, str]]:
+    """Log probe patterns that RE2 refuses (each matched in linear time, so none can stall the daemon)."""
+    from ..core.patterns import compile_pattern
+
+    found = []
+    probes = spec.get("probes") if isinstance(spec, dict) else None
+    for kind, probe in (probes.items() if isinstance(probes, dict) else ()):
+        log = probe.get("log") if isinstance(probe, dict) else None
+        pattern = log.get("pattern") if isinstance(log, dict) else None
+        if isinstance(pattern, str) and pattern:
+            try:
+                compile_pattern(pattern)
+            except ValueError as error:
+                found.append((path + ("probes", kind, "log", "pattern"), str(error)))
+    return found
 
 
 _EMPTY_PROGRAM = "the program to run must not be empty (its arguments may be: `--save \"\"`)"
@@ -373,6 +392,8 @@ def _check_spec(doc: Document, spec: dict[str, Any]) -> list[Problem]:
         problems.append(Problem(doc.at(path), dotted(path), "contains a NUL character"))
     for path in _empty_programs(spec, ("spec",)):
         problems.append(Problem(doc.at(path), dotted(path), _EMPTY_PROGRAM))
+    for path, message in _pattern_problems(spec, ("spec",)):
+        problems.append(Problem(doc.at(path), dotted(path), message))
     command, shell = spec.get("command"), spec.get("shell", False)
     if isinstance(command, str) and shell is not True:
         problems.append(
