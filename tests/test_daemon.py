@@ -715,3 +715,30 @@ def test_a_finished_job_is_not_run_again_after_a_clean_shutdown(orch: Orchestrat
     orch.wait_running("app")  # it waits for migrate to be completed: had migrate run again, it ran before this
     assert ran.read_text() == "ran\n"
     assert orch.objects()["migrate"]["state"] == "Succeeded"
+
+
+def test_a_state_database_locked_by_another_program_does_not_stall_supervision(orch: Orchestrator) -> None:
+    import sqlite3
+
+    manifest = orch.write("m/app.yaml", process("a"))
+    orch.ok("apply", "-f", str(manifest))
+    before = orch.wait_running("a")
+    admin = sqlite3.connect(orch.state / "state.db", isolation_level=None)
+    try:
+        admin.execute("BEGIN IMMEDIATE")  # an admin in `sqlite3`, holding the write lock
+        os.kill(before["a"][0], signal.SIGKILL)
+        started = time.monotonic()
+        again = orch.wait_running("a", replacing=before, timeout=2)  # back within 2 s, lock or no lock
+        assert time.monotonic() - started < 2
+        manifest.write_text(process("a", ["sleep", "61"]))
+        refused = orch("apply", "-f", str(manifest))  # a new revision cannot be written: it says so, changes nothing
+        assert refused.returncode == 1, refused
+        assert "locked by another program" in refused.stderr and "nothing was changed" in refused.stderr
+        assert orch.running("a") == again and len(orch.revisions()) == 1
+    finally:
+        admin.execute("ROLLBACK")
+        admin.close()
+    # Once free, what happened meanwhile is saved: the events of the crash and of the lock itself.
+    wait_for(lambda: any("free again" in e["message"] for e in orch.events("StoreBusy")), timeout=5,
+             what="the store saving again")
+    assert any(e["pid"] == again["a"][0] for e in orch.events("Started", "a"))

@@ -79,6 +79,10 @@ class StoreError(UserError):
     """
 
 
+class StoreBusy(StoreError):
+    """Another program holds the state database's write lock (an admin in `sqlite3`): try again later."""
+
+
 def problems_summary(problems: Sequence[Problem], shown: int = 3) -> str:
     """A one-line account of manifest problems for an event, with no env value in it: a problem found in
     `spec.env` may quote the value (a secret), so only its place is kept."""

@@ -39,6 +39,7 @@ class EventType(str, Enum):
     SHUTDOWN = "Shutdown"
     INTERNAL_ERROR = "InternalError"  # a bug met by the loop: reported, and the loop goes on
     LOG_ROTATION_FAILED = "LogRotationFailed"
+    STORE_BUSY = "StoreBusy"  # another program holds the state database's lock: run state is saved later
 
 
 class Event(NamedTuple):

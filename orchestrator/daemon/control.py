@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from ..core.errors import ManifestError, OrchestratorError
+from ..core.errors import ManifestError, OrchestratorError, StoreBusy
 from ..host.sockets import bind_owner_only, peer_uid
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # the largest request body read; manifests of one apply are far smaller
@@ -115,8 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         except TooLarge as error:
             self.close_connection = True  # the body is not read: nothing more on this connection makes sense
             self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(error)})
-        except Conflict as error:
-            self._send(HTTPStatus.CONFLICT, {"error": str(error)})
+        except (Conflict, StoreBusy) as error:
+            self._send(HTTPStatus.CONFLICT, {"error": str(error) + ("; nothing was changed, try again"
+                                                                   if isinstance(error, StoreBusy) else "")})
         except (OrchestratorError, ValueError, KeyError, TypeError) as error:
             self._send(HTTPStatus.BAD_REQUEST, {"error": f"bad request: {error}"})
         except Exception as error:  # noqa: BLE001 - report a bug to the client instead of hanging it up

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from .. import __version__
 from ..core.clock import SystemClock
-from ..core.errors import ManifestError, UserError, problems_summary
+from ..core.errors import ManifestError, StoreBusy, UserError, problems_summary
 from ..core.events import Event, EventBus, EventType, event_line
 from ..core.model import ReplicaId, ReplicaRecord
 from ..engine.reconcile import Reconciler
@@ -42,6 +42,8 @@ from .watches import Watches
 
 T = TypeVar("T")
 LOCK_NAME = "daemon.lock"
+MAX_UNSAVED_EVENTS = 50_000  # kept in memory while the state database is locked (the oldest go first)
+PERSIST_RETRY_SECONDS = 1.0
 
 
 class DaemonLocked(UserError):
@@ -69,6 +71,8 @@ class Daemon:
         self.events = EventBus()
         self._unsaved: list[Event] = []  # events wait for the end of the pass, so a respawn never waits on disk
         self._unsaved_lock = threading.Lock()
+        self._store_busy = False  # the last save met another program's lock
+        self._retry: threading.Timer | None = None  # the pass that saves again, while the store is busy
         self.events.subscribe(self._record_event)
         self.events.subscribe(_print_event)
         self.marker = str(state_dir.resolve())
@@ -173,7 +177,7 @@ class Daemon:
         self.prober.close()
         self.limit_watch.close()
         self.sampler.close()
-        self._persist(self.reconciler.records)
+        self._save_before_exit()
         self.reconciler.close()
         if self.cgroups is not None:
             self.cgroups.close()  # only what is empty: the cgroups of replicas left running stay for adoption
@@ -250,12 +254,49 @@ class Daemon:
         if threading.current_thread() is not self._loop_thread:
             self.reconciler.post(lambda r: None)  # from another thread: have the loop save it soon
 
-    def _persist(self, records: Mapping[ReplicaId, ReplicaRecord]) -> None:
-        """End of a reconcile pass: save what changed, records and events, in two short transactions."""
-        self.store.save_records(records)
+    def _persist(self, records: Mapping[ReplicaId, ReplicaRecord]) -> bool:
+        """End of a reconcile pass: save what changed, records and events, in two short transactions; False
+        when the database was locked.
+
+        While another program holds the database's write lock, supervision does not wait for it: what is
+        unsaved stays in memory (events up to MAX_UNSAVED_EVENTS) and a pass a second later tries again; one
+        event says so, and one says when run state is saved again."""
         with self._unsaved_lock:
             events, self._unsaved = self._unsaved, []
-        self.store.add_events(events)
+        try:
+            self.store.save_records(records)
+            self.store.add_events(events)
+        except StoreBusy as error:
+            with self._unsaved_lock:
+                self._unsaved = (events + self._unsaved)[-MAX_UNSAVED_EVENTS:]
+            if not self._store_busy:
+                self._store_busy = True
+                self.events.emit(Event(self.clock.wall(), EventType.STORE_BUSY, "",
+                                       f"{error}; run state is kept in memory and saved once it is free"))
+            self._persist_again_soon()
+            return False
+        if self._store_busy:
+            self._store_busy = False
+            self.events.emit(Event(self.clock.wall(), EventType.STORE_BUSY, "", "state database free again: saved"))
+            self.reconciler.post(lambda r: None)  # that event too is saved on the next pass
+        return True
+
+    def _save_before_exit(self) -> None:
+        """The last save waits for a lock held by another program (up to 10 s): the next daemon must find
+        exactly what runs, or it kills what it does not know of and starts it again."""
+        deadline = self.clock.monotonic() + 10.0
+        while not self._persist(self.reconciler.records) and self.clock.monotonic() < deadline:
+            threading.Event().wait(0.1)  # another program's lock, at exit: nothing else is left to do
+        if self._retry is not None:
+            self._retry.cancel()
+
+    def _persist_again_soon(self) -> None:
+        with self._unsaved_lock:
+            if self._retry is not None and self._retry.is_alive():
+                return
+            self._retry = threading.Timer(PERSIST_RETRY_SECONDS, lambda: self.reconciler.post(lambda r: None))
+            self._retry.daemon = True
+            self._retry.start()
 
     def _reapply(self, paths: list[str], prune: bool) -> None:
         """A watched path changed: load it (off the loop thread) and apply it, or report why not."""

@@ -8,6 +8,7 @@ in are checked against the same schema as manifests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.clock import Clock
-from ..core.errors import ManifestError
+from ..core.errors import ManifestError, StoreBusy
 from ..core.events import Event, EventBus, EventType
 from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
 from ..engine.reconcile import Reconciler
@@ -262,16 +263,15 @@ class Operations:
     def _commit(self, desired: DesiredState, action: str, body: dict[str, Any], paths: Sequence[str],
                 message: str = "") -> None:
         now = self.clock.wall()
-        for key in desired.specs:
-            self.created.setdefault(key, now)
-        for key in list(self.created):
-            if key not in desired.specs:
-                del self.created[key]
+        created = {key: self.created.get(key, now) for key in desired.specs}
+        # StoreBusy here (another program holds the database's lock) means: nothing changed, try again.
         self.revision = self.store.add_revision(
             list(desired.specs.values()), action=action, paths=paths, user=str(body.get("user", "")),
             git_commit=body.get("git_commit"), git_dirty=body.get("git_dirty"), message=message,
         )
-        self.store.set_meta("created", json.dumps(self.created, sort_keys=True))
+        self.created = created
+        with contextlib.suppress(StoreBusy):  # creation times only: written again with the next revision
+            self.store.set_meta("created", json.dumps(self.created, sort_keys=True))
         self.reconciler.set_desired(desired)
         text = f"revision {self.revision} ({action}{': ' + message if message else ''})"
         self.events.emit(Event(now, EventType.APPLIED, "", f"applied {text}"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import StoreError
+from ..core.errors import StoreBusy, StoreError
 from ..core.events import Event, EventType
 from ..core.model import ProcessSpec, ReplicaId, ReplicaRecord
 from ..manifests import codec
@@ -87,6 +87,9 @@ class Revision:
     objects: int  # how many specs the snapshot holds (known even when `specs` was not read)
 
 
+BUSY_SECONDS = 0.1  # how long a write waits for another program's lock before StoreBusy
+
+
 def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -111,7 +114,10 @@ class Store:
         self._encoded: dict[int, tuple[ProcessSpec, str]] = {}  # the latest revision's spec texts, by spec identity
         self._create_file()
         try:
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            # A short busy timeout: writes happen on the reconciler's thread, which must not wait out another
+            # program's write lock (an admin in `sqlite3`); a busy write is retried later (StoreBusy).
+            self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
+                                       check_same_thread=False)
         except sqlite3.Error as error:
             raise StoreError(f"cannot open state database {self.path}: {error}") from None
         try:
@@ -180,6 +186,8 @@ class Store:
         try:
             yield
         except sqlite3.OperationalError as error:  # disk full, read-only file system, locked too long
+            if "locked" in str(error) or "busy" in str(error):
+                raise StoreBusy(f"state database {self.path} is locked by another program: {error}") from None
             raise StoreError(f"state database {self.path}: {error}") from None
         except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
             raise self._corrupt(error) from None

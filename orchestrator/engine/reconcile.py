@@ -50,7 +50,7 @@ from .folding import exit_reason, hook_ended, how_it_ended, probe_folded, probe_
 Message = Callable[["Reconciler"], None]
 
 
-RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], None]
+RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], object]
 
 
 class Reconciler:
