@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import Location, ManifestError, Problem, UserError
-from ..host.sockets import connect, socket_path
+from ..host.sockets import connect, peer_uid, socket_path
 
 
 class DaemonUnavailable(UserError):
@@ -134,7 +134,7 @@ class Client:
 
     def _connect(self, timeout: float | None) -> socket.socket:
         try:
-            return connect(self.socket, timeout)
+            sock = connect(self.socket, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise DaemonUnavailable(
                 f"no daemon is running for state dir {self.state_dir} "
@@ -142,6 +142,17 @@ class Client:
             ) from error
         except PermissionError as error:
             raise DaemonUnavailable(f"not allowed to use {self.socket}: it belongs to another user") from error
+        except NotADirectoryError as error:
+            raise DaemonUnavailable(f"state dir {self.state_dir} is not a directory: choose another --state-dir") \
+                from error
+        except OSError as error:
+            raise DaemonUnavailable(f"cannot reach the daemon at {self.socket}: {error.strerror or error}") from error
+        server = peer_uid(sock)
+        if server != os.geteuid():  # only a daemon of ours may be told what to run, or heard
+            sock.close()
+            raise DaemonUnavailable(f"{self.socket} is served by uid {server}, not by you (uid {os.geteuid()}): "
+                                    "refused")
+        return sock
 
 
 def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
@@ -151,9 +162,14 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
     client = Client(state_dir)
     if client.ping():
         return client
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from ..host.statedir import OPEN_FLAGS, prepare_state_dir
+
+    prepare_state_dir(state_dir)
     # 0600: the daemon's output names processes and paths; nobody else needs to read it.
-    log = os.open(state_dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        log = os.open(state_dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | OPEN_FLAGS, 0o600)
+    except OSError as error:
+        raise UserError(f"cannot open {state_dir / 'daemon.log'}: {error.strerror or error}") from None
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "--state-dir", str(state_dir), "daemon"],

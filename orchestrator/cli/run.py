@@ -23,6 +23,7 @@ from ..host.execute import Executor
 from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
+from ..host.statedir import prepare_state_dir
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .render.events import event_json
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """`orchestrator run`: apply and reconcile in this process until interrupted, then stop everything."""
     _, desired = load_desired(args.paths)
     state_dir = args.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_state_dir(state_dir)
     events = EventBus()
     formatter = event_json if args.output == "json" else event_line
     printing = [True]

@@ -32,6 +32,7 @@ from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import socket_path
+from ..host.statedir import OPEN_FLAGS, no_link, prepare_state_dir
 from ..manifests.cache import SpecCache
 from ..planning import graph
 from .control import Conflict, ControlServer, event_queue_iterator
@@ -64,8 +65,9 @@ class Daemon:
         managed (cgroups.py), "watchdog" always samples instead."""
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_state_dir(state_dir)
         self._lock_fd = self._lock()
+        no_link(state_dir / "state.db")
         self.store = Store(state_dir / "state.db")
         self.clock = SystemClock()
         self.events = EventBus()
@@ -98,7 +100,10 @@ class Daemon:
 
     def _lock(self) -> int:
         path = self.state_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | OPEN_FLAGS, 0o600)
+        except OSError as error:
+            raise UserError(f"cannot open {path}: {error.strerror or error}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:

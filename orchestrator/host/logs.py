@@ -25,11 +25,12 @@ def open_log(log_dir: Path, replica: ReplicaId) -> int:
     Logs may hold secrets a process prints, so only the owner may read them.
     """
     path = log_path(log_dir, replica)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # a planted link is refused
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(path, flags, 0o600)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(path, flags, 0o600)
 
 
 def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
