@@ -104,9 +104,23 @@ def test_readiness_failure_marks_not_ready_without_restarting(harness: Harness) 
     wait_for(lambda: ready(harness, "web"), timeout=10, what="web ready")
     pid = harness.pid("web")
     wait_for(lambda: not ready(harness, "web"), timeout=10, what="web not ready")
-    failed = harness.of(EventType.PROBE_FAILED, "web")[0]
+    [failed] = [e for e in harness.of(EventType.PROBE_FAILED, "web") if "has not passed yet" not in e.message]
     assert "readiness probe failed 2 times: GET /healthz: HTTP 500; not ready" in failed.message
     assert harness.pid("web") == pid and harness.of(EventType.STOPPING) == []
+
+
+def test_a_readiness_probe_that_has_not_passed_yet_says_why_once(harness: Harness) -> None:
+    port = free_port()  # nobody listens there
+    readiness = fast(ProbeAction.TCP, port=port)
+    harness.apply([proc("web", probes=Probes(readiness=readiness))])
+    [failed] = wait_for(lambda: harness.of(EventType.PROBE_FAILED, "web"), timeout=5, what="why it is not ready")
+    assert "readiness probe has not passed yet (2 failures): " in failed.message
+    assert "refused" in failed.message and failed.message.endswith("; not ready")
+    deadline = time.monotonic() + 0.5  # five more periods: told once, not at every failure
+    while time.monotonic() < deadline:
+        assert len(harness.of(EventType.PROBE_FAILED, "web")) == 1
+        time.sleep(0.05)
+    assert not ready(harness, "web") and harness.of(EventType.STOPPING) == []
 
 
 def test_liveness_failure_restarts_under_the_backoff(harness: Harness) -> None:

@@ -69,6 +69,7 @@ class _State:
     busy: bool = False
     log_offset: int = 0  # log probes: where the process's unread output starts
     log_matched: bool = False
+    said_why: bool = False  # a readiness probe that has not passed yet: why was told once
     generation: int = 0  # bumped when the target changes: results of older checks are dropped
     due: float = 0.0
 
@@ -198,12 +199,18 @@ class Prober:
         if not state.passing and ok and state.successes >= probe.success_threshold:
             state.passing = True
             return Transition(key[0], state.target.process, state.kind, True, message or "succeeded")
-        # A readiness probe that never passed says nothing new by failing; a startup probe that cannot pass
-        # makes the replica unhealthy.
+        # A startup probe that cannot pass makes the replica unhealthy; a passing one that fails is news.
         if not ok and state.failures == probe.failure_threshold and (state.passing or state.kind is ProbeKind.STARTUP):
             state.passing = False
             return Transition(key[0], state.target.process, state.kind, False,
                               f"failed {state.failures} times: {message}")
+        # A readiness probe that has not passed yet changes nothing by failing, but says why, once: else
+        # "not ready" would be all anyone could learn (a port another program holds, a wrong path).
+        if (not ok and state.kind is ProbeKind.READINESS and not state.passing and not state.said_why
+                and state.failures == probe.failure_threshold):
+            state.said_why = True
+            return Transition(key[0], state.target.process, state.kind, False,
+                              f"has not passed yet ({state.failures} failures): {message}")
         return None
 
     def _check(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
