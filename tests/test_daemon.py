@@ -644,11 +644,16 @@ def test_an_exec_probe_left_hanging_by_a_killed_daemon_is_ended_by_the_next(orch
 def test_a_replica_started_but_never_recorded_is_killed_not_duplicated(orch: Orchestrator) -> None:
     """The daemon died between a spawn and the save of its record: the next one finds the stray by the
     state dir's mark in its environment and kills it, so the plan's own start is the only copy."""
-    orch.state.mkdir(mode=0o700)
+    # As it happens: the revision was saved (it is, before anything starts), then the daemon died.
+    manifest = orch.write("m/app.yaml", process("a", command=("sleep", "60")))
+    orch.ok("apply", "-f", str(orch.write("m/b.yaml", process("b"))))
+    first = orch.daemon_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not alive(first), what="daemon dead")
     env = dict(os.environ, ORCH_STATE_DIR=str(orch.state.resolve()), ORCH_NAME="a", ORCH_REPLICA="0")
     stray = subprocess.Popen(["sleep", "61"], env=env, start_new_session=True)
     try:
-        manifest = orch.write("m/app.yaml", process("a", command=("sleep", "60")))
         orch.ok("apply", "-f", str(manifest))
         orch.wait_running("a")
         wait_for(lambda: stray.poll() is not None, what="the stray to be killed")
@@ -742,3 +747,42 @@ def test_a_state_database_locked_by_another_program_does_not_stall_supervision(o
     wait_for(lambda: any("free again" in e["message"] for e in orch.events("StoreBusy")), timeout=5,
              what="the store saving again")
     assert any(e["pid"] == again["a"][0] for e in orch.events("Started", "a"))
+
+
+def test_a_daemon_refuses_to_start_from_a_lost_state_database_while_its_processes_run(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", process("a"))
+    orch.ok("apply", "-f", str(manifest))
+    before = orch.wait_running("a")
+    first = orch.daemon_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not alive(first), what="daemon dead")
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (orch.state / name).unlink(missing_ok=True)  # an admin "cleaning up"
+    refused = orch("daemon", timeout=30)
+    assert refused.returncode == 1, refused
+    assert "holds no state, but 1 process(es) started for this state dir still run" in refused.stderr
+    assert str(before["a"][0]) in refused.stderr
+    assert alive(before["a"][0])  # nothing was stopped
+    os.killpg(before["a"][0], signal.SIGKILL)  # what the message says to do, before starting again
+    wait_for(lambda: not managed("a"), what="the process stopped by hand")
+    orch.ok("apply", "-f", str(manifest))
+    orch.wait_running("a")  # a daemon starts from nothing now, as asked
+
+
+def test_a_state_database_deleted_under_the_daemon_is_written_anew(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", documents(process("a"), process("b", replicas=2)))
+    orch.ok("apply", "-f", str(manifest))
+    before = orch.wait_running("a", "b")
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (orch.state / name).unlink(missing_ok=True)
+    os.kill(before["a"][0], signal.SIGKILL)  # a pass follows, and with it a save
+    after = orch.wait_running("a", "b", replacing={"a": before["a"]})
+    wait_for(lambda: any("written anew" in e["message"] for e in orch.events("StoreLost")), what="the StoreLost event")
+    # The proof: a daemon killed now and started again adopts everything from the new file, starting nothing.
+    first = orch.daemon_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not alive(first), what="daemon dead")
+    assert result_lines(orch.ok("apply", "-f", str(manifest))) == {"a": "unchanged", "b": "unchanged"}
+    assert orch.wait_running("a", "b") == after

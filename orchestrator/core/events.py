@@ -40,6 +40,7 @@ class EventType(str, Enum):
     INTERNAL_ERROR = "InternalError"  # a bug met by the loop: reported, and the loop goes on
     LOG_ROTATION_FAILED = "LogRotationFailed"
     STORE_BUSY = "StoreBusy"  # another program holds the state database's lock: run state is saved later
+    STORE_LOST = "StoreLost"  # state.db was deleted or replaced under the daemon: written anew from memory
 
 
 class Event(NamedTuple):

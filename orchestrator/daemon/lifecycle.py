@@ -39,7 +39,7 @@ from .control import Conflict, ControlServer, event_queue_iterator
 from .operations import Operations
 from .routes import Routes
 from .store import Store
-from .watches import Watches
+from .watches import Watches, encode_watch
 
 T = TypeVar("T")
 LOCK_NAME = "daemon.lock"
@@ -74,6 +74,7 @@ class Daemon:
         self._unsaved: list[Event] = []  # events wait for the end of the pass, so a respawn never waits on disk
         self._unsaved_lock = threading.Lock()
         self._store_busy = False  # the last save met another program's lock
+        self._lost_unmended = ""  # what became of state.db, when a new one could not be made
         self._retry: threading.Timer | None = None  # the pass that saves again, while the store is busy
         self.events.subscribe(self._record_event)
         self.events.subscribe(_print_event)
@@ -116,8 +117,11 @@ class Daemon:
 
     def restore(self) -> None:
         """Load the latest revision and adopt what the records say runs (before anything is started)."""
-        self.ops.restore(self.store.latest_revision())
+        latest = self.store.latest_revision()
         records = self.store.load_records()
+        if latest is None and not records:
+            self._refuse_to_start_from_nothing()
+        self.ops.restore(latest)
         boot = _boot_id()
         if self.store.get_meta("boot_id") not in (None, boot):
             records = {rid: _after_reboot(r) for rid, r in records.items()}
@@ -126,6 +130,21 @@ class Daemon:
         self.reconciler.stop_strays(self.marker)
         self._keep_adopted_pool_sizes()
         self.watches.restore()
+
+    def _refuse_to_start_from_nothing(self) -> None:
+        """An empty state database, while processes started for this state dir run: state.db was deleted or
+        replaced. Starting from nothing would stop them all as strays; the user decides instead."""
+        from ..host.execute import STATE_MARKER
+        from ..host.observe import marked_session_leaders
+
+        running = marked_session_leaders(STATE_MARKER, self.marker, {os.getpid()})
+        if running:
+            shown = ", ".join(map(str, sorted(running)[:10])) + (" ..." if len(running) > 10 else "")
+            raise UserError(
+                f"{self.store.path} holds no state, but {len(running)} process(es) started for this state dir "
+                f"still run (pids {shown}): state.db was deleted or replaced, and a daemon starting from nothing "
+                "would stop them all. Restore state.db (with its -wal file) from where it went, or stop them "
+                f"yourself (kill -- -PID for each) and start again.")
 
     def _keep_adopted_pool_sizes(self) -> None:
         """An autoscaled pool's size is run state: a restarted daemon takes it from the replicas it adopted,
@@ -284,7 +303,37 @@ class Daemon:
             self._store_busy = False
             self.events.emit(Event(self.clock.wall(), EventType.STORE_BUSY, "", "state database free again: saved"))
             self.reconciler.post(lambda r: None)  # that event too is saved on the next pass
+        lost = self.store.lost()  # one stat: cheap enough for every pass, and nothing is lost for long
+        if lost and lost != self._lost_unmended:
+            self._write_store_anew(lost)
         return True
+
+    def _write_store_anew(self, lost: str) -> None:
+        """state.db was deleted or replaced under the running daemon: write everything it knows into a new one
+        (desired state as a revision, every record, the watches), so that a restart finds what runs."""
+        path = self.store.path
+        try:
+            no_link(path)
+            fresh = Store(path)
+        except (UserError, OSError) as error:
+            self._lost_unmended = lost  # said once; tried again if what became of it changes
+            self.events.emit(Event(self.clock.wall(), EventType.STORE_LOST, "", f"{path} was {lost}, and a new one "
+                                   f"cannot be made ({error}): a restart would not find what runs"))
+            return
+        self._lost_unmended = ""
+        old, self.store = self.store, fresh
+        self.ops.store = self.watches.store = fresh
+        old.close()
+        specs = list(self.reconciler.desired.specs.values())
+        if specs or self.ops.revision:
+            self.ops.revision = fresh.add_revision(specs, action="recovered", paths=[], user="daemon",
+                                                   message=f"state.db was {lost}: written anew from memory")
+        fresh.save_records(self.reconciler.records)
+        fresh.set_meta("boot_id", _boot_id())
+        fresh.set_watches([encode_watch(w) for w in self.watches.kept()])
+        self.events.emit(Event(self.clock.wall(), EventType.STORE_LOST, "",
+                               f"{path} was {lost}: written anew from what the daemon knows"))
+        self.reconciler.post(lambda r: None)  # that event is saved on the next pass
 
     def _save_before_exit(self) -> None:
         """The last save waits for a lock held by another program (up to 10 s): the next daemon must find

@@ -125,6 +125,29 @@ class Store:
         except BaseException:
             self._db.close()
             raise
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def lost(self) -> str:
+        """"" while the file at `path` is the database this store writes; else what became of it (deleted,
+        replaced by another file, cut short): what is written from now on would not be found by the next daemon."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError as error:
+            return f"unreadable ({error.strerror or error})"
+        if (info.st_dev, info.st_ino) != self._identity:
+            return "replaced by another file"
+        if info.st_size < 100:  # shorter than SQLite's header
+            return f"cut short ({info.st_size} bytes)"
+        return ""
 
     def _create_file(self) -> None:
         # Created here with mode 0600 rather than by SQLite (0644 less the umask): it holds commands and their

@@ -28,20 +28,20 @@ def decode_watch(text: str) -> Watch:
 
 class Watches:
     def __init__(self, store: Store, on_change: Callable[[list[str], bool], None]) -> None:
-        self._store = store
+        self.store = store
         self._on_change = on_change
         self._running: list[tuple[Watch, Any]] = []  # (watch, its ManifestWatcher)
 
     def restore(self) -> None:
         """Start the watches a previous daemon kept."""
-        for text in self._store.watches():
+        for text in self.store.watches():
             self._start(decode_watch(text))
 
     def add(self, watch: Watch) -> None:
         """Keep applying `watch` from now on (a watch already kept is left as it is)."""
-        stored = [decode_watch(w) for w in self._store.watches()]
+        stored = [decode_watch(w) for w in self.store.watches()]
         if watch not in stored:
-            self._store.set_watches([*(encode_watch(w) for w in stored), encode_watch(watch)])
+            self.store.set_watches([*(encode_watch(w) for w in stored), encode_watch(watch)])
             self._start(watch)
 
     def remove(self, paths: list[str]) -> dict[str, Any]:
@@ -55,8 +55,12 @@ class Watches:
             else:
                 kept.append((watch, watcher))
         self._running = kept
-        self._store.set_watches([encode_watch(w) for w, _ in kept])
+        self.store.set_watches([encode_watch(w) for w, _ in kept])
         return {"removed": removed, "watching": [w for w, _ in kept]}
+
+    def kept(self) -> list[Watch]:
+        """The watches running now."""
+        return [watch for watch, _ in self._running]
 
     def stop_all(self) -> None:
         """Stop every watcher; the store still names them, for the next daemon."""
