@@ -22,7 +22,7 @@ from ..core.events import Event, EventBus, EventType
 from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
 from ..engine.reconcile import Reconciler
 from ..manifests import codec
-from ..manifests.loader import check_spec
+from ..manifests.rules import check_spec
 from ..planning import graph, status
 from ..planning.autoscale import keep_pool_size
 from ..planning.diff import needs_restart

@@ -1,0 +1,141 @@
+"""Schema errors in plain words: what was expected at a field, located where the user wrote it.
+
+jsonschema says what failed (a `pattern`, a `type`, `anyOf`); this says what to write instead, names a
+mistyped field's likely spelling, and picks the one alternative of an `anyOf` that the user meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import Problem
+from .documents import Document, FieldPath, dotted
+from .schema import schemas
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+
+# Patterns of the schemas, in words: a regular expression is not an explanation.
+PATTERN_WORDS = {
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "a valid name: use lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "a valid environment variable name: use letters, digits and '_', "
+    "not starting with a digit",
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+    r"[A-Za-z0-9])?$": "a valid label key: an optional DNS prefix and '/', then at most 63 letters, digits, "
+    "'-', '_' or '.', starting and ending with a letter or digit",
+}
+TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "nothing",
+}
+
+
+
+def explain(doc: Document, error: ValidationError) -> list[Problem]:
+    """One schema error in plain words, located at the value, the key or the parent mapping it concerns."""
+    path: FieldPath = tuple(error.absolute_path)
+    rule, expected, instance = error.validator, error.validator_value, error.instance
+    if "propertyNames" in error.absolute_schema_path:
+        # The instance is a key of the mapping at `path`: point at that key.
+        key_path = path + (str(instance),)
+        return [Problem(doc.key_at(key_path), dotted(key_path), _mismatch(rule, expected, repr(instance), instance))]
+    if rule == "additionalProperties" and expected is False and isinstance(instance, dict):
+        known = list(error.schema.get("properties", {}))
+        return [
+            Problem(doc.key_at(path + (key,)), dotted(path), f"unknown field {key!r}{_field_hint(key, known, path)}")
+            for key in instance
+            if key not in known
+        ]
+    if rule == "required" and isinstance(instance, dict):
+        return [
+            Problem(doc.at(path), dotted(path), f"missing required field {name!r}")
+            for name in expected
+            if name not in instance
+        ]
+    if rule in ("anyOf", "oneOf"):
+        return _explain_alternatives(doc, error, path)
+    return [
+        Problem(
+            doc.at(path),
+            dotted(path),
+            _mismatch(rule, expected, doc.show(path, instance), instance, doc.raws.get(path)),
+        )
+    ]
+
+
+def _mismatch(rule: str, expected: Any, shown: str, instance: object, raw: str | None = None) -> str:
+    if rule == "type":
+        wanted = " or ".join(TYPE_WORDS.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+        message = f"expected {wanted}, got {shown}"
+        if expected == "string" and isinstance(instance, (int, float, bool)) and raw is not None:
+            message += f': quote it ("{raw}")'  # YAML read 8080 or yes as a number or a boolean
+        return message
+    if rule == "enum":
+        choices = [str(c) for c in expected]
+        close = difflib.get_close_matches(str(instance).lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+        hint = f" (did you mean {choices[[c.lower() for c in choices].index(close[0])]!r}?)" if close else ""
+        return f"{shown} is not one of {', '.join(choices)}{hint}"
+    if rule == "const":
+        return f"expected {expected}, got {shown}"
+    if rule == "pattern":
+        return f"{shown} is not {PATTERN_WORDS.get(expected, f'matching the pattern {expected}')}"
+    numeric = {
+        "minimum": "at least",
+        "maximum": "at most",
+        "exclusiveMinimum": "greater than",
+        "exclusiveMaximum": "less than",
+    }
+    if rule in numeric:
+        return f"must be {numeric[rule]} {expected}, got {shown}"
+    if rule in ("minItems", "minLength") and expected == 1:
+        return "must not be empty"
+    if rule == "minItems":
+        return f"must have at least {expected} items"
+    if rule == "maxItems":
+        return f"must have at most {expected} items"
+    if rule == "minLength":
+        return f"must be at least {expected} characters long"
+    if rule == "maxLength":
+        return f"must be at most {expected} characters long, got {len(str(instance))}"
+    if rule == "uniqueItems":
+        return "must not list the same value twice"
+    return f"{shown}: does not satisfy the schema's {rule} {expected!r}"
+
+
+def _explain_alternatives(doc: Document, error: ValidationError, path: FieldPath) -> list[Problem]:
+    """anyOf/oneOf: explain the alternative whose type fits the value; if none fits, name the types wanted."""
+    if not error.context:  # oneOf matched more than one alternative: nothing finer to say
+        return [Problem(doc.at(path), dotted(path), error.message)]
+    branches: dict[object, list[ValidationError]] = {}
+    for sub in error.context or ():
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    wrong_type: list[str] = []
+    for errors in branches.values():
+        type_errors = [e for e in errors if e.validator == "type" and tuple(e.absolute_path) == path]
+        if not type_errors:
+            return [problem for e in errors for problem in explain(doc, e)]
+        expected = type_errors[0].validator_value
+        wrong_type += [expected] if isinstance(expected, str) else expected
+    return [
+        Problem(
+            doc.at(path), dotted(path), _mismatch("type", wrong_type, doc.show(path, error.instance), error.instance)
+        )
+    ]
+
+
+def _field_hint(key: str, known: Sequence[str], path: FieldPath) -> str:
+    # A field of another kind is no typo: saying so beats suggesting a look-alike (backoffLimit -> backoff).
+    if path == ("spec",):
+        elsewhere = [kind for (_, kind), s in schemas().items() if key in s["properties"]["spec"]["properties"]]
+        if elsewhere:
+            return f" (only a {' or '.join(elsewhere)} has it)"
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
