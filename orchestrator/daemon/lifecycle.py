@@ -320,17 +320,23 @@ class Daemon:
             self.events.emit(Event(self.clock.wall(), EventType.STORE_LOST, "", f"{path} was {lost}, and a new one "
                                    f"cannot be made ({error}): a restart would not find what runs"))
             return
-        self._lost_unmended = ""
         old, self.store = self.store, fresh
         self.ops.store = self.watches.store = fresh
         old.close()
-        specs = list(self.reconciler.desired.specs.values())
-        if specs or self.ops.revision:
-            self.ops.revision = fresh.add_revision(specs, action="recovered", paths=[], user="daemon",
-                                                   message=f"state.db was {lost}: written anew from memory")
-        fresh.save_records(self.reconciler.records)
-        fresh.set_meta("boot_id", _boot_id())
-        fresh.set_watches([encode_watch(w) for w in self.watches.kept()])
+        try:
+            specs = list(self.reconciler.desired.specs.values())
+            if specs or self.ops.revision:
+                self.ops.revision = fresh.add_revision(specs, action="recovered", paths=[], user="daemon",
+                                                       message=f"state.db was {lost}: written anew from memory")
+            fresh.save_records(self.reconciler.records)
+            fresh.set_meta("boot_id", _boot_id())
+            fresh.set_watches([encode_watch(w) for w in self.watches.kept()])
+        except UserError as error:  # StoreError, StoreBusy: said once; the records are saved again each pass
+            self._lost_unmended = lost
+            self.events.emit(Event(self.clock.wall(), EventType.STORE_LOST, "", f"{path} was {lost}; writing it "
+                                   f"anew failed ({error}): a restart may not find what runs"))
+            return
+        self._lost_unmended = ""
         self.events.emit(Event(self.clock.wall(), EventType.STORE_LOST, "",
                                f"{path} was {lost}: written anew from what the daemon knows"))
         self.reconciler.post(lambda r: None)  # that event is saved on the next pass
