@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from orchestrator.core.model import Backoff, Exit, ProcessIdentity, ProcessSpec, Reason, RestartPolicy
@@ -68,7 +70,31 @@ def test_crash_loop_grows_the_backoff_and_counts_restarts() -> None:
         record = record_start(record, SPEC, PID, now)
     assert delays == [1.0, 2.0, 4.0, 8.0]
     assert record.restarts == 4
-    assert len(record.restart_times) == 4
+    assert record.restart_times == ()  # kept only for maxRestarts, which this spec does not set
+
+
+def test_only_as_many_restart_times_as_max_restarts_are_kept() -> None:
+    spec = dataclasses.replace(SPEC, max_restarts=2, restart_window_seconds=1000.0,
+                               backoff=Backoff(initial_seconds=0.0))
+    record = record_start(None, spec, PID, 0.0)
+    for now in (1.0, 2.0, 3.0, 4.0):
+        record = record_exit(record, crash(now, 0.5))
+        record = record_start(record, spec, PID, now + 0.1)
+    assert record.restart_times == (3.1, 4.1) and record.restarts == 4
+    assert next_step(spec, record_exit(record, crash(5.0, 0.5))).step is Step.FAILED
+
+
+def test_a_crash_loop_without_backoff_starts_a_slot_at_most_every_20_ms() -> None:
+    spec = dataclasses.replace(SPEC, backoff=Backoff(initial_seconds=0.0))
+    record = record_start(None, spec, PID, 0.0)
+    record = record_exit(record, crash(0.001, 0.001))
+    assert next_step(spec, record).at == 0.001  # the first short run: at once
+    record = record_start(record, spec, PID, 0.001)
+    record = record_exit(record, crash(0.002, 0.001))
+    assert next_step(spec, record).at == pytest.approx(0.021)  # short runs in a row: 20 ms after the last start
+    record = record_start(record, spec, PID, 0.021)
+    record = record_exit(record, crash(5.0, 4.979))  # ran longer than 20 ms: at once, still
+    assert next_step(spec, record).at == 5.0
 
 
 def test_a_long_run_resets_the_backoff() -> None:

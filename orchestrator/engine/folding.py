@@ -67,7 +67,7 @@ def what_next(spec: ProcessSpec | None, record: ReplicaRecord, shutting_down: bo
     if step.step is Step.FAILED:
         return f"failed, not restarted: {step.why}"
     delay = max(0.0, step.at - record.last_exit.at) if record.last_exit else 0.0
-    return f"restarting in {delay:g} s" if delay else "restarting now"
+    return f"restarting in {delay:.3g} s" if delay else "restarting now"
 
 
 def probe_folded(record: ReplicaRecord, spec: ProcessSpec, transition: Transition) -> tuple[ReplicaRecord, str] | None:

@@ -12,6 +12,10 @@ from enum import Enum
 
 from ..core.model import Backoff, Exit, Kind, ProcessIdentity, ProcessSpec, Reason, ReplicaRecord, RestartPolicy
 
+# A crash loop with no backoff would otherwise take a core of the daemon's: after two short runs in a row, one
+# start of a slot per 20 ms at most (a process that ran longer restarts at once; systemd's RestartSec is 100 ms).
+MIN_START_INTERVAL = 0.02
+
 
 class Step(str, Enum):
     START = "Start"  # start at `at` (at once when at <= now)
@@ -64,8 +68,10 @@ def record_start(
     restart = record.last_exit is not None and not record.stopped_on_purpose
     times = record.restart_times
     if restart:
+        # Only maxRestarts matters of them, so only that many are kept: a crash loop's record stays small.
         horizon = now - spec.restart_window_seconds
-        times = tuple(t for t in times if t > horizon) + (now,)
+        kept = spec.max_restarts or 0
+        times = (tuple(t for t in times if t > horizon) + (now,))[-kept:] if kept else ()
     return replace(
         record,
         spec=spec,
@@ -163,7 +169,11 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
                 why=f"{_describe(exit)}; {recent} restarts within {spec.restart_window_seconds:g} s "
                 f"(maxRestarts {spec.max_restarts})",
             )
-    return Next(Step.START, exit.at + backoff_delay(spec.backoff, record.crash_streak), _describe(exit))
+    at = exit.at + backoff_delay(spec.backoff, record.crash_streak)
+    if record.crash_streak >= 2 and record.started_at is not None:
+        # Short runs in a row, even with no backoff: a slot starts at most once per MIN_START_INTERVAL.
+        at = max(at, record.started_at + MIN_START_INTERVAL)
+    return Next(Step.START, at, _describe(exit))
 
 
 def _describe(exit: Exit) -> str:
