@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 
@@ -96,3 +97,21 @@ def test_events_w_streams_live_events_to_a_follower(orch: Orchestrator) -> None:
     finally:
         follower.kill()
         follower.communicate()
+
+
+def test_a_foreground_run_owns_its_state_dir_and_nothing_starts_a_second_copy(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", process("a"))
+    running = orch.popen("run", "-f", str(manifest))
+    try:
+        wait_for(lambda: len(managed("a")) == 1, timeout=10, what="the run's process")
+        for args in (("apply", "-f", str(manifest)), ("run", "-f", str(manifest)), ("daemon",)):
+            refused = orch(*args)
+            assert refused.returncode == 1 and "Traceback" not in refused.stderr, (args, refused)
+            assert f"(pid {running.pid})" in refused.stderr, (args, refused.stderr)
+        got = orch("get")
+        assert got.returncode == 1 and f"a foreground `orchestrator run` (pid {running.pid}) owns" in got.stderr
+        assert len(managed("a")) == 1  # still exactly one copy
+    finally:
+        running.send_signal(signal.SIGTERM)
+        running.communicate(timeout=30)
+    assert running.returncode == 0 and managed("a") == []

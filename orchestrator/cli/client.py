@@ -136,6 +136,12 @@ class Client:
         try:
             sock = connect(self.socket, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
+            from ..host.statedir import lock_holder, owner_words
+
+            holder = lock_holder(self.state_dir)
+            if holder is not None and holder[1:] == ["run"]:
+                raise DaemonUnavailable(f"no daemon serves state dir {self.state_dir}: "
+                                        + owner_words(self.state_dir, holder)) from error
             raise DaemonUnavailable(
                 f"no daemon is running for state dir {self.state_dir} "
                 "(`orchestrator apply -f PATH` starts one, or run `orchestrator daemon`)"
@@ -162,9 +168,12 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
     client = Client(state_dir)
     if client.ping():
         return client
-    from ..host.statedir import OPEN_FLAGS, prepare_state_dir
+    from ..host.statedir import OPEN_FLAGS, lock_holder, owner_words, prepare_state_dir
 
     prepare_state_dir(state_dir)
+    holder = lock_holder(state_dir)
+    if holder is not None and holder[1:] == ["run"]:
+        raise UserError(owner_words(state_dir, holder))
     # 0600: the daemon's output names processes and paths; nobody else needs to read it.
     try:
         log = os.open(state_dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | OPEN_FLAGS, 0o600)
@@ -186,30 +195,16 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
         if client.ping():
             return client
         code = process.poll()
-        if code is not None and not client.ping() and not _lock_held(state_dir):
+        holder = lock_holder(state_dir)
+        if holder is not None and holder[1:] == ["run"]:
+            raise UserError(owner_words(state_dir, holder))
+        if code is not None and not client.ping() and holder is None:
             # (While another daemon holds the lock, ours lost a race with a concurrent first apply: that one
             # answers soon.)
             tail = _tail(state_dir / "daemon.log", 5)
             raise UserError(f"the daemon exited with code {code} while starting:\n{tail}")
         time.sleep(0.02)
     raise UserError(f"the daemon did not answer within {wait_seconds:g} s; see {state_dir / 'daemon.log'}")
-
-
-def _lock_held(state_dir: Path) -> bool:
-    """Does a daemon (or a run) hold the state dir's lock now?"""
-    import fcntl
-
-    try:
-        fd = os.open(state_dir / "daemon.lock", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -23,7 +23,7 @@ from ..host.execute import Executor
 from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
-from ..host.statedir import prepare_state_dir
+from ..host.statedir import prepare_state_dir, take_lock
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .render.events import event_json
@@ -34,6 +34,14 @@ def run(args: argparse.Namespace) -> int:
     _, desired = load_desired(args.paths)
     state_dir = args.state_dir
     prepare_state_dir(state_dir)
+    lock = take_lock(state_dir, "run")  # one owner per state dir: no daemon, and no second run, beside this one
+    try:
+        return _run(args, desired, state_dir)
+    finally:
+        os.close(lock)
+
+
+def _run(args: argparse.Namespace, desired: Any, state_dir: Any) -> int:
     events = EventBus()
     formatter = event_json if args.output == "json" else event_line
     printing = [True]

@@ -11,7 +11,6 @@ a second one kills every process group at once.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import socket_path
-from ..host.statedir import OPEN_FLAGS, no_link, prepare_state_dir
+from ..host.statedir import no_link, prepare_state_dir, take_lock
 from ..manifests.cache import SpecCache
 from ..planning import graph
 from .control import Conflict, ControlServer, event_queue_iterator
@@ -42,13 +41,8 @@ from .store import Store
 from .watches import Watches, encode_watch
 
 T = TypeVar("T")
-LOCK_NAME = "daemon.lock"
 MAX_UNSAVED_EVENTS = 50_000  # kept in memory while the state database is locked (the oldest go first)
 PERSIST_RETRY_SECONDS = 1.0
-
-
-class DaemonLocked(UserError):
-    """Another daemon runs for this state dir."""
 
 
 def _boot_id() -> str:
@@ -66,7 +60,7 @@ class Daemon:
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
         prepare_state_dir(state_dir)
-        self._lock_fd = self._lock()
+        self._lock_fd = take_lock(state_dir, "daemon")
         no_link(state_dir / "state.db")
         self.store = Store(state_dir / "state.db")
         self.clock = SystemClock()
@@ -98,22 +92,6 @@ class Daemon:
         self._loop_thread = threading.current_thread()
 
     # -- life cycle -------------------------------------------------------------------------------
-
-    def _lock(self) -> int:
-        path = self.state_dir / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | OPEN_FLAGS, 0o600)
-        except OSError as error:
-            raise UserError(f"cannot open {path}: {error.strerror or error}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DaemonLocked(f"another daemon (pid {holder}) is running for state dir {self.state_dir}") from error
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
 
     def restore(self) -> None:
         """Load the latest revision and adopt what the records say runs (before anything is started)."""
@@ -412,4 +390,4 @@ def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | No
         return 1
 
 
-__all__ = ["Daemon", "DaemonLocked", "main"]
+__all__ = ["Daemon", "main"]

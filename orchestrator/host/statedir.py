@@ -7,6 +7,7 @@ OpenSSH refuses a group-writable ~/.ssh. Files in it are opened without followin
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -51,3 +52,53 @@ def no_link(path: Path) -> None:
 
 
 OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW  # for every file the orchestrator opens in its state dir
+
+LOCK_NAME = "daemon.lock"
+
+
+class StateDirLocked(UserError):
+    """Another daemon, or a foreground run, owns this state dir."""
+
+
+def take_lock(state_dir: Path, role: str) -> int:
+    """Own `state_dir` for the life of the returned descriptor (flock): one owner, a daemon or a foreground
+    `run`, whose pid (and "run" for a run) the lock file holds for the others' messages."""
+    path = state_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | OPEN_FLAGS, 0o600)
+    except OSError as error:
+        raise UserError(f"cannot open {path}: {error.strerror or error}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").split()
+        os.close(fd)
+        raise StateDirLocked(owner_words(state_dir, holder)) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, (f"{os.getpid()}\n" if role == "daemon" else f"{os.getpid()} {role}\n").encode())
+    return fd
+
+
+def lock_holder(state_dir: Path) -> list[str] | None:
+    """[pid, role] of whoever owns `state_dir` now (role "daemon" or "run"), or None when nobody does."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 64).decode(errors="replace").split() or ["?"]
+        return None
+    finally:
+        os.close(fd)
+
+
+def owner_words(state_dir: Path, holder: list[str]) -> str:
+    pid = holder[0] if holder else "?"
+    if len(holder) > 1 and holder[1] == "run":
+        return (f"a foreground `orchestrator run` (pid {pid}) owns state dir {state_dir}: it serves no API and "
+                "takes no apply; stop it (Ctrl-C), or use another --state-dir")
+    return f"another daemon (pid {pid}) is running for state dir {state_dir}"
+
