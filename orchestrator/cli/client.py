@@ -136,12 +136,11 @@ class Client:
         try:
             sock = connect(self.socket, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
-            from ..host.statedir import lock_holder, owner_words
+            from ..host.statedir import run_owner
 
-            holder = lock_holder(self.state_dir)
-            if holder is not None and holder[1:] == ["run"]:
-                raise DaemonUnavailable(f"no daemon serves state dir {self.state_dir}: "
-                                        + owner_words(self.state_dir, holder)) from error
+            owned = run_owner(self.state_dir)
+            if owned is not None:
+                raise DaemonUnavailable(f"no daemon serves state dir {self.state_dir}: {owned}") from error
             raise DaemonUnavailable(
                 f"no daemon is running for state dir {self.state_dir} "
                 "(`orchestrator apply -f PATH` starts one, or run `orchestrator daemon`)"
@@ -168,12 +167,12 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
     client = Client(state_dir)
     if client.ping():
         return client
-    from ..host.statedir import OPEN_FLAGS, lock_holder, owner_words, prepare_state_dir
+    from ..host.statedir import OPEN_FLAGS, lock_holder, prepare_state_dir, run_owner
 
     prepare_state_dir(state_dir)
-    holder = lock_holder(state_dir)
-    if holder is not None and holder[1:] == ["run"]:
-        raise UserError(owner_words(state_dir, holder))
+    owned = run_owner(state_dir)
+    if owned is not None:
+        raise UserError(owned)
     # 0600: the daemon's output names processes and paths; nobody else needs to read it.
     try:
         log = os.open(state_dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | OPEN_FLAGS, 0o600)
@@ -195,10 +194,10 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
         if client.ping():
             return client
         code = process.poll()
-        holder = lock_holder(state_dir)
-        if holder is not None and holder[1:] == ["run"]:
-            raise UserError(owner_words(state_dir, holder))
-        if code is not None and not client.ping() and holder is None:
+        owned = run_owner(state_dir)
+        if owned is not None:
+            raise UserError(owned)
+        if code is not None and not client.ping() and lock_holder(state_dir) is None:
             # (While another daemon holds the lock, ours lost a race with a concurrent first apply: that one
             # answers soon.)
             tail = _tail(state_dir / "daemon.log", 5)

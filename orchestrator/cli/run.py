@@ -12,11 +12,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..core.clock import SystemClock
 from ..core.errors import ManifestError, UserError, problems_summary
 from ..core.events import EventBus, event_line
+from ..core.model import DesiredState
 from ..engine.reconcile import Reconciler
 from ..host.cgroups import choose_host
 from ..host.execute import Executor
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         os.close(lock)
 
 
-def _run(args: argparse.Namespace, desired: Any, state_dir: Any) -> int:
+def _run(args: argparse.Namespace, desired: DesiredState, state_dir: Path) -> int:
     events = EventBus()
     formatter = event_json if args.output == "json" else event_line
     printing = [True]

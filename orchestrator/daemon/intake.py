@@ -13,17 +13,13 @@ from typing import Any
 
 from ..core.model import ProcessSpec
 from ..manifests.cache import SpecCache
-from ..manifests.files import LIMIT_VARIABLES, ReadLimits, Source
+from ..manifests.files import ReadLimits, Source
 from ..manifests.loader import load_sources
 
 
 def sent_limits(value: Any) -> ReadLimits:
     """The reading budgets the CLI was given (its environment's): each a positive whole number, or the default."""
-    if not isinstance(value, dict):
-        return ReadLimits()
-    given = {name: value[name] for name in LIMIT_VARIABLES
-             if isinstance(value.get(name), int) and not isinstance(value[name], bool) and value[name] > 0}
-    return ReadLimits(**given)
+    return ReadLimits.given(value) if isinstance(value, dict) else ReadLimits()
 
 
 def sent_sources(body: dict[str, Any]) -> list[Source]:

@@ -102,3 +102,8 @@ def owner_words(state_dir: Path, holder: list[str]) -> str:
                 "takes no apply; stop it (Ctrl-C), or use another --state-dir")
     return f"another daemon (pid {pid}) is running for state dir {state_dir}"
 
+
+def run_owner(state_dir: Path) -> str | None:
+    """Why nothing but that run may use `state_dir`, when a foreground `run` owns it; else None."""
+    holder = lock_holder(state_dir)
+    return owner_words(state_dir, holder) if holder is not None and holder[1:] == ["run"] else None

@@ -53,12 +53,14 @@ class ReadLimits(NamedTuple):
     def from_environment(cls, environ: Mapping[str, str]) -> ReadLimits:
         """The defaults, with each raised where its variable holds a positive whole number (others are ignored:
         a typo there must not lift a limit)."""
-        values = {}
-        for name, variable in LIMIT_VARIABLES.items():
-            text = environ.get(variable, "").strip()
-            if text.isdigit() and int(text) > 0:
-                values[name] = int(text)
-        return cls(**values)
+        given = {name: environ.get(variable, "").strip() for name, variable in LIMIT_VARIABLES.items()}
+        return cls.given({name: int(text) for name, text in given.items() if text.isdigit()})
+
+    @classmethod
+    def given(cls, values: Mapping[str, object]) -> ReadLimits:
+        """The defaults, with each budget of LIMIT_VARIABLES that `values` gives as a positive whole number."""
+        return cls(**{name: value for name, value in values.items() if name in LIMIT_VARIABLES
+                      and isinstance(value, int) and not isinstance(value, bool) and value > 0})
 
 
 class NotRegular(OSError):
