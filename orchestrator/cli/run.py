@@ -26,6 +26,7 @@ from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.statedir import prepare_state_dir, take_lock
+from ..host.subreaper import wake_on_child_exit
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .render.events import event_json
@@ -61,11 +62,12 @@ def _run(args: argparse.Namespace, desired: DesiredState, state_dir: Path) -> in
     limit_watch = LimitWatch(lambda b: reconciler.post(lambda r: r.limit_breach(b)))
     sampler = Sampler(10.0, lambda key, size, why: reconciler.post(lambda r: r.autoscale(key, size, why)),
                       pools_only=True)
-    # Tagged with this pid too: `run` takes no lock, and two runs on one state dir must not share cgroups.
+    # Tagged with this pid too: a run adopts nothing, so what an earlier run left is not its own.
     cgroups, limits_how = choose_host(args.limits, f"{state_dir.resolve()} run {os.getpid()}")
     if any(spec.limits.memory_or_cpu for spec in desired.specs.values()):
         print(f"orchestrator: memory and cpu limits: {limits_how}", file=sys.stderr)
-    reconciler = Reconciler(Executor(state_dir / "logs", cgroups=cgroups), SystemClock(), events, prober=prober,
+    executor = Executor(state_dir / "logs", marker=str(state_dir.resolve()), cgroups=cgroups, subreaper=True)
+    reconciler = Reconciler(executor, SystemClock(), events, prober=prober,
                             limit_watch=limit_watch, sampler=sampler)
     reconciler.set_desired(desired)
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
@@ -81,6 +83,7 @@ def _run(args: argparse.Namespace, desired: DesiredState, state_dir: Path) -> in
     watcher = _watch_for_run(args.paths, reconciler) if args.watch else None
     previous_wakeup = signal.set_wakeup_fd(reconciler.wake_fd, warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    wake_on_child_exit(True)  # descendants that left a replica's group are inherited, ended and reaped
     try:
         reconciler.run(until=outcome.check if outcome else None)
     finally:
@@ -94,6 +97,7 @@ def _run(args: argparse.Namespace, desired: DesiredState, state_dir: Path) -> in
         # Everything has stopped: a Ctrl-C arriving now must not turn a clean exit into a failure.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
+        wake_on_child_exit(False)
         signal.set_wakeup_fd(previous_wakeup)
         reconciler.close()
         if cgroups is not None:

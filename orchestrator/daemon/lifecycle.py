@@ -31,6 +31,7 @@ from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import socket_path
+from ..host.subreaper import wake_on_child_exit
 from ..host.statedir import no_link, prepare_state_dir, take_lock
 from ..manifests.cache import SpecCache
 from ..planning import graph
@@ -79,7 +80,7 @@ class Daemon:
                                lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
         self.cgroups, self.limits_how = choose_host(limits, self.marker)
-        executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups)
+        executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups, subreaper=True)
         self.reconciler = Reconciler(executor, self.clock, self.events,
                                      persist=self._persist, prober=self.prober, limit_watch=self.limit_watch,
                                      sampler=self.sampler)
@@ -161,6 +162,7 @@ class Daemon:
         previous_wakeup = signal.set_wakeup_fd(self.reconciler.wake_fd, warn_on_full_buffer=False)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
+        wake_on_child_exit(True)  # inherited orphans are reaped when they end
         print(f"orchestrator {__version__} daemon pid {os.getpid()} serving {self.server.path}", flush=True)
         print(f"memory and cpu limits: {self.limits_how}", flush=True)
         try:
@@ -168,6 +170,7 @@ class Daemon:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
+            wake_on_child_exit(False)
             signal.set_wakeup_fd(previous_wakeup)
             self.close()
         return 0

@@ -12,6 +12,7 @@ import functools
 import os
 import queue
 import selectors
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -48,6 +49,7 @@ from ..planning.policy import record_exit, record_start, record_start_failure
 from .folding import exit_reason, hook_ended, how_it_ended, probe_folded, probe_targets, what_next, without_hook
 
 Message = Callable[["Reconciler"], None]
+_SIGCHLD = bytes([signal.SIGCHLD])
 
 
 RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], object]
@@ -407,6 +409,7 @@ class Reconciler:
         how = how_it_ended(status)
         detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
         self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
+        self._end_orphans()  # what left its process group ends with it too
 
     def _what_next(self, record: ReplicaRecord) -> str:
         return what_next(self.desired.specs.get(record.spec.key), record, self.shutting_down)
@@ -471,11 +474,23 @@ class Reconciler:
             self._emit(EventType.INTERNAL_ERROR, "", f"{what} failed: {error!r}")
 
     def _drain_wake_pipe(self) -> None:
+        """Empty the wake pipe; a SIGCHLD among the signals written there (by signal.set_wakeup_fd) means a
+        child ended, perhaps one inherited from a replica's tree: it is reaped, and orphans of ended
+        replicas are ended."""
+        child_ended = False
         try:
-            while os.read(self._wake_r, 4096):
-                pass
+            while data := os.read(self._wake_r, 4096):
+                child_ended = child_ended or _SIGCHLD in data
         except BlockingIOError:
             pass
+        if child_ended:
+            self._guarded("ending orphans", self._end_orphans)
+
+    def _end_orphans(self) -> None:
+        for mark, pid in self.executor.end_orphans():
+            key, _, index = mark.rpartition(".")
+            self._emit(EventType.KILLING, ReplicaId(key, int(index)) if index.isdigit() else key,
+                       f"pid {pid} left the replica's process group and outlived it: killed", pid)
 
     def probe_transition(self, transition: Transition) -> None:
         """A probe crossed a threshold: fold it into the record of the process it was about."""

@@ -19,6 +19,7 @@ import resource
 import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,9 @@ from ..core.model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
 from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from .limits import apply_at_start, renice_tree
 from .logs import log_path, open_log
+from . import subreaper as _subreaper
 from .observe import identity, is_alive
-
-STATE_MARKER = "ORCH_STATE_DIR"
+from .subreaper import FORKS, STATE_MARKER
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,19 @@ class ExitStatus:
 class Executor:
     """Starts replicas as children of this process and collects their exit status."""
 
-    def __init__(self, log_dir: Path, marker: str = "", cgroups: CgroupHost | None = None) -> None:
+    def __init__(self, log_dir: Path, marker: str = "", cgroups: CgroupHost | None = None,
+                 subreaper: bool = False) -> None:
         """`marker` goes into every child's environment as ORCH_STATE_DIR: it lets a restarted daemon find
         replicas that were started but not yet recorded when its predecessor died. With `cgroups`, a
-        replica with a memory or cpu limit runs in a cgroup of its own that enforces them."""
+        replica with a memory or cpu limit runs in a cgroup of its own that enforces them. With `subreaper`
+        (and a marker), this process inherits the descendants that leave a replica's process group, and ends
+        them with it (subreaper.py)."""
         self.log_dir = log_dir
         self.marker = marker
+        self.subreaper = bool(marker) and subreaper and _subreaper.become_subreaper()
+        self._instance_of: dict[int, str] = {}  # pid of a running replica or hook -> its ORCH_INSTANCE
+        self._starts = 0
+        self._epoch = f"{os.getpid()}.{time.time_ns() // 1_000_000}"  # no two daemons' starts look alike
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs may hold secrets a process printed
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._adopted: set[int] = set()
@@ -91,6 +99,8 @@ class Executor:
         env["ORCH_REPLICA"] = str(replica.index)
         if self.marker:
             env[STATE_MARKER] = self.marker
+            self._starts += 1
+            env["ORCH_INSTANCE"] = instance = f"{self._epoch}.{self._starts}"  # this start of it, for its orphans
         uid, gid, groups = user_ids(spec.user, env)
         try:
             log_fd = open_log(self.log_dir, replica)
@@ -129,6 +139,8 @@ class Executor:
                 group.remove()
         pid = popen.pid
         self._children[pid] = popen
+        if self.marker:
+            self._instance_of[pid] = instance
         try:
             self._pidfds[pid] = os.pidfd_open(pid)
             process = identity(pid)
@@ -158,6 +170,7 @@ class Executor:
             group.remove()
         self._cgroups.pop(pid, None)
         del self._children[pid]
+        self._instance_of.pop(pid, None)
         fd = self._pidfds.pop(pid, None)
         if fd is not None:
             os.close(fd)
@@ -225,6 +238,8 @@ class Executor:
             return None
         self._adopted.add(process.pid)
         self._pidfds[process.pid] = pidfd
+        if self.marker:
+            self._instance_of[process.pid] = _subreaper.marks(process.pid, self.marker)[1]
         try:
             log_offset = log_path(self.log_dir, replica).stat().st_size  # earlier output was seen before
         except FileNotFoundError:
@@ -266,6 +281,7 @@ class Executor:
             self._adopted.discard(pid)
             self._kill_rest_of_group(pid)
             os.close(self._pidfds.pop(pid))
+            self._end_marked(self._instance_of.pop(pid, ""))
             return ExitStatus(None, None, self._end_cgroup(pid))
         popen = self._children.get(pid)
         if popen is None:
@@ -276,10 +292,53 @@ class Executor:
             return None
         del self._children[pid]
         os.close(self._pidfds.pop(pid))
+        self._instance_of.pop(pid, None)
         oom_killed = self._end_cgroup(pid)
         if code < 0:
             return ExitStatus(None, -code, oom_killed)
         return ExitStatus(code, None, oom_killed)
+
+    def end_orphans(self) -> list[tuple[str, int]]:
+        """Kill the inherited descendants of replica starts that no longer run, and reap those that ended.
+
+        Returns (replica mark 'namespace/name.index', pid) of each one killed. Called when a replica ends
+        and whenever a child of this process ends (SIGCHLD): an orphan that was killed makes its own
+        children orphans in turn, which the next call ends, so a tree of any depth goes without the loop
+        ever waiting on it."""
+        if not self.subreaper:
+            return []
+        killed = []
+        running = set(self._instance_of.values())
+        with FORKS.lock:
+            for orphan in _subreaper.orphans(self._children, self.marker):
+                if orphan.zombie:
+                    _subreaper.reap(orphan.pid)
+                elif orphan.replica and orphan.instance not in running:
+                    _subreaper.kill_tree_of(orphan.pid)
+                    killed.append((orphan.replica, orphan.pid))
+        return killed
+
+    def settle_orphans(self, seconds: float = 2.0) -> None:
+        """Before this process lets go of its children: end the inherited descendants of replicas that no
+        longer run, and wait (bounded) until each is reaped, so none outlives its subreaper unended."""
+        deadline = time.monotonic() + seconds
+        while self.subreaper:
+            self.end_orphans()
+            running = set(self._instance_of.values())
+            with FORKS.lock:
+                left = [o for o in _subreaper.orphans(self._children, self.marker)
+                        if o.zombie or (o.replica and o.instance not in running)]
+            if not left or time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+
+    def _end_marked(self, instance: str) -> None:
+        """An adopted replica ended: its descendants that left its group were not inherited here (an earlier
+        daemon was their subreaper), so they are found by its marks."""
+        if not instance or not self.marker:
+            return
+        for pid in _subreaper.marked(self.marker, instance, os.getpid()):
+            _subreaper.kill_tree_of(pid)
 
     def kill_stray(self, pid: int) -> bool:
         """SIGKILL the process group of a replica nobody recorded (found by its state-dir marker)."""
@@ -301,10 +360,13 @@ class Executor:
             self._children.pop(pid, None)
         for group, _ in self._cgroups.values():
             group.remove()
+        self._instance_of.clear()
         self.release()
 
     def release(self) -> None:
-        """Stop watching everything without touching it (the daemon leaves; its processes stay)."""
+        """Stop watching everything without touching it (the daemon leaves; its processes stay), after
+        ending what is left of the replicas that ended."""
+        self.settle_orphans()
         for pidfd in self._pidfds.values():
             os.close(pidfd)
         self._pidfds.clear()

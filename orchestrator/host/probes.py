@@ -29,6 +29,7 @@ from ..core.errors import SpawnError
 from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 from ..core.patterns import compile_pattern
 from .execute import STATE_MARKER, user_ids
+from .subreaper import FORKS
 from .logs import log_path
 
 LOG_WINDOW = 1 << 20  # bytes of new output a log probe reads at most per check
@@ -270,9 +271,11 @@ def _exec(probe: Probe, spec: ProcessSpec, marker: str = "",
         env[STATE_MARKER] = marker
     try:
         uid, gid, groups = user_ids(spec.user, env)
-        child = subprocess.Popen(list(probe.command), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                 user=uid, group=gid, extra_groups=groups)
+        with FORKS.forking() as forks:  # not an orphan to reap: this thread waits for it
+            child = subprocess.Popen(list(probe.command), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                     user=uid, group=gid, extra_groups=groups)
+            forks.add(child.pid)
     except SpawnError as error:
         return False, f"cannot run {probe.command[0]}: {error}"
     except OSError as error:
@@ -290,6 +293,7 @@ def _exec(probe: Probe, spec: ProcessSpec, marker: str = "",
         return False, f"timed out after {probe.timeout_seconds:g} s"
     finally:
         track(child.pid, False)
+        FORKS.done(child.pid)
     return code == 0, f"exit code {code}"
 
 
