@@ -173,7 +173,14 @@ def test_limits_are_written_and_the_replica_runs_inside(contained: Harness, cgro
     else:
         assert (memory_dir / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
         assert (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "50000"
-    assert contained.records()[ReplicaId("default/free", 0)].cgroup == ""  # no limits: no cgroup
+    free = _cgroup(contained, "free")  # no limits: a cgroup only to hold its tree, limiting nothing
+    assert contained.pid("free") in free.pids()
+    if cgroup_host.version == 2:
+        assert (free.dirs[0] / "memory.max").read_text().strip() == "max"
+        assert (free.dirs[0] / "cpu.max").read_text().split()[0] == "max"
+    else:
+        assert free.cpu is None and free.memory is not None  # a cpu cgroup would take real-time scheduling
+        assert int((free.memory / "memory.limit_in_bytes").read_text()) > 1 << 50
     documents = status.objects(desired_state(contained.reconciler.desired.specs.values()), contained.records(), {},
                                0.0, None, cgroup_host.label)
     app = next(d for d in documents if d["name"] == "app")
@@ -299,7 +306,7 @@ def test_a_cgroup_holding_a_process_is_never_shared(tmp_path: Path, cgroup_host:
     child = executor.spawn(ReplicaId("default/app", 0), spec)
     try:
         with pytest.raises(OSError, match="still holds processes"):
-            cgroup_host.create("default.app.0", spec.limits)
+            cgroup_host.create(Path(child.cgroup).name, spec.limits)  # one per start: default.app.0.1
         second = Executor(tmp_path / "logs", cgroups=cgroup_host).spawn(ReplicaId("default/app", 0), spec)
         try:
             assert second.cgroup == "" and any("watchdog enforces" in w for w in second.warnings)

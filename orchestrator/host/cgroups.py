@@ -234,8 +234,9 @@ class CgroupHost:
         if self.version == 2:
             group = ReplicaCgroup(2, self.memory_base / name, self.memory_base / name)
         else:
-            group = ReplicaCgroup(1, self.memory_base / name if limits.memory_bytes is not None else None,
-                                  self.cpu_base / name if limits.cpu is not None else None)
+            # Without limits, only to hold its tree: the memory hierarchy, with nothing written, limits nothing.
+            group = ReplicaCgroup(1, self.memory_base / name if limits.memory_bytes is not None or limits.cpu is None
+                                  else None, self.cpu_base / name if limits.cpu is not None else None)
         for directory in group.dirs:
             try:
                 directory.mkdir()

@@ -63,7 +63,8 @@ class Executor:
         self.log_dir = log_dir
         self.marker = marker
         self.subreaper = bool(marker) and subreaper and _subreaper.become_subreaper()
-        self._instance_of: dict[int, str] = {}  # pid of a running replica or hook -> its ORCH_INSTANCE
+        # pid of a running replica or hook -> its ORCH_INSTANCE and start time (ticks): what its orphans carry
+        self._instance_of: dict[int, tuple[str, int]] = {}
         self._starts = 0
         self._epoch = f"{os.getpid()}.{time.time_ns() // 1_000_000}"  # no two daemons' starts look alike
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs may hold secrets a process printed
@@ -97,9 +98,9 @@ class Executor:
         env["ORCH_NAME"] = name
         env["ORCH_NAMESPACE"] = namespace
         env["ORCH_REPLICA"] = str(replica.index)
+        self._starts += 1
         if self.marker:
             env[STATE_MARKER] = self.marker
-            self._starts += 1
             env["ORCH_INSTANCE"] = instance = f"{self._epoch}.{self._starts}"  # this start of it, for its orphans
         uid, gid, groups = user_ids(spec.user, env)
         try:
@@ -139,13 +140,13 @@ class Executor:
                 group.remove()
         pid = popen.pid
         self._children[pid] = popen
-        if self.marker:
-            self._instance_of[pid] = instance
         try:
             self._pidfds[pid] = os.pidfd_open(pid)
             process = identity(pid)
+            if self.marker:
+                self._instance_of[pid] = (instance, process.start_ticks)
             if group is not None:
-                group = self._attach(pid, group, warnings)
+                group = self._attach(pid, group, spec.limits.memory_or_cpu, warnings)
             warnings += apply_at_start(pid, spec)
         except BaseException as error:
             # Started, but not as asked or not watchable (out of descriptors, a limit the kernel refused in a
@@ -176,24 +177,28 @@ class Executor:
             os.close(fd)
 
     def _cgroup_for(self, replica: ReplicaId, spec: ProcessSpec, warnings: list[str]) -> ReplicaCgroup | None:
-        """The cgroup a replica with memory or cpu limits goes into (made before the spawn, so that only the
-        move is left after it); None without such limits, or when the kernel refuses (the watchdog then
-        enforces them, and a warning says so)."""
-        if self.cgroups is None or not spec.limits.memory_or_cpu:
+        """The cgroup a replica goes into (made before the spawn, so that only the move is left after it),
+        one per start: what is in it ends with the replica, whatever left its process group. None without
+        a cgroup host, or when the kernel refuses (a replica with memory or cpu limits then has the
+        watchdog enforce them, and a warning says so; the subreaper still ends the tree of any)."""
+        if self.cgroups is None:
             return None
+        name = f"{replica_cgroup_name(replica.key, replica.index)}.{self._starts}"
         try:
-            return self.cgroups.create(replica_cgroup_name(replica.key, replica.index), spec.limits)
+            return self.cgroups.create(name, spec.limits)
         except OSError as error:
-            warnings.append(_watchdog_instead(self.cgroups.label, error))
+            if spec.limits.memory_or_cpu:
+                warnings.append(_watchdog_instead(self.cgroups.label, error))
             return None
 
-    def _attach(self, pid: int, group: ReplicaCgroup, warnings: list[str]) -> ReplicaCgroup | None:
+    def _attach(self, pid: int, group: ReplicaCgroup, limited: bool, warnings: list[str]) -> ReplicaCgroup | None:
         try:
             baseline = group.oom_kills()  # a reused cgroup keeps its count: only kills after this one count
             group.attach(pid)
         except OSError as error:
             group.remove()
-            warnings.append(_watchdog_instead(f"cgroup v{group.version}", error, f"cannot move pid {pid} in: "))
+            if limited:
+                warnings.append(_watchdog_instead(f"cgroup v{group.version}", error, f"cannot move pid {pid} in: "))
             return None
         self._cgroups[pid] = (group, baseline)
         return group
@@ -239,7 +244,7 @@ class Executor:
         self._adopted.add(process.pid)
         self._pidfds[process.pid] = pidfd
         if self.marker:
-            self._instance_of[process.pid] = _subreaper.marks(process.pid, self.marker)[1]
+            self._instance_of[process.pid] = (_subreaper.marks(process.pid, self.marker)[1], process.start_ticks)
         try:
             log_offset = log_path(self.log_dir, replica).stat().st_size  # earlier output was seen before
         except FileNotFoundError:
@@ -281,7 +286,7 @@ class Executor:
             self._adopted.discard(pid)
             self._kill_rest_of_group(pid)
             os.close(self._pidfds.pop(pid))
-            self._end_marked(self._instance_of.pop(pid, ""))
+            self._end_marked(self._instance_of.pop(pid, ("", 0))[0])
             return ExitStatus(None, None, self._end_cgroup(pid))
         popen = self._children.get(pid)
         if popen is None:
@@ -308,15 +313,21 @@ class Executor:
         if not self.subreaper:
             return []
         killed = []
-        running = set(self._instance_of.values())
         with FORKS.lock:
             for orphan in _subreaper.orphans(self._children, self.marker):
                 if orphan.zombie:
                     _subreaper.reap(orphan.pid)
-                elif orphan.replica and orphan.instance not in running:
+                elif self._ended_start_left(orphan):
                     _subreaper.kill_tree_of(orphan.pid)
                     killed.append((orphan.replica, orphan.pid))
         return killed
+
+    def _ended_start_left(self, orphan: _subreaper.Orphan) -> bool:
+        """Is this inherited process what is left of a replica start that no longer runs?"""
+        if orphan.replica:
+            return all(instance != orphan.instance for instance, _ in self._instance_of.values())
+        # No marks to go by: it is one only if no running start can be its ancestor (all began after it).
+        return all(ticks > orphan.start_ticks for _, ticks in self._instance_of.values())
 
     def settle_orphans(self, seconds: float = 2.0) -> None:
         """Before this process lets go of its children: end the inherited descendants of replicas that no
@@ -324,10 +335,9 @@ class Executor:
         deadline = time.monotonic() + seconds
         while self.subreaper:
             self.end_orphans()
-            running = set(self._instance_of.values())
             with FORKS.lock:
                 left = [o for o in _subreaper.orphans(self._children, self.marker)
-                        if o.zombie or (o.replica and o.instance not in running)]
+                        if o.zombie or self._ended_start_left(o)]
             if not left or time.monotonic() > deadline:
                 return
             time.sleep(0.005)

@@ -10,7 +10,10 @@ here when it ends, so nothing is left running and no zombie is left either.
 
 Orphans are told apart from the children this process forked itself: the executor knows its own, and the
 other forks (exec probes, on worker threads) are registered in FORKS while they run, under FORKS.lock, which
-the sweep holds too. Processes that left no marks (an environment wiped by exec) are reaped, never killed.
+the sweep holds too. An orphan without marks (PostgreSQL writes its process titles over its environment; an
+exec may wipe it) is killed only when every replica start still running began after it, so that none can
+be its ancestor; else it is left alone, and reaped once it ends. Where cgroups can be managed, each replica
+start also has one, which ends its whole tree whatever its marks say (execute.py).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class Orphan(NamedTuple):
     zombie: bool
     replica: str  # "namespace/name.index" from its marks; "" when it has none of this state dir
     instance: str  # ORCH_INSTANCE: which start of that replica (or hook) it descends from
+    start_ticks: int  # when it started, in clock ticks since boot
 
 
 def children() -> list[int]:
@@ -124,10 +128,11 @@ def orphans(own: set[int] | dict[int, object], marker: str) -> list[Orphan]:
             continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as handle:
-                zombie = handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+                fields = handle.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue  # reaped already
-        found.append(Orphan(pid, zombie, *(("", "") if zombie else marks(pid, marker))))
+        zombie = fields[0] == b"Z"
+        found.append(Orphan(pid, zombie, *(("", "") if zombie else marks(pid, marker)), int(fields[19])))
     return found
 
 
