@@ -185,6 +185,46 @@ def test_tcp_probe_against_a_closed_port_never_becomes_ready(harness: Harness) -
         time.sleep(0.05)
 
 
+def test_a_port_another_program_holds_never_makes_the_replica_ready(harness: Harness) -> None:
+    port = free_port()
+    other = socket.socket()
+    other.bind(("127.0.0.1", port))
+    other.listen()  # this test process holds the port; the replica never listens
+    try:
+        for action in (ProbeAction.TCP, ProbeAction.HTTP):
+            name = f"app-{action.value}"
+            harness.apply([proc(name, probes=Probes(readiness=fast(action, port=port))),
+                           proc("after", depends_on=(Dependency(name, Condition.READY),))])
+            [failed] = wait_for(lambda: harness.of(EventType.PROBE_FAILED, name), timeout=5, what="why not ready")
+            assert f"port {port} is held by pid {os.getpid()} (" in failed.message, failed.message
+            assert "not by this replica's processes" in failed.message
+            time_limit = time.monotonic() + 0.5
+            while time.monotonic() < time_limit:  # five periods of checks: none may pass
+                assert not ready(harness, name) and harness.pid("after") is None
+                time.sleep(0.05)
+    finally:
+        other.close()
+
+
+def test_a_replica_that_dies_on_eaddrinuse_does_not_let_dependents_start(harness: Harness) -> None:
+    port = free_port()
+    other = socket.socket()
+    other.bind(("127.0.0.1", port))
+    other.listen()
+    slow = Backoff(initial_seconds=0.3, max_seconds=0.3)  # it lies dead between tries, the port held all along
+    try:
+        harness.apply([proc("web", *http_server(port), backoff=slow,
+                            probes=Probes(readiness=fast(ProbeAction.TCP, port=port, period_seconds=0.02,
+                                                         failure_threshold=1))),
+                       proc("client", depends_on=(Dependency("web", Condition.READY),))])
+        wait_for(lambda: len(harness.of(EventType.EXITED, "web")) >= 3, timeout=10, what="web dying thrice")
+        assert harness.pid("client") is None and not harness.of(EventType.PROBE_PASSED, "web")
+    finally:
+        other.close()
+    wait_for(lambda: harness.pid("client"), timeout=10, what="client once web listens itself")
+    assert harness.of(EventType.PROBE_PASSED, "web")
+
+
 def test_startup_probe_gates_liveness_and_can_fail_the_replica(harness: Harness) -> None:
     port = free_port()
     startup = fast(ProbeAction.TCP, port=port, failure_threshold=3)
@@ -250,12 +290,24 @@ def test_a_log_probe_reads_a_bounded_window_of_new_output(harness: Harness) -> N
 
 def test_fifty_replicas_probed_every_second_keep_their_period(harness: Harness) -> None:
     port = free_port()
-    server = subprocess.Popen(list(http_server(port)), stdout=subprocess.PIPE, start_new_session=True)
+    # Each replica listens on the port itself (SO_REUSEPORT), as a probe passes only for the port's holder.
+    server_code = f"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(('127.0.0.1', {port}))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    c.recv(4096)
+    c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n')
+    c.close()
+"""
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == b"listening"
         readiness = Probe(ProbeAction.HTTP, port=port, path="/healthz", period_seconds=1.0, failure_threshold=1)
         liveness = Probe(ProbeAction.TCP, port=port, period_seconds=1.0)
-        harness.apply([proc("pool", replicas=50, probes=Probes(readiness=readiness, liveness=liveness))])
+        harness.apply([proc("pool", sys.executable, "-c", server_code, replicas=50,
+                            probes=Probes(readiness=readiness, liveness=liveness))])
         wait_for(lambda: harness.query(lambda r: sum(rec.ready for rec in r.records.values())) == 50,
                  timeout=10, what="all 50 ready")
         # Every check of every replica in the next 3 s must come within its period: count checks per replica.
@@ -275,8 +327,7 @@ def test_fifty_replicas_probed_every_second_keep_their_period(harness: Harness) 
         # The period holds within the machine's noise: no check may be skipped (a gap near two periods).
         assert max(gaps) < 1.8, max(gaps)
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        harness.apply([])
 
 
 def test_failing_job_stops_after_its_backoff_limit(harness: Harness) -> None:

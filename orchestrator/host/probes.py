@@ -31,9 +31,12 @@ from ..core.patterns import compile_pattern
 from .execute import STATE_MARKER, user_ids
 from .subreaper import FORKS
 from .logs import log_path
+from .observe import is_alive, listening_inodes, socket_holder, tree_holds
 
 LOG_WINDOW = 1 << 20  # bytes of new output a log probe reads at most per check
 LOG_LINE = 64 << 10  # characters of one line a log probe matches against
+LOCAL_HOSTS = frozenset({"localhost", "::1", "0.0.0.0", "::", "ip6-localhost"})
+HOLDER_LOOKUP_SECONDS = 5.0  # how often a probe failing on a port held by another program looks up who holds it
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class _State:
     log_matched: bool = False
     said_why: bool = False  # a readiness probe that has not passed yet: why was told once
     generation: int = 0  # bumped when the target changes: results of older checks are dropped
+    holder: str = ""  # tcp and http probes: who holds the port, when it is not the replica
+    holder_looked_at: float = float("-inf")
     due: float = 0.0
 
 
@@ -218,11 +223,31 @@ class Prober:
         probe = state.probe
         if probe.action is ProbeAction.EXEC:
             return _exec(probe, state.target.spec, self.marker, self._track)
-        if probe.action is ProbeAction.HTTP:
-            return _http(probe)
-        if probe.action is ProbeAction.TCP:
-            return _tcp(probe)
+        if probe.action in (ProbeAction.HTTP, ProbeAction.TCP):
+            owner, why = self._holds_port(state)
+            if not owner:
+                return False, why
+            return _http(probe) if probe.action is ProbeAction.HTTP else _tcp(probe)
         return self._log(rid, state)
+
+    def _holds_port(self, state: _State) -> tuple[bool, str]:
+        """May a tcp or http check of this replica pass? Only while its main process runs and, for a port on
+        this host, only if the listening socket is the replica's own (socket inodes in /proc): a replica that
+        never listens, or died on EADDRINUSE, is not ready because another program holds its port."""
+        process, probe = state.target.process, state.probe
+        if not is_alive(process):
+            return False, "its main process is not running"
+        if probe.host not in LOCAL_HOSTS and not probe.host.startswith("127."):
+            return True, ""  # another host's port: whose it is cannot be seen from here
+        inodes = listening_inodes(probe.port)
+        if not inodes or tree_holds(process.pid, inodes):
+            return True, ""  # nothing listens (the check itself says so), or the replica does
+        now = time.monotonic()
+        if now - state.holder_looked_at > HOLDER_LOOKUP_SECONDS:  # a scan of every process: not every check
+            state.holder_looked_at = now
+            holder = socket_holder(inodes)
+            state.holder = f"pid {holder[0]} ({holder[1]})" if holder else "another process"
+        return False, f"port {probe.port} is held by {state.holder}, not by this replica's processes"
 
     def _log(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
         """Success once a line printed since this process started matches; stays successful after."""
