@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import itertools
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -213,6 +216,28 @@ def test_log_files_are_rotated_past_max_bytes(tmp_path: Path) -> None:
         assert copy.st_size > 2000
         assert not log.with_name("chatty.0.log.3").exists()
         assert oct(copy.st_mode & 0o777) == "0o600"
+    finally:
+        h.close()
+
+
+def test_a_fast_growing_log_is_rotated_as_it_grows(tmp_path: Path) -> None:
+    from orchestrator.core.model import LogPolicy
+
+    limit = 64 << 10
+    h = Harness(tmp_path / "logs")  # the default resync (10 s): rotation must not wait for it
+    try:
+        # About 1 MiB/s, sixteen times the limit each second.
+        h.apply([proc("flood", sys.executable, "-c",
+                      "import sys, time\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n'); sys.stdout.flush()"
+                      "\n    time.sleep(0.001)", logs=LogPolicy(max_bytes=limit, keep=2))])
+        log = h.log_dir / "default" / "flood.0.log"
+        wait_for(lambda: log.with_name("flood.0.log.2").exists(), timeout=5, what="two rotations")
+        largest, deadline = 0, time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # two seconds of sampling: the file never gets far past its limit
+            with contextlib.suppress(FileNotFoundError):
+                largest = max(largest, log.stat().st_size, log.with_name("flood.0.log.1").stat().st_size)
+            time.sleep(0.005)
+        assert 0 < largest <= 3 * limit, f"a log reached {largest} bytes with maxBytes {limit}"
     finally:
         h.close()
 

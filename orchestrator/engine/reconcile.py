@@ -37,7 +37,7 @@ from ..core.model import (
 )
 from ..host.execute import STATE_MARKER, Child, Executor
 from ..host.limits import THROTTLED_NICE, Breach, LimitWatch, Watched
-from ..host.logs import log_path, rotate_if_needed
+from ..host.logs import Rotation, log_path
 from ..host.metrics import Sampler
 from ..host.observe import marked_session_leaders
 from ..host.probes import Prober, Transition
@@ -81,6 +81,8 @@ class Reconciler:
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
         # The spec each running (or passed) preStart hook ran for: a spec changed meanwhile runs its own.
         self._pre_start_for: dict[ReplicaId, ProcessSpec] = {}
+        self._rotation = Rotation()
+        self._rotation_failed: dict[ReplicaId, str] = {}
         self._closed = False
         self.desired = DesiredState.empty()
         self.records: dict[ReplicaId, ReplicaRecord] = {}
@@ -221,12 +223,15 @@ class Reconciler:
                 return
             if self.shutting_down and self.alive == 0:
                 return
-            deadline = next_resync if current.wake_at is None else min(current.wake_at, next_resync)
+            deadline = min(next_resync, self._rotation.next_at)
+            if current.wake_at is not None:
+                deadline = min(deadline, current.wake_at)
             ready = self._selector.select(max(0.0, deadline - self.clock.monotonic()))
             now = self.clock.monotonic()
+            if now >= self._rotation.next_at:
+                self._rotate_logs(now)
             if now >= next_resync:
                 next_resync = now + self.resync_seconds
-                self._rotate_logs()
                 self.executor.remove_ended_cgroups()
             for key, _ in ready:
                 if key.fd == self._wake_r:
@@ -333,6 +338,7 @@ class Reconciler:
         self._watch(rid, child.process.pid, child.pidfd)
         restarts = f" (restart {record.restarts})" if record.restarts and record is not previous else ""
         self._emit(EventType.STARTED, rid, f"started pid {child.process.pid}{restarts}", child.process.pid)
+        self._rotation.soon(now)  # how fast its log grows is learnt from its first moments
         for warning in child.warnings:
             self._emit(EventType.LIMIT_NOT_APPLIED, rid, f"could not set {warning}", child.process.pid)
         if spec.hooks.post_start is not None:
@@ -536,13 +542,14 @@ class Reconciler:
         self._emit(EventType.LIMIT_EXCEEDED if breach.over else EventType.LIMIT_RESTORED, breach.replica,
                    f"{what} ({breach.message}): nice {nice}", breach.process.pid)
 
-    def _rotate_logs(self) -> None:
-        for rid, record in self.records.items():
-            if record.process is not None:
-                try:
-                    rotate_if_needed(log_path(self.executor.log_dir, rid), record.spec.logs)
-                except OSError as error:  # a full disk must not stop the loop; say so once per resync
-                    self._emit(EventType.LOG_ROTATION_FAILED, rid, f"log rotation failed: {error}")
+    def _rotate_logs(self, now: float) -> None:
+        logs = {rid: (log_path(self.executor.log_dir, rid), record.spec.logs)
+                for rid, record in self.records.items() if record.process is not None}
+        failed = dict(self._rotation.check(logs, now))
+        for rid, error in failed.items():
+            if self._rotation_failed.get(rid) != str(error):  # a full disk: said once, not every second
+                self._emit(EventType.LOG_ROTATION_FAILED, rid, f"log rotation failed: {error}")
+        self._rotation_failed = {rid: str(error) for rid, error in failed.items()}
 
     def _watch(self, rid: ReplicaId, pid: int, pidfd: int) -> None:
         self._pidfds[rid] = pidfd
