@@ -474,6 +474,33 @@ def test_second_daemon_for_a_state_dir_is_refused(orch: Orchestrator) -> None:
     assert orch.daemon_pid() == pid and orch.api("GET", "/health")["pid"] == pid
 
 
+def test_the_daemon_tells_systemd_it_is_ready_once_its_socket_answers(orch: Orchestrator) -> None:
+    # A Type=notify unit's manager: a datagram socket in NOTIFY_SOCKET, read as systemd reads it.
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = orch.root / "notify"
+    manager.bind(str(address))
+    manager.settimeout(15)
+    orch.state.mkdir(mode=0o700, parents=True)
+    daemon = subprocess.Popen([*CLI, "--state-dir", str(orch.state), "daemon"], cwd=REPO, text=True,
+                              env={**os.environ, "NOTIFY_SOCKET": str(address)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    orch.popens.append(daemon)
+    try:
+        ready = manager.recv(4096).decode()
+        assert ready.splitlines() == ["READY=1", f"MAINPID={daemon.pid}"]
+        assert orch.answers(), "READY=1 came before the control socket answered"
+        replica = process("a", ["/bin/sh", "-c", "echo $NOTIFY_SOCKET; exec sleep 60"])
+        orch.ok("apply", "-f", str(orch.write("m/a.yaml", replica)))
+        orch.wait_running("a")
+        log = orch.state / "logs" / "default" / "a.0.log"
+        wait_for(lambda: log.exists() and log.read_text() == "\n", what="the replica's output")  # not passed on
+        orch.ok("shutdown")
+        assert manager.recv(4096).decode().splitlines()[0] == "STOPPING=1"
+        assert daemon.wait(timeout=15) == 0
+    finally:
+        manager.close()
+
+
 def test_shutdown_stops_dependents_first_and_removes_the_socket(orch: Orchestrator) -> None:
     manifest = orch.write("m/app.yaml", documents(
         process("db"), process("api", dependsOn=[{"name": "db"}]), process("web", dependsOn=[{"name": "api"}])))

@@ -42,9 +42,11 @@ def test_sample_trees_sums_the_whole_tree_like_psutil(tree: subprocess.Popen[byt
     assert tree.stdout is not None and tree.stdout.readline() == b"up\n"
     wait_for(lambda: sample_trees([tree.pid])[tree.pid][0] > 80 << 20, what="both to hold their memory")
     expected = sum(p.memory_info().rss for p in [psutil.Process(tree.pid), *psutil.Process(tree.pid).children()])
-    rss, cpu = sample_trees([tree.pid])[tree.pid]
+    rss, cpu, pss = sample_trees([tree.pid], proportional=True)[tree.pid]
     assert abs(rss - expected) < 4 << 20  # the two looks are a moment apart
     assert cpu > 0
+    assert 0 < pss <= rss + (4 << 20)  # shared pages divided among the processes that share them
+    assert sample_trees([tree.pid])[tree.pid][2] == 0  # not read unless asked for
 
 
 def test_the_cpu_of_children_that_ended_counts_and_never_goes_down() -> None:
@@ -109,7 +111,9 @@ def test_prometheus_endpoint_and_top(tmp_path: Path) -> None:
     state, port = tmp_path / "state", free_port()
     manifest = tmp_path / "app.yaml"
     manifest.write_text("apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: app}\nspec:\n"
-                        "  command: [sleep, '60']\n  replicas: 2\n  shutdown: {timeoutSeconds: 0.5}\n")
+                        "  command: [sleep, '60']\n  replicas: 2\n  shutdown: {timeoutSeconds: 0.5}\n"
+                        "---\napiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: once}\nspec:\n"
+                        "  command: ['true']\n")
     daemon = subprocess.Popen([*CLI, "--state-dir", str(state), "daemon", "--metrics-addr", f"127.0.0.1:{port}",
                                "--metrics-interval", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               cwd=REPO)
@@ -126,10 +130,25 @@ def test_prometheus_endpoint_and_top(tmp_path: Path) -> None:
 
         families = wait_for(lambda: (f := scrape()) and len(f.get("orchestrator_replica_memory_bytes", [])) == 2
                             and f, timeout=10, what="memory samples of both replicas")
-        up = sorted((labels["replica"], value) for labels, value in families["orchestrator_replica_up"])
+        up = sorted((labels["replica"], value) for labels, value in families["orchestrator_replica_up"]
+                    if labels["name"] == "app")
         assert up == [("0", 1.0), ("1", 1.0)]
         assert all(value > 0 for _, value in families["orchestrator_replica_memory_bytes"])
-        assert {labels["name"] for labels, _ in families["orchestrator_replica_ready"]} == {"app"}
+        assert {labels["name"] for labels, _ in families["orchestrator_replica_ready"]} == {"app", "once"}
+        families = wait_for(lambda: (f := scrape()) and ({"name": "once", "namespace": "default", "replica": "0",
+                                                          "phase": "Succeeded"}, 1.0)
+                            in f["orchestrator_replica_phase"] and f, timeout=10, what="the Job Succeeded")
+        # A succeeded Job is not "down": its phase says what became of it, one series per phase.
+        once = {labels["phase"]: value for labels, value in families["orchestrator_replica_phase"]
+                if labels["name"] == "once"}
+        assert sum(once.values()) == 1.0 and len(once) == 7
+        pss = [value for _, value in families["orchestrator_replica_memory_pss_bytes"]]
+        assert len(pss) == 2 and all(0 < value for value in pss)
+        spawns = dict((labels.get("le"), value) for labels, value in families["process_spawn_duration_seconds"]
+                      if "le" in labels)
+        assert spawns["+Inf"] == 3.0 and spawns["10"] == 3.0 and spawns["0.001"] <= spawns["0.1"]
+        assert families["process_resident_memory_bytes"][0][1] > 10 << 20  # the daemon's own
+        assert families["process_cpu_seconds"][0][1] > 0
 
         top = subprocess.run([*CLI, "--state-dir", str(state), "top", "-n", "1"], capture_output=True, text=True,
                              cwd=REPO, timeout=30, check=False)

@@ -137,7 +137,7 @@ def test_gunicorn_recycling_workers_keeps_its_cpu_and_stops_clean(orch: Orchestr
 
     from orchestrator.host.observe import sample_trees
 
-    _, cpu = sample_trees([master])[master]
+    _, cpu, _ = sample_trees([master])[master]
     own = sum(psutil.Process(master).cpu_times()[:2])
     assert cpu > own + 0.05, f"the tree's cpu ({cpu:.2f} s) misses the recycled workers' (master {own:.2f} s)"
 

@@ -414,21 +414,27 @@ def test_a_systemd_unit_means_exactly_its_paths_whatever_they_hold(tmp_path: Pat
 
     from orchestrator.cli.render.systemd import systemd_unit, unit_name
 
+    from orchestrator.cli.render.systemd import installed_systemd_version
+
     state = str(tmp_path / 'odd 100% $HOME "quoted" \\back')
-    unit = systemd_unit("/usr/bin/python3", state, user_unit=False)
-    exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    assert exec_line == ('ExecStart="/usr/bin/python3" -m orchestrator --state-dir "'
-                         + state.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-                         + '" daemon')
-    assert "Description=orchestrator daemon for " + state.replace("%", "%%") in unit
-    if shutil.which("systemd-analyze"):  # systemd's own reading of it: no unknown specifier, no bad quoting
-        (tmp_path / "t.service").write_text(unit.replace("/usr/bin/python3", "/bin/true"))
-        verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "t.service")],
-                                  capture_output=True, text=True, timeout=30, check=False)
-        # (systemd before 254 does not know DelegateSubgroup and says it ignores it: that, and only that.)
-        complaints = [line for line in verified.stderr.splitlines() if "t.service" in line
-                      and "Unknown key 'DelegateSubgroup'" not in line]
-        assert verified.returncode == 0 and complaints == [], verified.stderr
+    here = installed_systemd_version()
+    for version in (252, 254, None):
+        unit = systemd_unit("/usr/bin/python3", state, user_unit=False, systemd_version=version)
+        exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+        assert exec_line == ('ExecStart="/usr/bin/python3" -m orchestrator --state-dir "'
+                             + state.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+                             + '" daemon' + ("" if version == 254 else " --limits watchdog"))
+        assert "Description=orchestrator daemon for " + state.replace("%", "%%") in unit
+        assert "Type=notify\nNotifyAccess=main\n" in unit
+        # Before 254 no delegated cgroup: systemd could not restart a crashed daemon in one.
+        assert ("DelegateSubgroup=supervisor" in unit) == (version == 254) == ("Delegate=yes" in unit)
+        if shutil.which("systemd-analyze") and (version is None or here is None or version <= here):
+            # systemd's own reading of it: no unknown key or specifier, no bad quoting.
+            (tmp_path / "t.service").write_text(unit.replace("/usr/bin/python3", "/bin/true"))
+            verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "t.service")],
+                                      capture_output=True, text=True, timeout=30, check=False)
+            complaints = [line for line in verified.stderr.splitlines() if "t.service" in line]
+            assert verified.returncode == 0 and complaints == [], verified.stderr
     with pytest.raises(ValueError, match="control character"):
         systemd_unit("/usr/bin/python3", "/srv/x\nExecStartPre=/bin/evil", user_unit=False)
     assert unit_name("/home/a/.local/state/orchestrator", "/home/a/.local/state/orchestrator") == "orchestrator.service"

@@ -23,7 +23,7 @@ from .render.common import to_json, to_json_line, to_yaml
 from .render.describe import describe_text
 from .render.diffs import spec_diff
 from .render.events import event_dict_line, events_table
-from .render.systemd import systemd_unit, unit_name
+from .render.systemd import installed_systemd_version, systemd_unit, unit_name
 from .render.tables import apply_results, history_table, objects_table
 
 
@@ -477,7 +477,8 @@ def startup(args: argparse.Namespace) -> int:
     root = os.geteuid() == 0
     state_dir = str(args.state_dir.resolve())
     try:
-        unit = systemd_unit(sys.executable, state_dir, user_unit=not root)
+        version = args.systemd_version if args.systemd_version is not None else installed_systemd_version()
+        unit = systemd_unit(sys.executable, state_dir, user_unit=not root, systemd_version=version)
     except ValueError as error:
         raise UserError(str(error)) from None
     if not args.install:

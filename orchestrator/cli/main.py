@@ -180,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     startup = commands.add_parser("startup", help="print or install a systemd unit for the daemon",
                                   description="Print a systemd unit that runs the daemon at boot with this state "
                                   "dir; --install writes it (system unit as root, user unit otherwise).")
-    startup.add_argument("--install", action="store_true")
+    startup.add_argument("--install", action="store_true", help="write the unit where systemd looks for it")
+    startup.add_argument("--systemd-version", type=int, metavar="N",
+                         help="the systemd the unit is for (default: this host's, from systemctl --version); "
+                         "254 and later get a delegated cgroup, so the kernel enforces limits")
     startup.set_defaults(handler=_command("startup"))
     return parser
 

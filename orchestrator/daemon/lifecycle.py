@@ -30,7 +30,7 @@ from ..host.execute import Executor
 from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
-from ..host.sockets import socket_path
+from ..host.sockets import notify_service_manager, socket_path
 from ..host.subreaper import wake_on_child_exit
 from ..host.statedir import no_link, prepare_state_dir, take_lock
 from ..manifests.cache import SpecCache
@@ -77,7 +77,8 @@ class Daemon:
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs",
                              marker=self.marker)
         self.sampler = Sampler(metrics_interval,
-                               lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
+                               lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)),
+                               proportional=metrics_addr is not None)
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
         self.cgroups, self.limits_how = choose_host(limits, self.marker)
         executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups, subreaper=True)
@@ -148,7 +149,8 @@ class Daemon:
         if self.metrics_addr:
             from .prometheus import serve_metrics
 
-            serve_metrics(self.metrics_addr, lambda: self.handle("GET", "/objects", {}, {}), self.sampler)
+            serve_metrics(self.metrics_addr, lambda: self.handle("GET", "/objects", {}, {}), self.sampler,
+                          self.reconciler.executor.spawn_seconds)
         self.server = ControlServer(socket_path(self.state_dir), self)
         self.server.start()
         interrupts = 0
@@ -164,6 +166,8 @@ class Daemon:
             signal.signal(sig, on_signal)
         wake_on_child_exit(True)  # inherited orphans are reaped when they end
         print(f"orchestrator {__version__} daemon pid {os.getpid()} serving {self.server.path}", flush=True)
+        notify_service_manager("READY=1")  # a Type=notify unit is started once its socket answers
+        self.events.subscribe(_tell_service_manager_when_stopping)
         print(f"memory and cpu limits: {self.limits_how}", flush=True)
         try:
             self.reconciler.run()
@@ -356,6 +360,11 @@ class Daemon:
             self._call(lambda r: self.ops.apply(body, specs))
         except (ManifestError, UserError, Conflict) as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"not applied: {error}"))
+
+
+def _tell_service_manager_when_stopping(event: Event) -> None:
+    if event.type is EventType.SHUTDOWN:
+        notify_service_manager("STOPPING=1")
 
 
 def _print_event(event: Event) -> None:

@@ -11,19 +11,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.model import ReplicaId
-from ..host.metrics import Sampler
+from ..core.model import Phase, ReplicaId
+from ..host.metrics import Histogram, Sampler
 
 Objects = Callable[[], dict[str, Any]]  # the answer of GET /objects: every object and its replicas' status
 
 
 class _Collector:
-    def __init__(self, objects: Objects, sampler: Sampler) -> None:
+    def __init__(self, objects: Objects, sampler: Sampler, spawns: Histogram) -> None:
         self.objects = objects
         self.sampler = sampler
+        self.spawns = spawns
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         labels = ["namespace", "name", "replica"]
         up = GaugeMetricFamily("orchestrator_replica_up", "1 while the replica's process runs", labels=labels)
@@ -33,6 +34,11 @@ class _Collector:
                                   labels=labels)
         memory = GaugeMetricFamily("orchestrator_replica_memory_bytes", "Resident memory of the replica's tree",
                                    labels=labels)
+        proportional = GaugeMetricFamily("orchestrator_replica_memory_pss_bytes", "Proportional set size of the "
+                                         "replica's tree: shared pages divided among their sharers", labels=labels)
+        # One series per phase, 1 for the replica's own: a Job that succeeded is Succeeded, not "down".
+        phase = GaugeMetricFamily("orchestrator_replica_phase", "1 for the phase the replica is in",
+                                  labels=[*labels, "phase"])
         answer = self.objects()
         for document in answer["objects"]:
             for replica in document["replica_status"]:
@@ -40,19 +46,31 @@ class _Collector:
                 up.add_metric(values, 1.0 if replica["phase"] == "Running" else 0.0)
                 ready.add_metric(values, 1.0 if replica.get("ready") else 0.0)
                 restarts.add_metric(values, float(replica["restarts"]))
+                for name in PHASES:
+                    phase.add_metric([*values, name], 1.0 if replica["phase"] == name else 0.0)
                 sample = self.sampler.latest(ReplicaId(document["key"], replica["index"]))
                 if sample is not None and replica["pid"]:
                     cpu.add_metric(values, sample.cpu_seconds)
                     memory.add_metric(values, float(sample.memory_bytes))
+                    proportional.add_metric(values, float(sample.proportional_bytes))
         cost = GaugeMetricFamily("orchestrator_metrics_pass_seconds", "Duration of the last sampling pass")
         cost.add_metric([], self.sampler.last_pass_seconds)
-        yield from (up, ready, restarts, cpu, memory, cost)
+        spawns = HistogramMetricFamily("process_spawn_duration_seconds", "Time one start of a replica or hook "
+                                       "takes the daemon, from fork to watched")
+        counts = list(self.spawns.counts)
+        spawns.add_metric([], [*((f"{b:g}", float(c)) for b, c in zip(self.spawns.bounds, counts, strict=True)),
+                               ("+Inf", float(self.spawns.count))], self.spawns.sum)
+        yield from (up, ready, restarts, phase, cpu, memory, proportional, cost, spawns)
 
 
-def serve_metrics(address: str, objects: Objects, sampler: Sampler) -> None:
-    """Serve /metrics on `address` (HOST:PORT) in a background thread."""
+PHASES = tuple(phase.value for phase in Phase)
+
+
+def serve_metrics(address: str, objects: Objects, sampler: Sampler, spawns: Histogram) -> None:
+    """Serve /metrics on `address` (HOST:PORT) in a background thread: the replicas', and the daemon's own
+    process metrics (process_cpu_seconds_total, process_resident_memory_bytes, open fds...)."""
     try:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
     except ImportError as error:
         raise UserError("--metrics-addr needs the prometheus_client package (pip install prometheus_client)") \
             from error
@@ -60,7 +78,8 @@ def serve_metrics(address: str, objects: Objects, sampler: Sampler) -> None:
     if not port.isdigit() or not host:
         raise UserError(f"--metrics-addr {address!r}: expected HOST:PORT, such as 127.0.0.1:9100")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(objects, sampler))  # type: ignore[arg-type]
+    registry.register(_Collector(objects, sampler, spawns))  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)
     try:
         start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     except OSError as error:

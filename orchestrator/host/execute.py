@@ -27,10 +27,13 @@ from ..core.errors import SpawnError
 from ..core.model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
 from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from .limits import apply_at_start, renice_tree
+from .metrics import Histogram
 from .logs import log_path, open_log
 from . import subreaper as _subreaper
 from .observe import identity, is_alive
 from .subreaper import FORKS, STATE_MARKER
+
+SPAWN_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)  # seconds: process_spawn_duration_seconds
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Executor:
         # pid of a running replica or hook -> its ORCH_INSTANCE and start time (ticks): what its orphans carry
         self._instance_of: dict[int, tuple[str, int]] = {}
         self._starts = 0
+        self.spawn_seconds = Histogram(SPAWN_BUCKETS)
         self._epoch = f"{os.getpid()}.{time.time_ns() // 1_000_000}"  # no two daemons' starts look alike
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs may hold secrets a process printed
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -74,8 +78,9 @@ class Executor:
         self.cgroups = cgroups
         self._cgroups: dict[int, tuple[ReplicaCgroup, int]] = {}  # pid -> its cgroup, oom kills before it
         self._unremoved: list[ReplicaCgroup] = []  # ended, but a zombie still held them: removed later
-        # Not the mark of a daemon this orchestrator may itself run under: its children are its own.
-        self._base_env = {k: v for k, v in os.environ.items() if k != STATE_MARKER}
+        # Not the mark of a daemon this orchestrator may itself run under (its children are its own), nor the
+        # service manager's socket (systemd's notifications are the daemon's to send).
+        self._base_env = {k: v for k, v in os.environ.items() if k not in (STATE_MARKER, "NOTIFY_SOCKET")}
         raise_open_files_limit()
 
     def spawn(self, replica: ReplicaId, spec: ProcessSpec) -> Child:
@@ -92,6 +97,12 @@ class Executor:
         return self._spawn(replica, spec, list(hook.command), contained=False)
 
     def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool) -> Child:
+        began = time.perf_counter()
+        child = self._spawn_now(replica, spec, argv, contained)
+        self.spawn_seconds.observe(time.perf_counter() - began)  # what one start costs the loop, fork to watch
+        return child
+
+    def _spawn_now(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool) -> Child:
         env = dict(self._base_env)
         env.update(spec.env)
         namespace, name = replica.key.split("/", 1)

@@ -174,7 +174,7 @@ class LimitWatch:
             usage = trees.get(watched.process.pid)
             if usage is None:
                 continue
-            rss, cpu_seconds = usage
+            rss, cpu_seconds, _ = usage
             limits = watched.limits
             if limits.memory_bytes is not None:
                 count = self._memory_over.get(rid, 0) + 1 if rss > limits.memory_bytes else 0

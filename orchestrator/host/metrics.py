@@ -26,6 +26,7 @@ class Sample:
     cpu_percent: float | None  # of one core, over the interval before `at` (None: first sample)
     cpu_seconds: float  # total of the tree so far
     memory_bytes: int
+    proportional_bytes: int = 0  # PSS of the tree, when the sampler is asked for it (0 otherwise)
 
 
 ScaleCallback = Callable[[str, int, str], None]
@@ -35,10 +36,13 @@ class Sampler:
     """Also the autoscaler's eyes: after each pass it averages each autoscaled pool's CPU, asks
     autoscale.recommend, and posts a new size through `on_scale(key, size, why)`; it never scales itself."""
 
-    def __init__(self, interval: float = 20.0, on_scale: ScaleCallback | None = None, pools_only: bool = False) -> None:
+    def __init__(self, interval: float = 20.0, on_scale: ScaleCallback | None = None, pools_only: bool = False,
+                 proportional: bool = False) -> None:
         """`pools_only`: sample only the replicas of autoscaled pools (`run`, which shows no metrics), so
-        that an orchestrator without pools samples nothing at all."""
+        that an orchestrator without pools samples nothing at all. `proportional`: read each tree's PSS too
+        (for the Prometheus endpoint; it costs a page-table walk per process)."""
         self.interval = interval
+        self.proportional = proportional
         self.on_scale = on_scale
         self.pools_only = pools_only
         self._pools: dict[str, tuple[Autoscale, int]] = {}
@@ -95,14 +99,14 @@ class Sampler:
     def sample(self, targets: Mapping[ReplicaId, ProcessIdentity]) -> None:
         """One pass: every target's tree, folded into its history."""
         started = time.perf_counter()
-        trees = sample_trees([identity.pid for identity in targets.values()])
+        trees = sample_trees([identity.pid for identity in targets.values()], self.proportional)
         now = time.time()
         with self._condition:
             for rid, identity in targets.items():
                 usage = trees.get(identity.pid)
                 if usage is None or self._targets.get(rid) != identity:
                     continue
-                rss, cpu_seconds = usage
+                rss, cpu_seconds, pss = usage
                 history = self._history.setdefault(rid, deque(maxlen=HISTORY))
                 if history:
                     before = history[-1]
@@ -113,7 +117,7 @@ class Sampler:
                     percent: float | None = max(0.0, 100.0 * (cpu_seconds - before.cpu_seconds) / elapsed)
                 else:
                     percent = None
-                history.append(Sample(now, percent, cpu_seconds, rss))
+                history.append(Sample(now, percent, cpu_seconds, rss, pss))
             decisions = self._autoscale(time.monotonic())
         self.last_pass_seconds = time.perf_counter() - started
         if self.on_scale is not None:
@@ -135,3 +139,21 @@ class Sampler:
                 decisions.append((key, wanted, f"{average}, target {policy.target_cpu_percent:g}%"))
                 self._pool_history.pop(key, None)
         return decisions
+
+
+class Histogram:
+    """Counts of observed durations in cumulative buckets (Prometheus' histogram), with their sum. Written by
+    one thread (the loop's), read by the metrics endpoint's: each field is replaced whole."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)  # observations <= each bound
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        for index, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[index] += 1
+        self.count += 1
+        self.sum += seconds

@@ -102,8 +102,24 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def sample_trees(roots: list[int]) -> dict[int, tuple[int, float]]:
-    """(resident bytes, cpu seconds) of each root's whole process tree, from ONE pass over /proc.
+def proportional_bytes(pid: int) -> int:
+    """The process's proportional set size (PSS: its private pages, and its share of pages it shares with
+    others) from /proc/PID/smaps_rollup; 0 when it cannot be read. Costs a walk of its page tables: read
+    only where it is wanted (the Prometheus endpoint)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def sample_trees(roots: list[int], proportional: bool = False) -> dict[int, tuple[int, float, int]]:
+    """(resident bytes, cpu seconds, proportional bytes) of each root's whole process tree, from ONE pass
+    over /proc (proportional: 0 unless asked for; RSS counts a page shared by a server's forked workers
+    once per worker, PSS divides it among them).
 
     Read straight from /proc/PID/stat: about five times cheaper than psutil's per-process calls (5 ms
     against 27 ms for 260 processes, measured here), which is what lets every replica be sampled. A
@@ -129,15 +145,17 @@ def sample_trees(roots: list[int]) -> dict[int, tuple[int, float]]:
     for root in roots:
         if root not in usage:
             continue
-        rss, cpu = 0, 0.0
+        rss, cpu, pss = 0, 0.0, 0
         stack = [root]
         while stack:
             pid = stack.pop()
             pid_rss, pid_cpu = usage.get(pid, (0, 0.0))
             rss += pid_rss
             cpu += pid_cpu
+            if proportional:
+                pss += proportional_bytes(pid)
             stack.extend(children.get(pid, ()))
-        result[root] = (rss, cpu)
+        result[root] = (rss, cpu, pss)
     return result
 
 

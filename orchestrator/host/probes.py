@@ -289,7 +289,7 @@ class Prober:
 def _exec(probe: Probe, spec: ProcessSpec, marker: str = "",
           track: Callable[[int, bool], bool] = lambda pid, running: True) -> tuple[bool, str]:
     """As the replica runs: its directory, environment and user (a check never runs with more rights)."""
-    env = {k: v for k, v in os.environ.items() if k != STATE_MARKER}
+    env = {k: v for k, v in os.environ.items() if k not in (STATE_MARKER, "NOTIFY_SOCKET")}
     env.update(spec.env)
     env["ORCH_NAME"], env["ORCH_NAMESPACE"] = spec.name, spec.namespace
     if marker:

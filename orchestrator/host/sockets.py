@@ -70,3 +70,23 @@ def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid
+
+
+NOTIFY_SOCKET = "NOTIFY_SOCKET"
+
+
+def notify_service_manager(state: str) -> bool:
+    """Tell systemd (a Type=notify unit) how the service is, e.g. "READY=1" or "STOPPING=1"; False when no
+    service manager listens (NOTIFY_SOCKET unset). An abstract socket is named with a leading '@'."""
+    address = os.environ.get(NOTIFY_SOCKET, "")
+    if not address or address[0] not in "/@":
+        return False
+    if address[0] == "@":
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as notify:
+            notify.connect(address)
+            notify.sendall(f"{state}\nMAINPID={os.getpid()}".encode())
+    except OSError:
+        return False
+    return True

@@ -31,31 +31,64 @@ def _exec_word(text: str, what: str) -> str:
     return _specifiers_escaped(quoted).replace("$", "$$")
 
 
-def systemd_unit(python: str, state_dir: str, user_unit: bool) -> str:
+SUBGROUP_SINCE = 254  # the first systemd that knows DelegateSubgroup=
+
+
+def systemd_unit(python: str, state_dir: str, user_unit: bool, systemd_version: int | None = None) -> str:
     """A unit that runs the daemon at boot with this state dir, stopping its processes gracefully on stop.
+
+    `systemd_version`: the systemd it is for (None: not known, so one that works on every systemd since 240).
+    From 254 on the daemon gets a delegated cgroup with its own subgroup, and the kernel enforces replica
+    limits; before, a daemon in a delegated cgroup could not be restarted after a crash (systemd cannot put
+    a process into a cgroup that hands controllers down), so the daemon runs with `--limits watchdog`.
     Raises ValueError for a path no unit can hold."""
-    command = " ".join([_exec_word(python, "the interpreter's path"), "-m", "orchestrator", "--state-dir",
-                        _exec_word(state_dir, "the state dir"), "daemon"])
+    delegated = systemd_version is not None and systemd_version >= SUBGROUP_SINCE
+    words = [_exec_word(python, "the interpreter's path"), "-m", "orchestrator", "--state-dir",
+             _exec_word(state_dir, "the state dir"), "daemon"]
+    if not delegated:
+        words += ["--limits", "watchdog"]
+    if delegated:
+        cgroup = (
+            "# A cgroup of its own to hand down: the kernel then enforces memory and cpu limits per replica.\n"
+            "# The daemon runs in its subgroup `supervisor`, replicas beside it.\n"
+            "Delegate=yes\n"
+            "DelegateSubgroup=supervisor\n")
+    else:
+        cgroup = (
+            f"# For systemd before {SUBGROUP_SINCE} (or one not known): no delegated cgroup, which such a systemd\n"
+            "# could not restart a crashed daemon in; the watchdog enforces memory and cpu limits, and the\n"
+            "# daemon, as child subreaper, still ends each replica's whole tree.\n")
     return (
         "[Unit]\n"
         f"Description=orchestrator daemon for {_specifiers_escaped(_plain(state_dir, 'the state dir'))}\n"
         "After=network.target\n"
         "\n"
         "[Service]\n"
-        "Type=simple\n"
-        f"ExecStart={command}\n"
+        "# Ready once its control socket answers: units ordered after it find the API up.\n"
+        "Type=notify\n"
+        "NotifyAccess=main\n"
+        f"ExecStart={' '.join(words)}\n"
         "Restart=on-failure\n"
         "# Signals go to the daemon only: on stop it stops every process in reverse dependency order itself,\n"
         "# and if it crashes its processes keep running for the restarted daemon to adopt (with mixed or\n"
         "# control-group, systemd would SIGKILL them all when the daemon dies).\n"
         "KillMode=process\n"
         "TimeoutStopSec=300\n"
-        "# A cgroup of its own to hand down: the kernel then enforces memory and cpu limits per replica.\n"
-        "# The daemon runs in its subgroup `supervisor`, replicas beside it (systemd 254 and later; an older\n"
-        "# one ignores DelegateSubgroup, and under cgroup v2 may then fail to restart a crashed daemon).\n"
-        "Delegate=yes\n"
-        "DelegateSubgroup=supervisor\n"
+        f"{cgroup}"
         "\n"
         "[Install]\n"
         f"WantedBy={'default.target' if user_unit else 'multi-user.target'}\n"
     )
+
+
+def installed_systemd_version() -> int | None:
+    """The version of this host's systemd (`systemctl --version`), or None when there is none."""
+    import subprocess
+
+    try:
+        first = subprocess.run(["systemctl", "--version"], capture_output=True, text=True, timeout=10,
+                               check=False).stdout.split("\n", 1)[0]
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = first.split()
+    return int(words[1]) if len(words) > 1 and words[0] == "systemd" and words[1].isdigit() else None
