@@ -99,19 +99,56 @@ def test_events_w_streams_live_events_to_a_follower(orch: Orchestrator) -> None:
         follower.communicate()
 
 
-def test_a_foreground_run_owns_its_state_dir_and_nothing_starts_a_second_copy(orch: Orchestrator) -> None:
+def test_a_foreground_run_owns_its_state_dir_serves_the_api_and_nothing_starts_a_second_copy(
+        orch: Orchestrator) -> None:
     manifest = orch.write("m/app.yaml", process("a"))
     running = orch.popen("run", "-f", str(manifest))
     try:
         wait_for(lambda: len(managed("a")) == 1, timeout=10, what="the run's process")
-        for args in (("apply", "-f", str(manifest)), ("run", "-f", str(manifest)), ("daemon",)):
+        wait_for(orch.answers, timeout=10, what="the run's socket")
+        for args in (("run", "-f", str(manifest)), ("daemon",)):
             refused = orch(*args)
             assert refused.returncode == 1 and "Traceback" not in refused.stderr, (args, refused)
             assert f"(pid {running.pid})" in refused.stderr, (args, refused.stderr)
-        got = orch("get")
-        assert got.returncode == 1 and f"a foreground `orchestrator run` (pid {running.pid}) owns" in got.stderr
+        # The run serves the daemon's API: an apply goes to it, and changes nothing that is the same.
+        assert orch.ok("apply", "-f", str(manifest)).strip() == "process/default/a unchanged"
+        assert orch.api("GET", "/health")["pid"] == running.pid
+        assert "a" in orch.ok("get") and "Running" in orch.ok("describe", "a")
         assert len(managed("a")) == 1  # still exactly one copy
+        orch.ok("apply", "-f", str(orch.write("m/b.yaml", process("b"))))  # what a user adds runs in the run
+        orch.wait_running("a", "b")
+        orch.ok("shutdown")  # stops everything, and the run with it
+        assert running.wait(timeout=30) == 0
     finally:
-        running.send_signal(signal.SIGTERM)
+        if running.poll() is None:
+            running.send_signal(signal.SIGTERM)
         running.communicate(timeout=30)
-    assert running.returncode == 0 and managed("a") == []
+    assert managed("a") == [] and managed("b") == []
+    # A daemon started on the state dir afterwards starts nothing of what the run ran.
+    orch.ok("apply", "-f", str(orch.write("n/c.yaml", process("c"))))
+    orch.wait_running("c")
+    assert set(orch.objects()) == {"c"}
+
+
+def test_a_run_killed_with_sigkill_leaves_its_processes_to_the_next_run(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", process("a", replicas=2))
+    first = orch.popen("run", "-f", str(manifest))
+    try:
+        wait_for(lambda: len(managed("a")) == 2, timeout=10, what="the run's processes")
+        wait_for(orch.answers, timeout=10, what="the run's socket")
+        pids = sorted(p.pid for p in managed("a"))
+        first.kill()
+        first.communicate(timeout=30)
+        assert sorted(p.pid for p in managed("a")) == pids  # nothing lost with it
+        second = orch.popen("run", "-f", str(manifest))
+        wait_for(orch.answers, timeout=10, what="the second run's socket")
+        adopted = [e for e in orch.events("Adopted", "a")]
+        assert sorted(int(e["pid"]) for e in adopted) == pids  # adopted, not started a second time
+        assert sorted(p.pid for p in managed("a")) == pids
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=30) == 0
+        assert managed("a") == []
+    finally:
+        for popen in orch.popens:
+            if popen.poll() is None:
+                popen.kill()

@@ -32,6 +32,9 @@ DEFAULT = Backoff()
         (DEFAULT, 10_000, 300.0),  # no overflow
         (Backoff(initial_seconds=0.1, multiplier=3, max_seconds=1), 3, pytest.approx(0.9)),
         (Backoff(initial_seconds=0), 7, 0.0),
+        (Backoff(initial_seconds=0), 1025, 0.0),  # once 2**1024 overflowed and a zero backoff became 300 s
+        (Backoff(initial_seconds=0), 10**7, 0.0),
+        (Backoff(initial_seconds=1e-300, multiplier=10, max_seconds=5), 2000, 5.0),
         (Backoff(initial_seconds=0.5, multiplier=1), 20, 0.5),
     ],
 )

@@ -55,13 +55,15 @@ def _boot_id() -> str:
 
 class Daemon:
     def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
-                 limits: str = "auto") -> None:
+                 limits: str = "auto", role: str = "daemon") -> None:
         """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
-        managed (cgroups.py), "watchdog" always samples instead."""
+        managed (cgroups.py), "watchdog" always samples instead. `role` "run": a foreground `orchestrator
+        run`, which prints its own events and says so in the state dir's lock."""
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
+        self.role = role
         prepare_state_dir(state_dir)
-        self._lock_fd = take_lock(state_dir, "daemon")
+        self._lock_fd = take_lock(state_dir, role)
         no_link(state_dir / "state.db")
         self.store = Store(state_dir / "state.db")
         self.clock = SystemClock()
@@ -72,7 +74,8 @@ class Daemon:
         self._lost_unmended = ""  # what became of state.db, when a new one could not be made
         self._retry: threading.Timer | None = None  # the pass that saves again, while the store is busy
         self.events.subscribe(self._record_event)
-        self.events.subscribe(_print_event)
+        if role == "daemon":
+            self.events.subscribe(_print_event)
         self.marker = str(state_dir.resolve())
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs",
                              marker=self.marker)
@@ -109,7 +112,8 @@ class Daemon:
         self.reconciler.adopt(records)
         self.reconciler.stop_strays(self.marker)
         self._keep_adopted_pool_sizes()
-        self.watches.restore()
+        if self.role == "daemon":
+            self.watches.restore()
 
     def _refuse_to_start_from_nothing(self) -> None:
         """An empty state database, while processes started for this state dir run: state.db was deleted or
@@ -142,10 +146,23 @@ class Daemon:
         if changed:
             self.reconciler.desired = graph.desired_state(specs.values())
 
-    def serve(self) -> int:
-        """Run until shut down; returns the exit code."""
+    def take_over(self, paths: list[str], specs: list[Any], watch: bool) -> None:
+        """A foreground run's start: exactly these manifests are desired. What an earlier run or daemon left
+        running was adopted and is kept where it is still desired; replicas that had finished are forgotten,
+        so that a run runs its Jobs again. Watched with `watch` for as long as the run lasts."""
+        self.store.set_watches([])
+        self.reconciler.records = {rid: r for rid, r in self.reconciler.records.items() if r.process is not None}
+        self.reconciler.set_desired(graph.desired_state([]))
+        self.ops.apply({"paths": paths, "user": "run", "watch": watch, "prune": True}, specs)
+
+    def serve(self, before_serving: Callable[[], None] | None = None,
+              until: Callable[[Reconciler], bool] | None = None) -> int:
+        """Run until shut down (or `until` says so); returns the exit code. `before_serving` runs on the loop's
+        thread once what runs has been adopted, before the socket answers."""
         self._loop_thread = threading.current_thread()
         self.restore()
+        if before_serving is not None:
+            before_serving()
         if self.metrics_addr:
             from .prometheus import serve_metrics
 
@@ -165,12 +182,17 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
         wake_on_child_exit(True)  # inherited orphans are reaped when they end
-        print(f"orchestrator {__version__} daemon pid {os.getpid()} serving {self.server.path}", flush=True)
+        # A run's stdout is its events (JSON lines with -o json): what it serves is said on stderr.
+        out = sys.stdout if self.role == "daemon" else sys.stderr
+        _say(f"orchestrator {__version__} {self.role} pid {os.getpid()} serving {self.server.path}", out)
+        if self.role == "daemon" or any(spec.limits.memory_or_cpu for spec in self.reconciler.desired.specs.values()):
+            _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}memory and cpu limits: {self.limits_how}", out)
         notify_service_manager("READY=1")  # a Type=notify unit is started once its socket answers
         self.events.subscribe(_tell_service_manager_when_stopping)
-        print(f"memory and cpu limits: {self.limits_how}", flush=True)
         try:
-            self.reconciler.run()
+            self.reconciler.run(until)
+            if self.role == "run" and not self.reconciler.alive:
+                self._run_ended()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
@@ -178,6 +200,17 @@ class Daemon:
             signal.set_wakeup_fd(previous_wakeup)
             self.close()
         return 0
+
+    def _run_ended(self) -> None:
+        """A foreground run stopped everything: nothing of it is desired any more, so a daemon started on
+        this state dir later starts from nothing rather than from the run's manifests."""
+        self.watches.stop_all()
+        try:
+            self.store.set_watches([])
+            self.ops.revision = self.store.add_revision([], action="run ended", paths=[], user="run",
+                                                        message="the foreground run stopped everything")
+        except UserError as error:  # the store busy or lost: the records say nothing runs all the same
+            print(f"orchestrator: {error}", file=sys.stderr)
 
     def close(self) -> None:
         self.watches.stop_all()
@@ -368,10 +401,14 @@ def _tell_service_manager_when_stopping(event: Event) -> None:
 
 
 def _print_event(event: Event) -> None:
+    _say(event_line(event), sys.stdout)
+
+
+def _say(line: str, out: Any) -> None:
     try:
-        print(event_line(event), flush=True)
+        print(line, file=out, flush=True)
     except (BrokenPipeError, ValueError):
-        pass  # nobody reads the daemon's output any more: the store keeps the events
+        pass  # nobody reads the output any more (`| head`): the store keeps the events
 
 
 def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:

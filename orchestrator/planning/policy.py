@@ -7,6 +7,8 @@ comes next for a replica that is not running (`next_step`). The planner and the 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -32,15 +34,17 @@ class Next:
 
 def backoff_delay(backoff: Backoff, streak: int) -> float:
     """Seconds to wait before the next try after `streak` consecutive short runs (1 = the first crash)."""
-    if streak <= 0:
-        return 0.0
-    # Cap the exponent so a long streak cannot overflow a float.
-    exponent = min(streak - 1, 1024)
-    try:
-        delay = backoff.initial_seconds * backoff.multiplier**exponent
-    except OverflowError:
-        delay = backoff.max_seconds
-    return min(delay, backoff.max_seconds)
+    if streak <= 0 or backoff.initial_seconds <= 0:
+        return 0.0  # a zero initial delay stays zero however long the streak (0 x anything)
+    if backoff.multiplier <= 1:
+        return min(backoff.initial_seconds, backoff.max_seconds)
+    # Past the exponent that reaches the maximum, the maximum: no float overflows, however long the streak.
+    if backoff.initial_seconds >= backoff.max_seconds:
+        return backoff.max_seconds
+    reaching = math.log(backoff.max_seconds / backoff.initial_seconds) / math.log(backoff.multiplier)
+    if streak - 1 >= reaching:
+        return backoff.max_seconds
+    return min(backoff.initial_seconds * backoff.multiplier ** (streak - 1), backoff.max_seconds)
 
 
 def classify_exit(spec: ProcessSpec, code: int | None, signal: int | None) -> Reason:
