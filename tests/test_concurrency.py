@@ -142,7 +142,8 @@ def test_a_run_killed_with_sigkill_leaves_its_processes_to_the_next_run(orch: Or
         assert sorted(p.pid for p in managed("a")) == pids  # nothing lost with it
         second = orch.popen("run", "-f", str(manifest))
         wait_for(orch.answers, timeout=10, what="the second run's socket")
-        adopted = [e for e in orch.events("Adopted", "a")]
+        adopted = wait_for(lambda: len(orch.events("Adopted", "a")) == 2 and orch.events("Adopted", "a"),
+                           timeout=10, what="both adopted")
         assert sorted(int(e["pid"]) for e in adopted) == pids  # adopted, not started a second time
         assert sorted(p.pid for p in managed("a")) == pids
         second.send_signal(signal.SIGINT)

@@ -144,8 +144,8 @@ def test_prometheus_endpoint_and_top(tmp_path: Path) -> None:
         assert sum(once.values()) == 1.0 and len(once) == 7
         pss = [value for _, value in families["orchestrator_replica_memory_pss_bytes"]]
         assert len(pss) == 2 and all(0 < value for value in pss)
-        spawns = dict((labels.get("le"), value) for labels, value in families["process_spawn_duration_seconds"]
-                      if "le" in labels)
+        spawns = {labels["le"]: value for labels, value in families["process_spawn_duration_seconds"]
+                  if "le" in labels}
         assert spawns["+Inf"] == 3.0 and spawns["10"] == 3.0 and spawns["0.001"] <= spawns["0.1"]
         assert families["process_resident_memory_bytes"][0][1] > 10 << 20  # the daemon's own
         assert families["process_cpu_seconds"][0][1] > 0

@@ -195,7 +195,8 @@ def test_a_port_another_program_holds_never_makes_the_replica_ready(harness: Har
             name = f"app-{action.value}"
             harness.apply([proc(name, probes=Probes(readiness=fast(action, port=port))),
                            proc("after", depends_on=(Dependency(name, Condition.READY),))])
-            [failed] = wait_for(lambda: harness.of(EventType.PROBE_FAILED, name), timeout=5, what="why not ready")
+            [failed] = wait_for(lambda name=name: harness.of(EventType.PROBE_FAILED, name), timeout=5,
+                                what="why not ready")
             assert f"port {port} is held by pid {os.getpid()} (" in failed.message, failed.message
             assert "not by this replica's processes" in failed.message
             time_limit = time.monotonic() + 0.5

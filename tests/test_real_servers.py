@@ -7,6 +7,8 @@ workers (--max-requests), whose cpu must still count. Skipped where the server i
 installs both: .ci/run).
 """
 
+# ruff: noqa: F811 - the fixture `orch` is imported from the module that defines it
+
 from __future__ import annotations
 
 import glob
@@ -23,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import wait_for
-from test_daemon import Orchestrator, alive, orch, process  # noqa: F401 - the fixture
+from test_daemon import Orchestrator, alive, orch, process  # noqa: F401
 
 POSTGRES_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 # A busy backend: computing, it never looks whether its postmaster still lives (pg_sleep would notice).
@@ -62,7 +64,7 @@ def pg_data() -> Iterator[Path]:
 
 def psql(data: Path, port: int, sql: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
     return subprocess.run([f"{POSTGRES_BIN[-1]}/psql", "-h", str(data), "-p", str(port), "-U", "postgres", "-Atc", sql],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_postgres_killed_with_sigkill_comes_back_without_its_old_backends(orch: Orchestrator,

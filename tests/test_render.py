@@ -412,9 +412,7 @@ def test_a_systemd_unit_means_exactly_its_paths_whatever_they_hold(tmp_path: Pat
     import shutil
     import subprocess
 
-    from orchestrator.cli.render.systemd import systemd_unit, unit_name
-
-    from orchestrator.cli.render.systemd import installed_systemd_version
+    from orchestrator.cli.render.systemd import installed_systemd_version, systemd_unit, unit_name
 
     state = str(tmp_path / 'odd 100% $HOME "quoted" \\back')
     here = installed_systemd_version()

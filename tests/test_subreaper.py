@@ -5,6 +5,8 @@ daemon is their child subreaper, so they are ended with their replica and reaped
 adopted from a daemon that was SIGKILLed is ended by the marks its processes carry.
 """
 
+# ruff: noqa: F811 - the fixture `orch` is imported from the module that defines it
+
 from __future__ import annotations
 
 import os
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import psutil
 from conftest import REPO, wait_for
-from test_daemon import CLI, Orchestrator, alive, orch  # noqa: F401 - the fixture
+from test_daemon import CLI, Orchestrator, alive, orch  # noqa: F401
 
 ESCAPES = (
     # A grandchild in a session of its own (setsid), whose pid is written to escaped.<replica>, and a

@@ -31,8 +31,8 @@ from ..host.limits import LimitWatch
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import notify_service_manager, socket_path
-from ..host.subreaper import wake_on_child_exit
 from ..host.statedir import no_link, prepare_state_dir, take_lock
+from ..host.subreaper import wake_on_child_exit
 from ..manifests.cache import SpecCache
 from ..planning import graph
 from .control import Conflict, ControlServer, event_queue_iterator

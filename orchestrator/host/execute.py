@@ -25,11 +25,11 @@ from pathlib import Path
 
 from ..core.errors import SpawnError
 from ..core.model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
+from . import subreaper as _subreaper
 from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from .limits import apply_at_start, renice_tree
-from .metrics import Histogram
 from .logs import log_path, open_log
-from . import subreaper as _subreaper
+from .metrics import Histogram
 from .observe import identity, is_alive
 from .subreaper import FORKS, STATE_MARKER
 

@@ -29,9 +29,9 @@ from ..core.errors import SpawnError
 from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 from ..core.patterns import compile_pattern
 from .execute import STATE_MARKER, user_ids
-from .subreaper import FORKS
 from .logs import log_path
 from .observe import is_alive, listening_inodes, socket_holder, tree_holds
+from .subreaper import FORKS
 
 LOG_WINDOW = 1 << 20  # bytes of new output a log probe reads at most per check
 LOG_LINE = 64 << 10  # characters of one line a log probe matches against

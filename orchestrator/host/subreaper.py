@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -120,7 +120,7 @@ def marks(pid: int, marker: str) -> tuple[str, str]:
     return replica, values.get(b"ORCH_INSTANCE", "")
 
 
-def orphans(own: set[int] | dict[int, object], marker: str) -> list[Orphan]:
+def orphans(own: Container[int], marker: str) -> list[Orphan]:
     """Children of this process that it did not fork (inherited as subreaper). Call with FORKS.lock held."""
     found = []
     for pid in children():

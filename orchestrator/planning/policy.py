@@ -8,7 +8,6 @@ comes next for a replica that is not running (`next_step`). The planner and the 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, replace
 from enum import Enum
 
