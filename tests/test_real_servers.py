@@ -59,7 +59,19 @@ def pg_data() -> Iterator[Path]:
                        user="postgres" if os.geteuid() == 0 else None, check=True, capture_output=True, timeout=120)
         yield data
     finally:
+        _kill_cluster_processes(data)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_cluster_processes(data: Path) -> None:
+    """Whatever of this cluster still runs, found by its working directory (PostgreSQL writes its process
+    titles over its environment, so the tests' session mark cannot find a backend a failed test left)."""
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if Path(proc.cwd()) == data:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
 
 
 def psql(data: Path, port: int, sql: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
