@@ -225,10 +225,10 @@ def test_a_fast_growing_log_is_rotated_as_it_grows(tmp_path: Path) -> None:
     limit = 64 << 10
     h = Harness(tmp_path / "logs")  # the default resync (10 s): rotation must not wait for it
     try:
-        # About 1 MiB/s, sixteen times the limit each second.
+        # Quiet for 1.5 s (its log is then watched, not polled), then about 1 MiB/s: sixteen limits a second.
         h.apply([proc("flood", sys.executable, "-c",
-                      "import sys, time\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n'); sys.stdout.flush()"
-                      "\n    time.sleep(0.001)", logs=LogPolicy(max_bytes=limit, keep=2))])
+                      "import sys, time\ntime.sleep(1.5)\nwhile True:\n    sys.stdout.write('y' * 1023 + '\\n')"
+                      "; sys.stdout.flush()\n    time.sleep(0.001)", logs=LogPolicy(max_bytes=limit, keep=2))])
         log = h.log_dir / "default" / "flood.0.log"
         wait_for(lambda: log.with_name("flood.0.log.2").exists(), timeout=5, what="two rotations")
         largest, deadline = 0, time.monotonic() + 2.0

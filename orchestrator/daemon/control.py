@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import selectors
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
@@ -68,12 +69,30 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return peer_uid(request) == os.getuid()
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="api", daemon=True)
-        thread.start()
-        return thread
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def _serve(self) -> None:
+        """socketserver's serve_forever without its poll: it looks for a shutdown twice a second, which
+        is most of an idle daemon's wake-ups; here a byte on a pipe says it."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self._stopping:
+                        self.handle_request()  # readable: it accepts at once
 
     def stop(self) -> None:
-        self.shutdown()
+        if getattr(self, "_thread", None) is not None:
+            self._stopping = True
+            os.write(self._wake_w, b"\0")
+            self._thread.join(timeout=10)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         self.server_close()
         try:
             self.path.unlink()

@@ -37,7 +37,7 @@ from ..core.model import (
 )
 from ..host.execute import STATE_MARKER, Child, Executor
 from ..host.limits import THROTTLED_NICE, Breach, LimitWatch, Watched
-from ..host.logs import Rotation, log_path
+from ..host.logs import Rotation
 from ..host.metrics import Sampler
 from ..host.observe import marked_session_leaders
 from ..host.probes import Prober, Transition
@@ -50,6 +50,7 @@ from .folding import exit_reason, hook_ended, how_it_ended, probe_folded, probe_
 
 Message = Callable[["Reconciler"], None]
 _SIGCHLD = bytes([signal.SIGCHLD])
+_LOG_WRITTEN = "a quiet log file was written to"  # the selector's data for the rotation's inotify descriptor
 
 
 RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], object]
@@ -81,7 +82,7 @@ class Reconciler:
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
         # The spec each running (or passed) preStart hook ran for: a spec changed meanwhile runs its own.
         self._pre_start_for: dict[ReplicaId, ProcessSpec] = {}
-        self._rotation = Rotation()
+        self._rotation = Rotation(executor.log_dir)
         self._rotation_failed: dict[ReplicaId, str] = {}
         self._closed = False
         self.desired = DesiredState.empty()
@@ -92,6 +93,8 @@ class Reconciler:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        if self._rotation.fd >= 0:
+            self._selector.register(self._rotation.fd, selectors.EVENT_READ, _LOG_WRITTEN)
         self._pidfds: dict[ReplicaId, int] = {}
 
     # -- the only ways in from outside the loop -------------------------------------------------
@@ -236,6 +239,8 @@ class Reconciler:
             for key, _ in ready:
                 if key.fd == self._wake_r:
                     self._drain_wake_pipe()
+                elif key.data is _LOG_WRITTEN:
+                    self._rotation.woken(now)
                 else:
                     self._guarded("an exit", functools.partial(self._child_ended, key.data, now))
 
@@ -543,8 +548,7 @@ class Reconciler:
                    f"{what} ({breach.message}): nice {nice}", breach.process.pid)
 
     def _rotate_logs(self, now: float) -> None:
-        logs = {rid: (log_path(self.executor.log_dir, rid), record.spec.logs)
-                for rid, record in self.records.items() if record.process is not None}
+        logs = {rid: record.spec.logs for rid, record in self.records.items() if record.process is not None}
         failed = dict(self._rotation.check(logs, now))
         for rid, error in failed.items():
             if self._rotation_failed.get(rid) != str(error):  # a full disk: said once, not every second
@@ -564,5 +568,6 @@ class Reconciler:
         self.executor.release()
         self._closed = True
         self._selector.close()
+        self._rotation.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

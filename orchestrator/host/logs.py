@@ -2,15 +2,19 @@
 
 Each replica writes both streams, interleaved as they happen, to one file that it holds open itself
 (`<state>/logs/<namespace>/<name>.<replica>.log`), so logging costs the orchestrator nothing per line.
-Files past the spec's `logs.maxBytes` are rotated as they grow: `Rotation` looks at each file again sooner
-the faster it grows, so a file overshoots its limit by about 50 ms of output (`rotate_if_needed`).
+Files past the spec's `logs.maxBytes` are rotated as they grow: `Rotation` looks at a growing file again
+sooner the faster it grows, so it overshoots its limit by about 50 ms of output, and at a quiet one again
+only when it is written to (`rotate_if_needed` does the rotation).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..core.model import LogPolicy, ReplicaId
 
@@ -63,26 +67,51 @@ def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
 
 
 class Rotation:
-    """When to look at each running replica's log size next: within a second, and sooner as a file nears
-    its limit at the rate it has been growing (half the time it would take, at least 50 ms apart)."""
+    """When to look at each running replica's log size next, so that a file is rotated as it grows.
+
+    A file that grew since the last look is looked at again by its rate: within a second, and sooner as it
+    nears its limit (half the time it would take at that rate, at least 50 ms apart). A file that did not grow
+    is not looked at again until it is written to: a one-shot inotify watch (IN_MODIFY) wakes the loop at its
+    next write (`fd`, `woken`). An idle host pays no wake-up for its logs, and a burst after a long quiet is
+    seen at its first write. Without inotify (or past its watch limit), quiet files are looked at every second.
+    """
 
     MAX_INTERVAL = 1.0
     MIN_INTERVAL = 0.05
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
         self._seen: dict[ReplicaId, tuple[float, int]] = {}  # when last looked at, and the size then
+        self._quiet: set[ReplicaId] = set()  # not grown at the last look: watched, not polled
+        self._watched: dict[int, ReplicaId] = {}  # inotify watch descriptor -> the replica whose log it is
+        self.fd = _inotify()  # -1 without inotify
         self.next_at = 0.0
 
     def soon(self, now: float) -> None:
         """A replica started: look at the log files again shortly, to learn how fast its own grows."""
         self.next_at = min(self.next_at, now + self.MIN_INTERVAL)
 
-    def check(self, logs: dict[ReplicaId, tuple[Path, LogPolicy]], now: float) -> list[tuple[ReplicaId, OSError]]:
-        """Rotate the files past their limit; returns the ones that failed, and sets next_at."""
+    def woken(self, now: float) -> None:
+        """The inotify descriptor is readable: the quiet files written to since are looked at now."""
+        for wd in _watch_events(self.fd):
+            rid = self._watched.pop(wd, None)
+            if rid is not None:
+                self._quiet.discard(rid)
+                self._seen.pop(rid, None)  # its rate is measured afresh, from this first write on
+        self.next_at = now
+
+    def check(self, logs: Mapping[ReplicaId, LogPolicy], now: float) -> list[tuple[ReplicaId, OSError]]:
+        """Rotate the files of these running replicas that are past their limit; returns the ones that
+        failed, and sets next_at."""
         failed = []
-        interval = self.MAX_INTERVAL
+        interval = float("inf")
         seen: dict[ReplicaId, tuple[float, int]] = {}
-        for rid, (path, policy) in logs.items():
+        for rid, policy in logs.items():
+            before = self._seen.get(rid)
+            if rid in self._quiet and before is not None:
+                seen[rid] = before
+                continue
+            path = log_path(self.log_dir, rid)
             try:
                 size = grown = os.stat(path).st_size
                 if size > policy.max_bytes and rotate_if_needed(path, policy):
@@ -91,14 +120,72 @@ class Rotation:
                 size = grown = 0
             except OSError as error:  # a full disk: said by the caller, tried again in a second
                 failed.append((rid, error))
+                interval = min(interval, self.MAX_INTERVAL)
                 continue
-            before = self._seen.get(rid)
             seen[rid] = (now, size)
             if before is None:
-                interval = min(interval, self.MIN_INTERVAL * 2)  # new: its rate is not known yet
+                interval = min(interval, self.MIN_INTERVAL)  # new, or written to after a quiet: rate unknown
             elif grown > before[1] and now > before[0]:
                 rate = (grown - before[1]) / (now - before[0])
-                interval = min(interval, max(self.MIN_INTERVAL, (policy.max_bytes - size) / rate / 2))
+                interval = min(interval, self.MAX_INTERVAL,
+                               max(self.MIN_INTERVAL, (policy.max_bytes - size) / rate / 2))
+            elif not self._watch(rid, path):
+                interval = min(interval, self.MAX_INTERVAL)
         self._seen = seen
+        self._quiet &= seen.keys()
         self.next_at = now + interval
         return failed
+
+    def _watch(self, rid: ReplicaId, path: Path) -> bool:
+        """Be woken at the next write to `path`; False where that cannot be (poll it instead)."""
+        if self.fd < 0:
+            return False
+        wd = _add_watch(self.fd, path)
+        if wd < 0:
+            return False
+        self._watched[wd] = rid
+        self._quiet.add(rid)
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+_IN_MODIFY, _IN_ONESHOT = 0x2, 0x80000000
+_libc: Any = None
+
+
+def _inotify() -> int:
+    """An inotify descriptor (non-blocking, close-on-exec), or -1 where there is none."""
+    global _libc
+    import ctypes
+
+    try:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        return int(_libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    except (OSError, AttributeError):
+        return -1
+
+
+def _add_watch(fd: int, path: Path) -> int:
+    return int(_libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ONESHOT))
+
+
+def _watch_events(fd: int) -> list[int]:
+    """The watch descriptors of the events waiting on `fd` (struct inotify_event: wd, mask, cookie, len)."""
+    found = []
+    while fd >= 0:
+        try:
+            data = os.read(fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            break
+        offset = 0
+        while offset + 16 <= len(data):
+            wd, _mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+            found.append(wd)
+            offset += 16 + length
+        if not data:
+            break
+    return found
