@@ -141,6 +141,13 @@ class Client:
             owned = run_owner(self.state_dir)
             if owned is not None:
                 raise DaemonUnavailable(f"no daemon serves state dir {self.state_dir}: {owned}") from error
+            left = left_running(self.state_dir)
+            if left:
+                shown = ", ".join(map(str, left[:10])) + (" ..." if len(left) > 10 else "")
+                raise DaemonUnavailable(
+                    f"no daemon is running for state dir {self.state_dir}, but {len(left)} process(es) it started "
+                    f"still run (pids {shown}): `orchestrator daemon` (or any `apply`) adopts them, and "
+                    "`orchestrator shutdown` starts a daemon that adopts them and stops them all") from error
             raise DaemonUnavailable(
                 f"no daemon is running for state dir {self.state_dir} "
                 "(`orchestrator apply -f PATH` starts one, or run `orchestrator daemon`)"
@@ -204,6 +211,18 @@ def start_daemon(state_dir: Path, wait_seconds: float = 15.0) -> Client:
             raise UserError(f"the daemon exited with code {code} while starting:\n{tail}")
         time.sleep(0.02)
     raise UserError(f"the daemon did not answer within {wait_seconds:g} s; see {state_dir / 'daemon.log'}")
+
+
+def left_running(state_dir: Path) -> list[int]:
+    """Pids of the replicas a daemon of `state_dir` started that still run with no daemon (it was killed):
+    found by the state dir's mark in their environment. One pass over /proc: for error messages only."""
+    from ..host.execute import STATE_MARKER
+    from ..host.observe import marked_session_leaders
+
+    try:
+        return sorted(marked_session_leaders(STATE_MARKER, str(state_dir.resolve()), {os.getpid()}))
+    except OSError:
+        return []
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import Location, ManifestError, Problem, UserError
+from ..core.errors import Location, ManifestError, Problem, UsageError, UserError
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
 from .exit_codes import EXIT_FAILED, EXIT_OK
 from .paths import default_state_dir
@@ -373,7 +373,7 @@ def delete(args: argparse.Namespace) -> int:
     if args.paths:
         names += [spec.key for spec in _load_for_apply(args.paths)]
     if not names:
-        raise UserError("name what to delete: NAME... or -f PATH")
+        raise UsageError("name what to delete: NAME... or -f PATH")
     answer = _client(args).request("POST", "/delete", {"names": names, "user": getpass.getuser()})
     print(apply_results(answer["results"]))
     return EXIT_OK
@@ -410,7 +410,16 @@ def rollback(args: argparse.Namespace) -> int:
 
 def shutdown(args: argparse.Namespace) -> int:
     client = _client(args)
-    answer = client.request("POST", "/shutdown")
+    try:
+        answer = client.request("POST", "/shutdown")
+    except DaemonUnavailable:
+        from .client import left_running
+
+        if not left_running(args.state_dir):
+            raise
+        # Its daemon was killed and its processes run on: a daemon adopts them, and stops them all.
+        print(f"no daemon was running; starting one to stop the processes it left (state dir {args.state_dir})")
+        answer = start_daemon(args.state_dir).request("POST", "/shutdown")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if not _alive(answer["pid"]):

@@ -7,4 +7,5 @@
 EXIT_OK = 0
 EXIT_INVALID = 1  # invalid input: manifests, arguments, a daemon's refusal
 EXIT_FAILED = 1  # the work ran and did not succeed (a wait that timed out)
+EXIT_USAGE = 2  # the command line is wrong: argparse's code, and UsageError's
 EXIT_INTERRUPTED = 130

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import ManifestError, UserError
-from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from ..core.errors import ManifestError, UsageError, UserError
+from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from .paths import default_state_dir
 
 
@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Print the log of every replica of NAME (prefixed [i] when several).")
     logs.add_argument("name", help="NAME or NAMESPACE/NAME")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
-    logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines of each")
-    logs.add_argument("--replica", type=int, default=None, metavar="I", help="only replica I")
+    logs.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines of each")
+    logs.add_argument("--replica", type=_count, default=None, metavar="I", help="only replica I")
     logs.set_defaults(handler=_command("logs"))
 
     events = commands.add_parser("events", help="show the event stream",
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "-w keeps printing new ones.")
     events.add_argument("name", nargs="?", help="only events of this object")
     events.add_argument("-w", "--watch", action="store_true", help="keep printing new events until Ctrl-C")
-    events.add_argument("--limit", type=int, default=50, help="how many past events to show (default 50)")
+    events.add_argument("--limit", type=_count, default=50, help="how many past events to show (default 50)")
     events.add_argument("-o", "--output", choices=["text", "json"], default="text",
                         help="json: one object per line (JSON lines)")
     events.set_defaults(handler=_command("events"))
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale = commands.add_parser("scale", help="change the number of replicas",
                                 description="Set the replicas of NAME, recorded as a new revision.")
     scale.add_argument("name")
-    scale.add_argument("--replicas", type=int, required=True)
+    scale.add_argument("--replicas", type=_count, required=True, metavar="N")
     scale.set_defaults(handler=_command("scale"))
 
     history = commands.add_parser("history", help="list applied revisions",
@@ -185,7 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the systemd the unit is for (default: this host's, from systemctl --version); "
                          "254 and later get a delegated cgroup, so the kernel enforces limits")
     startup.set_defaults(handler=_command("startup"))
+    for command in commands.choices.values():  # `orchestrator get --state-dir X` as well as before it
+        command.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _count(text: str) -> int:
+    """An argument that counts something: a whole number, 0 or more (else a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -232,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(problems_text(error.problems), file=sys.stderr)
         return failed
+    except UsageError as error:
+        print(f"orchestrator {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return failed

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..core.errors import UserError
+from ..core.errors import UsageError, UserError
 from ..core.events import event_line
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
@@ -64,7 +64,7 @@ class _ExitCodeFrom:
         keys = [k for k in desired.specs if k == name or k.split("/", 1)[1] == name]
         if len(keys) != 1:
             found = "it is ambiguous: " + ", ".join(keys) if keys else "no such object in the manifests"
-            raise UserError(f"--exit-code-from {name}: {found}")
+            raise UsageError(f"--exit-code-from {name}: {found}")
         self.key = keys[0]
         self.code: int | None = None
 

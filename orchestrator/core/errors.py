@@ -57,6 +57,10 @@ class UserError(OrchestratorError):
     """The user asked for something that cannot be done; the message says why. Exit code 1 or 2."""
 
 
+class UsageError(UserError):
+    """The command line itself is wrong (a missing or impossible argument): exit code 2, as argparse's."""
+
+
 class ManifestError(UserError):
     """One or more problems in manifests: every problem found, sorted by place."""
 

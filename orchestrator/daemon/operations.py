@@ -63,9 +63,10 @@ class Operations:
                                    self._wall_offset(), self.created, self.enforced_by)
         selector = _parse_selector(query.get("selector", ""))
         if selector:
-            documents = [d for d in documents if all(d["labels"].get(k) == v for k, v in selector.items())]
+            documents = [d for d in documents if all(_selects(d["labels"], *term) for term in selector)]
         if query.get("name"):
             documents = [d for d in documents if _matches(d, query["name"])]
+        documents.sort(key=lambda d: (d["namespace"], d["name"]))  # as kubectl lists: by namespace, then name
         return {"revision": self.revision, "objects": documents}
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -300,14 +301,37 @@ def _under(file: str, paths: Sequence[str]) -> bool:
     return False
 
 
-def _parse_selector(text: str) -> dict[str, str]:
-    selector = {}
+def _parse_selector(text: str) -> list[tuple[str, str, str]]:
+    """Kubernetes' equality-based label selector: `key=value` (or `==`), `key!=value`, `key` (has it),
+    `!key` (has it not), joined by commas; every term must hold. (Set-based terms are refused, named.)"""
+    terms = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise Conflict(f"bad label selector {part!r}: expected key=value")
-        selector[key.strip()] = value.strip()
-    return selector
+        if " in " in f" {part} " or " notin " in f" {part} " or "(" in part:
+            raise Conflict(f"label selector {part!r}: set-based terms (in, notin) are not supported; use "
+                           "key=value, key!=value, key or !key")
+        if "!=" in part:
+            key, _, value = part.partition("!=")
+            terms.append((key.strip(), "!=", value.strip()))
+        elif "=" in part:
+            key, _, value = part.replace("==", "=", 1).partition("=")
+            terms.append((key.strip(), "=", value.strip()))
+        elif part.startswith("!"):
+            terms.append((part[1:].strip(), "!", ""))
+        else:
+            terms.append((part, "exists", ""))
+        if not terms[-1][0]:
+            raise Conflict(f"bad label selector {part!r}: no label name")
+    return terms
+
+
+def _selects(labels: dict[str, str], key: str, op: str, value: str) -> bool:
+    if op == "=":
+        return labels.get(key) == value
+    if op == "!=":
+        return labels.get(key) != value  # as Kubernetes: an object without the label matches too
+    if op == "!":
+        return key not in labels
+    return key in labels
 
 
 def _matches(document: dict[str, Any], name: str) -> bool:

@@ -15,6 +15,7 @@ from ..core.model import DesiredState, HookKind, ProbeKind, ProcessSpec, Reason,
 from ..host.execute import ExitStatus
 from ..host.limits import kernel_oom_message
 from ..host.probes import Target, Transition
+from ..planning.plan import StopReason
 from ..planning.policy import Step, classify_exit, next_step, record_start_failure
 
 _PROBE_CONSEQUENCE = {
@@ -36,6 +37,17 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+# Why a replica is being stopped, in the words of its Stopping event.
+STOP_WORDS = {
+    StopReason.REMOVED: "no longer desired",
+    StopReason.SPEC_CHANGED: "its spec changed",
+    StopReason.SCALED_DOWN: "scaled down",
+    StopReason.RESTART: "restart asked for",
+    StopReason.UNHEALTHY: "unhealthy",
+    StopReason.DEPENDENCY_RESTARTED: "a dependency started anew",
+}
 
 
 def how_it_ended(status: ExitStatus) -> str:

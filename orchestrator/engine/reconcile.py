@@ -46,7 +46,17 @@ from ..planning.diff import needs_restart
 from ..planning.graph import desired_state
 from ..planning.plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
 from ..planning.policy import record_exit, record_start, record_start_failure
-from .folding import exit_reason, hook_ended, how_it_ended, probe_folded, probe_targets, what_next, without_hook
+from .folding import (
+    STOP_WORDS,
+    exit_reason,
+    hook_ended,
+    how_it_ended,
+    probe_folded,
+    probe_targets,
+    signal_name,
+    what_next,
+    without_hook,
+)
 
 Message = Callable[["Reconciler"], None]
 _SIGCHLD = bytes([signal.SIGCHLD])
@@ -303,14 +313,19 @@ class Reconciler:
                 self.records[rid] = replace(record, hook=hook.process, hook_kind=HookKind.PRE_STOP,
                                             hook_started_at=now, hook_killed=False)
                 self._watch_hook(rid, hook)
-                self._emit(EventType.STOPPING, rid, f"{action.reason.value}: running the preStop hook, then "
-                           f"{action.signal}; SIGKILL after {action.timeout_seconds:g} s", action.process.pid)
+                self._emit(EventType.STOPPING, rid, f"{self._why_stopped(action)}: running the preStop hook, "
+                           f"then {action.signal}; SIGKILL after {action.timeout_seconds:g} s", action.process.pid)
                 return
         self.records[rid] = record
         self.executor.signal_group(action.process, action.signal)
         self._emit(EventType.STOPPING, rid,
-                   f"{action.reason.value}: sent {action.signal}, SIGKILL after {action.timeout_seconds:g} s",
+                   f"{self._why_stopped(action)}: sent {action.signal}, SIGKILL after {action.timeout_seconds:g} s",
                    action.process.pid)
+
+    def _why_stopped(self, action: Stop) -> str:
+        if action.reason is StopReason.REMOVED and self.shutting_down:
+            return "shutting down"
+        return STOP_WORDS[action.reason]
 
     def _start(self, action: Start, now: float) -> None:
         rid, spec = action.replica, action.spec
@@ -417,9 +432,16 @@ class Reconciler:
         reason, message = exit_reason(record, status)
         record = record_exit(record, Exit(status.code, status.signal, reason, now, now - started, message))
         self.records[rid] = record
-        how = how_it_ended(status)
-        detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
-        self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
+        if record.stopped_on_purpose and status.signal is not None and signal_name(status.signal) in (
+                record.spec.shutdown.signal, "SIGKILL"):
+            # The signal it was sent: a stop that went as asked (a SIGKILL: its shutdown timeout ran out).
+            killed = status.signal == signal.SIGKILL and record.spec.shutdown.signal != "SIGKILL"
+            how = f"stopped by {signal_name(status.signal)}" + (" after its shutdown timeout" if killed else "")
+            self._emit(EventType.EXITED, rid, how, pid)
+        else:
+            how = how_it_ended(status)
+            detail = "stopped" if record.stopped_on_purpose else self._what_next(record)
+            self._emit(EventType.EXITED, rid, f"{how} ({reason.value}); {detail}", pid)
         self._end_orphans()  # what left its process group ends with it too
 
     def _what_next(self, record: ReplicaRecord) -> str:

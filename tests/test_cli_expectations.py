@@ -1,0 +1,97 @@
+"""What a newcomer from kubectl, compose or PM2 takes for granted of the command line (issue 13, first part).
+
+Real daemons driven through the CLI as subprocesses (the `orch` fixture of test_daemon).
+"""
+
+# ruff: noqa: F811 - the fixture `orch` is imported from the module that defines it
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from conftest import REPO, wait_for
+from test_daemon import CLI, Orchestrator, alive, documents, managed, orch, process  # noqa: F401
+
+
+def test_state_dir_may_follow_the_subcommand(orch: Orchestrator) -> None:
+    orch.ok("apply", "-f", str(orch.write("m/a.yaml", process("a"))))
+    orch.wait_running("a")
+    after = subprocess.run([*CLI, "get", "--state-dir", str(orch.state), "-o", "json"], capture_output=True,
+                           text=True, timeout=30, cwd=REPO, check=False)
+    assert after.returncode == 0, after.stderr
+    assert [o["name"] for o in json.loads(after.stdout)["objects"]] == ["a"]
+
+
+def test_usage_errors_exit_2_with_the_reason(orch: Orchestrator) -> None:
+    manifest = orch.write("m/a.yaml", process("a"))
+    cases = {
+        ("scale", "a", "--replicas", "-1"): "must be 0 or more, got -1",
+        ("logs", "a", "--tail", "-3"): "must be 0 or more, got -3",
+        ("delete",): "name what to delete",
+        ("run", "-f", str(manifest), "--exit-code-from", "nosuch"): "--exit-code-from nosuch: no such object",
+    }
+    for args, reason in cases.items():
+        result = orch(*args)
+        assert result.returncode == 2, (args, result)
+        assert reason in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert managed("a") == []  # the refused run started nothing
+
+
+def test_a_graceful_stop_reads_as_one(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", documents(process("a"), process("b")))
+    orch.ok("apply", "-f", str(manifest))
+    orch.wait_running("a", "b")
+    orch.ok("delete", "b")
+    wait_for(lambda: orch.events("Exited", "b"), what="b stopped")
+    [stopping] = orch.events("Stopping", "b")
+    assert stopping["message"].startswith("no longer desired: sent SIGTERM"), stopping
+    [exited] = orch.events("Exited", "b")
+    assert exited["message"] == "stopped by SIGTERM", exited  # not "killed by SIGTERM (Killed)"
+
+    orch.ok("shutdown")
+    log = (orch.state / "daemon.log").read_text()  # the daemon's own output: its events, as they happened
+    assert "default/a[0] Stopping: shutting down: sent SIGTERM" in log, log
+    assert "default/a[0] Exited: stopped by SIGTERM" in log, log
+
+
+def test_processes_left_by_a_killed_daemon_are_named_and_shutdown_stops_them(orch: Orchestrator) -> None:
+    orch.ok("apply", "-f", str(orch.write("m/a.yaml", process("a", replicas=2))))
+    pids = sorted(orch.wait_running("a")["a"])
+    daemon = orch.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon gone")
+
+    got = orch("get")
+    assert got.returncode == 1 and "Traceback" not in got.stderr
+    assert f"2 process(es) it started still run (pids {pids[0]}, {pids[1]})" in got.stderr, got.stderr
+    assert "`orchestrator shutdown`" in got.stderr
+
+    stopped = orch("shutdown")
+    assert stopped.returncode == 0, stopped
+    assert "starting one to stop the processes it left" in stopped.stdout
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=15, what="the left processes stopped")
+    assert managed("a") == []
+
+
+def test_label_selectors_and_order_are_kubectls(orch: Orchestrator) -> None:
+    docs = [process("web", labels={"tier": "frontend"}), process("api", labels={"tier": "backend"}),
+            process("cron"), process("db", labels={"tier": "backend", "disk": "ssd"})]
+    orch.ok("apply", "-f", str(orch.write("m/all.yaml", documents(*docs))))
+    orch.wait_running("web", "api", "cron", "db")
+
+    def names(selector: str) -> list[str]:
+        return [o["name"] for o in json.loads(orch.ok("get", "-l", selector, "-o", "json"))["objects"]]
+
+    assert names("tier=backend") == ["api", "db"]  # by namespace, then name
+    assert names("tier==backend") == ["api", "db"]
+    assert names("tier!=backend") == ["cron", "web"]  # as Kubernetes: no such label matches too
+    assert names("tier") == ["api", "db", "web"]
+    assert names("!tier") == ["cron"]
+    assert names("tier=backend,disk=ssd") == ["db"]
+    assert [o["name"] for o in json.loads(orch.ok("get", "-o", "json"))["objects"]] == ["api", "cron", "db", "web"]
+    refused = orch("get", "-l", "tier in (backend)")
+    assert refused.returncode == 1 and "set-based terms (in, notin) are not supported" in refused.stderr
