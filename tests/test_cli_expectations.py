@@ -95,3 +95,35 @@ def test_label_selectors_and_order_are_kubectls(orch: Orchestrator) -> None:
     assert [o["name"] for o in json.loads(orch.ok("get", "-o", "json"))["objects"]] == ["api", "cron", "db", "web"]
     refused = orch("get", "-l", "tier in (backend)")
     assert refused.returncode == 1 and "set-based terms (in, notin) are not supported" in refused.stderr
+
+
+def test_every_event_line_carries_its_id_live_or_stored(orch: Orchestrator) -> None:
+    orch.ok("apply", "-f", str(orch.write("m/a.yaml", process("a", ["/bin/sh", "-c", "exit 1"],
+                                                              restartPolicy="Never"))))
+    wait_for(lambda: orch.events("Exited", "a"), what="a ended")
+    follower = orch.popen("events", "-w", "-o", "json")
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())  # the backlog comes first
+        assert isinstance(first["id"], int)
+        orch.ok("restart", "a")  # live events from here on
+        live = []
+        while not any(e["type"] == "Exited" and e["id"] > first["id"] + 3 for e in live) and len(live) < 50:
+            line = follower.stdout.readline()
+            assert line, "the stream ended"
+            live.append(json.loads(line))
+    finally:
+        follower.kill()
+        follower.communicate()
+    stored = {e["id"]: e for e in orch.api("GET", "/events")["events"]}
+    for event in live:
+        assert isinstance(event["id"], int), event
+        assert stored[event["id"]]["message"] == event["message"]  # the id the store gave it too
+    ids = [e["id"] for e in live]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+    run = subprocess.run([*CLI, "--state-dir", str(orch.root / "run-state"), "run", "-o", "json",
+                          "--exit-code-from", "a", "-f", str(orch.root / "m/a.yaml")],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert lines and all(isinstance(e["id"], int) for e in lines), run.stdout

@@ -7,8 +7,9 @@ subscriber that raises is reported on stderr once per event and never stops the 
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import NamedTuple
 
@@ -52,6 +53,7 @@ class Event(NamedTuple):
     message: str
     replica: int | None = None
     pid: int | None = None
+    id: int | None = None  # its number in the daemon's event log, given as it is emitted (None outside one)
 
     @property
     def subject(self) -> str:
@@ -70,12 +72,14 @@ class Event(NamedTuple):
             message=reader.text("message", ""),
             replica=reader.integer("replica", None),
             pid=reader.integer("pid", None),
+            id=reader.integer("id", None),
         )
         reader.done()
         return event
 
     def to_json(self) -> dict[str, object]:
         return {
+            "id": self.id,
             "time": self.at,
             "type": self.type.value,
             "object": self.key,
@@ -95,8 +99,12 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, numbers: Iterator[int] | None = None) -> None:
+        """`numbers`: the ids events get as they are emitted (the daemon's event log continues from its
+        last), so that every subscriber, a live follower as much as the store, sees the same id."""
         self._subscribers: list[Subscriber] = []
+        self._numbers = numbers
+        self._numbering = threading.Lock()
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers = [*self._subscribers, subscriber]  # copy on write: emit may run on another thread
@@ -105,6 +113,9 @@ class EventBus:
         self._subscribers = [s for s in self._subscribers if s is not subscriber]
 
     def emit(self, event: Event) -> None:
+        if self._numbers is not None and event.id is None:
+            with self._numbering:  # emitted from several threads: one id each, in order
+                event = event._replace(id=next(self._numbers))
         for subscriber in self._subscribers:
             try:
                 subscriber(event)

@@ -240,5 +240,7 @@ def event_queue_iterator(
         unsubscribe(offer)
 
 
-def _identity(item: dict[str, Any]) -> tuple[Any, ...]:
+def _identity(item: dict[str, Any]) -> Any:
+    if item.get("id") is not None:
+        return item["id"]
     return (item.get("time"), item.get("type"), item.get("object"), item.get("replica"), item.get("message"))

@@ -11,6 +11,7 @@ a second one kills every process group at once.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
 import sys
@@ -67,7 +68,7 @@ class Daemon:
         no_link(state_dir / "state.db")
         self.store = Store(state_dir / "state.db")
         self.clock = SystemClock()
-        self.events = EventBus()
+        self.events = EventBus(itertools.count(self.store.last_event_id() + 1))
         self._unsaved: list[Event] = []  # events wait for the end of the pass, so a respawn never waits on disk
         self._unsaved_lock = threading.Lock()
         self._store_busy = False  # the last save met another program's lock

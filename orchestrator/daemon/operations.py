@@ -219,7 +219,7 @@ class Operations:
     @staticmethod
     def event_json(event_id: int | None, event: Event) -> dict[str, Any]:
         document = event.to_json()
-        document["id"] = event_id
+        document["id"] = event_id if event_id is not None else event.id
         return document
 
     def _wall_offset(self) -> float:

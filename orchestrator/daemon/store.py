@@ -378,6 +378,12 @@ class Store:
         """Append an event; returns its id, larger than every earlier one. Keeps at most `max_events`."""
         return self.add_events([event])[0]
 
+    def last_event_id(self) -> int:
+        """The highest event id ever given here (AUTOINCREMENT's sequence: pruned events count too)."""
+        with self._lock, self._guard():
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            return int(row[0]) if row else 0
+
     def add_events(self, events: Sequence[Event]) -> list[int]:
         """Append events in one transaction; returns their ids, in order. Keeps at most `max_events`."""
         if not events:
@@ -386,9 +392,11 @@ class Store:
         with self._lock:
             with self._guard(), self._transaction() as db:
                 for event in events:
+                    # With the id it was emitted with (the one its live followers saw), when it has one.
                     cursor = db.execute(
-                        "INSERT INTO events (at, type, key, replica, pid, message) VALUES (?, ?, ?, ?, ?, ?)",
-                        (event.at, event.type.value, event.key, event.replica, event.pid, event.message),
+                        "INSERT OR REPLACE INTO events (id, at, type, key, replica, pid, message) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (event.id, event.at, event.type.value, event.key, event.replica, event.pid, event.message),
                     )
                     if cursor.lastrowid is None:  # cannot happen after an INSERT; narrows the type
                         raise StoreError(f"state database {self.path}: no id for the new event")
