@@ -127,3 +127,36 @@ def test_every_event_line_carries_its_id_live_or_stored(orch: Orchestrator) -> N
                          capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert lines and all(isinstance(e["id"], int) for e in lines), run.stdout
+
+
+def test_an_apply_that_starts_a_failed_process_again_says_so(orch: Orchestrator) -> None:
+    manifest = orch.write("m/a.yaml", process("a", ["/bin/sh", "-c", "exit 3"], restartPolicy="Never"))
+    orch.ok("apply", "-f", str(manifest))
+    wait_for(lambda: orch.objects()["a"]["state"] == "Failed", what="a failed for good")
+    again = orch.ok("apply", "-f", str(manifest))
+    assert again.strip() == "process/default/a unchanged (it had failed: started again)"
+    [restarting] = wait_for(lambda: orch.events("Restarting", "a"), what="the Restarting event saved")
+    assert "failed for good, and applied again" in restarting["message"]
+    wait_for(lambda: len(orch.events("Started", "a")) == 2, what="a started again")
+
+
+def test_history_says_what_each_revision_changed_and_a_watch_keeps_the_commit(orch: Orchestrator) -> None:
+    repo = orch.root / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git[:3], "init", "-q"], check=True, timeout=30)
+    manifest = repo / "app.yaml"
+    manifest.write_text(documents(process("a"), process("b")))
+    subprocess.run([*git, "add", "."], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True, timeout=30)
+    commit = subprocess.run([*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                            timeout=30).stdout.strip()
+    orch.ok("apply", "--watch", "--prune", "-f", str(repo))
+    orch.wait_running("a", "b")
+    manifest.write_text(documents(process("a", ["sleep", "61"]), process("c")))
+    wait_for(lambda: len(orch.revisions()) == 2, timeout=10, what="the watch's revision")
+    newest, first = orch.revisions()
+    assert first["message"] == "+a +b" and first["git_commit"] == commit
+    assert newest["action"] == "watch" and newest["message"] == "~a +c -b", newest
+    assert newest["git_commit"] == commit and newest["git_dirty"] is True  # an edit not committed yet
+    assert "CHANGE" in orch.ok("history").splitlines()[0]

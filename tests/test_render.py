@@ -360,15 +360,16 @@ def test_history_table() -> None:
             "git_commit": "abc1234def5678",
             "git_dirty": True,
             "objects": 4,
-            "message": "",
+            "message": "+api ~web",
         },
         {"number": 4, "at": NOW - 5, "action": "rollback", "user": "bob", "paths": [], "git_commit": None},
     ]
     table = history_table(revisions, NOW)
     lines = table.splitlines()
-    assert lines[0].split() == ["REVISION", "AGE", "ACTION", "USER", "OBJECTS", "COMMIT", "PATHS"]
-    assert lines[1].split() == ["3", "2h5m", "apply", "alice", "4", "abc1234+dirty", "examples/manifests"]
-    assert lines[2].split() == ["4", "5s", "rollback", "bob", "-", "-", "-"]
+    assert lines[0].split() == ["REVISION", "AGE", "ACTION", "USER", "OBJECTS", "COMMIT", "PATHS", "CHANGE"]
+    assert lines[1].split() == ["3", "2h5m", "apply", "alice", "4", "abc1234+dirty", "examples/manifests", "+api",
+                                "~web"]
+    assert lines[2].split() == ["4", "5s", "rollback", "bob", "-", "-", "-", "-"]
     assert_aligned(table)
     assert history_table([], NOW) == "No revisions."
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import Location, ManifestError, Problem, UsageError, UserError
+from ..host.gitinfo import git_commit_of
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
 from .exit_codes import EXIT_FAILED, EXIT_OK
 from .paths import default_state_dir
@@ -99,26 +100,9 @@ class _Manifests:
 _MAX_SENT = 48 * 1024 * 1024  # below the control API's body limit, with room for JSON escapes
 
 
-def _git(paths: Sequence[str]) -> tuple[str | None, bool | None]:
-    """The commit of the git checkout holding the first path, and whether the paths have local changes."""
-    import subprocess
-
-    folder = paths[0] if os.path.isdir(paths[0]) else os.path.dirname(os.path.abspath(paths[0]))
-    try:
-        commit = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=False)
-        if commit.returncode != 0:
-            return None, None
-        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--", *map(os.path.abspath, paths)],
-                               capture_output=True, text=True, timeout=5, check=False)
-        return commit.stdout.strip(), bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
 def apply(args: argparse.Namespace) -> int:
     manifests = _Manifests(args.paths)
-    commit, dirty = _git(args.paths)
+    commit, dirty = git_commit_of(args.paths)
     body = {
         **manifests.body(),
         "paths": [os.path.abspath(p) for p in args.paths],

@@ -234,7 +234,12 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words:
+        parser.print_help()  # plain `orchestrator`: what it can do, not an error
+        return EXIT_OK
+    _suggest_for_a_mistyped_command(parser, words)
+    args = parser.parse_args(words)
     if args.state_dir is None:
         args.state_dir = default_state_dir()
     failed = getattr(args, "exit_on_error", EXIT_INVALID)
@@ -253,6 +258,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failed
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _suggest_for_a_mistyped_command(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """`orchestrator aply -f x`: say `did you mean apply?` and exit 2, as git does."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    skip_next = False
+    for word in words:
+        if skip_next:
+            skip_next = False
+            continue
+        if word == "--state-dir":
+            skip_next = True
+            continue
+        if word.startswith("-"):
+            continue
+        if word not in commands:
+            import difflib
+
+            close = difflib.get_close_matches(word, list(commands), n=3, cutoff=0.6)
+            if close:
+                parser.exit(EXIT_USAGE, f"orchestrator: '{word}' is not a command. Did you mean "
+                                        f"{' or '.join(close)}?\nSee 'orchestrator --help'.\n")
+        return
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ class EventType(str, Enum):
     EXITED = "Exited"
     BACKOFF = "BackOff"
     WAITING = "Waiting"
-    RESTARTING = "Restarting"  # asked for by `orchestrator restart`
+    RESTARTING = "Restarting"  # asked for by `orchestrator restart`, or an apply of what had failed for good
     HOOK_FAILED = "HookFailed"
     PROBE_PASSED = "ProbePassed"
     PROBE_FAILED = "ProbeFailed"

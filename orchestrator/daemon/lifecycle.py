@@ -389,7 +389,11 @@ class Daemon:
         except Exception as error:  # noqa: BLE001 - whatever a watched file does, the watch and the daemon go on
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"watched manifests not read: {error!r}"))
             return
-        body = {"paths": paths, "prune": prune, "watched": True, "user": "watch"}
+        from ..host.gitinfo import git_commit_of
+
+        commit, dirty = git_commit_of(paths)  # off the loop, as the load: a watched checkout's commit is kept too
+        body = {"paths": paths, "prune": prune, "watched": True, "user": "watch", "git_commit": commit,
+                "git_dirty": dirty}
         try:
             self._call(lambda r: self.ops.apply(body, specs))
         except (ManifestError, UserError, Conflict) as error:

@@ -138,9 +138,12 @@ class Operations:
         desired = graph.desired_state(new.values(), previous=self.reconciler.desired)
         changed = any(r["result"] != "unchanged" for r in results)
         if not dry_run:
-            self._retry_failed(applied)
+            retried = self._retry_failed(applied)
+            for entry in results:
+                entry["retried"] = entry["key"] in retried  # said: an "unchanged" that starts something
             if changed:
-                self._commit(desired, "watch" if body.get("watched") else "apply", body, paths)
+                self._commit(desired, "watch" if body.get("watched") else "apply", body, paths,
+                             message=str(body.get("message") or _changes_text(results)))
             if body.get("watch"):
                 self.watches.add({"paths": paths, "prune": bool(body.get("prune"))})
         return {"revision": self.revision, "results": results, "dry_run": dry_run}
@@ -253,13 +256,19 @@ class Operations:
             self._decoded[key] = (item, spec)
         return spec
 
-    def _retry_failed(self, keys: set[str]) -> None:
-        """An apply gives replicas that failed for good (maxRestarts, backoffLimit, Never) a new start."""
+    def _retry_failed(self, keys: set[str]) -> set[str]:
+        """An apply gives replicas that failed for good (maxRestarts, backoffLimit, Never) a new start;
+        returns the keys of the objects it did so for."""
+        retried = set()
         for rid, record in list(self.reconciler.records.items()):
             spec = self.reconciler.desired.specs.get(rid.key)
             if (rid.key in keys and spec is not None and record.process is None and record.last_exit is not None
                     and spec == record.spec and next_step(spec, record).step is Step.FAILED):
                 del self.reconciler.records[rid]
+                retried.add(rid.key)
+                self.events.emit(Event(self.clock.wall(), EventType.RESTARTING, rid.key,
+                                       "failed for good, and applied again: started anew", rid.index))
+        return retried
 
     def _commit(self, desired: DesiredState, action: str, body: dict[str, Any], paths: Sequence[str],
                 message: str = "") -> None:
@@ -290,6 +299,13 @@ class Operations:
 def _result(spec: ProcessSpec, result: str, old: ProcessSpec | None) -> dict[str, Any]:
     restart = result == "configured" and old is not None and needs_restart(old, spec)
     return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart}
+
+
+def _changes_text(results: Sequence[dict[str, Any]]) -> str:
+    """What an apply changed, for `history`: `+new ~changed -pruned`, names only (at most 10 shown)."""
+    marks = {"created": "+", "configured": "~", "pruned": "-"}
+    words = [f"{marks[r['result']]}{r['key'].split('/', 1)[1]}" for r in results if r["result"] in marks]
+    return " ".join(words[:10]) + (f" (+{len(words) - 10} more)" if len(words) > 10 else "")
 
 
 def _under(file: str, paths: Sequence[str]) -> bool:

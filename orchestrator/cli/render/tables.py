@@ -82,9 +82,10 @@ def history_table(revisions: Sequence[Mapping[str, Any]], now: float) -> str:
                 cell_text(revision.get("objects")),
                 commit_text,
                 cell_text(",".join(str(p) for p in revision.get("paths") or ())),
+                cell_text(revision.get("message") or "-"),
             ]
         )
-    return table_text(["REVISION", "AGE", "ACTION", "USER", "OBJECTS", "COMMIT", "PATHS"], rows)
+    return table_text(["REVISION", "AGE", "ACTION", "USER", "OBJECTS", "COMMIT", "PATHS", "CHANGE"], rows)
 
 
 
@@ -96,6 +97,8 @@ def apply_results(results: Sequence[Mapping[str, Any]], *, dry_run: bool = False
         line = f"{str(result.get('kind') or 'object').lower()}/{result.get('key')} {result.get('result')}"
         if result.get("restart"):
             line += " (restart)"
+        if result.get("retried"):
+            line += " (it had failed: started again)"
         if dry_run:
             line += " (dry run)"
         lines.append(line)
