@@ -35,6 +35,9 @@ DEFAULT = Backoff()
         (Backoff(initial_seconds=0), 1025, 0.0),  # once 2**1024 overflowed and a zero backoff became 300 s
         (Backoff(initial_seconds=0), 10**7, 0.0),
         (Backoff(initial_seconds=1e-300, multiplier=10, max_seconds=5), 2000, 5.0),
+        (Backoff(initial_seconds=0.5, max_seconds=1e308), 1025, pytest.approx(2.0**1023)),  # no overflow
+        (Backoff(initial_seconds=0.5, max_seconds=1e308), 1030, 1e308),
+        (Backoff(initial_seconds=1e-300, multiplier=10, max_seconds=1e308), 500, pytest.approx(1e199)),
         (Backoff(initial_seconds=0.5, multiplier=1), 20, 0.5),
     ],
 )

@@ -9,9 +9,11 @@ adopted from a daemon that was SIGKILLed is ended by the marks its processes car
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -158,3 +160,80 @@ def test_run_ends_descendants_that_left_the_group(tmp_path: Path) -> None:
             run.wait()
         if run.stderr:
             run.stderr.close()
+
+
+def test_children_the_run_had_before_are_left_alone(tmp_path: Path) -> None:
+    from test_daemon import process
+
+    # A container entrypoint: `sh -c 'crond & exec orchestrator run ...'` leaves crond a child of the run.
+    before = tmp_path / "before.pid"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(process("crash", ["/bin/sh", "-c", "(setsid sleep 0.1 &); exit 1"],
+                                backoff={"initialSeconds": 0.05, "maxSeconds": 0.05}))
+    script = (f"sleep 1000 & echo $! > {before}; exec {sys.executable} -m orchestrator --state-dir "
+              f"{tmp_path / 'state'} run -f {manifest}")
+    run = subprocess.Popen(["/bin/sh", "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True, start_new_session=True)
+    older = 0
+    try:
+        older = int(wait_for(lambda: before.exists() and before.read_text().strip(), what="the older child"))
+        assert run.stdout is not None
+        exits = 0
+        while exits < 5:  # crashes, each a SIGCHLD sweep, each leaving an orphan to reap
+            line = run.stdout.readline()
+            assert line, "the run ended"
+            exits += " Exited" in line
+        assert alive(older), "a child the run had before it started was killed as an orphan"
+        assert psutil.Process(older).ppid() == run.pid
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=15) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        if older:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(older, signal.SIGKILL)
+        if run.stdout:
+            run.stdout.close()
+
+
+def test_a_double_forked_helper_of_an_adopted_replica_survives_the_next_daemon(orch: Orchestrator) -> None:
+    from test_daemon import process
+
+    work = orch.root / "work"
+    work.mkdir()
+    script = "(setsid sh -c 'echo $$ > helper; exec sleep 1000' &); exec sleep 1000"  # the helper's parent exits
+    manifest = orch.write("m/a.yaml", process("a", ["/bin/sh", "-c", script], workingDir=str(work)))
+    orch.ok("apply", "-f", str(manifest))
+    main = orch.wait_running("a")["a"][0]
+    helper = int(wait_for(lambda: (work / "helper").exists() and (work / "helper").read_text().strip(),
+                          what="the helper"))
+    first = orch.daemon_pid()
+    assert first is not None
+    wait_for(lambda: psutil.Process(helper).ppid() == first, what="the helper inherited by the daemon")
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not alive(first), what="the daemon gone")
+
+    orch.ok("apply", "-f", str(manifest))  # the next daemon adopts `a`, and must not take its helper for a stray
+    wait_for(lambda: orch.events("Adopted", "a"), what="a adopted")
+    assert alive(helper) and alive(main)
+    os.kill(main, signal.SIGKILL)
+    wait_for(lambda: not alive(helper), what="the helper ended with its replica")
+
+
+def test_a_server_that_daemonized_out_of_its_tree_is_still_the_replicas_for_its_probe(orch: Orchestrator) -> None:
+    import socket as sockets
+
+    from test_daemon import process
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
+              "time.sleep(1000)")
+    script = f"(setsid {sys.executable} -c \"{server}\" &); exec sleep 1000"  # the listener leaves the tree
+    orch.ok("apply", "-f", str(orch.write("m/a.yaml", process(
+        "a", ["/bin/sh", "-c", script], probes={"readiness": {"tcp": {"port": port}, "periodSeconds": 0.1}}))))
+    wait_for(lambda: orch.objects()["a"]["replica_status"][0].get("ready"), timeout=15,
+             what="ready, by the marks of the listener that left its tree")

@@ -12,11 +12,14 @@ run or daemon, which adopts them instead of starting second copies.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from typing import Any
 
-from ..core.errors import UsageError, UserError
+from ..core.errors import Location, UsageError, UserError
 from ..core.events import event_line
+from ..core.model import ProcessSpec
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .render.events import event_json
@@ -28,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
     _, desired = load_desired(args.paths)  # nothing is touched for manifests that do not hold
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
+    # Kept in the state dir: by absolute path, as `apply` records them, so that a daemon (or a later run)
+    # with another working directory prunes, watches and reads them the same.
+    specs = [_absolute(spec) for spec in desired.specs.values()]
+    paths = [os.path.abspath(path) for path in args.paths]
     daemon = Daemon(args.state_dir, limits=args.limits, role="run")
     formatter = event_json if args.output == "json" else event_line
     printing = [True]
@@ -43,9 +50,8 @@ def run(args: argparse.Namespace) -> int:
             printing[0] = False  # stdout closed
 
     daemon.events.subscribe(show)
-    paths = [str(path) for path in args.paths]
     try:
-        daemon.serve(before_serving=lambda: daemon.take_over(paths, list(desired.specs.values()), args.watch),
+        daemon.serve(before_serving=lambda: daemon.take_over(paths, specs, args.watch),
                      until=outcome.check if outcome else None)
     except UserError:
         daemon.close()
@@ -54,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"orchestrator: stopped before {outcome.key} finished", file=sys.stderr)
         return EXIT_INTERRUPTED  # interrupted: a CI job must not read this as the Job's success
     return outcome.code if outcome is not None and outcome.code is not None else EXIT_OK
+
+
+def _absolute(spec: ProcessSpec) -> ProcessSpec:
+    if spec.location is None:
+        return spec
+    location = Location(os.path.abspath(spec.location.file), spec.location.line, spec.location.column)
+    return dataclasses.replace(spec, location=location)
 
 
 class _ExitCodeFrom:

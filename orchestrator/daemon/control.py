@@ -71,9 +71,10 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def start(self) -> threading.Thread:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._stopping = False
-        self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
-        self._thread.start()
-        return self._thread
+        self._thread: threading.Thread | None = threading.Thread(target=self._serve, name="api", daemon=True)
+        thread = self._thread
+        thread.start()
+        return thread
 
     def _serve(self) -> None:
         """socketserver's serve_forever without its poll: it looks for a shutdown twice a second, which
@@ -87,10 +88,12 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                         self.handle_request()  # readable: it accepts at once
 
     def stop(self) -> None:
-        if getattr(self, "_thread", None) is not None:
+        thread = getattr(self, "_thread", None)
+        if thread is not None:  # once: a second stop finds nothing left to do
             self._stopping = True
             os.write(self._wake_w, b"\0")
-            self._thread.join(timeout=10)
+            thread.join(timeout=10)
+            self._thread = None
             os.close(self._wake_r)
             os.close(self._wake_w)
         self.server_close()

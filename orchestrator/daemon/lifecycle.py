@@ -95,6 +95,7 @@ class Daemon:
         self.spec_cache = SpecCache()
         self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache)
         self.server: ControlServer | None = None
+        self._closed = False
         self._loop_thread = threading.current_thread()
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class Daemon:
         self.reconciler.records = {rid: r for rid, r in self.reconciler.records.items() if r.process is not None}
         self.reconciler.set_desired(graph.desired_state([]))
         self.ops.apply({"paths": paths, "user": "run", "watch": watch, "prune": True}, specs)
+        self._keep_adopted_pool_sizes()  # an autoscaled pool a killed run left keeps the size it had
 
     def serve(self, before_serving: Callable[[], None] | None = None,
               until: Callable[[Reconciler], bool] | None = None) -> int:
@@ -214,6 +216,9 @@ class Daemon:
             print(f"orchestrator: {error}", file=sys.stderr)
 
     def close(self) -> None:
+        if self._closed:
+            return  # a run's error path closes after serve's own close
+        self._closed = True
         self.watches.stop_all()
         if self.server is not None:
             self.server.stop()

@@ -41,6 +41,7 @@ from ..host.logs import Rotation
 from ..host.metrics import Sampler
 from ..host.observe import marked_session_leaders
 from ..host.probes import Prober, Transition
+from ..host.subreaper import marks
 from ..planning.autoscale import keep_pool_size
 from ..planning.diff import needs_restart
 from ..planning.graph import desired_state
@@ -187,7 +188,10 @@ class Reconciler:
         died before saving them. Adopting them would mean guessing their spec; killing them lets the plan
         start exactly what is desired, with no duplicate."""
         known = {record.process.pid for record in self.records.values() if record.process is not None}
+        running = self.executor.running_instances()
         for pid in marked_session_leaders(STATE_MARKER, marker, known | {os.getpid()}):
+            if marks(pid, marker)[1] in running:
+                continue  # a recorded replica's own descendant in a session of its own (it double-forked)
             if self.executor.kill_stray(pid):
                 self._emit(EventType.KILLING, "", f"pid {pid} was started for this state dir but never recorded "
                            "(its orchestrator died first): killed its process group", pid)
@@ -246,6 +250,9 @@ class Reconciler:
             if now >= next_resync:
                 next_resync = now + self.resync_seconds
                 self.executor.remove_ended_cgroups()
+            # Exits first: orphans a replica's end made must be swept as that end's (a SIGCHLD sweep would
+            # take them for a running replica's).
+            ready.sort(key=lambda item: item[0].fd == self._wake_r)
             for key, _ in ready:
                 if key.fd == self._wake_r:
                     self._drain_wake_pipe()

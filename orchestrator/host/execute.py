@@ -66,6 +66,11 @@ class Executor:
         self.log_dir = log_dir
         self.marker = marker
         self.subreaper = bool(marker) and subreaper and _subreaper.become_subreaper()
+        # Children it had before: not inherited from a replica (a container entrypoint's, say), never touched.
+        self._before = set(_subreaper.children()) if self.subreaper else set()
+        self._born = identity(os.getpid()).start_ticks  # an orphan older than this process is none of its own
+        self._kept: dict[int, int] = {}  # unmarked orphans a running replica may own: pid -> start ticks
+        self._ended: list[int] = []  # start ticks of the replicas (and hooks) reaped since the last sweep
         # pid of a running replica or hook -> its ORCH_INSTANCE and start time (ticks): what its orphans carry
         self._instance_of: dict[int, tuple[str, int]] = {}
         self._starts = 0
@@ -308,7 +313,9 @@ class Executor:
             return None
         del self._children[pid]
         os.close(self._pidfds.pop(pid))
-        self._instance_of.pop(pid, None)
+        ended = self._instance_of.pop(pid, None)
+        if ended is not None:
+            self._ended.append(ended[1])
         oom_killed = self._end_cgroup(pid)
         if code < 0:
             return ExitStatus(None, -code, oom_killed)
@@ -317,27 +324,41 @@ class Executor:
     def end_orphans(self) -> list[tuple[str, int]]:
         """Kill the inherited descendants of replica starts that no longer run, and reap those that ended.
 
-        Returns (replica mark 'namespace/name.index', pid) of each one killed. Called when a replica ends
-        and whenever a child of this process ends (SIGCHLD): an orphan that was killed makes its own
-        children orphans in turn, which the next call ends, so a tree of any depth goes without the loop
-        ever waiting on it."""
+        Returns (replica mark 'namespace/name.index' or "", pid) of each one killed. Called right after a
+        replica (or hook) was reaped, and whenever a child of this process ends (SIGCHLD). A marked orphan goes
+        when its start (ORCH_INSTANCE) no longer runs. An unmarked one that appears at the sweep right after
+        starts were reaped, and began after the earliest of them, was made an orphan by their end: it goes.
+        One that appears at another time is kept: a running replica's intermediate process ended, and the
+        orphan is its; it goes once no running start began before it. Each killed orphan takes its subtree."""
         if not self.subreaper:
             return []
+        ended, self._ended = (min(self._ended) if self._ended else None), []
         killed = []
         with FORKS.lock:
-            for orphan in _subreaper.orphans(self._children, self.marker):
+            found = _subreaper.orphans(self._children, self.marker, self._before)
+            for orphan in found:
                 if orphan.zombie:
                     _subreaper.reap(orphan.pid)
-                elif self._ended_start_left(orphan):
+                elif self._ended_start_left(orphan, ended):
                     _subreaper.kill_tree_of(orphan.pid)
                     killed.append((orphan.replica, orphan.pid))
+            alive = {o.pid for o in found if not o.zombie}
+            self._kept = {pid: ticks for pid, ticks in self._kept.items() if pid in alive}
         return killed
 
-    def _ended_start_left(self, orphan: _subreaper.Orphan) -> bool:
-        """Is this inherited process what is left of a replica start that no longer runs?"""
+    def _ended_start_left(self, orphan: _subreaper.Orphan, ended: int | None) -> bool:
+        """Is this inherited process what is left of a replica start that no longer runs? (Records the
+        unmarked ones a running replica may own.)"""
         if orphan.replica:
             return all(instance != orphan.instance for instance, _ in self._instance_of.values())
-        # No marks to go by: it is one only if no running start can be its ancestor (all began after it).
+        if orphan.start_ticks < self._born:
+            return False
+        if orphan.pid not in self._kept:
+            if ended is not None and orphan.start_ticks >= ended:
+                return True  # orphaned by the starts just reaped
+            self._kept[orphan.pid] = orphan.start_ticks
+            return False
+        # Kept for a running replica: it goes once none of those running began before it.
         return all(ticks > orphan.start_ticks for _, ticks in self._instance_of.values())
 
     def settle_orphans(self, seconds: float = 2.0) -> None:
@@ -347,8 +368,8 @@ class Executor:
         while self.subreaper:
             self.end_orphans()
             with FORKS.lock:
-                left = [o for o in _subreaper.orphans(self._children, self.marker)
-                        if o.zombie or self._ended_start_left(o)]
+                left = [o for o in _subreaper.orphans(self._children, self.marker, self._before)
+                        if o.zombie or self._ended_start_left(o, None)]
             if not left or time.monotonic() > deadline:
                 return
             time.sleep(0.005)
@@ -359,7 +380,11 @@ class Executor:
         if not instance or not self.marker:
             return
         for pid in _subreaper.marked(self.marker, instance, os.getpid()):
-            _subreaper.kill_tree_of(pid)
+            _subreaper.kill_if_marked(pid, self.marker, instance)
+
+    def running_instances(self) -> set[str]:
+        """ORCH_INSTANCE of every start running now (adopted ones too)."""
+        return {instance for instance, _ in self._instance_of.values() if instance}
 
     def kill_stray(self, pid: int) -> bool:
         """SIGKILL the process group of a replica nobody recorded (found by its state-dir marker)."""

@@ -129,23 +129,38 @@ class Rotation:
                 rate = (grown - before[1]) / (now - before[0])
                 interval = min(interval, self.MAX_INTERVAL,
                                max(self.MIN_INTERVAL, (policy.max_bytes - size) / rate / 2))
-            elif not self._watch(rid, path):
+            elif not self._watch(rid, path, grown):
                 interval = min(interval, self.MAX_INTERVAL)
+        if len(self._watched) > len(seen):
+            self._unwatch_ended(logs)
         self._seen = seen
         self._quiet &= seen.keys()
         self.next_at = now + interval
         return failed
 
-    def _watch(self, rid: ReplicaId, path: Path) -> bool:
-        """Be woken at the next write to `path`; False where that cannot be (poll it instead)."""
+    def _watch(self, rid: ReplicaId, path: Path, size: int) -> bool:
+        """Be woken at the next write to `path`; False where that cannot be, or where it was written to
+        while the watch was being set (poll it instead)."""
         if self.fd < 0:
             return False
         wd = _add_watch(self.fd, path)
         if wd < 0:
             return False
         self._watched[wd] = rid
+        try:
+            if os.stat(path, follow_symlinks=False).st_size != size:
+                return False  # written meanwhile: looked at again soon (the watch stays, harmless)
+        except OSError:
+            return False
         self._quiet.add(rid)
         return True
+
+    def _unwatch_ended(self, running: Mapping[ReplicaId, LogPolicy]) -> None:
+        """Drop the watches of replicas that no longer run: each holds a kernel watch of the user's limit."""
+        for wd, rid in list(self._watched.items()):
+            if rid not in running:
+                del self._watched[wd]
+                _libc.inotify_rm_watch(self.fd, wd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -153,7 +168,7 @@ class Rotation:
             self.fd = -1
 
 
-_IN_MODIFY, _IN_ONESHOT = 0x2, 0x80000000
+_IN_MODIFY, _IN_DONT_FOLLOW, _IN_ONESHOT = 0x2, 0x02000000, 0x80000000
 _libc: Any = None
 
 
@@ -170,7 +185,7 @@ def _inotify() -> int:
 
 
 def _add_watch(fd: int, path: Path) -> int:
-    return int(_libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ONESHOT))
+    return int(_libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ONESHOT | _IN_DONT_FOLLOW))
 
 
 def _watch_events(fd: int) -> list[int]:

@@ -225,12 +225,16 @@ def _listening_by_proc(port: int) -> set[int]:
     return inodes
 
 
-def _socket_inodes(pid: int) -> set[int]:
+def _socket_inodes(pid: int) -> set[int] | None:
+    """Inodes of the sockets `pid` holds; None when its descriptors cannot be read (another user's, or a
+    process made non-dumpable, as one with file capabilities is)."""
     inodes: set[int] = set()
     try:
         names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return inodes  # gone
     except OSError:
-        return inodes
+        return None
     for name in names:
         try:
             target = os.readlink(f"/proc/{pid}/fd/{name}")
@@ -256,24 +260,27 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def tree_holds(root: int, inodes: set[int], limit: int = 10_000) -> bool:
-    """Does `root` or one of its descendants hold one of these sockets? The root first: most servers
-    listen in their main process."""
-    stack, seen = [root], 0
+def tree_holds(root: int, inodes: set[int], limit: int = 10_000) -> bool | None:
+    """Does `root` or one of its descendants hold one of these sockets? None when that cannot be known (a
+    process of the tree whose descriptors cannot be read). The root first: most servers listen in it."""
+    stack, seen, unknown = [root], 0, False
     while stack and seen < limit:
         pid = stack.pop()
         seen += 1
-        if _socket_inodes(pid) & inodes:
+        held = _socket_inodes(pid)
+        if held is None:
+            unknown = True
+        elif held & inodes:
             return True
         stack.extend(_children_of(pid))
-    return False
+    return None if unknown else False
 
 
 def socket_holder(inodes: set[int]) -> tuple[int, str] | None:
     """(pid, command name) of a process holding one of these sockets: one pass over every process's fds,
     for saying who holds a port (a failed probe), not for every check."""
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and _socket_inodes(int(entry.name)) & inodes:
+        if entry.name.isdigit() and (_socket_inodes(int(entry.name)) or set()) & inodes:
             try:
                 with open(f"/proc/{entry.name}/comm", "rb") as handle:
                     return int(entry.name), handle.read().decode(errors="replace").strip()

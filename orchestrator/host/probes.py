@@ -31,7 +31,7 @@ from ..core.patterns import compile_pattern
 from .execute import STATE_MARKER, user_ids
 from .logs import log_path
 from .observe import is_alive, listening_inodes, socket_holder, tree_holds
-from .subreaper import FORKS
+from .subreaper import FORKS, marks
 
 LOG_WINDOW = 1 << 20  # bytes of new output a log probe reads at most per check
 LOG_LINE = 64 << 10  # characters of one line a log probe matches against
@@ -75,7 +75,8 @@ class _State:
     log_matched: bool = False
     said_why: bool = False  # a readiness probe that has not passed yet: why was told once
     generation: int = 0  # bumped when the target changes: results of older checks are dropped
-    holder: str = ""  # tcp and http probes: who holds the port, when it is not the replica
+    holder: str = ""  # tcp and http probes: who holds the port, when it is not the replica's tree
+    holder_is_replica: bool = False  # that holder carries the replica's marks (it daemonized out of the tree)
     holder_looked_at: float = float("-inf")
     due: float = 0.0
 
@@ -240,13 +241,18 @@ class Prober:
         if probe.host not in LOCAL_HOSTS and not probe.host.startswith("127."):
             return True, ""  # another host's port: whose it is cannot be seen from here
         inodes = listening_inodes(probe.port)
-        if not inodes or tree_holds(process.pid, inodes):
-            return True, ""  # nothing listens (the check itself says so), or the replica does
+        if not inodes or tree_holds(process.pid, inodes) is not False:
+            return True, ""  # nothing listens (the check says so), the replica does, or it cannot be seen
         now = time.monotonic()
         if now - state.holder_looked_at > HOLDER_LOOKUP_SECONDS:  # a scan of every process: not every check
             state.holder_looked_at = now
             holder = socket_holder(inodes)
+            # A server that daemonized out of the replica's tree is still the replica's: its marks say so.
+            state.holder_is_replica = holder is not None and bool(self.marker) and (
+                marks(holder[0], self.marker)[1] == marks(process.pid, self.marker)[1] != "")
             state.holder = f"pid {holder[0]} ({holder[1]})" if holder else "another process"
+        if state.holder_is_replica:
+            return True, ""
         return False, f"port {probe.port} is held by {state.holder}, not by this replica's processes"
 
     def _log(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:

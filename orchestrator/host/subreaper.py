@@ -10,10 +10,13 @@ here when it ends, so nothing is left running and no zombie is left either.
 
 Orphans are told apart from the children this process forked itself: the executor knows its own, and the
 other forks (exec probes, on worker threads) are registered in FORKS while they run, under FORKS.lock, which
-the sweep holds too. An orphan without marks (PostgreSQL writes its process titles over its environment; an
-exec may wipe it) is killed only when every replica start still running began after it, so that none can
-be its ancestor; else it is left alone, and reaped once it ends. Where cgroups can be managed, each replica
-start also has one, which ends its whole tree whatever its marks say (execute.py).
+the sweep holds too; and only a child in another session than this process's is taken for an orphan (every
+replica has a session of its own). An orphan without marks (PostgreSQL writes its process titles over its
+environment; an exec may wipe it) is taken for the replica start whose end made it an orphan: it appears at
+the sweep right after that start was reaped (the kernel reparents before it says the parent ended). One that
+appears at another time belongs to a replica that still runs, and is ended with the last start that could be
+its ancestor. Where cgroups can be managed, each replica start also has one, which ends its whole tree
+whatever its marks say (execute.py).
 """
 
 from __future__ import annotations
@@ -120,19 +123,47 @@ def marks(pid: int, marker: str) -> tuple[str, str]:
     return replica, values.get(b"ORCH_INSTANCE", "")
 
 
-def orphans(own: Container[int], marker: str) -> list[Orphan]:
-    """Children of this process that it did not fork (inherited as subreaper). Call with FORKS.lock held."""
+def orphans(own: Container[int], marker: str, before: Container[int] = ()) -> list[Orphan]:
+    """Children of this process that it did not fork: inherited, as subreaper, from a replica's tree. Call
+    with FORKS.lock held. Never one of `own` (forked here and waited for by their owners), `before` (its
+    children when it became subreaper: a container's entrypoint may have started them), or one in this
+    process's own session: every replica starts a session of its own, so whatever descends from one is in
+    another session, while what this process forks for itself (git, a shell's job) stays in its session."""
     found = []
+    session = os.getsid(0)
     for pid in children():
-        if pid in own or pid in FORKS:
+        if pid in own or pid in FORKS or pid in before:
             continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue  # reaped already
+        if int(fields[3]) == session:  # field 6 of proc(5), the session: kept by a zombie too
+            continue
         zombie = fields[0] == b"Z"
         found.append(Orphan(pid, zombie, *(("", "") if zombie else marks(pid, marker)), int(fields[19])))
+    return found
+
+
+def descendants(pid: int, limit: int = 10_000) -> list[int]:
+    """`pid`'s children, theirs, and so on (from /proc/PID/task/*/children), at most `limit` of them."""
+    found: list[int] = []
+    stack = [pid]
+    while stack and len(found) < limit:
+        current = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children", "rb") as handle:
+                    below = [int(child) for child in handle.read().split()]
+            except OSError:
+                continue
+            found.extend(below)
+            stack.extend(below)
     return found
 
 
@@ -147,14 +178,37 @@ def marked(marker: str, instance: str, exclude: int) -> list[int]:
 
 
 def kill_tree_of(pid: int) -> None:
-    """SIGKILL an orphan and, when it leads one, its process group."""
+    """SIGKILL an orphan, its whole subtree (taken before the kill: once it is dead they are orphans no one
+    could tell apart), and, when it leads one, its process group."""
+    below = descendants(pid)
+    for target in [pid, *below]:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_if_marked(pid: int, marker: str, instance: str) -> bool:
+    """SIGKILL `pid` (not a child of this process) only if it still carries `instance`'s marks: through a
+    pidfd opened before the check, so that a pid reused meanwhile is never hit."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if marks(pid, marker)[1] != instance:
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def reap(pid: int) -> bool:

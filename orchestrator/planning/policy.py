@@ -40,10 +40,14 @@ def backoff_delay(backoff: Backoff, streak: int) -> float:
     # Past the exponent that reaches the maximum, the maximum: no float overflows, however long the streak.
     if backoff.initial_seconds >= backoff.max_seconds:
         return backoff.max_seconds
-    reaching = math.log(backoff.max_seconds / backoff.initial_seconds) / math.log(backoff.multiplier)
-    if streak - 1 >= reaching:
+    # In logarithms: neither max / initial nor multiplier ** streak can overflow, whatever the manifest says.
+    room = math.log(backoff.max_seconds) - math.log(backoff.initial_seconds)
+    grown = (streak - 1) * math.log(backoff.multiplier)
+    if grown >= room:
         return backoff.max_seconds
-    return min(backoff.initial_seconds * backoff.multiplier ** (streak - 1), backoff.max_seconds)
+    if grown < 700:  # multiplier ** (streak - 1) < e**700: exact enough, and as the table in the docs says
+        return min(backoff.initial_seconds * backoff.multiplier ** (streak - 1), backoff.max_seconds)
+    return min(math.exp(math.log(backoff.initial_seconds) + grown), backoff.max_seconds)
 
 
 def classify_exit(spec: ProcessSpec, code: int | None, signal: int | None) -> Reason:
