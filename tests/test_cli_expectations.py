@@ -160,3 +160,19 @@ def test_history_says_what_each_revision_changed_and_a_watch_keeps_the_commit(or
     assert newest["action"] == "watch" and newest["message"] == "~a +c -b", newest
     assert newest["git_commit"] == commit and newest["git_dirty"] is True  # an edit not committed yet
     assert "CHANGE" in orch.ok("history").splitlines()[0]
+
+
+def test_logs_of_a_silent_python_program_say_why(orch: Orchestrator) -> None:
+    import sys
+
+    program = "import time\nprint('hello')\ntime.sleep(60)"  # block-buffered into its log file: nothing shows
+    orch.ok("apply", "-f", str(orch.write("m/a.yaml", documents(
+        # (An empty PYTHONUNBUFFERED is none: whatever the environment the daemon was started from says.)
+        process("quiet", [sys.executable, "-c", program], env={"PYTHONUNBUFFERED": ""}),
+        process("eager", [sys.executable, "-u", "-c", program])))))
+    orch.wait_running("quiet", "eager")
+    wait_for(lambda: orch.ok("logs", "eager").strip() == "hello", what="the unbuffered one's line")
+    quiet = orch("logs", "quiet")
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    assert "python -u" in quiet.stderr and "PYTHONUNBUFFERED" in quiet.stderr
+    assert "python -u" not in orch("logs", "eager").stderr

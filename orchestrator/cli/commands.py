@@ -242,7 +242,7 @@ def describe(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
-    files = _log_files(args)
+    files, command = _log_files(args)
     if not files:
         raise UserError(f"no logs for {args.name}")
     prefix = len(files) > 1
@@ -252,6 +252,10 @@ def logs(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"[{index}] {line}" if prefix else line)
         positions[path] = path.stat().st_size if path.exists() else 0
+    if not any(positions.values()) and _buffers_its_output(command):
+        print(f"orchestrator: {args.name} has printed nothing yet. Python holds back what it prints when that "
+              "is not a terminal: run it with `python -u`, or set PYTHONUNBUFFERED: \"1\" in its env, to see "
+              "each line as it is printed", file=sys.stderr)
     if not args.follow:
         return EXIT_OK
     try:
@@ -263,9 +267,19 @@ def logs(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def _log_files(args: argparse.Namespace) -> list[tuple[int, Path]]:
-    """(replica, file) pairs of NAME: asked of the daemon, else found in the state dir's logs folder."""
+def _buffers_its_output(command: Sequence[str]) -> bool:
+    """A Python program started without -u (its env, which may set PYTHONUNBUFFERED, is not looked at)."""
+    if not command:
+        return False
+    flags = [word for word in command[1:4] if word.startswith("-") and not word.startswith("--")]
+    return os.path.basename(command[0]).startswith("python") and not any("u" in flag for flag in flags)
+
+
+def _log_files(args: argparse.Namespace) -> tuple[list[tuple[int, Path]], list[str]]:
+    """(replica, file) pairs of NAME, and its command: asked of the daemon, else found in the state dir's
+    logs folder (no command then)."""
     root = args.state_dir / "logs"
+    command: list[str] = []
     try:
         answer = _client(args).request("GET", "/objects?name=" + _quote(args.name))
         objects = answer["objects"]
@@ -275,18 +289,19 @@ def _log_files(args: argparse.Namespace) -> list[tuple[int, Path]]:
             raise UserError(f"no object named {args.name}")
         namespace, name = objects[0]["key"].split("/", 1)
         indexes = [r["index"] for r in objects[0]["replica_status"]]
+        command = [str(word) for word in objects[0].get("command") or []]
     except DaemonUnavailable:
         namespace, _, name = args.name.rpartition("/")
         folders = [root / namespace] if namespace else sorted(p for p in root.glob("*") if p.is_dir())
         found = [p for f in folders for p in f.glob(f"{name}.*.log")]
         if not found:
-            return []
+            return [], command
         namespace = found[0].parent.name
         indexes = sorted(int(p.name[len(name) + 1:-4]) for p in found if p.parent.name == namespace
                          and p.name[len(name) + 1:-4].isdigit())
     if args.replica is not None:
         indexes = [i for i in indexes if i == args.replica]
-    return [(i, root / namespace / f"{name}.{i}.log") for i in indexes]
+    return [(i, root / namespace / f"{name}.{i}.log") for i in indexes], command
 
 
 def _tail(path: Path, count: int | None) -> list[str]:
