@@ -176,3 +176,27 @@ def test_logs_of_a_silent_python_program_say_why(orch: Orchestrator) -> None:
     assert quiet.returncode == 0 and quiet.stdout == ""
     assert "python -u" in quiet.stderr and "PYTHONUNBUFFERED" in quiet.stderr
     assert "python -u" not in orch("logs", "eager").stderr
+
+
+def test_get_by_namespace_and_restart_of_several(orch: Orchestrator) -> None:
+    shop = process("api", labels={"tier": "backend"}).replace('metadata: {"name": "api"', 'metadata: {"name": "api", '
+                                                                '"namespace": "shop"')
+    docs = [shop, process("api", labels={"tier": "backend"}), process("db", labels={"tier": "backend"}),
+            process("web")]
+    orch.ok("apply", "-f", str(orch.write("m/all.yaml", documents(*docs))))
+    before = orch.wait_running("api", "db", "web")
+
+    def keys(*options: str) -> list[str]:
+        return [o["key"] for o in json.loads(orch.ok("get", *options, "-o", "json"))["objects"]]
+
+    assert keys("-n", "shop") == ["shop/api"]
+    assert keys("-n", "default") == ["default/api", "default/db", "default/web"]
+    assert keys("-A") == ["default/api", "default/db", "default/web", "shop/api"]
+    assert orch("get", "-n", "shop", "-A").returncode == 2  # one or the other
+
+    out = orch.ok("restart", "web", "default/web", "-l", "tier=backend")  # each once: names, then the selected
+    assert out.splitlines() == ["default/web restarting (1 replica)", "default/api restarting (1 replica)",
+                                "default/db restarting (1 replica)", "shop/api restarting (1 replica)"], out
+    orch.wait_running("db", "web", replacing={"db": before["db"], "web": before["web"]})
+    nothing = orch("restart", "-l", "tier=none")
+    assert nothing.returncode == 2 and "selects nothing" in nothing.stderr

@@ -222,8 +222,10 @@ def get(args: argparse.Namespace) -> int:
     if args.output == "wide":
         query.append("usage=1")
     answer = _client(args).request("GET", "/objects" + ("?" + "&".join(query) if query else ""))
+    if args.namespace is not None:
+        answer["objects"] = [o for o in answer["objects"] if o["namespace"] == args.namespace]
     if args.name and not answer["objects"]:
-        raise UserError(f"no object named {args.name}")
+        raise UserError(f"no object named {args.name}" + (f" in namespace {args.namespace}" if args.namespace else ""))
     if args.output in ("json", "yaml"):
         _print_document(answer, args.output)
         return EXIT_OK
@@ -379,8 +381,22 @@ def delete(args: argparse.Namespace) -> int:
 
 
 def restart(args: argparse.Namespace) -> int:
-    answer = _client(args).request("POST", "/restart", {"name": args.name})
-    print(f"{answer['key']} restarting ({answer['replicas']} replica{'s' if answer['replicas'] != 1 else ''})")
+    client = _client(args)
+    keys = []
+    for name in args.names:
+        found = client.request("GET", "/objects?name=" + _quote(name))["objects"]
+        if len(found) != 1:
+            raise UserError(f"{name} is ambiguous: " + ", ".join(o["key"] for o in found) if found
+                            else f"no object named {name}")
+        keys.append(found[0]["key"])
+    if args.selector:
+        keys += [o["key"] for o in client.request("GET", "/objects?selector=" + _quote(args.selector))["objects"]]
+    if not keys:
+        raise UsageError("name what to restart: NAME... or -l SELECTOR" + (" (it selects nothing)" if args.selector
+                                                                         else ""))
+    for key in dict.fromkeys(keys):  # each once, in the order given
+        answer = client.request("POST", "/restart", {"name": key})
+        print(f"{answer['key']} restarting ({answer['replicas']} replica{'s' if answer['replicas'] != 1 else ''})")
     return EXIT_OK
 
 

@@ -89,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("name", nargs="?", help="one object, as NAME or NAMESPACE/NAME")
     get.add_argument("-o", "--output", choices=["text", "wide", "json", "yaml"], default="text",
                      help="wide adds pid, cpu, memory and command")
-    get.add_argument("-l", "--selector", help="only objects with these labels: key=value[,key=value]")
+    get.add_argument("-l", "--selector", help="only objects whose labels match: key=value, key!=value, key, !key "
+                     "(comma-joined: all must hold)")
+    scope = get.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="only objects of this namespace")
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="objects of every namespace (what get shows without -n)")
     get.set_defaults(handler=_command("get"))
 
     describe = commands.add_parser("describe", help="show one object in detail",
@@ -124,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="delete the objects these manifests define")
     delete.set_defaults(handler=_command("delete"))
 
-    restart = commands.add_parser("restart", help="restart every replica of a process",
-                                  description="Stop and start again every replica of NAME; also gives a Failed "
-                                  "process a new start.")
-    restart.add_argument("name")
+    restart = commands.add_parser("restart", help="restart every replica of processes",
+                                  description="Stop and start again every replica of each NAME (or of every object "
+                                  "the selector picks); also gives a Failed process a new start.")
+    restart.add_argument("names", nargs="*", metavar="NAME")
+    restart.add_argument("-l", "--selector", help="also every object whose labels match (as get -l)")
     restart.set_defaults(handler=_command("restart"))
 
     scale = commands.add_parser("scale", help="change the number of replicas",
