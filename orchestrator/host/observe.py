@@ -245,7 +245,9 @@ def _socket_inodes(pid: int) -> set[int] | None:
     return inodes
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int | str) -> list[int]:
+    """The children of `pid` ("self": of this process), from /proc/PID/task/*/children: each thread lists
+    the ones it forked or, as subreaper, inherited. [] when it is gone."""
     found: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -272,7 +274,7 @@ def tree_holds(root: int, inodes: set[int], limit: int = 10_000) -> bool | None:
             unknown = True
         elif held & inodes:
             return True
-        stack.extend(_children_of(pid))
+        stack.extend(children_of(pid))
     return None if unknown else False
 
 

@@ -28,6 +28,8 @@ from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+from .observe import children_of
+
 STATE_MARKER = "ORCH_STATE_DIR"
 PR_SET_CHILD_SUBREAPER = 36
 _STATE = STATE_MARKER.encode()
@@ -88,20 +90,8 @@ class Orphan(NamedTuple):
 
 
 def children() -> list[int]:
-    """This process's children, from /proc/self/task/*/children (each thread lists the ones it forked or
-    inherited)."""
-    pids: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return pids
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/children", "rb") as handle:
-                pids.extend(int(pid) for pid in handle.read().split())
-        except OSError:
-            continue
-    return pids
+    """This process's children, the ones it forked and the ones it inherited."""
+    return children_of("self")
 
 
 def marks(pid: int, marker: str) -> tuple[str, str]:
@@ -147,23 +137,13 @@ def orphans(own: Container[int], marker: str, before: Container[int] = ()) -> li
 
 
 def descendants(pid: int, limit: int = 10_000) -> list[int]:
-    """`pid`'s children, theirs, and so on (from /proc/PID/task/*/children), at most `limit` of them."""
+    """`pid`'s children, theirs, and so on, at most `limit` of them."""
     found: list[int] = []
     stack = [pid]
     while stack and len(found) < limit:
-        current = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{current}/task/{task}/children", "rb") as handle:
-                    below = [int(child) for child in handle.read().split()]
-            except OSError:
-                continue
-            found.extend(below)
-            stack.extend(below)
+        below = children_of(stack.pop())
+        found.extend(below)
+        stack.extend(below)
     return found
 
 
