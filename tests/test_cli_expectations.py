@@ -200,3 +200,25 @@ def test_get_by_namespace_and_restart_of_several(orch: Orchestrator) -> None:
     orch.wait_running("db", "web", replacing={"db": before["db"], "web": before["web"]})
     nothing = orch("restart", "-l", "tier=none")
     assert nothing.returncode == 2 and "selects nothing" in nothing.stderr
+
+
+def test_validate_refuses_what_can_never_work(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def problems(*docs: str) -> list[str]:
+        manifest = tmp_path / "m.yaml"
+        manifest.write_text(documents(*docs))
+        result = subprocess.run([*CLI, "validate", "-f", str(manifest)], capture_output=True, text=True,
+                                timeout=30, cwd=REPO, check=False)
+        assert result.returncode == 1, result
+        return result.stderr.splitlines()
+
+    lines = problems(process("api", ["python3 app.py"]))
+    assert any("spec.command[0]: the program 'python3 app.py' holds a space: give each word its own item "
+               "(['python3', 'app.py']), or set shell: true" in line for line in lines), lines
+    lines = problems(
+        process("db"),  # restartPolicy Always: it never completes
+        process("once", restartPolicy="OnFailure"),  # may complete: waiting for it is fine
+        process("api", dependsOn=[{"name": "db", "condition": "completed"}, {"name": "once", "condition": "completed"}]),
+    )
+    assert lines[-1] == "1 problem found", lines
+    assert "spec.dependsOn[0].condition: default/api waits for db to complete, but db is restarted whenever it " \
+           "exits (restartPolicy Always), so it never completes" in lines[0], lines

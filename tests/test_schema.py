@@ -45,7 +45,9 @@ DEPENDENCIES = ("db", "migrate", "c")
 def load(tmp_path: Path, text: str) -> tuple[ProcessSpec, ...]:
     file = tmp_path / "m.yaml"
     file.write_text(text)
-    (tmp_path / "deps.yaml").write_text("---\n".join(document(metadata=f"name: {n}") for n in DEPENDENCIES))
+    # migrate is a Job: a Process restarted whenever it exits could never be waited for to complete.
+    (tmp_path / "deps.yaml").write_text("---\n".join(
+        document(metadata=f"name: {n}", kind="Job" if n == "migrate" else "Process") for n in DEPENDENCIES))
     specs = load_specs([str(file), str(tmp_path / "deps.yaml")])
     return tuple(spec for spec in specs if spec.name not in DEPENDENCIES)
 

@@ -1,13 +1,15 @@
 """The rules across fields that the schemas do not say in a way users can read, and the checks of specs sent
 through the API (the same schema as manifests: nothing runs unvalidated).
 
-NUL characters (no command line or environment can carry one), an empty program name, a string command
-without `shell: true`, backoff bounds, log sizes, and log probe patterns RE2 cannot match in linear time.
+NUL characters (no command line or environment can carry one), an empty program name, a program name with
+a space (one string split wrongly), a string command without `shell: true`, backoff bounds, log sizes, and
+log probe patterns RE2 cannot match in linear time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -101,6 +103,13 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
                 doc.at(("spec", "command")), "spec.command", "command is a string: set shell: true or give an argv list"
             )
         )
+    program = command[0] if isinstance(command, list) and command and isinstance(command[0], str) else ""
+    if shell is not True and any(c.isspace() for c in program) and not os.path.isfile(program):
+        # ["python3 app.py"]: execve looks for a program called "python3 app.py", and never finds it.
+        words = program.split()
+        problems.append(Problem(
+            doc.at(("spec", "command", 0)), "spec.command[0]",
+            f"the program {program!r} holds a space: give each word its own item ({words!r}), or set shell: true"))
     if isinstance(command, list) and shell is True and len(command) > 1:
         # `sh -c a b` would run `a` with $0=b: a shell command is one string.
         problems.append(

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ..core.errors import Location, ManifestError, Problem
-from ..core.model import DesiredState, ProcessSpec
+from ..core.model import Condition, DesiredState, ProcessSpec, RestartPolicy
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -64,6 +64,14 @@ def _checked(specs: list[ProcessSpec], by_key: dict[str, ProcessSpec], also_defi
                 problems.append(
                     Problem(_where(spec, dep.location), f"spec.dependsOn[{i}].name", f"{spec.key} depends on itself")
                 )
+            elif (dep.condition is Condition.COMPLETED
+                  and by_key[dep_key].effective_restart_policy is RestartPolicy.ALWAYS):
+                target = by_key[dep_key]
+                problems.append(Problem(
+                    _where(spec, dep.location), f"spec.dependsOn[{i}].condition",
+                    f"{spec.key} waits for {target.name} to complete, but {target.name} is restarted whenever it "
+                    "exits (restartPolicy Always), so it never completes: wait for `ready` or `started`, or make "
+                    f"{target.name} a Job"))
     sorter = _sorter(specs, by_key)
     if sorter is None:
         problems.extend(_cycles(specs, by_key))
