@@ -222,3 +222,19 @@ def test_validate_refuses_what_can_never_work(tmp_path) -> None:  # type: ignore
     assert lines[-1] == "1 problem found", lines
     assert "spec.dependsOn[0].condition: default/api waits for db to complete, but db is restarted whenever it " \
            "exits (restartPolicy Always), so it never completes" in lines[0], lines
+
+
+def test_diff_as_json_never_shows_env_values(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", documents(process("a", env={"TOKEN": "s3cret-one"}), process("b")))
+    orch.ok("apply", "-f", str(manifest))
+    orch.wait_running("a", "b")
+    assert json.loads(orch.ok("diff", "-o", "json", "-f", str(manifest))) == {"changes": []}
+    orch.write("m/app.yaml", documents(process("a", ["sleep", "61"], env={"TOKEN": "s3cret-two"}), process("c")))
+    result = orch("diff", "--prune", "-o", "json", "-f", str(manifest))
+    assert result.returncode == 1 and "s3cret" not in result.stdout, result
+    changes = {c["key"]: c for c in json.loads(result.stdout)["changes"]}
+    assert {k: c["change"] for k, c in changes.items()} == {"default/a": "configured", "default/b": "pruned",
+                                                           "default/c": "created"}
+    fields = {f["path"]: f for f in changes["default/a"]["fields"]}
+    assert fields["spec.command"] == {"path": "spec.command", "live": ["sleep", "60"], "manifest": ["sleep", "61"]}
+    assert fields["spec.env.TOKEN"] == {"path": "spec.env.TOKEN", "live": "<hidden>", "manifest": "<hidden>"}

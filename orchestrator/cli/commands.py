@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import time
@@ -22,7 +23,7 @@ from .exit_codes import EXIT_FAILED, EXIT_OK
 from .paths import default_state_dir
 from .render.common import to_json, to_json_line, to_yaml
 from .render.describe import describe_text
-from .render.diffs import spec_diff
+from .render.diffs import spec_diff, spec_diff_json
 from .render.events import event_dict_line, events_table
 from .render.systemd import installed_systemd_version, systemd_unit, unit_name
 from .render.tables import apply_results, history_table, objects_table
@@ -190,15 +191,12 @@ def diff(args: argparse.Namespace) -> int:
         specs = _load_for_apply(args.paths)
     except ManifestError as error:
         raise manifests.shown(error) from None
-    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    out = []
+    pairs: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []  # key, live, manifest
     applied = set()
     for spec in sorted(specs, key=lambda s: s.key):
         applied.add(spec.key)
         old = live.get(spec.key)
-        text = spec_diff(spec.key, spec_to_document(old) if old else None, spec_to_document(spec), color)
-        if text:
-            out.append(text)
+        pairs.append((spec.key, spec_to_document(old) if old else None, spec_to_document(spec)))
     if args.prune:
         roots = [os.path.realpath(p) for p in args.paths]
         for key, spec in sorted(live.items()):
@@ -206,7 +204,13 @@ def diff(args: argparse.Namespace) -> int:
                 continue
             real = os.path.realpath(spec.location.file)
             if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
-                out.append(spec_diff(key, spec_to_document(spec), None, color))
+                pairs.append((key, spec_to_document(spec), None))
+    if args.output == "json":
+        found = [d for d in (spec_diff_json(*pair) for pair in pairs) if d is not None]
+        print(json.dumps({"changes": found}, sort_keys=True, default=str))
+        return 1 if found else 0
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    out = [text for text in (spec_diff(key, old, new, color) for key, old, new in pairs) if text]
     if out:
         print("\n".join(text.rstrip("\n") for text in out))
         return 1

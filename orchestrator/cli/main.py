@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "2 error. Env values are never printed.")
     _add_files(diff)
     diff.add_argument("--prune", action="store_true", help="also show objects apply --prune would remove")
+    diff.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                      help='json: {"changes": [{"key", "change", "fields": [{"path", "live", "manifest"}]}]}')
     diff.set_defaults(handler=_command("diff"), exit_on_error=2)
 
     get = commands.add_parser("get", help="list objects with their state",

@@ -36,6 +36,34 @@ def spec_diff(key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | 
     return "\n".join(headers + body)
 
 
+def spec_diff_json(key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`diff -o json`: the same paths as spec_diff, as {"key", "change": created|configured|pruned, "fields":
+    [{"path", "live", "manifest"}]} (a side that lacks the path is left out); None when nothing differs.
+    Env values are never shown: "<hidden>" stands for each."""
+    before = _flatten(old) if old is not None else {}
+    after = _flatten(new) if new is not None else {}
+    fields = []
+    for path in _merged_paths(before, after):
+        was, now = before.get(path, MISSING), after.get(path, MISSING)
+        if was is not MISSING and now is not MISSING and _json(was) == _json(now):
+            continue
+        entry: dict[str, Any] = {"path": path}
+        if was is not MISSING:
+            entry["live"] = _shown(path, was)
+        if now is not MISSING:
+            entry["manifest"] = _shown(path, now)
+        fields.append(entry)
+    if not fields:
+        return None
+    change = "created" if old is None else "pruned" if new is None else "configured"
+    return {"key": key, "change": change, "fields": fields}
+
+
+def _shown(path: str, value: Any) -> Any:
+    secret = path == _SECRET_ROOT or path.startswith((_SECRET_ROOT + ".", _SECRET_ROOT + "["))
+    return HIDDEN if secret and value not in ({}, [], None) else value
+
+
 def _paint(text: str, code: str, color: bool) -> str:
     return f"{code}{text}{_RESET}" if color else text
 
