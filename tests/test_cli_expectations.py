@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 from conftest import REPO, wait_for
 from test_daemon import CLI, Orchestrator, alive, documents, managed, orch, process  # noqa: F401
@@ -238,3 +239,20 @@ def test_diff_as_json_never_shows_env_values(orch: Orchestrator) -> None:
     fields = {f["path"]: f for f in changes["default/a"]["fields"]}
     assert fields["spec.command"] == {"path": "spec.command", "live": ["sleep", "60"], "manifest": ["sleep", "61"]}
     assert fields["spec.env.TOKEN"] == {"path": "spec.env.TOKEN", "live": "<hidden>", "manifest": "<hidden>"}
+
+
+def test_wait_for_ready_completed_and_deleted(orch: Orchestrator) -> None:
+    slow = [sys.executable, "-c", "import time; time.sleep(0.5); print('done')"]
+    orch.ok("apply", "-f", str(orch.write("m/app.yaml", documents(
+        process("web"), process("job", slow, restartPolicy="Never"),
+        process("bad", ["/bin/sh", "-c", "exit 3"], restartPolicy="Never")))))
+    assert orch("wait", "web", "--for", "ready", "--timeout", "10").returncode == 0
+    done = orch("wait", "job", "--for", "completed", "--timeout", "10")
+    assert done.returncode == 0 and done.stdout.strip() == "default/job: completed", done
+    failed = orch("wait", "bad", "--for", "completed", "--timeout", "10")
+    assert failed.returncode == 1 and "default/bad: failed: replica 0 Failed" in failed.stderr, failed
+    late = orch("wait", "web", "--for", "deleted", "--timeout", "0.3")
+    assert late.returncode == 1 and "not deleted after 0.3 s" in late.stderr, late
+    orch.ok("delete", "web")
+    assert orch("wait", "web", "--for", "deleted", "--timeout", "10").returncode == 0
+    assert orch("wait", "nosuch", "--for", "ready").returncode == 1

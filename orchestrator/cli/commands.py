@@ -159,6 +159,49 @@ def _wait(client: Client, keys: list[str], timeout: float) -> int:
     return EXIT_FAILED
 
 
+def wait(args: argparse.Namespace) -> int:
+    """`orchestrator wait NAME... --for ready|completed|deleted`, as `kubectl wait`: 0 once every object is so,
+    1 at the timeout or as soon as one can no longer get there (failed for good), with why."""
+    client = _client(args)
+    keys = []
+    for name in args.names:
+        found = client.request("GET", "/objects?name=" + _quote(name))["objects"]
+        if len(found) > 1:
+            raise UserError(f"{name} is ambiguous: " + ", ".join(o["key"] for o in found))
+        if not found and args.condition != "deleted":
+            raise UserError(f"no object named {name}")
+        keys.append(found[0]["key"] if found else name)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        objects = {o["key"]: o for o in client.request("GET", "/objects")["objects"]}
+        if args.condition == "deleted":
+            pending = {k: objects[k] for k in keys if k in objects}
+            failed: dict[str, Any] = {}
+        else:
+            pending = {k: objects[k] for k in keys if k not in objects or not _reached(objects[k], args.condition)}
+            gone = [k for k in pending if k not in objects]
+            if gone:
+                raise UserError(f"{gone[0]} was deleted while waiting for it to be {args.condition}")
+            failed = {k: o for k, o in pending.items() if o["state"] == "Failed"}
+        if not pending or failed or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if not pending:
+        print(f"{', '.join(keys)}: {args.condition}")
+        return EXIT_OK
+    why = "failed" if failed else f"not {args.condition} after {args.timeout:g} s"
+    for key, obj in sorted((failed or pending).items()):
+        print(f"{key}: {why}: {_reason(obj)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _reached(obj: dict[str, Any], condition: str) -> bool:
+    if condition == "completed":
+        return bool(obj["state"] == "Succeeded")
+    replicas = obj["replicas"]
+    return bool(replicas["ready"] >= replicas["desired"] and obj["state"] in ("Running", "Succeeded"))
+
+
 def _converged(obj: dict[str, Any]) -> bool:
     replicas = obj["replicas"]
     if obj["kind"] == "Job":

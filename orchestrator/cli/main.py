@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("-l", "--selector", help="also every object whose labels match (as get -l)")
     restart.set_defaults(handler=_command("restart"))
 
+    wait = commands.add_parser("wait", help="wait until objects are ready, completed or deleted",
+                               description="Return once every NAME is ready (every replica running and ready), "
+                               "completed (a Job, or a Process that ended and is not restarted, succeeded) or "
+                               "deleted. Exit 0 then, 1 at the timeout or as soon as one failed for good.")
+    wait.add_argument("names", nargs="+", metavar="NAME")
+    wait.add_argument("--for", dest="condition", choices=["ready", "completed", "deleted"], required=True)
+    wait.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default 60)")
+    wait.set_defaults(handler=_command("wait"))
+
     scale = commands.add_parser("scale", help="change the number of replicas",
                                 description="Set the replicas of NAME, recorded as a new revision.")
     scale.add_argument("name")
