@@ -136,27 +136,12 @@ def apply(args: argparse.Namespace) -> int:
 
 
 def _wait(client: Client, keys: list[str], timeout: float) -> int:
-    """Until every object is converged (running, or succeeded for Jobs), or a reason why not at the timeout."""
-    deadline = time.monotonic() + timeout
-    tty = sys.stderr.isatty()
-    while True:
-        objects = {o["key"]: o for o in client.request("GET", "/objects")["objects"] if o["key"] in keys}
-        pending = {k: o for k, o in objects.items() if not _converged(o)}
-        failed = {k: o for k, o in pending.items() if o["state"] == "Failed"}
-        if tty:
-            print(f"\rwaiting: {len(keys) - len(pending)}/{len(keys)} ready", end="", file=sys.stderr, flush=True)
-        if not pending or failed or time.monotonic() >= deadline:
-            if tty:
-                print(file=sys.stderr)
-            break
-        time.sleep(0.1)
+    """`apply --wait`: until every object is converged (running, or succeeded for Jobs), or why not."""
+    pending, failed = _await(client, keys, "converged", timeout, progress=sys.stderr.isatty())
     if not pending:
         print(f"{len(keys)} object{'s' if len(keys) != 1 else ''} ready")
         return EXIT_OK
-    why = "failed" if failed else f"not ready after {timeout:g} s"
-    for key, obj in sorted((failed or pending).items()):
-        print(f"{key}: {why}: {_reason(obj)}", file=sys.stderr)
-    return EXIT_FAILED
+    return _not_reached(pending, failed, f"not ready after {timeout:g} s")
 
 
 def wait(args: argparse.Namespace) -> int:
@@ -171,42 +156,49 @@ def wait(args: argparse.Namespace) -> int:
         if not found and args.condition != "deleted":
             raise UserError(f"no object named {name}")
         keys.append(found[0]["key"] if found else name)
-    deadline = time.monotonic() + args.timeout
-    while True:
-        objects = {o["key"]: o for o in client.request("GET", "/objects")["objects"]}
-        if args.condition == "deleted":
-            pending = {k: objects[k] for k in keys if k in objects}
-            failed: dict[str, Any] = {}
-        else:
-            pending = {k: objects[k] for k in keys if k not in objects or not _reached(objects[k], args.condition)}
-            gone = [k for k in pending if k not in objects]
-            if gone:
-                raise UserError(f"{gone[0]} was deleted while waiting for it to be {args.condition}")
-            failed = {k: o for k, o in pending.items() if o["state"] == "Failed"}
-        if not pending or failed or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
+    pending, failed = _await(client, keys, args.condition, args.timeout)
     if not pending:
         print(f"{', '.join(keys)}: {args.condition}")
         return EXIT_OK
-    why = "failed" if failed else f"not {args.condition} after {args.timeout:g} s"
+    return _not_reached(pending, failed, f"not {args.condition} after {args.timeout:g} s")
+
+
+def _await(client: Client, keys: list[str], condition: str, timeout: float, progress: bool = False
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Poll until every key has reached `condition` (converged, ready, completed, deleted), one failed for
+    good, or the timeout: (the objects still pending, those of them that failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        objects = {o["key"]: o for o in client.request("GET", "/objects")["objects"]}
+        if condition == "deleted":
+            pending, failed = {k: objects[k] for k in keys if k in objects}, {}
+        else:
+            gone = [k for k in keys if k not in objects]
+            if gone:
+                raise UserError(f"{gone[0]} was deleted while waiting for it to be {condition}")
+            pending = {k: objects[k] for k in keys if not _reached(objects[k], condition)}
+            failed = {k: o for k, o in pending.items() if o["state"] == "Failed"}
+        if progress:
+            print(f"\rwaiting: {len(keys) - len(pending)}/{len(keys)} ready", end="", file=sys.stderr, flush=True)
+        if not pending or failed or time.monotonic() >= deadline:
+            if progress:
+                print(file=sys.stderr)
+            return pending, failed
+        time.sleep(0.1)
+
+
+def _not_reached(pending: dict[str, Any], failed: dict[str, Any], late: str) -> int:
     for key, obj in sorted((failed or pending).items()):
-        print(f"{key}: {why}: {_reason(obj)}", file=sys.stderr)
+        print(f"{key}: {'failed' if failed else late}: {_reason(obj)}", file=sys.stderr)
     return EXIT_FAILED
 
 
 def _reached(obj: dict[str, Any], condition: str) -> bool:
-    if condition == "completed":
+    """converged: running and ready, or succeeded for a Job (what `apply --wait` waits for)."""
+    if condition == "completed" or (condition == "converged" and obj["kind"] == "Job"):
         return bool(obj["state"] == "Succeeded")
     replicas = obj["replicas"]
     return bool(replicas["ready"] >= replicas["desired"] and obj["state"] in ("Running", "Succeeded"))
-
-
-def _converged(obj: dict[str, Any]) -> bool:
-    replicas = obj["replicas"]
-    if obj["kind"] == "Job":
-        return obj["state"] == "Succeeded"
-    return replicas["ready"] >= replicas["desired"] and obj["state"] in ("Running", "Succeeded")
 
 
 def _reason(obj: dict[str, Any]) -> str:
