@@ -256,3 +256,20 @@ def test_wait_for_ready_completed_and_deleted(orch: Orchestrator) -> None:
     orch.ok("delete", "web")
     assert orch("wait", "web", "--for", "deleted", "--timeout", "10").returncode == 0
     assert orch("wait", "nosuch", "--for", "ready").returncode == 1
+
+
+def test_manifests_on_standard_input(orch: Orchestrator) -> None:
+    def piped(text: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "--state-dir", str(orch.state), *args], input=text, capture_output=True,
+                              text=True, timeout=30, cwd=orch.root, check=False)
+
+    bad = piped(process("a", replicas=-1), "validate", "-f", "-")
+    assert bad.returncode == 1 and bad.stderr.startswith("<stdin>:"), bad.stderr
+    applied = piped(documents(process("a"), process("b")), "apply", "-f", "-")
+    assert applied.returncode == 0 and applied.stdout.splitlines() == ["process/default/a created",
+                                                                       "process/default/b created"], applied
+    orch.wait_running("a", "b")
+    again = piped(documents(process("a"), process("b")), "diff", "-o", "json", "-f", "-")
+    assert again.returncode == 0 and json.loads(again.stdout) == {"changes": []}, again
+    refused = piped(process("a"), "apply", "--prune", "-f", "-")
+    assert refused.returncode == 2 and "--prune needs manifest files or directories" in refused.stderr

@@ -61,7 +61,7 @@ class _Manifests:
     to the daemon whatever its own directory; problems it finds are shown with the names the user gave."""
 
     def __init__(self, paths: Sequence[str]) -> None:
-        from ..manifests.files import ReadLimits, find_manifest_files, read_text
+        from ..manifests.files import STDIN, STDIN_NAME, ReadLimits, find_manifest_files, read_text
 
         self.paths = paths
         self.limits = ReadLimits.from_environment(os.environ)
@@ -74,8 +74,9 @@ class _Manifests:
             text, read_problems = read_text(file, self.limits)
             self.problems += read_problems
             if text is not None:
-                absolute = os.path.abspath(file)
-                self.names[absolute] = file
+                # Standard input is read as a file in the current directory (where its relative paths lead).
+                absolute = os.path.join(os.getcwd(), STDIN_NAME) if file == STDIN else os.path.abspath(file)
+                self.names[absolute] = STDIN_NAME if file == STDIN else file
                 self.files.append({"file": absolute, "text": text})
                 size += len(text)
         if size > _MAX_SENT:
@@ -102,8 +103,9 @@ _MAX_SENT = 48 * 1024 * 1024  # below the control API's body limit, with room fo
 
 
 def apply(args: argparse.Namespace) -> int:
+    _refuse_stdin_for(args, "prune", "watch")
     manifests = _Manifests(args.paths)
-    commit, dirty = git_commit_of(args.paths)
+    commit, dirty = git_commit_of(args.paths) if "-" not in args.paths else (None, None)
     body = {
         **manifests.body(),
         "paths": [os.path.abspath(p) for p in args.paths],
@@ -133,6 +135,13 @@ def apply(args: argparse.Namespace) -> int:
     if args.wait and not args.dry_run:
         return _wait(_client(args), [r["key"] for r in answer["results"] if r["result"] != "pruned"], args.timeout)
     return EXIT_OK
+
+
+def _refuse_stdin_for(args: argparse.Namespace, *options: str) -> None:
+    """`-f -` is read once: no watching it, and no pruning by the files it is not."""
+    for option in options:
+        if "-" in args.paths and getattr(args, option, False):
+            raise UsageError(f"--{option} needs manifest files or directories, not - (standard input)")
 
 
 def _wait(client: Client, keys: list[str], timeout: float) -> int:
@@ -215,6 +224,7 @@ def _reason(obj: dict[str, Any]) -> str:
 def diff(args: argparse.Namespace) -> int:
     from ..manifests.codec import spec_from_json, spec_to_document
 
+    _refuse_stdin_for(args, "prune")
     manifests = _Manifests(args.paths)
     client = _client(args)
     try:

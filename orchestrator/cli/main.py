@@ -245,7 +245,7 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 def _add_files(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--filename", dest="paths", action="append", required=True, metavar="PATH",
-        help="a manifest file or a directory of them (read recursively); repeatable",
+        help="a manifest file or a directory of them (read recursively), or - for standard input; repeatable",
     )
 
 

@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     """`orchestrator run`: apply and reconcile in this process until interrupted, then stop everything."""
     from ..daemon.lifecycle import Daemon
 
+    if args.watch and "-" in args.paths:
+        raise UsageError("--watch needs manifest files or directories, not - (standard input)")
     _, desired = load_desired(args.paths)  # nothing is touched for manifests that do not hold
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
     # Kept in the state dir: by absolute path, as `apply` records them, so that a daemon (or a later run)

@@ -104,14 +104,45 @@ def read_bounded(file: str, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+STDIN = "-"  # `-f -`: manifests on standard input
+STDIN_NAME = "<stdin>"  # how problems name it; relative paths in it are relative to the current directory
+_stdin: list[bytes] = []  # read once per process: a command may look at its manifests twice
+
+
+def read_stdin(max_bytes: int) -> bytes:
+    """Standard input, at most `max_bytes` + 1 bytes of it, read once (later calls return the same)."""
+    if not _stdin:
+        chunks: list[bytes] = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(0, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        _stdin.append(b"".join(chunks))
+    return _stdin[0]
+
+
 def read_text(file: str, limits: ReadLimits) -> tuple[str | None, list[Problem]]:
-    """The text of a manifest file, or None and why not (located at the file)."""
+    """The text of a manifest file (`-`: standard input), or None and why not (located at the file)."""
+    if file == STDIN:
+        file = STDIN_NAME
+        try:
+            data = read_stdin(limits.max_bytes)
+        except OSError as error:
+            return None, [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
+        return _decoded(file, data, limits)
     try:
         data = read_bounded(file, limits.max_bytes)
     except NotRegular as error:
         return None, [Problem(Location(file), "", f"{error.kind}, not a file: not read")]
     except OSError as error:
         return None, [Problem(Location(file), "", f"cannot read: {error.strerror or error}")]
+    return _decoded(file, data, limits)
+
+
+def _decoded(file: str, data: bytes, limits: ReadLimits) -> tuple[str | None, list[Problem]]:
     if len(data) > limits.max_bytes:
         return None, [Problem(Location(file), "", f"larger than {limits.max_bytes:,} bytes: refused (raise the "
                               f"limit with {LIMIT_VARIABLES['max_bytes']})")]
@@ -136,6 +167,9 @@ def find_manifest_files(paths: Sequence[str], limits: ReadLimits | None = None
     files: list[str] = []
     problems: list[Problem] = []
     for path in paths:
+        if path == STDIN:
+            files.append(STDIN)
+            continue
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -157,7 +191,7 @@ def find_manifest_files(paths: Sequence[str], limits: ReadLimits | None = None
             problems.append(Problem(Location(path), "", f"{file_kind(info.st_mode)}, not a file: not read"))
     unique: dict[str, str] = {}
     for file in files:
-        unique.setdefault(os.path.realpath(file), file)  # the same file named twice is read once
+        unique.setdefault(file if file == STDIN else os.path.realpath(file), file)  # each file read once
     if len(unique) > limits.max_files:
         problems.append(Problem(Location(paths[0] if paths else "."), "", (
             f"more than {limits.max_files:,} manifest files: refused (raise the limit with "

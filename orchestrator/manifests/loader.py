@@ -42,7 +42,17 @@ from .codec import (
 )
 from .documents import Document, FieldPath, dotted, parse_documents
 from .explain import PATTERN_WORDS, explain
-from .files import LIMIT_VARIABLES, NotRegular, ReadLimits, Source, find_manifest_files, read_bounded, read_text
+from .files import (
+    LIMIT_VARIABLES,
+    STDIN,
+    STDIN_NAME,
+    NotRegular,
+    ReadLimits,
+    Source,
+    find_manifest_files,
+    read_bounded,
+    read_text,
+)
 from .rules import check_rules
 from .schema import full_validator, is_valid, schemas
 
@@ -80,7 +90,7 @@ def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source]
         text, read_problems = read_text(file, limits)
         problems += read_problems
         if text is not None:
-            sources.append(Source(file, text))
+            sources.append(Source(STDIN_NAME if file == STDIN else file, text))
     return sources, problems
 
 
