@@ -20,7 +20,7 @@ from ..core.errors import Location, ManifestError, Problem, UsageError, UserErro
 from ..host.gitinfo import git_commit_of
 from .client import ApiError, Client, DaemonUnavailable, start_daemon
 from .exit_codes import EXIT_FAILED, EXIT_OK
-from .paths import default_state_dir
+from .paths import default_state_dir, refuse_stdin_for
 from .render.common import to_json, to_json_line, to_yaml
 from .render.describe import describe_text
 from .render.diffs import spec_diff, spec_diff_json
@@ -103,7 +103,7 @@ _MAX_SENT = 48 * 1024 * 1024  # below the control API's body limit, with room fo
 
 
 def apply(args: argparse.Namespace) -> int:
-    _refuse_stdin_for(args, "prune", "watch")
+    refuse_stdin_for(args.paths, prune=args.prune, watch=args.watch)
     manifests = _Manifests(args.paths)
     commit, dirty = git_commit_of(args.paths) if "-" not in args.paths else (None, None)
     body = {
@@ -137,11 +137,19 @@ def apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _refuse_stdin_for(args: argparse.Namespace, *options: str) -> None:
-    """`-f -` is read once: no watching it, and no pruning by the files it is not."""
-    for option in options:
-        if "-" in args.paths and getattr(args, option, False):
-            raise UsageError(f"--{option} needs manifest files or directories, not - (standard input)")
+def _object_named(client: Client, name: str, missing_ok: bool = False) -> dict[str, Any] | None:
+    """The one object NAME (or NAMESPACE/NAME) names; None when there is none and `missing_ok`."""
+    found = client.request("GET", "/objects?name=" + _quote(name))["objects"]
+    if len(found) > 1:
+        raise UserError(f"{name} is ambiguous: " + ", ".join(o["key"] for o in found))
+    if not found and not missing_ok:
+        raise UserError(f"no object named {name}")
+    return found[0] if found else None
+
+
+def _required(found: dict[str, Any] | None) -> dict[str, Any]:
+    assert found is not None  # _object_named without missing_ok raises instead
+    return found
 
 
 def _wait(client: Client, keys: list[str], timeout: float) -> int:
@@ -159,12 +167,8 @@ def wait(args: argparse.Namespace) -> int:
     client = _client(args)
     keys = []
     for name in args.names:
-        found = client.request("GET", "/objects?name=" + _quote(name))["objects"]
-        if len(found) > 1:
-            raise UserError(f"{name} is ambiguous: " + ", ".join(o["key"] for o in found))
-        if not found and args.condition != "deleted":
-            raise UserError(f"no object named {name}")
-        keys.append(found[0]["key"] if found else name)
+        found = _object_named(client, name, missing_ok=args.condition == "deleted")
+        keys.append(found["key"] if found else name)
     pending, failed = _await(client, keys, args.condition, args.timeout)
     if not pending:
         print(f"{', '.join(keys)}: {args.condition}")
@@ -224,7 +228,7 @@ def _reason(obj: dict[str, Any]) -> str:
 def diff(args: argparse.Namespace) -> int:
     from ..manifests.codec import spec_from_json, spec_to_document
 
-    _refuse_stdin_for(args, "prune")
+    refuse_stdin_for(args.paths, prune=args.prune)
     manifests = _Manifests(args.paths)
     client = _client(args)
     try:
@@ -332,15 +336,10 @@ def _log_files(args: argparse.Namespace) -> tuple[list[tuple[int, Path]], list[s
     root = args.state_dir / "logs"
     command: list[str] = []
     try:
-        answer = _client(args).request("GET", "/objects?name=" + _quote(args.name))
-        objects = answer["objects"]
-        if len(objects) > 1:
-            raise UserError(f"{args.name} is ambiguous: " + ", ".join(o["key"] for o in objects))
-        if not objects:
-            raise UserError(f"no object named {args.name}")
-        namespace, name = objects[0]["key"].split("/", 1)
-        indexes = [r["index"] for r in objects[0]["replica_status"]]
-        command = [str(word) for word in objects[0].get("command") or []]
+        obj = _required(_object_named(_client(args), args.name))
+        namespace, name = obj["key"].split("/", 1)
+        indexes = [r["index"] for r in obj["replica_status"]]
+        command = [str(word) for word in obj.get("command") or []]
     except DaemonUnavailable:
         namespace, _, name = args.name.rpartition("/")
         folders = [root / namespace] if namespace else sorted(p for p in root.glob("*") if p.is_dir())
@@ -431,13 +430,7 @@ def delete(args: argparse.Namespace) -> int:
 
 def restart(args: argparse.Namespace) -> int:
     client = _client(args)
-    keys = []
-    for name in args.names:
-        found = client.request("GET", "/objects?name=" + _quote(name))["objects"]
-        if len(found) != 1:
-            raise UserError(f"{name} is ambiguous: " + ", ".join(o["key"] for o in found) if found
-                            else f"no object named {name}")
-        keys.append(found[0]["key"])
+    keys = [_required(_object_named(client, name))["key"] for name in args.names]
     if args.selector:
         keys += [o["key"] for o in client.request("GET", "/objects?selector=" + _quote(args.selector))["objects"]]
     if not keys:

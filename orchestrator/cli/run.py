@@ -22,6 +22,7 @@ from ..core.events import event_line
 from ..core.model import ProcessSpec
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from .paths import refuse_stdin_for
 from .render.events import event_json
 
 
@@ -29,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
     """`orchestrator run`: apply and reconcile in this process until interrupted, then stop everything."""
     from ..daemon.lifecycle import Daemon
 
-    if args.watch and "-" in args.paths:
-        raise UsageError("--watch needs manifest files or directories, not - (standard input)")
+    refuse_stdin_for(args.paths, watch=args.watch)
     _, desired = load_desired(args.paths)  # nothing is touched for manifests that do not hold
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
     # Kept in the state dir: by absolute path, as `apply` records them, so that a daemon (or a later run)
