@@ -61,7 +61,7 @@ class _Manifests:
     to the daemon whatever its own directory; problems it finds are shown with the names the user gave."""
 
     def __init__(self, paths: Sequence[str]) -> None:
-        from ..manifests.files import STDIN, STDIN_NAME, ReadLimits, find_manifest_files, read_text
+        from ..manifests.files import ReadLimits, find_manifest_files, read_text, shown_as
 
         self.paths = paths
         self.limits = ReadLimits.from_environment(os.environ)
@@ -75,8 +75,8 @@ class _Manifests:
             self.problems += read_problems
             if text is not None:
                 # Standard input is read as a file in the current directory (where its relative paths lead).
-                absolute = os.path.join(os.getcwd(), STDIN_NAME) if file == STDIN else os.path.abspath(file)
-                self.names[absolute] = STDIN_NAME if file == STDIN else file
+                absolute = os.path.abspath(shown_as(file))
+                self.names[absolute] = shown_as(file)
                 self.files.append({"file": absolute, "text": text})
                 size += len(text)
         if size > _MAX_SENT:

@@ -106,6 +106,11 @@ def read_bounded(file: str, max_bytes: int) -> bytes:
 
 STDIN = "-"  # `-f -`: manifests on standard input
 STDIN_NAME = "<stdin>"  # how problems name it; relative paths in it are relative to the current directory
+def shown_as(file: str) -> str:
+    """How a manifest file is named in problems and locations: `-` as <stdin>, any other as given."""
+    return STDIN_NAME if file == STDIN else file
+
+
 _stdin: list[bytes] = []  # read once per process: a command may look at its manifests twice
 
 
@@ -127,7 +132,7 @@ def read_stdin(max_bytes: int) -> bytes:
 def read_text(file: str, limits: ReadLimits) -> tuple[str | None, list[Problem]]:
     """The text of a manifest file (`-`: standard input), or None and why not (located at the file)."""
     if file == STDIN:
-        file = STDIN_NAME
+        file = shown_as(file)
         try:
             data = read_stdin(limits.max_bytes)
         except OSError as error:

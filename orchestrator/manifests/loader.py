@@ -44,14 +44,13 @@ from .documents import Document, FieldPath, dotted, parse_documents
 from .explain import PATTERN_WORDS, explain
 from .files import (
     LIMIT_VARIABLES,
-    STDIN,
-    STDIN_NAME,
     NotRegular,
     ReadLimits,
     Source,
     find_manifest_files,
     read_bounded,
     read_text,
+    shown_as,
 )
 from .rules import check_rules
 from .schema import full_validator, is_valid, schemas
@@ -90,7 +89,7 @@ def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source]
         text, read_problems = read_text(file, limits)
         problems += read_problems
         if text is not None:
-            sources.append(Source(STDIN_NAME if file == STDIN else file, text))
+            sources.append(Source(shown_as(file), text))
     return sources, problems
 
 
