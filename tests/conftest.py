@@ -1,7 +1,8 @@
 """Shared fixtures. The autouse `no_leftover_processes` fails any test that leaves a process or a zombie.
 
-Every process started during the session inherits ORCH_TEST_SESSION (set here at import), so leftovers
-are found even when they were re-parented to init after their orchestrator died.
+Every process started during the session inherits ORCH_TEST_SESSION (set here at import; replicas get it
+through $ORCHESTRATOR_PASS_ENV, since they do not inherit the daemon's environment), so leftovers are found
+even when they were re-parented to init after their orchestrator died.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 MARKER = "ORCH_TEST_SESSION"
 SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
+os.environ["ORCHESTRATOR_PASS_ENV"] = MARKER
 
 
 def _become_subreaper() -> None:

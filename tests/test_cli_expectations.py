@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO, wait_for
 from test_daemon import CLI, Orchestrator, alive, documents, managed, orch, process  # noqa: F401
@@ -273,3 +274,138 @@ def test_manifests_on_standard_input(orch: Orchestrator) -> None:
     assert again.returncode == 0 and json.loads(again.stdout) == {"changes": []}, again
     refused = piped(process("a"), "apply", "--prune", "-f", "-")
     assert refused.returncode == 2 and "--prune needs manifest files or directories" in refused.stderr
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    import psutil
+
+    return dict(psutil.Process(pid).environ())
+
+
+def test_replicas_get_the_same_environment_whichever_shell_started_the_daemon(orch: Orchestrator) -> None:
+    """The daemon here is started by an apply from a shell with a virtual environment's PATH and exports of
+    its own: its replicas and exec checks see none of that, only the fixed base, the manifest's env and the
+    variables --pass-env / $ORCHESTRATOR_PASS_ENV name."""
+    import pwd
+
+    venv_bin = str(REPO / ".venv-of-the-shell" / "bin")
+    shell = dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}", SECRET_OF_THE_SHELL="s3cr3t",
+                 LC_TEST_PASSED="yes", VIRTUAL_ENV=str(REPO / ".venv-of-the-shell"))
+    shell["ORCHESTRATOR_PASS_ENV"] = f"{shell.get('ORCHESTRATOR_PASS_ENV', '')},LC_TEST_*"
+    seen = orch.root / "probe-env"
+    manifest = orch.write("m/a.yaml", process(
+        "a", ["sleep", "60"], env={"FROM_MANIFEST": "1"},
+        probes={"readiness": {"exec": {"command": ["sh", "-c", f"env > {seen}.part && mv {seen}.part {seen}"]}, "periodSeconds": 1}}))
+    applied = subprocess.run(orch.argv("apply", "-f", str(manifest)), env=shell, capture_output=True, text=True,
+                             timeout=30, cwd=REPO, check=False)
+    assert applied.returncode == 0, applied.stderr
+    pid = orch.wait_running("a")["a"][0]
+    env = _environment_of(pid)
+    me = pwd.getpwuid(os.geteuid())
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert (env["HOME"], env["USER"], env["LOGNAME"]) == (me.pw_dir, me.pw_name, me.pw_name)
+    assert env["LANG"] == "C.UTF-8" and env["SHELL"]
+    assert env["FROM_MANIFEST"] == "1" and env["LC_TEST_PASSED"] == "yes"
+    assert (env["ORCH_NAME"], env["ORCH_NAMESPACE"], env["ORCH_REPLICA"]) == ("a", "default", "0")
+    for leaked in ("SECRET_OF_THE_SHELL", "VIRTUAL_ENV", "ORCHESTRATOR_PASS_ENV", "NOTIFY_SOCKET", "XDG_CACHE_HOME"):
+        assert leaked not in env, leaked
+    probe_env = dict(line.split("=", 1) for line in wait_for(
+        lambda: seen.exists() and seen.read_text(), what="the exec check's environment").splitlines() if "=" in line)
+    assert probe_env["PATH"] == env["PATH"] and probe_env["FROM_MANIFEST"] == "1"
+    assert "SECRET_OF_THE_SHELL" not in probe_env and "VIRTUAL_ENV" not in probe_env
+
+
+def test_validate_says_each_problem_once_and_to_the_point(tmp_path: Path) -> None:
+    manifest = tmp_path / "a.yaml"
+    manifest.write_text(documents(process("a", resources={"limits": {"memory": "256MB", "cpu": "1.5 cores"}},
+                                          probes={"readiness": {"htpp": {"port": 8080}}})))
+    result = subprocess.run([*CLI, "validate", "-f", str(manifest)], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "3 problems found", result.stderr
+    memory = [line for line in lines if "spec.resources.limits.memory" in line]
+    assert len(memory) == 1 and "write 256Mi or 256M" in memory[0], result.stderr
+    assert len([line for line in lines if "spec.resources.limits.cpu" in line]) == 1, result.stderr
+    probe = [line for line in lines if "spec.probes.readiness" in line]
+    assert len(probe) == 1 and "unknown field 'htpp' (did you mean 'http'?)" in probe[0], result.stderr
+    assert "pattern" not in result.stderr and "missing required field" not in result.stderr
+
+
+def test_validate_warns_of_a_program_the_replicas_will_not_find(tmp_path: Path) -> None:
+    """Valid all the same (exit 0): the host that runs the manifests may have it."""
+    (tmp_path / "tool").write_text("#!/bin/sh\n")  # not executable
+    manifest = tmp_path / "a.yaml"
+    manifest.write_text(documents(
+        process("web", ["gunicron", "app:app"]),
+        process("tool", ["./tool"], hooks={"preStart": {"exec": ["./missing.sh"]}}),
+        process("fine", ["sleep", "1"], hooks={"preStop": {"exec": ["sh", "-c", "true"]}}),
+        process("own-path", ["mytool"], env={"PATH": str(tmp_path)}),
+        process("scripted", ["gunicron app:app"], shell=True)))
+    (tmp_path / "mytool").write_text("#!/bin/sh\n")
+    (tmp_path / "mytool").chmod(0o755)
+    result = subprocess.run([*CLI, "validate", "-f", str(manifest)], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "valid: 5 objects in 1 file"
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 3, result.stderr
+    assert "warning: spec.command[0]: 'gunicron' is not on the replicas' PATH" in warnings[0]
+    assert "warning: spec.command[0]: './tool' is not executable" in warnings[1]
+    assert "warning: spec.hooks.preStart.exec[0]: './missing.sh' does not exist" in warnings[2]
+    as_json = subprocess.run([*CLI, "validate", "-f", str(manifest), "-o", "json"], capture_output=True, text=True,
+                             timeout=30, check=False)
+    report = json.loads(as_json.stdout)
+    assert report["valid"] and [w["path"] for w in report["warnings"]] == [
+        "spec.command[0]", "spec.command[0]", "spec.hooks.preStart.exec[0]"]
+
+
+def test_stop_holds_a_process_stopped_through_applies_and_start_runs_it_again(orch: Orchestrator) -> None:
+    manifest = orch.write("m/app.yaml", documents(
+        process("db", labels={"tier": "data"}), process("api", replicas=2, labels={"tier": "web"},
+                                                        dependsOn=[{"name": "db"}])))
+    orch.ok("apply", "-f", str(manifest))
+    before = orch.wait_running("db", "api")
+    assert orch.ok("stop", "-l", "tier=web").strip() == "default/api stopped"
+    wait_for(lambda: not any(alive(pid) for pid in before["api"]), what="api's replicas to stop")
+    api = orch.objects()["api"]
+    assert api["state"] == "Stopped" and api["replicas"]["desired"] == 2 and api["replicas"]["running"] == 0
+    assert [r["phase"] for r in api["replica_status"]] == ["Stopped", "Stopped"]
+    assert "api" in orch.ok("get") and "Stopped" in orch.ok("get")
+    stopping = [e["message"] for e in orch.events("Stopping", "api")]
+    assert stopping and all("stop asked for" in m for m in stopping), stopping
+    assert orch.running("db") == {"db": before["db"]}  # what it depends on is left alone
+
+    # An apply of the same manifests, or of a changed spec, keeps the hold; restart is refused with the way out.
+    again = orch.ok("apply", "-f", str(manifest))
+    assert "process/default/api unchanged (stopped: `orchestrator start api` runs it)" in again
+    manifest.write_text(documents(process("db", labels={"tier": "data"}),
+                                  process("api", ["sleep", "61"], replicas=2, dependsOn=[{"name": "db"}])))
+    assert "api configured (stopped" in orch.ok("apply", "-f", str(manifest))
+    assert orch.objects()["api"]["state"] == "Stopped"
+    refused = orch("restart", "api")
+    assert refused.returncode == 1 and "api is stopped: `orchestrator start api` runs it again" in refused.stderr
+    assert orch.ok("stop", "api").strip() == "default/api already stopped"
+
+    # Held across a daemon's death (a revision, in the store), then started again with the new spec.
+    daemon = orch.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon to die")
+    assert "api unchanged (stopped" in orch.ok("apply", "-f", str(manifest))  # a new daemon
+    assert orch.objects()["api"]["state"] == "Stopped"
+    assert orch.ok("start", "api").strip() == "default/api started"
+    after = orch.wait_running("db", "api", timeout=10)
+    assert all(psutil_cmdline(pid) == ["sleep", "61"] for pid in after["api"])
+    assert [r["action"] for r in orch.revisions()][:3] == ["start", "apply", "stop"]
+    job = orch.write("m/job.yaml", documents(
+        "apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: once}\nspec: {command: [sleep, '30']}\n"))
+    orch.ok("apply", "-f", str(job))
+    refused = orch("stop", "once")
+    assert refused.returncode == 1 and "is a Job" in refused.stderr
+
+
+def psutil_cmdline(pid: int) -> list[str]:
+    import psutil
+
+    return list(psutil.Process(pid).cmdline())

@@ -108,8 +108,15 @@ def through_text(value: Any) -> Any:
 def test_full_spec_sets_every_field_to_a_non_default() -> None:
     defaults = ProcessSpec(name="", command=())
     same = [f.name for f in dataclasses.fields(ProcessSpec) if getattr(FULL, f.name) == getattr(defaults, f.name)]
-    # kind is the one exception: Job is covered by its own test.
-    assert same == ["kind"], f"set these in FULL (and make codec.py support them): {same}"
+    # kind is covered by the Job test; stopped is no manifest field (test_a_held_spec_stays_held_through_json).
+    assert same == ["kind", "stopped"], f"set these in FULL (and make codec.py support them): {same}"
+
+
+def test_a_held_spec_stays_held_through_json_and_its_document_is_a_manifest() -> None:
+    held = dataclasses.replace(FULL, stopped=True)
+    assert codec.spec_from_json(through_text(codec.spec_to_json(held))) == held
+    assert codec.spec_from_json(through_text(codec.spec_to_json(FULL))) == FULL
+    assert codec.spec_to_document(held) == codec.spec_to_document(FULL)  # `diff` never shows the hold
 
 
 def test_full_record_sets_every_field_to_a_non_default() -> None:
@@ -142,7 +149,7 @@ PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSecond
 
 def test_every_spec_field_is_written() -> None:
     renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy", "limits": "resources"}
-    every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {"location"}
+    every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {"location", "stopped"}
     assert spec_fields_written(FULL) == every
     assert spec_fields_written(dataclasses.replace(FULL, kind=Kind.JOB)) == every
 
@@ -189,10 +196,12 @@ def test_spec_round_trip(spec: ProcessSpec) -> None:
     assert document.location is None
 
 
+# A manifest gives a shell command as one string (FULL's argv with shell: true only code could make).
 MANIFEST_LIKE = [
-    dataclasses.replace(FULL, backoff_limit=ProcessSpec.backoff_limit),
+    dataclasses.replace(FULL, backoff_limit=ProcessSpec.backoff_limit, command=("python -m http.server 8080",)),
     dataclasses.replace(
         FULL,
+        command=("python -m http.server 8080",),
         kind=Kind.JOB,
         replicas=1,
         restart_policy=RestartPolicy.ALWAYS,
@@ -208,7 +217,7 @@ MANIFEST_LIKE = [
 
 @pytest.mark.parametrize("spec", MANIFEST_LIKE)
 def test_document_of_a_manifest_spec_is_a_valid_manifest(spec: ProcessSpec) -> None:
-    document = codec.spec_to_document(spec)
+    document = codec.manifest_document(spec)
     errors = list(Draft202012Validator(schemas()[("orchestrator/v1", spec.kind.value)]).iter_errors(document))
     assert errors == []
 

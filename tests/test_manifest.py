@@ -156,20 +156,25 @@ def test_missing_path_and_empty_directory(in_tmp: Path) -> None:
 
 
 def test_working_dir_and_env_from_are_relative_to_the_manifest(in_tmp: Path) -> None:
-    write(in_tmp / "conf/base.env", "# shared\nA=from-base\nB=from-base\nQUOTED='x y'\nHOME_REF=${HOME}\n")
+    write(in_tmp / "conf/base.env", "# shared\nA=from-base\nB=from-base\nQUOTED='x y'\nHOME_REF=${HOME}\n"
+          "LITERAL='${HOME}'\nESCAPED=$${HOME}\nFROM_ABOVE=${A}-2\n")
     write(in_tmp / "svc/local.env", "export B=from-local\nC=from-local\n")
     write(
         in_tmp / "svc/m.yaml",
         PROCESS.format(name="a")
         + "  workingDir: ../srv\n  envFrom: [{file: ../conf/base.env}, {file: local.env}]\n  env: {C: from-env}\n",
     )
-    (spec,) = load_specs(["svc/m.yaml"])
+    # ${NAME} from the applying command's variables (as compose), or from a name the file set above it
+    (spec,) = load_specs(["svc/m.yaml"], variables={"HOME": "/home/applier"})
     assert spec.working_dir == str(in_tmp / "srv")
     assert spec.env == (
         ("A", "from-base"),
         ("B", "from-local"),
         ("C", "from-env"),
-        ("HOME_REF", "${HOME}"),  # no interpolation from the orchestrator's own environment
+        ("ESCAPED", "${HOME}"),
+        ("FROM_ABOVE", "from-base-2"),
+        ("HOME_REF", "/home/applier"),
+        ("LITERAL", "${HOME}"),  # single quotes: the text as written
         ("QUOTED", "x y"),
     )
 

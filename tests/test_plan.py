@@ -194,6 +194,21 @@ def test_completed_condition_waits_while_job_runs() -> None:
     assert result.waiting[0].reason == "waiting for migrate to complete"
 
 
+def test_a_held_spec_stops_its_replicas_starts_none_and_keeps_new_dependents_waiting() -> None:
+    web = spec("web", replicas=2)
+    held = replace(web, stopped=True)
+    api = spec("api", "web")
+    records = {rid("web", 0): running(web, pid=10), rid("web", 1): exited(web, code=1)}
+    result = plan(desired_state([held, api]), records, NOW)
+    assert [(type(a).__name__, a.replica.index, getattr(a, "reason", None)) for a in result.actions] == [  # type: ignore[union-attr]
+        ("Forget", 1, None), ("Stop", 0, StopReason.HELD)]  # highest index first, as scaling down
+    assert [(str(w.replica), w.reason) for w in result.waiting] == [
+        ("default/api[0]", "web is stopped (orchestrator start web runs it)")]
+    assert plan(desired_state([held]), {}, NOW).actions == ()  # nothing of it starts, not even after a crash
+    restarted = plan(desired_state([web]), {}, NOW)  # `start`: the same spec, no longer held
+    assert kinds(restarted.actions) == [("Start", "default/web[0]"), ("Start", "default/web[1]")]
+
+
 def test_scale_down_stops_highest_index_first() -> None:
     web = spec("web", replicas=3)
     records = {rid("web", i): running(web, pid=10 + i) for i in range(3)}

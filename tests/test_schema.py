@@ -29,6 +29,9 @@ from orchestrator.manifests.loader import load_specs
 from orchestrator.manifests.schema import _schema_dir, full_validator, is_valid, schemas
 
 SCHEMA_FILES = sorted(_schema_dir().glob("*.json"))
+KIND_FILES = [f for f in SCHEMA_FILES if f.name != "manifest.v1.json"]  # manifest.v1.json picks one by kind
+# Subschemas that only constrain fields described elsewhere (rules across fields, alternatives).
+_APPLICATORS = {"if", "then", "else", "allOf", "anyOf", "oneOf", "not"}
 
 
 def document(spec: str = "command: [sleep, '1']", metadata: str = "name: api", kind: str = "Process") -> str:
@@ -65,7 +68,8 @@ def _objects(schema: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]]:
         if "properties" in schema:
             found.append((where, schema))
         for key, value in schema.items():
-            found += _objects(value, f"{where}/{key}")
+            if key not in _APPLICATORS:
+                found += _objects(value, f"{where}/{key}")
     elif isinstance(schema, list):
         for index, value in enumerate(schema):
             found += _objects(value, f"{where}/{index}")
@@ -82,7 +86,7 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_schema_files_exist() -> None:
-    assert [f.name for f in SCHEMA_FILES] == ["job.v1.json", "process.v1.json"]
+    assert [f.name for f in SCHEMA_FILES] == ["job.v1.json", "manifest.v1.json", "process.v1.json"]
     assert set(schemas()) == {("orchestrator/v1", "Process"), ("orchestrator/v1", "Job")}
 
 
@@ -93,7 +97,7 @@ def test_schema_is_valid_draft_2020_12(file: Path) -> None:
     Draft202012Validator.check_schema(schema)
 
 
-@pytest.mark.parametrize("file", SCHEMA_FILES, ids=lambda f: f.name)
+@pytest.mark.parametrize("file", KIND_FILES, ids=lambda f: f.name)
 def test_every_object_refuses_unknown_fields_and_every_field_is_described(file: Path) -> None:
     schema = json.loads(file.read_text())
     for where, node in _objects(schema):
@@ -357,6 +361,15 @@ INVALID = [
      ["spec.autoscale.min: min (4) is larger than max (3)"]),
     ("command: [x]\nhooks: {preStart: {exec: []}}", ["spec.hooks.preStart.exec: must not be empty"]),
     ("command: [x]\nhooks: {onCrash: {exec: [x]}}", ["spec.hooks: unknown field 'onCrash'"]),
+    ("command: [x]\nprobes: {readiness: {periodSeconds: 1}}",
+     ["spec.probes.readiness: missing required field: one of 'exec', 'http', 'tcp', 'log' (what the probe checks)"]),
+    ("command: [x]\nprobes: {liveness: {tcp: {port: 1}, exec: {command: [x]}, log: {pattern: a}}}",
+     ["spec.probes.liveness: give only one of 'exec', 'http', 'tcp', 'log', got 'exec', 'tcp' and 'log'"]),
+    ("command: [x]\nlogs: {maxBytes: true}", ["spec.logs.maxBytes: expected an integer or a string, got true"]),
+    ("command: [x]\nresources: {limits: {cpu: true}}",
+     ["spec.resources.limits.cpu: expected a number or a string, got true"]),
+    ("command: 'sleep 1'\nshell: 'yes'", ["spec.command: command is a string: set shell: true or give an argv list",
+                                         "spec.shell: expected true or false, got 'yes'"]),
     ("command: [x]\nlogs: {maxBytes: 0}", ["spec.logs.maxBytes: must be at least 1, got 0"]),
     ("command: [x]\nlogs: {maxBytes: '0.5'}", [("spec.logs.maxBytes: expected a size in bytes such as 512, 256Mi or "
                                                "1G (suffixes Ki Mi Gi Ti, or k M G T for powers of 1000), got '0.5': "
@@ -456,6 +469,49 @@ def test_invalid_documents(tmp_path: Path, text: str, expected: list[str]) -> No
     assert problems(tmp_path, text) == expected
 
 
+# --- manifest.v1.json, for editors and CI tools: each document checked by its kind's schema ------------------
+
+
+def _manifest_validator() -> Draft202012Validator:
+    from referencing import Registry, Resource
+
+    # What a tool reading schemas/ does: the per-kind schemas found by their names, beside manifest.v1.json.
+    registry: Registry[Any] = Registry().with_resources(
+        (f.name, Resource.from_contents(json.loads(f.read_text()))) for f in KIND_FILES)
+    return Draft202012Validator(json.loads((_schema_dir() / "manifest.v1.json").read_text()), registry=registry)
+
+
+@pytest.mark.parametrize("snippet", [v[0] for v in VALID] + [i[0] for i in INVALID])
+@pytest.mark.parametrize("kind", ["Process", "Job"])
+def test_the_manifest_schema_says_what_the_kinds_schema_says(snippet: str, kind: str) -> None:
+    doc = yaml.safe_load(document(snippet, kind=kind))
+    by_kind = sorted((list(e.absolute_path), e.message) for e in full_validator("orchestrator/v1", kind).iter_errors(doc))
+    by_manifest = sorted((list(e.absolute_path), e.message) for e in _manifest_validator().iter_errors(doc))
+    assert by_manifest == by_kind
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ("apiVersion: orchestrator/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [x]}\n", ["kind"]),
+    ("apiVersion: orchestrator/v2\nkind: Job\nmetadata: {name: a}\nspec: {command: [x]}\n", ["apiVersion"]),
+    ("apiVersion: orchestrator/v1\nmetadata: {name: a}\nspec: {command: [x]}\n", []),
+    ("[a]\n", []),
+])
+def test_the_manifest_schema_refuses_an_unknown_kind_or_version(text: str, path: list[str]) -> None:
+    assert [list(e.absolute_path) for e in _manifest_validator().iter_errors(yaml.safe_load(text))] == [path]
+
+
+def test_rules_in_the_schemas_are_worded_for_api_clients_too() -> None:
+    from orchestrator.core.model import Autoscale
+    from orchestrator.manifests.rules import check_spec
+
+    problems = check_spec(ProcessSpec(name="a", command=("sleep", "1"), shell=True))
+    assert [(p.path, p.message) for p in problems] == [
+        ("default/a: spec.command", "with shell: true, give the command as one string")]
+    # An autoscaled pool's replicas is its current size, the autoscaler's: no manifest's replicas beside autoscale.
+    pool = ProcessSpec(name="a", command=("x",), replicas=5, autoscale=Autoscale(min=2, max=8, target_cpu_percent=50))
+    assert check_spec(pool) == []
+
+
 # --- the compiled check (schema.is_valid) never accepts what jsonschema refuses ----------------------------
 
 
@@ -497,9 +553,9 @@ def _replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 def test_the_compiled_check_never_accepts_a_document_jsonschema_refuses(kind: str) -> None:
     from test_codec import MANIFEST_LIKE
 
-    from orchestrator.manifests.codec import spec_to_document
+    from orchestrator.manifests.codec import manifest_document
 
-    base = spec_to_document(next(s for s in MANIFEST_LIKE if s.kind.value == kind))
+    base = manifest_document(next(s for s in MANIFEST_LIKE if s.kind.value == kind))
     assert _verdicts(base, kind) == (True, True)
     disagreements, tried = [], 0
     for path in _leaves(base):

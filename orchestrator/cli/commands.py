@@ -26,7 +26,7 @@ from .render.describe import describe_text
 from .render.diffs import spec_diff, spec_diff_json
 from .render.events import event_dict_line, events_table
 from .render.systemd import installed_systemd_version, systemd_unit, unit_name
-from .render.tables import apply_results, history_table, objects_table
+from .render.tables import apply_results, history_table, objects_table, restart_result
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -91,7 +91,9 @@ class _Manifests:
             _load_for_apply(self.paths)  # raises ManifestError with every problem, these and the rest...
             raise ManifestError(self.problems)  # ...unless the files changed meanwhile: never send a part
         limits = {name: getattr(self.limits, name) for name in LIMIT_VARIABLES}
-        return {"files": self.files, "limits": limits}
+        # What ${NAME} means in them: this command's environment, as compose reads its shell's (the daemon's
+        # own environment never counts); only the names the texts or their env files use are kept.
+        return {"files": self.files, "limits": limits, "variables": dict(os.environ)}
 
     def shown(self, error: ManifestError) -> ManifestError:
         """The daemon's problems, with files named as the user named them."""
@@ -297,99 +299,10 @@ def describe(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
-    files, command = _log_files(args)
-    if not files:
-        raise UserError(f"no logs for {args.name}")
-    prefix = len(files) > 1
-    positions = {}
-    for index, path in files:
-        lines = _tail(path, args.tail)
-        for line in lines:
-            print(f"[{index}] {line}" if prefix else line)
-        positions[path] = path.stat().st_size if path.exists() else 0
-    if not any(positions.values()) and _buffers_its_output(command):
-        print(f"orchestrator: {args.name} has printed nothing yet. Python holds back what it prints when that "
-              "is not a terminal: run it with `python -u`, or set PYTHONUNBUFFERED: \"1\" in its env, to see "
-              "each line as it is printed", file=sys.stderr)
-    if not args.follow:
-        return EXIT_OK
-    try:
-        while True:
-            for index, path in files:
-                positions[path] = _follow_once(path, positions[path], f"[{index}] " if prefix else "")
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    """Lines of one or many replicas, interleaved by time (logview.py)."""
+    from .logview import logs as view
 
-
-def _buffers_its_output(command: Sequence[str]) -> bool:
-    """A Python program started without -u (its env, which may set PYTHONUNBUFFERED, is not looked at)."""
-    if not command:
-        return False
-    flags = [word for word in command[1:4] if word.startswith("-") and not word.startswith("--")]
-    return os.path.basename(command[0]).startswith("python") and not any("u" in flag for flag in flags)
-
-
-def _log_files(args: argparse.Namespace) -> tuple[list[tuple[int, Path]], list[str]]:
-    """(replica, file) pairs of NAME, and its command: asked of the daemon, else found in the state dir's
-    logs folder (no command then)."""
-    root = args.state_dir / "logs"
-    command: list[str] = []
-    try:
-        obj = _required(_object_named(_client(args), args.name))
-        namespace, name = obj["key"].split("/", 1)
-        indexes = [r["index"] for r in obj["replica_status"]]
-        command = [str(word) for word in obj.get("command") or []]
-    except DaemonUnavailable:
-        namespace, _, name = args.name.rpartition("/")
-        folders = [root / namespace] if namespace else sorted(p for p in root.glob("*") if p.is_dir())
-        found = [p for f in folders for p in f.glob(f"{name}.*.log")]
-        if not found:
-            return [], command
-        namespace = found[0].parent.name
-        indexes = sorted(int(p.name[len(name) + 1:-4]) for p in found if p.parent.name == namespace
-                         and p.name[len(name) + 1:-4].isdigit())
-    if args.replica is not None:
-        indexes = [i for i in indexes if i == args.replica]
-    return [(i, root / namespace / f"{name}.{i}.log") for i in indexes], command
-
-
-def _tail(path: Path, count: int | None) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            if count is None:
-                data = handle.read()
-            else:
-                size = handle.seek(0, os.SEEK_END)
-                chunk = min(size, max(4096, count * 256))
-                while True:
-                    handle.seek(size - chunk)
-                    data = handle.read()
-                    if data.count(b"\n") > count or chunk == size:
-                        break
-                    chunk = min(size, chunk * 4)
-    except FileNotFoundError:
-        return []
-    lines = data.decode(errors="replace").splitlines()
-    return lines if count is None else lines[-count:] if count else []
-
-
-def _follow_once(path: Path, position: int, prefix: str) -> int:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if size < position:  # rotated (copied and truncated): start over
-        position = 0
-    if size == position:
-        return position
-    with open(path, "rb") as handle:
-        handle.seek(position)
-        data = handle.read()
-    complete = data.rfind(b"\n") + 1
-    for line in data[:complete].decode(errors="replace").splitlines():
-        print(prefix + line, flush=True)
-    return position + complete
+    return view(args, _client(args), lambda client, name: _required(_object_named(client, name)))
 
 
 def events(args: argparse.Namespace) -> int:
@@ -430,15 +343,40 @@ def delete(args: argparse.Namespace) -> int:
 
 def restart(args: argparse.Namespace) -> int:
     client = _client(args)
+    for key in _keys_named(client, args, "restart"):
+        answer = client.request("POST", "/restart", {"name": key})
+        print(restart_result(answer))
+    return EXIT_OK
+
+
+def _keys_named(client: Client, args: argparse.Namespace, verb: str) -> list[str]:
+    """The objects of NAME... and -l SELECTOR, each once, in the order given; a usage error if none."""
     keys = [_required(_object_named(client, name))["key"] for name in args.names]
     if args.selector:
         keys += [o["key"] for o in client.request("GET", "/objects?selector=" + _quote(args.selector))["objects"]]
     if not keys:
-        raise UsageError("name what to restart: NAME... or -l SELECTOR" + (" (it selects nothing)" if args.selector
-                                                                         else ""))
-    for key in dict.fromkeys(keys):  # each once, in the order given
-        answer = client.request("POST", "/restart", {"name": key})
-        print(f"{answer['key']} restarting ({answer['replicas']} replica{'s' if answer['replicas'] != 1 else ''})")
+        raise UsageError(f"name what to {verb}: NAME... or -l SELECTOR" + (" (it selects nothing)" if args.selector
+                                                                           else ""))
+    return list(dict.fromkeys(keys))
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Hold objects stopped (PM2's stop): their replicas stop, the objects stay until `start`."""
+    return _hold(args, stopped=True)
+
+
+def start(args: argparse.Namespace) -> int:
+    return _hold(args, stopped=False)
+
+
+def _hold(args: argparse.Namespace, stopped: bool) -> int:
+    client = _client(args)
+    verb = "stop" if stopped else "start"
+    for key in _keys_named(client, args, verb):
+        answer = client.request("POST", f"/{verb}", {"name": key, "user": getpass.getuser()})
+        word = ("stopped" if stopped else "started") if answer["changed"] else (
+            "already stopped" if stopped else "not stopped: nothing to start")
+        print(f"{answer['key']} {word}")
     return EXIT_OK
 
 
@@ -514,11 +452,25 @@ def unwatch(args: argparse.Namespace) -> int:
 def daemon(args: argparse.Namespace) -> int:
     from ..daemon.lifecycle import main
 
-    return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits)
+    return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits, args.pass_env)
 
 
 def top(args: argparse.Namespace) -> int:
-    """A live table of every object with cpu and memory, redrawn every --interval seconds until Ctrl-C."""
+    """On a terminal, the interactive view (tui.py) until `q`. Otherwise (--plain, -n, output or input not a
+    terminal, textual not installed) a table of every object with cpu and memory, redrawn every --interval
+    seconds until Ctrl-C."""
+    hint = ""
+    if not args.plain and args.iterations is None and sys.stdin is not None and sys.stdin.isatty() \
+            and sys.stdout.isatty():
+        try:
+            from .tui import run_top  # textual, the optional `tui` extra: imported only here
+        except ImportError as error:
+            if (error.name or "").split(".")[0] not in ("textual", "rich"):  # any other is a bug: shown
+                raise
+            hint = "orchestrator top: textual is not installed, so this is the plain table; for the interactive " \
+                "view: pip install 'orchestrator[tui]'"
+        else:
+            return run_top(args.state_dir, args.interval)
     client = _client(args)
     tty = sys.stdout.isatty()
     shown = 0
@@ -530,6 +482,8 @@ def top(args: argparse.Namespace) -> int:
             if tty:
                 print("\x1b[H\x1b[2J", end="")  # home and clear: redraw in place
             print(f"orchestrator top: revision {answer['revision']}, every {args.interval:g} s (Ctrl-C to quit)")
+            if hint:
+                print(hint)
             print(table, flush=True)
             shown += 1
             if args.iterations is None or shown < args.iterations:

@@ -1,7 +1,7 @@
 """The `orchestrator` command: argument parsing, `validate`, and error-to-exit-code mapping (exit_codes.py).
 
-The other commands live in commands.py and run.py. Heavy modules are imported inside the command that
-needs them, so that `--help` and light commands start fast.
+The other commands live in commands.py, run.py and completion.py. Heavy modules are imported inside the
+command that needs them, so that `--help` and light commands start fast.
 """
 
 from __future__ import annotations
@@ -42,17 +42,40 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-o", "--output", choices=["text", "json"], default="text", help="output format")
     validate.set_defaults(handler=_validate)
 
+    convert = commands.add_parser(
+        "convert", help="turn a Procfile, Compose file, supervisord.conf or PM2 ecosystem file into manifests",
+        description="Translate a Procfile, docker-compose.yml / compose.yaml, supervisord.conf ([program:x] "
+        "sections) or PM2 ecosystem file (.js read as data, never run; .json; .yaml) into Process and Job "
+        "manifests, printed as multi-document YAML. Every setting that is not mapped is named on stderr with "
+        "its file and line. The format comes from the file's name, or --from. Runs nothing from the input. "
+        "Exit 0 converted, 1 when the input cannot be read as its format, 2 usage errors.")
+    convert.add_argument("input", nargs="?", metavar="FILE", help="the file to convert (- for standard input)")
+    convert.add_argument("-f", "--filename", metavar="PATH", help="the file to convert, as other commands name it")
+    convert.add_argument("--from", dest="source_format", choices=["procfile", "compose", "supervisord", "pm2"],
+                         help="what the file is (default: from its name)")
+    convert.add_argument("--output-file", metavar="PATH", help="write the manifests there instead of stdout "
+                         "(relative paths in them are then relative to its folder)")
+    convert.add_argument("--force", action="store_true", help="replace --output-file when it exists")
+    convert.add_argument("-n", "--namespace", help="metadata.namespace of every object (default: the input's, "
+                         "such as a Compose project name, or none)")
+    convert.set_defaults(handler=_convert)
+
     run = commands.add_parser(
         "run",
         help="run manifests in the foreground until Ctrl-C or SIGTERM",
         description="Validate the manifests, start every process in dependency order and keep them converged "
-        "(restart policies, backoff) in this process, printing one line per event. Ctrl-C or SIGTERM stops "
+        "(restart policies, backoff) in this process, printing one line per event and, between them, every line "
+        "the processes print (prefixed with their replica: api[0] | ...; --no-logs leaves those out). Ctrl-C or "
+        "SIGTERM stops "
         "everything in reverse dependency order within each shutdown timeout, then exits 0; a second Ctrl-C "
         "kills every process group at once.",
     )
     _add_files(run)
     run.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                     help="event lines as text, or one JSON object per line")
+                     help="event and output lines as text, or one JSON object per line (output lines: "
+                     '{"type": "Log", "object", "replica", "time", "line"})')
+    run.add_argument("--no-logs", action="store_true",
+                     help="print only the events, not the processes' output (it is in their log files)")
     run.add_argument("--watch", action="store_true",
                      help="re-apply the manifests when they change; an invalid edit changes nothing")
     run.add_argument("--exit-code-from", metavar="NAME",
@@ -105,11 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     describe.set_defaults(handler=_command("describe"))
 
-    logs = commands.add_parser("logs", help="print a process's captured stdout and stderr",
-                               description="Print the log of every replica of NAME (prefixed [i] when several).")
-    logs.add_argument("name", help="NAME or NAMESPACE/NAME")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
-    logs.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines of each")
+    logs = commands.add_parser("logs", help="print processes' captured stdout and stderr",
+                               description="Print what the replicas of each NAME (and of every object -l picks) "
+                               "printed. One replica's lines are shown as they are; several are interleaved by time, "
+                               "each line after its replica's prefix (api[0] | ...). A replica's restart shows as a "
+                               "marker line. Times are when the daemon first saw each line in its log file.")
+    logs.add_argument("names", nargs="*", metavar="NAME", help="NAME or NAMESPACE/NAME")
+    logs.add_argument("-l", "--selector", help="also every object whose labels match (as get -l)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new lines (of replicas started later too) until Ctrl-C or the daemon's end")
+    logs.add_argument("--tail", type=_count, default=None, metavar="N", help="only the last N lines of each replica")
+    logs.add_argument("--since", metavar="WHEN",
+                      help="only lines written since: a duration before now (30s, 10m, 1h30m, 2d) or an RFC 3339 "
+                      "time (2024-05-01T12:00:00Z; without an offset, local time)")
+    logs.add_argument("-t", "--timestamps", action="store_true",
+                      help="start each line with its time (RFC 3339, UTC, milliseconds)")
     logs.add_argument("--replica", type=_count, default=None, metavar="I", help="only replica I")
     logs.set_defaults(handler=_command("logs"))
 
@@ -137,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("names", nargs="*", metavar="NAME")
     restart.add_argument("-l", "--selector", help="also every object whose labels match (as get -l)")
     restart.set_defaults(handler=_command("restart"))
+
+    for verb, text, description in (
+            ("stop", "hold processes stopped (they stay, as PM2's stop)",
+             ("Stop every replica of each NAME (or of every object the selector picks) and hold it stopped: the "
+             "object stays (get shows it Stopped), an apply keeps it stopped, and `start` runs it again. Recorded "
+             "as a revision. Dependents keep running; ones that start later wait for it.")),
+            ("start", "let processes held by stop run again",
+             ("Release the hold of `orchestrator stop`: the replicas of each NAME (or of every object the selector "
+             "picks) start again, in dependency order."))):
+        held = commands.add_parser(verb, help=text, description=description)
+        held.add_argument("names", nargs="*", metavar="NAME")
+        held.add_argument("-l", "--selector", help="also every object whose labels match (as get -l)")
+        held.set_defaults(handler=_command(verb))
 
     wait = commands.add_parser("wait", help="wait until objects are ready, completed or deleted",
                                description="Return once every NAME is ready (every replica running and ready), "
@@ -184,9 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     top = commands.add_parser("top", help="live table of cpu and memory per process",
                               description="Redraw `get -o wide` (cpu over the last sampling interval, resident "
-                              "memory of each process tree) until Ctrl-C.")
+                              "memory of each process tree) until Ctrl-C. On a terminal (with the tui extra: "
+                              "pip install 'orchestrator[tui]') it is interactive: arrows select, l or Enter "
+                              "follows the log, r restarts, / filters, q quits.")
     top.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between redraws")
-    top.add_argument("-n", "--iterations", type=int, default=None, metavar="N", help="stop after N tables")
+    top.add_argument("-n", "--iterations", type=int, default=None, metavar="N",
+                     help="stop after N tables (the plain table)")
+    top.add_argument("--plain", action="store_true", help="the plain redrawn table, even on a terminal")
     top.set_defaults(handler=_command("top"))
 
     shutdown = commands.add_parser("shutdown", help="stop the daemon and everything it runs",
@@ -202,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the systemd the unit is for (default: this host's, from systemctl --version); "
                          "254 and later get a delegated cgroup, so the kernel enforces limits")
     startup.set_defaults(handler=_command("startup"))
+
+    completion = commands.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
+                                     description="Print the tab-completion script of this orchestrator for SHELL "
+                                     "(commands, options, choices, files, and the running daemon's object names); "
+                                     "the README says where to put it.")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish")
+    completion.add_argument("--names", action="store_true", help=argparse.SUPPRESS)  # what the script calls on TAB
+    completion.set_defaults(handler=_completion)
     for command in commands.choices.values():  # `orchestrator get --state-dir X` as well as before it
         command.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
@@ -235,7 +293,24 @@ def _foreground_run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    return convert(args)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from .completion import completion
+
+    return completion(args, build_parser())
+
+
 def _add_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pass-env", action="append", default=[], metavar="NAME",
+                        help="also give replicas this variable of the environment this command runs in (a name "
+                        "or a pattern such as 'LC_*'; repeatable; $ORCHESTRATOR_PASS_ENV adds a comma-separated "
+                        "list). Otherwise replicas start from a fixed PATH, HOME, USER, LOGNAME, SHELL and LANG, "
+                        "then their manifest's env")
     parser.add_argument("--limits", choices=["auto", "watchdog"], default="auto",
                         help="how memory and cpu limits are enforced: auto (by the kernel, in a cgroup per replica, "
                         "where this process can manage a cgroup tree; else by sampling) or watchdog (always by "
@@ -312,9 +387,14 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             print(problems_text(error.problems), file=sys.stderr)
         return EXIT_INVALID
+    from ..manifests.programs import missing_programs
+
+    warnings = missing_programs(specs)  # valid all the same: the host that runs them may have these
     if args.output == "json":
-        print(problems_json([], objects=len(specs)))
+        print(problems_json([], objects=len(specs), warnings=warnings))
     else:
+        for warning in warnings:
+            print(f"{warning.location}: warning: {warning.path}: {warning.message}", file=sys.stderr)
         files = len({spec.location.file for spec in specs if spec.location})
         print(validated_text([spec.key for spec in specs], files))
     return EXIT_OK

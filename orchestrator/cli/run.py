@@ -18,12 +18,13 @@ import sys
 from typing import Any
 
 from ..core.errors import Location, UsageError, UserError
-from ..core.events import event_line
-from ..core.model import ProcessSpec
+from ..core.events import EventType, event_line
+from ..core.model import ProcessSpec, ReplicaId
 from ..manifests.loader import load_desired
 from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from .paths import refuse_stdin_for
 from .render.events import event_json
+from .runlogs import Out, RunLogs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,33 +32,44 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon.lifecycle import Daemon
 
     refuse_stdin_for(args.paths, watch=args.watch)
-    _, desired = load_desired(args.paths)  # nothing is touched for manifests that do not hold
+    variables: dict[str, str | None] = {}  # the ${NAME}s they use: a --watch re-reads them with these values
+    _, desired = load_desired(args.paths, variables)  # nothing is touched for manifests that do not hold
     outcome = _ExitCodeFrom(args.exit_code_from, desired) if args.exit_code_from else None
     # Kept in the state dir: by absolute path, as `apply` records them, so that a daemon (or a later run)
     # with another working directory prunes, watches and reads them the same.
     specs = [_absolute(spec) for spec in desired.specs.values()]
     paths = [os.path.abspath(path) for path in args.paths]
-    daemon = Daemon(args.state_dir, limits=args.limits, role="run")
+    daemon = Daemon(args.state_dir, limits=args.limits, role="run", pass_env=args.pass_env)
     formatter = event_json if args.output == "json" else event_line
-    printing = [True]
+    out = Out(sys.stdout)  # the reader may go away (`| head`): the run goes on, and stops printing
+    output = None  # the processes' own lines, between the events (runlogs.py)
+    if not args.no_logs:
+        colour = args.output != "json" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        output = RunLogs(daemon.log_index.log_dir, out, args.output == "json", colour,
+                         [(spec.key, index) for spec in specs for index in range(spec.replicas)])
+        daemon.log_index.subscribe(output.updates)
 
     def show(event: Any) -> None:
-        if not printing[0]:
+        if output is None or event.replica is None:
+            out.write([formatter(event)])
             return
-        try:
-            print(formatter(event), flush=True)
-        except BrokenPipeError:
-            printing[0] = False  # the reader went away (`| head`): keep running, stop printing
-        except ValueError:
-            printing[0] = False  # stdout closed
+        replica = ReplicaId(event.key, event.replica)
+        if event.type is EventType.EXITED:
+            output.catch_up(replica)  # its last words before the line of its end
+        out.write([formatter(event)])
+        if event.type in (EventType.STARTED, EventType.ADOPTED):
+            output.announced(replica)  # the lines of this run after the line of its start
 
     daemon.events.subscribe(show)
     try:
-        daemon.serve(before_serving=lambda: daemon.take_over(paths, specs, args.watch),
+        daemon.serve(before_serving=lambda: daemon.take_over(paths, specs, args.watch, variables),
                      until=outcome.check if outcome else None)
     except UserError:
         daemon.close()
         raise
+    finally:
+        if output is not None:
+            output.close()
     if outcome is not None and outcome.code is None:
         print(f"orchestrator: stopped before {outcome.key} finished", file=sys.stderr)
         return EXIT_INTERRUPTED  # interrupted: a CI job must not read this as the Job's success

@@ -91,6 +91,10 @@ class ProbeAction(str, Enum):
     LOG = "log"
 
 
+# The PATH every replica, hook and exec check starts with unless its manifest sets one (host/environment.py).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @dataclass(frozen=True)
 class Probe:
     """One health check and its schedule (Kubernetes' defaults)."""
@@ -231,6 +235,9 @@ class ProcessSpec:
     autoscale: Autoscale | None = None  # when set, `replicas` is the pool's current size, moved by the autoscaler
     cpu_affinity: tuple[int, ...] = ()
     io_class: str | None = None
+    # Held stopped by `orchestrator stop` until `orchestrator start`: no replica runs, the object stays. Not a
+    # manifest field: an apply keeps it as it is.
+    stopped: bool = False
     location: Location | None = field(default=None, compare=False)
 
     @property
@@ -240,6 +247,10 @@ class ProcessSpec:
 
     def dependency_key(self, dependency: Dependency) -> str:
         return f"{self.namespace}/{dependency.name}"
+
+    def wanted_replicas(self) -> int:
+        """How many replicas should run: none while held stopped."""
+        return 0 if self.stopped else self.replicas
 
     @property
     def effective_restart_policy(self) -> RestartPolicy:

@@ -34,6 +34,18 @@ def sent_sources(body: dict[str, Any]) -> list[Source]:
     return sources
 
 
-def load_sent(body: dict[str, Any], cache: SpecCache) -> tuple[ProcessSpec, ...]:
-    """The specs of the manifest texts in `body`; raises ManifestError listing every problem."""
-    return load_sources(sent_sources(body), sent_limits(body.get("limits")), cache)
+def sent_variables(value: Any) -> dict[str, str]:
+    """What ${NAME} means in the texts: the sending command's environment (strings only)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TypeError("variables: expected a mapping of names to strings")
+    return value
+
+
+def load_sent(body: dict[str, Any], cache: SpecCache, used: dict[str, str | None] | None = None,
+              ) -> tuple[ProcessSpec, ...]:
+    """The specs of the manifest texts in `body`; raises ManifestError listing every problem. `used`
+    collects the ${NAME}s they used, with their values."""
+    return load_sources(sent_sources(body), sent_limits(body.get("limits")), cache,
+                        variables=sent_variables(body.get("variables")), used=used)

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,8 +27,10 @@ from ..core.events import Event, EventBus, EventType, event_line
 from ..core.model import ReplicaId, ReplicaRecord
 from ..engine.reconcile import Reconciler
 from ..host.cgroups import choose_host
+from ..host.environment import base_environment, pass_patterns
 from ..host.execute import Executor
 from ..host.limits import LimitWatch
+from ..host.logindex import LogIndexer
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import notify_service_manager, socket_path
@@ -56,9 +58,10 @@ def _boot_id() -> str:
 
 class Daemon:
     def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
-                 limits: str = "auto", role: str = "daemon") -> None:
+                 limits: str = "auto", role: str = "daemon", pass_env: Sequence[str] = ()) -> None:
         """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
-        managed (cgroups.py), "watchdog" always samples instead. `role` "run": a foreground `orchestrator
+        managed (cgroups.py), "watchdog" always samples instead. `pass_env`: variables of this process's
+        environment that replicas get too (patterns; host/environment.py says what else they get). `role` "run": a foreground `orchestrator
         run`, which prints its own events and says so in the state dir's lock."""
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
@@ -78,17 +81,21 @@ class Daemon:
         if role == "daemon":
             self.events.subscribe(_print_event)
         self.marker = str(state_dir.resolve())
+        self.pass_env = pass_patterns(os.environ, pass_env)
+        child_env = base_environment(os.environ, self.pass_env)
         self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs",
-                             marker=self.marker)
+                             marker=self.marker, base_env=child_env)
         self.sampler = Sampler(metrics_interval,
                                lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)),
                                proportional=metrics_addr is not None)
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)))
         self.cgroups, self.limits_how = choose_host(limits, self.marker)
-        executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups, subreaper=True)
+        executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups, subreaper=True,
+                            base_env=child_env)
+        self.log_index = LogIndexer(state_dir / "logs")  # when each line of every replica's log was written
         self.reconciler = Reconciler(executor, self.clock, self.events,
                                      persist=self._persist, prober=self.prober, limit_watch=self.limit_watch,
-                                     sampler=self.sampler)
+                                     sampler=self.sampler, log_index=self.log_index)
         self.watches = Watches(self.store, self._reapply)
         self.ops = Operations(self.reconciler, self.store, self.clock, self.events, self.watches,
                               self.cgroups.label if self.cgroups is not None else "watchdog")
@@ -148,14 +155,16 @@ class Daemon:
         if changed:
             self.reconciler.desired = graph.desired_state(specs.values())
 
-    def take_over(self, paths: list[str], specs: list[Any], watch: bool) -> None:
+    def take_over(self, paths: list[str], specs: list[Any], watch: bool,
+                  variables: Mapping[str, str | None] | None = None) -> None:
         """A foreground run's start: exactly these manifests are desired. What an earlier run or daemon left
         running was adopted and is kept where it is still desired; replicas that had finished are forgotten,
         so that a run runs its Jobs again. Watched with `watch` for as long as the run lasts."""
         self.store.set_watches([])
         self.reconciler.records = {rid: r for rid, r in self.reconciler.records.items() if r.process is not None}
         self.reconciler.set_desired(graph.desired_state([]))
-        self.ops.apply({"paths": paths, "user": "run", "watch": watch, "prune": True}, specs)
+        self.ops.apply({"paths": paths, "user": "run", "watch": watch, "prune": True,
+                        "variables": dict(variables or {})}, specs)
         self._keep_adopted_pool_sizes()  # an autoscaled pool a killed run left keeps the size it had
 
     def serve(self, before_serving: Callable[[], None] | None = None,
@@ -227,6 +236,7 @@ class Daemon:
         self.sampler.close()
         self._save_before_exit()
         self.reconciler.close()
+        self.log_index.close()
         if self.cgroups is not None:
             self.cgroups.close()  # only what is empty: the cgroups of replicas left running stay for adoption
         self.store.close()
@@ -382,12 +392,13 @@ class Daemon:
             self._retry.daemon = True
             self._retry.start()
 
-    def _reapply(self, paths: list[str], prune: bool) -> None:
-        """A watched path changed: load it (off the loop thread) and apply it, or report why not."""
+    def _reapply(self, paths: list[str], prune: bool, variables: Mapping[str, str]) -> None:
+        """A watched path changed: load it (off the loop thread) and apply it, or report why not. Its ${NAME}s
+        have the values the `apply --watch` that started the watch gave them."""
         from ..manifests.loader import load_specs
 
         try:
-            specs = load_specs(paths, cache=self.spec_cache)
+            specs = load_specs(paths, cache=self.spec_cache, variables=variables)
         except ManifestError as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", problems_summary(error.problems)))
             return
@@ -435,9 +446,9 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
 
 
 def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
-         limits: str = "auto") -> int:
+         limits: str = "auto", pass_env: Sequence[str] = ()) -> int:
     try:
-        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits)
+        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1

@@ -122,7 +122,7 @@ class Operations:
         current = dict(self.reconciler.desired.specs)
         new = dict(current)
         results = []
-        specs = [keep_pool_size(spec, current.get(spec.key)) for spec in specs]
+        specs = [_keep_hold(keep_pool_size(spec, current.get(spec.key)), current.get(spec.key)) for spec in specs]
         for spec in specs:
             old = current.get(spec.key)
             result = "created" if old is None else ("unchanged" if old is spec or old == spec else "configured")
@@ -145,7 +145,8 @@ class Operations:
                 self._commit(desired, "watch" if body.get("watched") else "apply", body, paths,
                              message=str(body.get("message") or _changes_text(results)))
             if body.get("watch"):
-                self.watches.add({"paths": paths, "prune": bool(body.get("prune"))})
+                self.watches.add({"paths": paths, "prune": bool(body.get("prune")),
+                                  "variables": _set_variables(body.get("variables"))})
         return {"revision": self.revision, "results": results, "dry_run": dry_run}
 
     def delete(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +163,29 @@ class Operations:
             self._commit(graph.desired_state(remaining.values()), "delete", body, [], ", ".join(keys))
         return {"revision": self.revision, "results": results}
 
+    def hold(self, body: dict[str, Any], stopped: bool) -> dict[str, Any]:
+        """`orchestrator stop` (stopped) / `start`: hold the object's replicas stopped, or let them run again;
+        recorded as a revision. The object stays, with its spec; an apply keeps the hold as it is."""
+        self._refuse_while_shutting_down()
+        key = self.key(str(body.get("name", "")))
+        spec = self.reconciler.desired.specs.get(key)
+        if spec is None:
+            raise NotFound(f"{key} is being removed")
+        if spec.kind is Kind.JOB:
+            raise Conflict(f"{key} is a Job: it runs to completion (delete it to stop it)")
+        changed = spec.stopped != stopped
+        if changed:
+            specs = {**self.reconciler.desired.specs, key: dataclasses.replace(spec, stopped=stopped)}
+            self._commit(graph.desired_state(specs.values()), "stop" if stopped else "start", body, [],
+                         f"{key} {'held stopped' if stopped else 'started again'}")
+        return {"key": key, "stopped": stopped, "changed": changed, "revision": self.revision}
+
     def restart(self, body: dict[str, Any]) -> dict[str, Any]:
         self._refuse_while_shutting_down()
         key = self.key(str(body.get("name", "")))
+        held = self.reconciler.desired.specs.get(key)
+        if held is not None and held.stopped:
+            raise Conflict(f"{key} is stopped: `orchestrator start {held.name}` runs it again")
         self.events.emit(Event(self.clock.wall(), EventType.RESTARTING, key, "restart requested"))
         count = self.reconciler.restart(key)
         return {"key": key, "replicas": count}
@@ -297,8 +318,8 @@ class Operations:
 
 
 def _result(spec: ProcessSpec, result: str, old: ProcessSpec | None) -> dict[str, Any]:
-    restart = result == "configured" and old is not None and needs_restart(old, spec)
-    return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart}
+    restart = result == "configured" and old is not None and needs_restart(old, spec) and not spec.stopped
+    return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart, "stopped": spec.stopped}
 
 
 def _changes_text(results: Sequence[dict[str, Any]]) -> str:
@@ -352,3 +373,15 @@ def _selects(labels: dict[str, str], key: str, op: str, value: str) -> bool:
 
 def _matches(document: dict[str, Any], name: str) -> bool:
     return document["key"] == name or document["name"] == name
+
+
+def _set_variables(value: Any) -> dict[str, str]:
+    """The ${NAME}s a watch re-reads its manifests with: those its apply used that were set."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(name): str(text) for name, text in value.items() if isinstance(text, str)}
+
+
+def _keep_hold(spec: ProcessSpec, old: ProcessSpec | None) -> ProcessSpec:
+    """A manifest says nothing of `orchestrator stop`: an object held stopped stays so through an apply."""
+    return dataclasses.replace(spec, stopped=True) if old is not None and old.stopped and not spec.stopped else spec

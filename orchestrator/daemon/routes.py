@@ -42,6 +42,8 @@ class Routes:
             ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache)]},
             ("POST", "/delete"): lambda q, b: call(lambda r: ops.delete(b)),
             ("POST", "/restart"): lambda q, b: call(lambda r: ops.restart(b)),
+            ("POST", "/stop"): lambda q, b: call(lambda r: ops.hold(b, stopped=True)),
+            ("POST", "/start"): lambda q, b: call(lambda r: ops.hold(b, stopped=False)),
             ("POST", "/scale"): lambda q, b: call(lambda r: ops.scale(b)),
             ("POST", "/rollback"): lambda q, b: call(lambda r: ops.rollback(b)),
             ("GET", "/revisions"): lambda q, b: ops.revisions(q),
@@ -64,7 +66,9 @@ class Routes:
     def _apply(self, query: Query, body: Body) -> dict[str, Any]:
         """Manifest texts (or an API client's specs) are read and checked here, on the request's thread; only
         the result goes to the loop."""
-        loaded = load_sent(body, self.cache) if "files" in body else self.ops.decode(body)
+        used: dict[str, str | None] = {}
+        loaded = load_sent(body, self.cache, used) if "files" in body else self.ops.decode(body)
+        body = {**body, "variables": used}  # what a watch keeps: the values used, not the whole environment
         return self.call(lambda r: self.ops.apply(body, loaded))  # type: ignore[no-any-return]
 
     def key(self, name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .store import Store
 
-Watch = dict[str, Any]  # {"paths": [...], "prune": bool}, as `apply --watch` asked
+Watch = dict[str, Any]  # {"paths": [...], "prune": bool, "variables": {NAME: value}}, as `apply --watch` asked
 
 
 def encode_watch(watch: Watch) -> str:
@@ -23,11 +23,13 @@ def encode_watch(watch: Watch) -> str:
 
 def decode_watch(text: str) -> Watch:
     value = json.loads(text)
-    return {"paths": [str(p) for p in value["paths"]], "prune": bool(value.get("prune"))}
+    variables = value.get("variables") if isinstance(value.get("variables"), dict) else {}
+    return {"paths": [str(p) for p in value["paths"]], "prune": bool(value.get("prune")),
+            "variables": {str(k): str(v) for k, v in variables.items()}}
 
 
 class Watches:
-    def __init__(self, store: Store, on_change: Callable[[list[str], bool], None]) -> None:
+    def __init__(self, store: Store, on_change: Callable[[list[str], bool, dict[str, str]], None]) -> None:
         self.store = store
         self._on_change = on_change
         self._running: list[tuple[Watch, Any]] = []  # (watch, its ManifestWatcher)
@@ -38,11 +40,19 @@ class Watches:
             self._start(decode_watch(text))
 
     def add(self, watch: Watch) -> None:
-        """Keep applying `watch` from now on (a watch already kept is left as it is)."""
+        """Keep applying `watch` from now on (a watch already kept is left as it is; one of the same paths
+        with other ${NAME} values gives way to it)."""
         stored = [decode_watch(w) for w in self.store.watches()]
-        if watch not in stored:
-            self.store.set_watches([*(encode_watch(w) for w in stored), encode_watch(watch)])
-            self._start(watch)
+        if watch in stored:
+            return
+        same = [w for w in stored if (w["paths"], w["prune"]) == (watch["paths"], watch["prune"])]
+        for old in same:
+            for running, watcher in [(w, r) for w, r in self._running if w == old]:
+                watcher.stop()
+                self._running.remove((running, watcher))
+        kept = [w for w in stored if w not in same]
+        self.store.set_watches([*(encode_watch(w) for w in kept), encode_watch(watch)])
+        self._start(watch)
 
     def remove(self, paths: list[str]) -> dict[str, Any]:
         """Stop watching the given paths (all watches when none is given)."""
@@ -73,6 +83,7 @@ class Watches:
 
         paths = [str(p) for p in watch["paths"]]
         prune = bool(watch.get("prune"))
-        watcher = ManifestWatcher(paths, lambda: self._on_change(paths, prune))
+        variables = dict(watch.get("variables") or {})
+        watcher = ManifestWatcher(paths, lambda: self._on_change(paths, prune, variables))
         watcher.start()
         self._running.append((watch, watcher))

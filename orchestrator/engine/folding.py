@@ -47,6 +47,7 @@ STOP_WORDS = {
     StopReason.RESTART: "restart asked for",
     StopReason.UNHEALTHY: "unhealthy",
     StopReason.DEPENDENCY_RESTARTED: "a dependency started anew",
+    StopReason.HELD: "stop asked for",
 }
 
 

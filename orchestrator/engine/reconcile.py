@@ -37,6 +37,7 @@ from ..core.model import (
 )
 from ..host.execute import STATE_MARKER, Child, Executor
 from ..host.limits import THROTTLED_NICE, Breach, LimitWatch, Watched
+from ..host.logindex import LogIndexer
 from ..host.logs import Rotation
 from ..host.metrics import Sampler
 from ..host.observe import marked_session_leaders
@@ -78,6 +79,7 @@ class Reconciler:
         prober: Prober | None = None,
         limit_watch: LimitWatch | None = None,
         sampler: Sampler | None = None,
+        log_index: LogIndexer | None = None,
     ) -> None:
         """`persist` receives the records after every pass (the daemon's store); `run` keeps none.
         `prober` is told after every pass which replicas to probe; its transitions come back as messages."""
@@ -89,6 +91,7 @@ class Reconciler:
         self.prober = prober
         self.limit_watch = limit_watch
         self.sampler = sampler
+        self.log_index = log_index  # told of every start and of what runs: it keeps when each log line came
         self._log_offsets: dict[ReplicaId, int] = {}
         self._hook_pidfds: dict[int, int] = {}  # pid -> pidfd of running lifecycle hooks
         # The spec each running (or passed) preStart hook ran for: a spec changed meanwhile runs its own.
@@ -346,6 +349,8 @@ class Reconciler:
         if pre_start is not None and not passed:
             self._run_pre_start(rid, spec, pre_start, previous, now)
             return
+        if self.log_index is not None:  # before the fork: the start is marked before the process prints
+            self.log_index.starting(rid, self.clock.wall(), previous.last_exit if previous else None)
         try:
             child = self.executor.spawn(rid, spec)
         except Exception as error:  # noqa: BLE001 - a start that cannot happen, for whatever reason, is an exit
@@ -491,6 +496,8 @@ class Reconciler:
                     if watched is not None:
                         targets[rid] = watched
             self.limit_watch.sync(targets)
+        if self.log_index is not None:
+            self.log_index.sync([rid for rid, record in self.records.items() if record.process is not None])
         if self.sampler is not None:
             self.sampler.sync({rid: r.process for rid, r in self.records.items() if r.process is not None},
                               {key: (spec.autoscale, spec.replicas) for key, spec in self.desired.specs.items()

@@ -20,13 +20,16 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import SpawnError
+from ..core.expand import expand, expand_all
 from ..core.model import Hook, ProcessIdentity, ProcessSpec, ReplicaId
 from . import subreaper as _subreaper
 from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
+from .environment import base_environment, pass_patterns
 from .limits import apply_at_start, renice_tree
 from .logs import log_path, open_log
 from .metrics import Histogram
@@ -57,12 +60,13 @@ class Executor:
     """Starts replicas as children of this process and collects their exit status."""
 
     def __init__(self, log_dir: Path, marker: str = "", cgroups: CgroupHost | None = None,
-                 subreaper: bool = False) -> None:
+                 subreaper: bool = False, base_env: Mapping[str, str] | None = None) -> None:
         """`marker` goes into every child's environment as ORCH_STATE_DIR: it lets a restarted daemon find
         replicas that were started but not yet recorded when its predecessor died. With `cgroups`, a
         replica with a memory or cpu limit runs in a cgroup of its own that enforces them. With `subreaper`
         (and a marker), this process inherits the descendants that leave a replica's process group, and ends
-        them with it (subreaper.py)."""
+        them with it (subreaper.py). `base_env`: what every child starts from (environment.py; default: the
+        fixed base with what $ORCHESTRATOR_PASS_ENV names)."""
         self.log_dir = log_dir
         self.marker = marker
         self.subreaper = bool(marker) and subreaper and _subreaper.become_subreaper()
@@ -83,37 +87,35 @@ class Executor:
         self.cgroups = cgroups
         self._cgroups: dict[int, tuple[ReplicaCgroup, int]] = {}  # pid -> its cgroup, oom kills before it
         self._unremoved: list[ReplicaCgroup] = []  # ended, but a zombie still held them: removed later
-        # Not the mark of a daemon this orchestrator may itself run under (its children are its own), nor the
-        # service manager's socket (systemd's notifications are the daemon's to send).
-        self._base_env = {k: v for k, v in os.environ.items() if k not in (STATE_MARKER, "NOTIFY_SOCKET")}
+        self._base_env = dict(base_env if base_env is not None
+                              else base_environment(os.environ, pass_patterns(os.environ)))
         raise_open_files_limit()
 
     def spawn(self, replica: ReplicaId, spec: ProcessSpec) -> Child:
         """Start one replica; raises SpawnError with the reason when it cannot be started."""
         argv = list(spec.command)
-        if spec.shell:
+        if spec.shell:  # the shell expands $(...) and $((...)) itself
             argv = ["/bin/sh", "-c", argv[0] if len(argv) == 1 else shlex.join(argv)]
-        return self._spawn(replica, spec, argv, contained=True)
+        return self._spawn(replica, spec, argv, contained=True, expanded=not spec.shell)
 
     def spawn_hook(self, replica: ReplicaId, spec: ProcessSpec, hook: Hook) -> Child:
         """Start a lifecycle hook of a replica: as the replica would run (directory, environment, user,
         its own process group), with its output in the replica's log. Reaped like a replica, but not in
         the replica's cgroup: ending a hook must not end the process it runs beside (its timeout bounds it)."""
-        return self._spawn(replica, spec, list(hook.command), contained=False)
+        return self._spawn(replica, spec, list(hook.command), contained=False, expanded=True)
 
-    def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool) -> Child:
+    def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool,
+               expanded: bool) -> Child:
         began = time.perf_counter()
-        child = self._spawn_now(replica, spec, argv, contained)
+        child = self._spawn_now(replica, spec, argv, contained, expanded)
         self.spawn_seconds.observe(time.perf_counter() - began)  # what one start costs the loop, fork to watch
         return child
 
-    def _spawn_now(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool) -> Child:
-        env = dict(self._base_env)
-        env.update(spec.env)
-        namespace, name = replica.key.split("/", 1)
-        env["ORCH_NAME"] = name
-        env["ORCH_NAMESPACE"] = namespace
-        env["ORCH_REPLICA"] = str(replica.index)
+    def _spawn_now(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool,
+                   expanded: bool) -> Child:
+        env = replica_environment(self._base_env, spec, replica.index)
+        if expanded:
+            argv = expand_all(argv, env)
         self._starts += 1
         if self.marker:
             env[STATE_MARKER] = self.marker
@@ -436,6 +438,18 @@ def _watchdog_instead(label: str, error: OSError, what: str = "") -> str:
     return f"{label} limits: {what}{error.strerror or error}; the watchdog enforces them"
 
 
+def replica_environment(base: Mapping[str, str], spec: ProcessSpec, index: int) -> dict[str, str]:
+    """What replica `index` of `spec` starts with (environment.py): the base, its env (each value's $(NAME) and
+    $((...)) expanded, core/expand.py), then its name, namespace and index."""
+    env = dict(base)
+    env.update(ORCH_NAME=spec.name, ORCH_NAMESPACE=spec.namespace, ORCH_REPLICA=str(index))
+    given = dict(spec.env)
+    before = {**env, **given}
+    env.update((name, expand(value, before)) for name, value in given.items())
+    env.update(ORCH_NAME=spec.name, ORCH_NAMESPACE=spec.namespace, ORCH_REPLICA=str(index))
+    return env
+
+
 def user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:
     """uid, gid and groups that run the child as `user`, with its HOME and USER; needs root."""
     if user is None:
@@ -448,7 +462,7 @@ def user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | N
         if entry.pw_uid == os.geteuid():
             return None, None, None
         raise SpawnError(f"running as user {user} needs the orchestrator to run as root")
-    env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user)
+    env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user, SHELL=entry.pw_shell or "/bin/sh")
     return entry.pw_uid, entry.pw_gid, os.getgrouplist(user, entry.pw_gid)
 
 

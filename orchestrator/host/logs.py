@@ -4,7 +4,9 @@ Each replica writes both streams, interleaved as they happen, to one file that i
 (`<state>/logs/<namespace>/<name>.<replica>.log`), so logging costs the orchestrator nothing per line.
 Files past the spec's `logs.maxBytes` are rotated as they grow: `Rotation` looks at a growing file again
 sooner the faster it grows, so it overshoots its limit by about 50 ms of output, and at a quiet one again
-only when it is written to (`rotate_if_needed` does the rotation).
+only when it is written to (`rotate_if_needed` does the rotation). Each log's time index (`<name>.<replica>.idx`,
+logindex.py) is rotated with it, and both are rotated when the index alone passes an eighth of maxBytes (a
+process that prints a few bytes at a time, slowly), so a replica's current files stay within 1.125 maxBytes.
 """
 
 from __future__ import annotations
@@ -38,23 +40,46 @@ def open_log(log_dir: Path, replica: ReplicaId) -> int:
         return os.open(path, flags, 0o600)
 
 
+def index_path(log: Path) -> Path:
+    """The time index beside a log file: a.0.log -> a.0.idx, and a rotated a.0.log.2 -> a.0.idx.2."""
+    stem, dot, rest = log.name.rpartition(".log")
+    return log.with_name(f"{stem}.idx{rest}") if dot else log.with_name(log.name + ".idx")
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def past_limit(log_size: int, index_size: int, policy: LogPolicy) -> bool:
+    return log_size > policy.max_bytes or index_size > policy.max_bytes // 8
+
+
 def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
-    """Rotate `path` when it has grown past policy.max_bytes; True when it did.
+    """Rotate `path` (and its index) when it has grown past policy.max_bytes, or its index past an eighth
+    of it; True when it did.
 
     Copy-and-truncate: the process keeps its descriptor (opened O_APPEND), so after the truncation it goes
     on writing at the start of the same, now empty, file. Lines written between the copy and the
-    truncation are lost; that window is one copy of at most max_bytes.
+    truncation are lost; that window is one copy of at most max_bytes. The index is renamed with the copy
+    (its writer opens it by name for every look, so it goes on in a new file); a look taken in between may
+    land in the wrong one, which its reader tolerates (logread.py).
     """
     try:
-        if path.stat().st_size <= policy.max_bytes:
-            return False
+        size = path.stat().st_size
     except FileNotFoundError:
         return False
+    index = index_path(path)
+    if not past_limit(size, _size(index), policy):
+        return False
     if policy.keep > 0:
-        for index in range(policy.keep - 1, 0, -1):
-            older = path.with_name(f"{path.name}.{index}")
-            if older.exists():
-                os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+        for number in range(policy.keep - 1, 0, -1):
+            for current in (path, index):
+                older = current.with_name(f"{current.name}.{number}")
+                if older.exists():
+                    os.replace(older, current.with_name(f"{current.name}.{number + 1}"))
         # Copied into a file that is 0600 from its creation and renamed into place when complete, so
         # nobody ever sees a half-written or readable-by-others copy.
         partial = path.with_name(f"{path.name}.1.partial")
@@ -62,6 +87,10 @@ def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
         with open(path, "rb") as source, os.fdopen(fd, "wb") as target:
             shutil.copyfileobj(source, target)
         os.replace(partial, path.with_name(f"{path.name}.1"))
+        if index.exists():
+            os.replace(index, index.with_name(f"{index.name}.1"))
+    else:
+        index.unlink(missing_ok=True)
     os.truncate(path, 0)
     return True
 
@@ -84,7 +113,7 @@ class Rotation:
         self._seen: dict[ReplicaId, tuple[float, int]] = {}  # when last looked at, and the size then
         self._quiet: set[ReplicaId] = set()  # not grown at the last look: watched, not polled
         self._watched: dict[int, ReplicaId] = {}  # inotify watch descriptor -> the replica whose log it is
-        self.fd = _inotify()  # -1 without inotify
+        self.fd = inotify_fd()  # -1 without inotify
         self.next_at = 0.0
 
     def soon(self, now: float) -> None:
@@ -93,7 +122,7 @@ class Rotation:
 
     def woken(self, now: float) -> None:
         """The inotify descriptor is readable: the quiet files written to since are looked at now."""
-        for wd in _watch_events(self.fd):
+        for wd in watch_events(self.fd):
             rid = self._watched.pop(wd, None)
             if rid is not None:
                 self._quiet.discard(rid)
@@ -114,7 +143,7 @@ class Rotation:
             path = log_path(self.log_dir, rid)
             try:
                 size = grown = os.stat(path).st_size
-                if size > policy.max_bytes and rotate_if_needed(path, policy):
+                if past_limit(size, _size(index_path(path)), policy) and rotate_if_needed(path, policy):
                     size = 0
             except FileNotFoundError:
                 size = grown = 0
@@ -143,7 +172,7 @@ class Rotation:
         while the watch was being set (poll it instead)."""
         if self.fd < 0:
             return False
-        wd = _add_watch(self.fd, path)
+        wd = add_watch(self.fd, path)
         if wd < 0:
             return False
         self._watched[wd] = rid
@@ -160,7 +189,7 @@ class Rotation:
         for wd, rid in list(self._watched.items()):
             if rid not in running:
                 del self._watched[wd]
-                _libc.inotify_rm_watch(self.fd, wd)
+                remove_watch(self.fd, wd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -169,10 +198,11 @@ class Rotation:
 
 
 _IN_MODIFY, _IN_DONT_FOLLOW, _IN_ONESHOT = 0x2, 0x02000000, 0x80000000
+_IN_CREATE, _IN_MOVED_TO, _IN_ONLYDIR = 0x100, 0x80, 0x01000000
 _libc: Any = None
 
 
-def _inotify() -> int:
+def inotify_fd() -> int:
     """An inotify descriptor (non-blocking, close-on-exec), or -1 where there is none."""
     global _libc
     import ctypes
@@ -184,12 +214,24 @@ def _inotify() -> int:
         return -1
 
 
-def _add_watch(fd: int, path: Path) -> int:
-    return int(_libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_ONESHOT | _IN_DONT_FOLLOW))
+def add_watch(fd: int, path: Path, oneshot: bool = True) -> int:
+    """Watch `path` for writes (once, or until removed); the watch descriptor, or -1 (past the user's limit)."""
+    flags = _IN_MODIFY | _IN_DONT_FOLLOW | (_IN_ONESHOT if oneshot else 0)
+    return int(_libc.inotify_add_watch(fd, os.fsencode(path), flags))
 
 
-def _watch_events(fd: int) -> list[int]:
-    """The watch descriptors of the events waiting on `fd` (struct inotify_event: wd, mask, cookie, len)."""
+def watch_folder(fd: int, path: Path) -> int:
+    """Watch a folder for files written, created or renamed into it (until removed); -1 when it cannot be."""
+    return int(_libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO | _IN_ONLYDIR))
+
+
+def remove_watch(fd: int, wd: int) -> None:
+    _libc.inotify_rm_watch(fd, wd)
+
+
+def watch_events(fd: int) -> list[int]:
+    """The watch descriptors of the events waiting on `fd` (struct inotify_event: wd, mask, cookie, len); -1
+    when the kernel's queue overflowed (events were lost: look at everything)."""
     found = []
     while fd >= 0:
         try:

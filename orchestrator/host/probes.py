@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import SpawnError
+from ..core.expand import expand_all
 from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 from ..core.patterns import compile_pattern
-from .execute import STATE_MARKER, user_ids
+from .environment import base_environment, pass_patterns
+from .execute import STATE_MARKER, replica_environment, user_ids
 from .logs import log_path
 from .observe import is_alive, listening_inodes, socket_holder, tree_holds
 from .subreaper import FORKS, marks
@@ -90,9 +92,12 @@ class _Due:
 
 class Prober:
     def __init__(self, on_transition: Callable[[Transition], None], log_dir: Path, workers: int = 8,
-                 marker: str = "") -> None:
+                 marker: str = "", base_env: Mapping[str, str] | None = None) -> None:
         """`marker`: the state dir's mark (execute.STATE_MARKER) put in every exec check's environment, so
-        that a check left hanging by a daemon that died is found and killed by the next one."""
+        that a check left hanging by a daemon that died is found and killed by the next one. `base_env`:
+        what an exec check starts from, as the replica it checks (environment.py)."""
+        self.base_env = dict(base_env if base_env is not None
+                             else base_environment(os.environ, pass_patterns(os.environ)))
         self.on_transition = on_transition
         self.log_dir = log_dir
         self.marker = marker
@@ -223,7 +228,7 @@ class Prober:
     def _check(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
         probe = state.probe
         if probe.action is ProbeAction.EXEC:
-            return _exec(probe, state.target.spec, self.marker, self._track)
+            return _exec(probe, state.target.spec, rid.index, self.base_env, self.marker, self._track)
         if probe.action in (ProbeAction.HTTP, ProbeAction.TCP):
             owner, why = self._holds_port(state)
             if not owner:
@@ -292,18 +297,16 @@ class Prober:
             return not self._closed
 
 
-def _exec(probe: Probe, spec: ProcessSpec, marker: str = "",
+def _exec(probe: Probe, spec: ProcessSpec, index: int, base_env: Mapping[str, str], marker: str = "",
           track: Callable[[int, bool], bool] = lambda pid, running: True) -> tuple[bool, str]:
-    """As the replica runs: its directory, environment and user (a check never runs with more rights)."""
-    env = {k: v for k, v in os.environ.items() if k not in (STATE_MARKER, "NOTIFY_SOCKET")}
-    env.update(spec.env)
-    env["ORCH_NAME"], env["ORCH_NAMESPACE"] = spec.name, spec.namespace
+    """As replica `index` runs: its directory, environment and user (a check never runs with more rights)."""
+    env = replica_environment(base_env, spec, index)
     if marker:
         env[STATE_MARKER] = marker
     try:
         uid, gid, groups = user_ids(spec.user, env)
         with FORKS.forking() as forks:  # not an orphan to reap: this thread waits for it
-            child = subprocess.Popen(list(probe.command), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
+            child = subprocess.Popen(expand_all(probe.command, env), cwd=spec.working_dir, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                      user=uid, group=gid, extra_groups=groups)
             forks.add(child.pid)

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .. import __version__
@@ -33,6 +33,7 @@ class _Entry:
     first_line: int
     found: tuple[tuple[ProcessSpec, Location], ...]
     env: tuple[tuple[str, bytes | None], ...]  # envFrom files and the digest each had (None: unreadable)
+    variables: tuple[tuple[str, str | None], ...] = ()  # ${NAME}s it and its env files used, and their values
 
 
 def _digest(file: str) -> bytes | None:
@@ -72,15 +73,18 @@ class SpecCache:
     def _key(self, file: str, text: str) -> bytes:
         return hashlib.sha256(self._salt + file.encode() + b"\0" + text.encode()).digest()
 
-    def get(self, file: str, text: str, first_line: int) -> Found | None:
-        """The specs of this text of `file` starting at `first_line`, if it was valid before and every
-        envFrom file it read is as it was; None otherwise (parse and validate it)."""
+    def get(self, file: str, text: str, first_line: int, variables: Mapping[str, str] | None = None) -> Found | None:
+        """The specs of this text of `file` starting at `first_line`, if it was valid before, every envFrom
+        file it read is as it was and every ${NAME} it used has the same value in `variables`; None
+        otherwise (parse and validate it)."""
         key = self._key(file, text)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
-        if entry is None or any(_digest(path) != digest for path, digest in entry.env):
+        given = variables or {}
+        if (entry is None or any(given.get(name) != value for name, value in entry.variables)
+                or any(_digest(path) != digest for path, digest in entry.env)):
             self.misses += 1
             return None
         self.hits += 1
@@ -88,9 +92,11 @@ class SpecCache:
         return [(_moved(spec, lines), _shifted(where, lines) or where) for spec, where in entry.found]
 
     def put(self, file: str, text: str, first_line: int, found: Sequence[tuple[ProcessSpec, Location]],
-            env_files: Sequence[str]) -> None:
-        """Keep the specs of a text that was valid, with the envFrom files it read as they are now."""
-        entry = _Entry(first_line, tuple(found), tuple((path, _digest(path)) for path in dict.fromkeys(env_files)))
+            env_files: Sequence[str], used: Mapping[str, str | None] | None = None) -> None:
+        """Keep the specs of a text that was valid, with the envFrom files it read as they are now and the
+        variables it used with their values."""
+        entry = _Entry(first_line, tuple(found), tuple((path, _digest(path)) for path in dict.fromkeys(env_files)),
+                       tuple(sorted((used or {}).items())))
         key = self._key(file, text)
         with self._lock:
             self._entries[key] = entry

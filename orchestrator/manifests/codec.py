@@ -11,6 +11,7 @@ ValueError naming the field path; it never asserts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +111,15 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
         "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": dict(spec.labels)},
         "spec": body,
     }
+
+
+def manifest_document(spec: ProcessSpec) -> JSONDict:
+    """spec_to_document as a manifest says it, to be checked against the schema: an autoscaled pool's
+    replicas (its current size, the autoscaler's to change) is left out, as a manifest gives autoscale alone."""
+    document = spec_to_document(spec)
+    if spec.autoscale is not None:
+        del document["spec"]["replicas"]
+    return document
 
 
 def spec_from_document(document: Mapping[str, Any], location: Location | None = None) -> ProcessSpec:
@@ -309,15 +319,20 @@ def location_from_json(value: object, path: str = "location") -> Location | None
 
 def spec_to_json(spec: ProcessSpec) -> JSONDict:
     """The document and where it was read from (dependency locations are not kept: they only serve load errors)."""
-    return {"document": spec_to_document(spec), "location": location_to_json(spec.location)}
+    found: JSONDict = {"document": spec_to_document(spec), "location": location_to_json(spec.location)}
+    if spec.stopped:  # held by `orchestrator stop`: the daemon's, not the manifest's
+        found["stopped"] = True
+    return found
 
 
 def spec_from_json(value: object, path: str = "") -> ProcessSpec:
     reader = Reader(value, path)
     document = reader.raw("document")
     location = location_from_json(reader.raw("location", None), reader.field("location"))
+    stopped = reader.raw("stopped", False) is True
     reader.done()
     try:
-        return spec_from_document(document, location)
+        spec = spec_from_document(document, location)
     except ValueError as error:
         raise ValueError(f"{reader.field('document')}: {error}") from None
+    return dataclasses.replace(spec, stopped=True) if stopped else spec

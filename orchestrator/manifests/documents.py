@@ -74,6 +74,8 @@ class Document:
     values: dict[FieldPath, Location] = field(default_factory=dict)
     keys: dict[FieldPath, Location] = field(default_factory=dict)
     raws: dict[FieldPath, str] = field(default_factory=dict)  # scalar text as written, to quote it back
+    # Unquoted scalars holding ${: once interpolated, read as YAML reads an unquoted value (`port: ${PORT}` an int)
+    plain_references: set[FieldPath] = field(default_factory=set)
 
     def at(self, path: FieldPath) -> Location:
         """Where the value at `path` starts, or the nearest enclosing value that exists."""
@@ -251,6 +253,8 @@ class Builder:
 
     def _scalar(self, event: yaml.ScalarEvent, path: FieldPath, location: Location, doc: Document) -> object:
         doc.raws[path] = event.value
+        if not event.style and "${" in event.value:  # plain: None (pure Python) or "" (libyaml)
+            doc.plain_references.add(path)
         tag = event.tag
         if tag in _NON_SPECIFIC:
             tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)
@@ -391,3 +395,14 @@ def parse_documents(file: str, text: str, limits: ReadLimits, first_line: int = 
     except RecursionError:  # the pure-Python parser on deep nesting (libyaml stops at 1,000 levels itself)
         builder.problems.append(Problem(Location(file), "", f"nested more than {limits.max_depth} levels deep"))
     return builder.documents, builder.problems
+
+
+def plain_scalar(text: str) -> object:
+    """`text` as YAML reads it when written unquoted: an int, float, bool or null when it spells one, else itself."""
+    tag = _RESOLVER.resolve(ScalarNode, text, (True, False))
+    if tag not in _VALUE_TAGS:
+        return text
+    try:
+        return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, ScalarNode(tag, text))
+    except (ConstructorError, ValueError):
+        return text

@@ -1,18 +1,19 @@
 """Schema errors in plain words: what was expected at a field, located where the user wrote it.
 
 jsonschema says what failed (a `pattern`, a `type`, `anyOf`); this says what to write instead, names a
-mistyped field's likely spelling, and picks the one alternative of an `anyOf` that the user meant.
+mistyped field's likely spelling, picks the one alternative of an `anyOf` that the user meant, and names the
+rule across fields (a titled `if`/`then` or `oneOf` of the schemas) that a document breaks.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Problem
 from .documents import Document, FieldPath, dotted
-from .schema import schemas
+from .schema import full_validator, schemas
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
@@ -41,6 +42,11 @@ TYPE_WORDS = {
 
 def explain(doc: Document, error: ValidationError) -> list[Problem]:
     """One schema error in plain words, located at the value, the key or the parent mapping it concerns."""
+    value: Any = doc.value  # a mapping with a known apiVersion and kind: only those are validated
+    broken = rule_words(full_validator(value["apiVersion"], value["kind"]).schema, error, value)
+    if broken is not None:
+        where, message, at_key = broken
+        return [Problem(doc.key_at(where) if at_key else doc.at(where), dotted(where), message)]
     path: FieldPath = tuple(error.absolute_path)
     rule, expected, instance = error.validator, error.validator_value, error.instance
     if "propertyNames" in error.absolute_schema_path:
@@ -108,6 +114,65 @@ def _mismatch(rule: str, expected: Any, shown: str, instance: object, raw: str |
     if rule == "uniqueItems":
         return "must not list the same value twice"
     return f"{shown}: does not satisfy the schema's {rule} {expected!r}"
+
+
+# The rules across fields, each a subschema titled with its key here: an `if`/`then` in a spec's allOf, the
+# probe's `oneOf`. When one fails, jsonschema says what failed inside it ("'shell' is a required property",
+# "False schema does not allow 2"); this names the rule instead, at the field it is about. Each takes the value
+# the rule applies to (the spec, the probe) and gives the field (relative to it), the message, and whether the
+# key is meant rather than its value.
+_ACTIONS = ("exec", "http", "tcp", "log")
+
+
+def _probe_action(probe: Any) -> tuple[FieldPath, str, bool]:
+    given = [action for action in _ACTIONS if isinstance(probe, dict) and action in probe]
+    if not given:
+        return (), f"missing required field: one of {', '.join(map(repr, _ACTIONS))} (what the probe checks)", False
+    named = [repr(action) for action in given]
+    return (), f"give only one of {', '.join(map(repr, _ACTIONS))}, got {', '.join(named[:-1])} and {named[-1]}", False
+
+
+RULE_WORDS: dict[str, Callable[[Any], tuple[FieldPath, str, bool]]] = {
+    "string command needs shell": lambda _: (
+        ("command",), "command is a string: set shell: true or give an argv list", False),
+    "shell command is one string": lambda _: (("command",), "with shell: true, give the command as one string", False),
+    "replicas or autoscale": lambda _: (
+        ("replicas",), "give replicas or autoscale, not both: autoscale sets the number of replicas", True),
+    "probe": _probe_action,
+}
+_RULE_KEYWORDS = {"then", "else", "oneOf", "anyOf", "not"}  # a rule's own combinators: what makes it fail
+_NAMED = {"properties", "patternProperties", "prefixItems"}  # followed by the name or index the value is at
+_DESCENDING = {"items", "additionalProperties", "contains"}  # into every item or value, with no name
+
+
+def rule_words(schema: dict[str, Any], error: ValidationError, document: Any) -> tuple[FieldPath, str, bool] | None:
+    """The rule across fields that `error` (of `schema`, the validator's own) says is broken, in words: the
+    field's path in `document`, the message, and whether the key is meant. None when the error is no rule's."""
+    parts, node, depth = list(error.absolute_schema_path), schema, 0
+    found: tuple[str, int] | None = None
+    try:
+        index = 0
+        while index < len(parts):
+            part = parts[index]
+            if isinstance(node, dict) and node is not schema and part in _RULE_KEYWORDS \
+                    and node.get("title") in RULE_WORDS:
+                found = (node["title"], depth)  # the innermost rule on the way wins
+            if part in _NAMED and index + 1 < len(parts):
+                node, depth, index = node[part][parts[index + 1]], depth + 1, index + 2
+                continue
+            depth += part in _DESCENDING
+            node, index = node[part], index + 1
+    except (KeyError, IndexError, TypeError):  # a path that is not the schema's: no rule to name
+        return None
+    if found is None:
+        return None
+    title, depth = found
+    at: FieldPath = tuple(error.absolute_path)[:depth]
+    value: Any = document
+    for step in at:
+        value = value.get(step) if isinstance(value, dict) else None
+    field, message, at_key = RULE_WORDS[title](value)
+    return at + field, message, at_key
 
 
 def _explain_alternatives(doc: Document, error: ValidationError, path: FieldPath) -> list[Problem]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Location, ManifestError, Problem
@@ -40,7 +40,7 @@ from .codec import (
     limits_from_document,
     probe_from_document,
 )
-from .documents import Document, FieldPath, dotted, parse_documents
+from .documents import Document, FieldPath, dotted, parse_documents, plain_scalar
 from .explain import PATTERN_WORDS, explain
 from .files import (
     LIMIT_VARIABLES,
@@ -52,6 +52,7 @@ from .files import (
     read_text,
     shown_as,
 )
+from .interpolate import InterpolationError, interpolate
 from .rules import check_rules
 from .schema import full_validator, is_valid, schemas
 
@@ -63,21 +64,25 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 
-def load_desired(paths: Sequence[str]) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
+def load_desired(paths: Sequence[str], used: dict[str, str | None] | None = None,
+                 ) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
     """The specs of `paths` and the desired state they make, or a ManifestError listing every problem."""
-    specs = load_specs(paths)
+    specs = load_specs(paths, used=used)
     return specs, graph.desired_state(specs)
 
 
-def load_specs(paths: Sequence[str], cache: SpecCache | None = None) -> tuple[ProcessSpec, ...]:
-    """Every Process and Job in the files and directories `paths`, in file and document order.
+def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
+               variables: Mapping[str, str] | None = None, used: dict[str, str | None] | None = None,
+               ) -> tuple[ProcessSpec, ...]:
+    """Every Process and Job in the files and directories `paths`, in file and document order, with their
+    ${NAME}s taken from `variables` (default: this process's environment).
 
     Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates,
     and the dependency graph of the documents that are valid).
     """
     limits = ReadLimits.from_environment(os.environ)
     sources, problems = read_sources(paths, limits)
-    return load_sources(sources, limits, cache, problems)
+    return load_sources(sources, limits, cache, problems, os.environ if variables is None else variables, used)
 
 
 def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source], list[Problem]]:
@@ -94,9 +99,14 @@ def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source]
 
 
 def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache | None = None,
-                 problems: Sequence[Problem] = ()) -> tuple[ProcessSpec, ...]:
+                 problems: Sequence[Problem] = (), variables: Mapping[str, str] | None = None,
+                 used: dict[str, str | None] | None = None) -> tuple[ProcessSpec, ...]:
     """The specs of manifest texts, checked as load_specs checks files; with a cache, a document validated
-    before (same file, same text, same envFrom files) costs a hash instead of a parse and a validation."""
+    before (same file, same text, same envFrom files, same values of the ${NAME}s it used) costs a hash
+    instead of a parse and a validation. `variables`: what ${NAME} means (interpolate.py; none given: every
+    reference is unset); `used` collects the names looked up, with their values."""
+    given: Mapping[str, str] = variables if variables is not None else {}
+    used = used if used is not None else {}
     found = list(problems)
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
@@ -111,7 +121,7 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
                 f"{LIMIT_VARIABLES['max_documents']})")))
             continue
         for first_line, text in chunks:
-            cached = cache.get(source.file, text, first_line) if cache is not None else None
+            cached = cache.get(source.file, text, first_line, given) if cache is not None else None
             if cached is not None:
                 for known, where in cached:
                     found += _check_name(known.key, known.kind.value, where, names)
@@ -120,8 +130,9 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             documents, chunk_problems = parse_documents(source.file, text, limits, first_line)
             valid: list[tuple[ProcessSpec, Location]] = []
             env_files: list[str] = []
+            names_used: set[str] = set()
             for doc in documents:
-                built, doc_problems, read_env = _document_spec(doc)
+                built, doc_problems, read_env = _document_spec(doc, given, names_used)
                 chunk_problems += doc_problems
                 env_files += read_env
                 found += _check_unique(doc, names)
@@ -129,8 +140,10 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
                     specs.append(built)
                     valid.append((built, doc.at(("metadata", "name"))))
             found += chunk_problems
+            chunk_used = {name: given.get(name) for name in names_used}
+            used.update(chunk_used)
             if cache is not None and not chunk_problems:
-                cache.put(source.file, text, first_line, valid, env_files)
+                cache.put(source.file, text, first_line, valid, env_files, chunk_used)
     # A dependency on a document that is itself invalid is not reported as missing a second time.
     found += graph.check(specs, also_defined=frozenset(names))
     if found:
@@ -158,13 +171,17 @@ def _check_name(key: str, kind: object, where: Location, names: dict[str, Locati
     return [Problem(where, "metadata.name", f"duplicate {kind} {key}, first defined at {first}")]
 
 
-def _document_spec(doc: Document) -> tuple[ProcessSpec | None, list[Problem], list[str]]:
+def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
+                   ) -> tuple[ProcessSpec | None, list[Problem], list[str]]:
     """Validate one document; build its spec when nothing is wrong with it. Also: the envFrom files it read."""
     value = doc.value
     if not isinstance(value, dict):
         message = f"a manifest must be a mapping with apiVersion, kind, metadata and spec, got {doc.show((), value)}"
         return None, [Problem(doc.at(()), "", message)], []
     problems = _check_kind(doc, value)
+    if problems:
+        return None, problems, []
+    problems = _interpolate_document(doc, value, variables, used)
     if problems:
         return None, problems, []
     api, kind = value["apiVersion"], value["kind"]
@@ -175,12 +192,28 @@ def _document_spec(doc: Document) -> tuple[ProcessSpec | None, list[Problem], li
     env: dict[str, str] = {}
     env_files: list[str] = []
     if isinstance(spec, dict):
-        problems += check_rules(doc, spec)
-        env, env_problems, env_files = _environment(doc, spec)
+        problems = _one_message_each(problems, check_rules(doc, spec))
+        env, env_problems, env_files = _environment(doc, spec, variables, used)
         problems += env_problems
     if problems:
         return None, list(dict.fromkeys(problems)), env_files
     return _build_spec(doc, value, env), [], env_files
+
+
+def _one_message_each(schema_problems: list[Problem], rule_problems: list[Problem]) -> list[Problem]:
+    """The messages that make the point, once: where a rule explains a field (`256MB`: write 256Mi), the
+    schema's word on that field (a pattern it does not match) goes; where a field of a mapping is a near
+    miss (`htpp`: did you mean 'http'?), the fields the mapping then lacks are no news."""
+    explained = {(problem.path, problem.location) for problem in rule_problems}
+    misspelt = {problem.path for problem in schema_problems
+                if problem.message.startswith("unknown field") and "(did you mean" in problem.message}
+
+    def news(problem: Problem) -> bool:
+        if problem.message.startswith(("unknown field", "missing required field")):
+            return not (problem.path in misspelt and problem.message.startswith("missing required field"))
+        return (problem.path, problem.location) not in explained  # a value the rule explains better
+
+    return [problem for problem in schema_problems if news(problem)] + rule_problems
 
 
 def _check_kind(doc: Document, value: dict[str, Any]) -> list[Problem]:
@@ -204,7 +237,37 @@ def _check_kind(doc: Document, value: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _environment(doc: Document, spec: dict[str, Any]) -> tuple[dict[str, str], list[Problem], list[str]]:
+def _interpolate_document(doc: Document, value: dict[str, Any], variables: Mapping[str, str],
+                          used: set[str]) -> list[Problem]:
+    """Substitute the ${NAME}s of every string value (not keys, not apiVersion or kind) in place."""
+    problems: list[Problem] = []
+
+    def walk(node: Any, path: FieldPath) -> Any:
+        if isinstance(node, str):
+            if "${" not in node:
+                return node
+            try:
+                text = interpolate(node, variables, used)
+                return plain_scalar(text) if path in doc.plain_references else text
+            except InterpolationError as error:
+                problems.append(Problem(doc.at(path), dotted(path), str(error)))
+                return node
+        if isinstance(node, dict):
+            for key in node:
+                node[key] = walk(node[key], (*path, key))
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                node[index] = walk(item, (*path, index))
+        return node
+
+    for key, item in value.items():
+        if key not in ("apiVersion", "kind"):
+            value[key] = walk(item, (key,))
+    return problems
+
+
+def _environment(doc: Document, spec: dict[str, Any], variables: Mapping[str, str], used: set[str],
+                 ) -> tuple[dict[str, str], list[Problem], list[str]]:
     """envFrom files in order, then `env` over them, and the files read. Entries the schema refused are
     skipped, not read."""
     folder = os.path.dirname(doc.file)
@@ -218,7 +281,7 @@ def _environment(doc: Document, spec: dict[str, Any]) -> tuple[dict[str, str], l
         path: FieldPath = ("spec", "envFrom", index, "file")
         file = os.path.join(folder, source["file"])
         files.append(file)
-        values, file_problems = _read_env_file(file, doc.at(path), dotted(path))
+        values, file_problems = _read_env_file(file, doc.at(path), dotted(path), variables, used)
         env.update(values)
         problems += file_problems
     given = spec.get("env")
@@ -247,7 +310,10 @@ def split_documents(text: str) -> list[tuple[int, str]]:
     return parts
 
 
-def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, str], list[Problem]]:
+def _read_env_file(file: str, at: Location, field_path: str, variables: Mapping[str, str] | None = None,
+                   used: set[str] | None = None) -> tuple[dict[str, str], list[Problem]]:
+    """The values of a dotenv file; ${NAME} in a value not in single quotes is substituted from `variables`
+    and the names the file set above it, as compose does."""
     from dotenv import dotenv_values  # only when a document has envFrom: about 9 ms to import
     from dotenv.parser import parse_stream
 
@@ -277,9 +343,23 @@ def _read_env_file(file: str, at: Location, field_path: str) -> tuple[dict[str, 
             )
     if problems:
         return {}, problems
-    # No interpolation: ${HOME} in a dotenv file must not take the value of the orchestrator's own environment.
+    # Substituted here, not by python-dotenv: from the applying command's variables, never the daemon's own.
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    return {name: value for name, value in values.items() if value is not None}, []
+    literal = {binding.key for binding in parse_stream(io.StringIO(text))
+               if binding.key is not None and binding.original.string.split("=", 1)[-1].lstrip().startswith("'")}
+    found: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in literal and "${" in value:
+            try:
+                value = interpolate(value, {**(variables or {}), **found}, used)
+            except InterpolationError as error:
+                line = next((b.original.line for b in parse_stream(io.StringIO(text)) if b.key == name), 1)
+                problems.append(Problem(Location(file, line, 1), field_path, f"{name}: {error}"))
+                continue
+        found[name] = value
+    return ({}, problems) if problems else (found, [])
 
 
 def _build_spec(doc: Document, value: dict[str, Any], env: dict[str, str]) -> ProcessSpec:

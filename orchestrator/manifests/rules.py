@@ -1,9 +1,13 @@
-"""The rules across fields that the schemas do not say in a way users can read, and the checks of specs sent
-through the API (the same schema as manifests: nothing runs unvalidated).
+"""The rules that JSON Schema cannot say, and the checks of specs sent through the API (the same schema as
+manifests: nothing runs unvalidated).
 
-NUL characters (no command line or environment can carry one), an empty program name, a program name with
-a space (one string split wrongly), a string command without `shell: true`, backoff bounds, log sizes, and
-log probe patterns RE2 cannot match in linear time.
+NUL characters (no command line or environment can carry one), an empty program name (only `prefixItems`
+could say "the first item", and ajv's strict mode refuses an open tuple), a program name with a space (one
+string split wrongly, unless a file of that name exists), backoff bounds and autoscale min and max (one value
+against another), log sizes and limits (a quantity's value), duplicate dependencies (items alike by one
+field), and log probe patterns RE2 cannot match in linear time. Rules the schemas do say (a string command
+needs `shell: true`, a shell command is one string, replicas or autoscale, one action per probe) are theirs,
+in words by explain.py, so that editors and CI tools flag them too.
 """
 
 from __future__ import annotations
@@ -16,27 +20,31 @@ from typing import Any
 from ..core.errors import Location, Problem
 from ..core.model import Backoff, ProcessSpec
 from ..core.units import parse_cpu, parse_quantity
-from .codec import API_VERSION, spec_to_document
+from .codec import API_VERSION, manifest_document
 from .documents import Document, FieldPath, dotted
+from .explain import rule_words
 from .schema import full_validator, is_valid
 
 
 def check_spec(spec: ProcessSpec, where: str = "<request>") -> list[Problem]:
     """Problems of a spec that did not come from a manifest file (the API's clients): the daemon checks
     what it is sent against the same schema, so that nothing it runs was not validated."""
-    document = spec_to_document(spec)
+    document = manifest_document(spec)
     location = Location(where)
-    problems = [] if is_valid(API_VERSION, spec.kind.value, document) else [
-        Problem(location, f"{spec.key}: {dotted(error.absolute_path)}", error.message)
-        for error in full_validator(API_VERSION, spec.kind.value).iter_errors(document)
-    ]
+    problems = []
+    if not is_valid(API_VERSION, spec.kind.value, document):
+        validator = full_validator(API_VERSION, spec.kind.value)
+        for error in validator.iter_errors(document):
+            broken = rule_words(validator.schema, error, document)
+            path, message = (broken[0], broken[1]) if broken else (tuple(error.absolute_path), error.message)
+            problems.append(Problem(location, f"{spec.key}: {dotted(path)}", message))
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", "contains a NUL character")
                  for path in _nul_paths(document)]
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", _EMPTY_PROGRAM)
                  for path in _empty_programs(document.get("spec", {}), ("spec",))]
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", message)
                  for path, message in _pattern_problems(document.get("spec", {}), ("spec",))]
-    return problems
+    return list(dict.fromkeys(problems))
 
 
 def _pattern_problems(spec: Any, path: FieldPath) -> list[tuple[FieldPath, str]]:
@@ -88,7 +96,7 @@ def _nul_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
 
 
 def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
-    """Rules across fields that the schema does not say in a way users can read."""
+    """The rules JSON Schema cannot say (the module's docstring lists them), each problem located."""
     problems: list[Problem] = []
     for path in _nul_paths(spec, ("spec",)):
         problems.append(Problem(doc.at(path), dotted(path), "contains a NUL character"))
@@ -97,12 +105,6 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     for path, message in _pattern_problems(spec, ("spec",)):
         problems.append(Problem(doc.at(path), dotted(path), message))
     command, shell = spec.get("command"), spec.get("shell", False)
-    if isinstance(command, str) and shell is not True:
-        problems.append(
-            Problem(
-                doc.at(("spec", "command")), "spec.command", "command is a string: set shell: true or give an argv list"
-            )
-        )
     program = command[0] if isinstance(command, list) and command and isinstance(command[0], str) else ""
     if shell is not True and any(c.isspace() for c in program) and not os.path.isfile(program):
         # ["python3 app.py"]: execve looks for a program called "python3 app.py", and never finds it.
@@ -110,11 +112,6 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
         problems.append(Problem(
             doc.at(("spec", "command", 0)), "spec.command[0]",
             f"the program {program!r} holds a space: give each word its own item ({words!r}), or set shell: true"))
-    if isinstance(command, list) and shell is True and len(command) > 1:
-        # `sh -c a b` would run `a` with $0=b: a shell command is one string.
-        problems.append(
-            Problem(doc.at(("spec", "command")), "spec.command", "with shell: true, give the command as one string")
-        )
     backoff = spec.get("backoff")
     if isinstance(backoff, dict):
         initial = backoff.get("initialSeconds", Backoff.initial_seconds)
@@ -154,9 +151,6 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
                     problems.append(Problem(doc.at(limit_path), dotted(limit_path), str(error)))
     auto = spec.get("autoscale")
     if isinstance(auto, dict):
-        if "replicas" in spec:
-            problems.append(Problem(doc.key_at(("spec", "replicas")), "spec.replicas",
-                                    "give replicas or autoscale, not both: autoscale sets the number of replicas"))
         low, high = auto.get("min"), auto.get("max")
         if isinstance(low, int) and isinstance(high, int) and low > high:
             problems.append(Problem(doc.at(("spec", "autoscale", "min")), "spec.autoscale.min",

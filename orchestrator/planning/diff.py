@@ -54,6 +54,7 @@ FIELDS: dict[str, FieldRule] = {
     "limits": FieldRule("spec.resources.limits", True),
     "cpu_affinity": FieldRule("spec.cpuAffinity", True),
     "io_class": FieldRule("spec.ioClass", True),
+    "stopped": FieldRule("stopped (orchestrator stop / start)", False),
 }
 RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)
 

@@ -37,6 +37,7 @@ class StopReason(str, Enum):
     RESTART = "Restart"  # asked for by `orchestrator restart`
     UNHEALTHY = "Unhealthy"  # its liveness or startup probe failed: the exit counts as a crash
     DEPENDENCY_RESTARTED = "DependencyRestarted"  # restartWithDependency, and a dependency started anew
+    HELD = "Held"  # `orchestrator stop`: held stopped until `orchestrator start`
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
 
     for key in desired.start_order:
         spec = desired.specs[key]
-        for index in range(spec.replicas):
+        for index in range(spec.wanted_replicas()):
             rid = ReplicaId(key, index)
             current = records.get(rid)
             if current is not None and current.process is None and current.hook is not None:
@@ -223,10 +224,10 @@ def _stops_of_unwanted(
     for key in sorted(by_key):
         spec = desired.specs.get(key)
         replicas = by_key[key]
-        if spec is not None and all(rid.index < spec.replicas for rid, _ in replicas):
+        if spec is not None and all(rid.index < spec.wanted_replicas() for rid, _ in replicas):
             continue  # the common case: nothing of this key is unwanted
         for rid, record in sorted(replicas, key=lambda item: -item[0].index):
-            if spec is not None and rid.index < spec.replicas:
+            if spec is not None and rid.index < spec.wanted_replicas():
                 continue
             if spec is None and held_by.get(key, set()) - {key}:
                 # Something that depends on it still runs: stop that first, and keep this record
@@ -242,7 +243,8 @@ def _stops_of_unwanted(
             if record.stop_requested_at is not None:
                 continue
             shutdown = record.spec.shutdown  # as the spec it runs under says (see above)
-            reason = StopReason.REMOVED if spec is None else StopReason.SCALED_DOWN
+            reason = (StopReason.REMOVED if spec is None else StopReason.HELD if spec.stopped
+                      else StopReason.SCALED_DOWN)
             actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, reason))
     return actions
 
@@ -287,6 +289,8 @@ def _unmet(dep: ProcessSpec, condition: Condition, records: Mapping[ReplicaId, R
     `ready` means past the readiness probe (running, without one). A Job is started while it runs or once
     it succeeded.
     """
+    if dep.stopped:
+        return f"{dep.name} is stopped (orchestrator start {dep.name} runs it)"
     for index in range(dep.replicas):
         record = records.get(ReplicaId(dep.key, index))
         if record is None or needs_restart(record.spec, dep):

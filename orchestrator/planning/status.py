@@ -80,13 +80,19 @@ def _object(
     state = min(phases, key=_SEVERITY.index)
     if spec.replicas == 0:
         state = Phase.SUCCEEDED if spec.kind is Kind.JOB else Phase.RUNNING
+    shown = state.value
+    if spec.stopped:  # held by `orchestrator stop`: Stopped once nothing of it runs
+        for document in replicas:
+            if document["pid"] is None:
+                document["phase"] = "Stopped"
+        shown = "Stopping" if any(r["pid"] is not None for r in replicas) else "Stopped"
     return {
         "key": spec.key,
         "name": spec.name,
         "namespace": spec.namespace,
         "kind": spec.kind.value,
         "labels": dict(spec.labels),
-        "state": state.value,
+        "state": shown,
         "replicas": {
             "desired": spec.replicas,
             "running": running,

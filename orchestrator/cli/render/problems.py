@@ -13,8 +13,9 @@ def problems_text(problems: Sequence[Problem]) -> str:
     return "\n".join([*(str(p) for p in problems), f"{len(problems)} {noun} found"])
 
 
-def problems_json(problems: Sequence[Problem], objects: int = 0) -> str:
-    document = {"valid": not problems, "objects": objects, "problems": [p.to_json() for p in problems]}
+def problems_json(problems: Sequence[Problem], objects: int = 0, warnings: Sequence[Problem] = ()) -> str:
+    document = {"valid": not problems, "objects": objects, "problems": [p.to_json() for p in problems],
+                "warnings": [w.to_json() for w in warnings]}
     return json.dumps(document, indent=2, sort_keys=True)
 
 

@@ -25,21 +25,9 @@ def objects_table(
         header += ["PID", "CPU", "MEM", "COMMAND"]
     rows: list[list[str]] = []
     for obj in objects:
-        replicas = obj.get("replicas") or {}
-        ready = replicas.get("ready")
-        desired = replicas.get("desired")
-        row = [
-            cell_text(obj.get("name") or obj.get("key")),
-            cell_text(obj.get("kind")),
-            f"{cell_text(ready)}/{cell_text(desired)}" if ready is not None or desired is not None else "-",
-            cell_text(obj.get("state")),
-            cell_text(obj.get("restarts", 0)),
-            age_text(obj.get("created_at"), now),
-        ]
+        row = object_cells(obj, wide=wide, now=now)
         if show_namespace:
             row.insert(0, cell_text(obj.get("namespace")))
-        if wide:
-            row += _wide_cells(obj)
         rows.append(row)
     if wide and width is not None:
         fixed = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header) - 1)]
@@ -47,6 +35,23 @@ def objects_table(
         for row in rows:
             row[-1] = truncated(row[-1], room)
     return table_text(header, rows)
+
+
+def object_cells(obj: Mapping[str, Any], wide: bool = False, *, now: float) -> list[str]:
+    """One object's cells in `get`'s columns: NAME KIND READY STATE RESTARTS AGE, and with `wide` PID CPU MEM
+    COMMAND (what `top` shows too)."""
+    replicas = obj.get("replicas") or {}
+    ready = replicas.get("ready")
+    desired = replicas.get("desired")
+    cells = [
+        cell_text(obj.get("name") or obj.get("key")),
+        cell_text(obj.get("kind")),
+        f"{cell_text(ready)}/{cell_text(desired)}" if ready is not None or desired is not None else "-",
+        cell_text(obj.get("state")),
+        cell_text(obj.get("restarts", 0)),
+        age_text(obj.get("created_at"), now),
+    ]
+    return cells + _wide_cells(obj) if wide else cells
 
 
 def _wide_cells(obj: Mapping[str, Any]) -> list[str]:
@@ -90,6 +95,12 @@ def history_table(revisions: Sequence[Mapping[str, Any]], now: float) -> str:
 
 
 
+def restart_result(answer: Mapping[str, Any]) -> str:
+    """`default/api restarting (2 replicas)`: the answer of one restart (`restart`, and `r` in `top`)."""
+    replicas = answer.get("replicas")
+    return f"{answer.get('key')} restarting ({replicas} replica{'s' if replicas != 1 else ''})"
+
+
 def apply_results(results: Sequence[Mapping[str, Any]], *, dry_run: bool = False) -> str:
     """kubectl-style lines: `process/shop/api configured`, `(restart)` when replicas restart."""
     lines = []
@@ -99,6 +110,8 @@ def apply_results(results: Sequence[Mapping[str, Any]], *, dry_run: bool = False
             line += " (restart)"
         if result.get("retried"):
             line += " (it had failed: started again)"
+        if result.get("stopped") and result.get("result") != "pruned":
+            line += f" (stopped: `orchestrator start {str(result.get('key')).split('/')[-1]}` runs it)"
         if dry_run:
             line += " (dry run)"
         lines.append(line)

@@ -1,0 +1,145 @@
+"""`orchestrator run`'s view of its replicas' output, as `docker compose up` shows it: every line each replica
+prints, as it is written, after the replica's prefix (`api[0] | `, padded to align, coloured per process on a
+terminal), between the event lines; with `-o json`, as {"type": "Log", ...} objects among the events.
+
+Woken by the daemon's log indexer (host/logindex.py) after each look that found a log grown, it reads what was
+added on a thread of its own (a slow terminal holds up neither the indexer nor the reconciler), and writes
+whole lines under the same lock as the event lines. A run's lines wait for its Started (or Adopted) line, and
+an Exited line waits for the replica's last lines, so a crash's last words come before the line that says it
+crashed. Reads are bounded (host/logread.py): a process
+printing without newlines, or binary, is shown in lines of at most MAX_LINE bytes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ..core.model import ReplicaId
+from ..host.logindex import LogUpdate
+from ..host.logread import CHUNK, Cursor, Line
+from ..host.logs import log_path
+from .render.logs import Prefixes, label, line_text, log_json
+
+HOLD = 1.0  # seconds an unfinished last line waits for its newline before it is shown as it is
+LAST_WORDS = 64 << 10  # bytes of an ended replica's output read on the loop's thread before its Exited line
+
+
+class Out:
+    """The run's stdout, shared by event lines and output lines: whole lines under one lock. Once its reader
+    has gone (a closed pipe, `| head`), nothing more is written, and the run goes on."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lock = threading.RLock()
+        self.open = True
+
+    def write(self, lines: Sequence[str]) -> None:
+        if not lines:
+            return
+        with self.lock:
+            if not self.open:
+                return
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):  # the reader went away, or stdout was closed
+                self.open = False
+
+
+class RunLogs:
+    def __init__(self, log_dir: Path, out: Out, as_json: bool, colour: bool,
+                 replicas: Iterable[tuple[str, int]]) -> None:
+        """`replicas`: (key, index) of those desired at the start, so that prefixes align from the first line."""
+        self.log_dir = log_dir
+        self.out = out
+        self.as_json = as_json
+        self.prefixes = Prefixes(colour)
+        shown = list(replicas)
+        self.namespaced = len({key.split("/", 1)[0] for key, _ in shown}) > 1
+        for key, index in shown:
+            self.prefixes.add(key, label(key, index, self.namespaced))
+        self._cursors: dict[ReplicaId, Cursor] = {}
+        self._held_since: dict[ReplicaId, float] = {}  # monotonic: when its unfinished line began to wait
+        self._announced: set[ReplicaId] = set()  # its Started (or Adopted) line is out: its lines may follow
+        self._queue: queue.SimpleQueue[list[LogUpdate] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="run-logs", daemon=True)
+        self._thread.start()
+
+    def updates(self, batch: list[LogUpdate]) -> None:
+        """The indexer's listener (on its thread): these logs grew."""
+        self._queue.put(batch)
+
+    def announced(self, replica: ReplicaId) -> None:
+        """Its Started (or Adopted) line was written: what it prints may be, from now on."""
+        with self.out.lock:
+            self._announced.add(replica)
+        self._queue.put([LogUpdate(replica, 0)])
+
+    def catch_up(self, replica: ReplicaId) -> None:
+        """Write what the replica printed last, now (it ended: its Exited line comes next); the lines of its
+        next run wait for that run's Started line."""
+        with self.out.lock:
+            self._read(replica, final=True, limit=LAST_WORDS)
+            self._announced.discard(replica)
+
+    def close(self) -> None:
+        """Write what is left of every replica's output, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+        with self.out.lock:
+            for replica in list(self._cursors):
+                self._read(replica, final=True)
+
+    def _loop(self) -> None:
+        while True:
+            timeout = None
+            if self._held_since:
+                timeout = max(0.0, min(self._held_since.values()) + HOLD - time.monotonic())
+            batches: list[list[LogUpdate]] = []
+            try:
+                batch = self._queue.get(timeout=timeout)
+                while batch is not None:
+                    batches.append(batch)
+                    batch = self._queue.get_nowait()
+            except queue.Empty:
+                batch = []
+            now = time.monotonic()
+            with self.out.lock:
+                grown: dict[ReplicaId, None] = {}
+                for update in (u for b in batches for u in b):
+                    if update.replica not in self._cursors:
+                        begin = update.began if update.began is not None else update.size
+                        self._cursors[update.replica] = Cursor(log_path(self.log_dir, update.replica), begin)
+                    grown[update.replica] = None
+                due = [rid for rid, since in self._held_since.items() if now - since >= HOLD]
+                for replica in [*grown, *due]:
+                    if replica in self._announced:
+                        self._read(replica, final=replica in due)
+            if batch is None:
+                return
+
+    def _read(self, replica: ReplicaId, final: bool, limit: int = CHUNK) -> None:
+        cursor = self._cursors.get(replica)
+        if cursor is None or not self.out.open:
+            return
+        lines, mtime = cursor.read(limit)
+        if final:
+            held = cursor.flush()
+            if held is not None:
+                lines.append(held)
+        if cursor.held:
+            self._held_since.setdefault(replica, time.monotonic())
+        else:
+            self._held_since.pop(replica, None)
+        self.out.write([self._text(replica, mtime or time.time(), line) for line in lines])
+
+    def _text(self, replica: ReplicaId, at: float, line: Line) -> str:
+        text = line_text(line.text)
+        if self.as_json:
+            return log_json(replica.key, replica.index, at, text)
+        return self.prefixes.of(replica.key, label(replica.key, replica.index, self.namespaced)) + text
