@@ -131,7 +131,8 @@ def test_replicas_of_one_spec_serve_distinct_ports_from_the_applying_shells_base
     base = _free_ports(3)
     manifest = orch.write("m/web.yaml", process(
         "web", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "$((PORT_BASE + ORCH_REPLICA))"],
-        replicas=3, env={"PORT_BASE": "${PORT_BASE}", "WORKER": "web-$(ORCH_REPLICA)"}))
+        replicas=3, env={"PORT_BASE": "${PORT_BASE}", "WORKER": "web-$(ORCH_REPLICA)"},
+        probes={"readiness": {"tcp": {"port": "$((PORT_BASE + ORCH_REPLICA))"}, "periodSeconds": 0.2}}))
     shell = dict(os.environ, PORT_BASE=str(base))
     applied = subprocess.run(orch.argv("apply", "-f", str(manifest)), env=shell, capture_output=True, text=True,
                              timeout=30, cwd=REPO, check=False)
@@ -139,6 +140,8 @@ def test_replicas_of_one_spec_serve_distinct_ports_from_the_applying_shells_base
     pids = orch.wait_running("web")["web"]
     for index in range(3):
         wait_for(lambda port=base + index: _answers(port), timeout=10, what=f"replica {index} on {base + index}")
+    # Each replica's check goes to its own port (and passes only as that replica's own listening socket).
+    wait_for(lambda: orch.objects()["web"]["replicas"]["ready"] == 3, timeout=15, what="three ready replicas")
     workers = sorted(psutil.Process(pid).environ()["WORKER"] for pid in pids)
     assert workers == ["web-0", "web-1", "web-2"]
 

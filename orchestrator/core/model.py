@@ -102,7 +102,7 @@ class Probe:
     action: ProbeAction
     command: tuple[str, ...] = ()  # exec
     host: str = "127.0.0.1"  # http, tcp
-    port: int = 0  # http, tcp
+    port: int | str = 0  # http, tcp; a str is $((...)) or $(NAME), one port per replica (core/expand.py)
     path: str = "/"  # http
     headers: tuple[tuple[str, str], ...] = ()  # http
     pattern: str = ""  # log

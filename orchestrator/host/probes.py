@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import SpawnError
-from ..core.expand import expand_all
+from ..core.expand import expand, expand_all
 from ..core.model import Probe, ProbeAction, ProbeKind, ProcessIdentity, ProcessSpec, ReplicaId
 from ..core.patterns import compile_pattern
 from .environment import base_environment, pass_patterns
@@ -230,13 +230,26 @@ class Prober:
         if probe.action is ProbeAction.EXEC:
             return _exec(probe, state.target.spec, rid.index, self.base_env, self.marker, self._track)
         if probe.action in (ProbeAction.HTTP, ProbeAction.TCP):
-            owner, why = self._holds_port(state)
+            port = self._port_of(probe, state.target.spec, rid.index)
+            if isinstance(port, str):
+                return False, port
+            owner, why = self._holds_port(state, port)
             if not owner:
                 return False, why
-            return _http(probe) if probe.action is ProbeAction.HTTP else _tcp(probe)
+            return _http(probe, port) if probe.action is ProbeAction.HTTP else _tcp(probe, port)
         return self._log(rid, state)
 
-    def _holds_port(self, state: _State) -> tuple[bool, str]:
+    def _port_of(self, probe: Probe, spec: ProcessSpec, index: int) -> int | str:
+        """The port this replica's check goes to: the probe's, or its $((...)) / $(NAME) worked out over the
+        replica's environment; a str says why there is none."""
+        if isinstance(probe.port, int):
+            return probe.port
+        text = expand(probe.port, replica_environment(self.base_env, spec, index))
+        if text.isdigit() and 1 <= int(text) <= 65535:
+            return int(text)
+        return f"port {probe.port} gives {text!r} for replica {index}: not a port from 1 to 65535"
+
+    def _holds_port(self, state: _State, port: int) -> tuple[bool, str]:
         """May a tcp or http check of this replica pass? Only while its main process runs and, for a port on
         this host, only if the listening socket is the replica's own (socket inodes in /proc): a replica that
         never listens, or died on EADDRINUSE, is not ready because another program holds its port."""
@@ -245,7 +258,7 @@ class Prober:
             return False, "its main process is not running"
         if probe.host not in LOCAL_HOSTS and not probe.host.startswith("127."):
             return True, ""  # another host's port: whose it is cannot be seen from here
-        inodes = listening_inodes(probe.port)
+        inodes = listening_inodes(port)
         if not inodes or tree_holds(process.pid, inodes) is not False:
             return True, ""  # nothing listens (the check says so), the replica does, or it cannot be seen
         now = time.monotonic()
@@ -258,7 +271,7 @@ class Prober:
             state.holder = f"pid {holder[0]} ({holder[1]})" if holder else "another process"
         if state.holder_is_replica:
             return True, ""
-        return False, f"port {probe.port} is held by {state.holder}, not by this replica's processes"
+        return False, f"port {port} is held by {state.holder}, not by this replica's processes"
 
     def _log(self, rid: ReplicaId, state: _State) -> tuple[bool, str]:
         """Success once a line printed since this process started matches; stays successful after."""
@@ -331,10 +344,10 @@ def _exec(probe: Probe, spec: ProcessSpec, index: int, base_env: Mapping[str, st
     return code == 0, f"exit code {code}"
 
 
-def _http(probe: Probe) -> tuple[bool, str]:
+def _http(probe: Probe, port: int) -> tuple[bool, str]:
     import http.client  # here: with the email package it pulls in, 30 ms of every start-up otherwise
 
-    connection = http.client.HTTPConnection(probe.host, probe.port, timeout=probe.timeout_seconds)
+    connection = http.client.HTTPConnection(probe.host, port, timeout=probe.timeout_seconds)
     try:
         connection.request("GET", probe.path, headers=dict(probe.headers))
         status = connection.getresponse().status
@@ -345,9 +358,9 @@ def _http(probe: Probe) -> tuple[bool, str]:
     return 200 <= status < 400, f"GET {probe.path}: HTTP {status}"
 
 
-def _tcp(probe: Probe) -> tuple[bool, str]:
+def _tcp(probe: Probe, port: int) -> tuple[bool, str]:
     try:
-        with socket.create_connection((probe.host, probe.port), timeout=probe.timeout_seconds):
-            return True, f"connected to {probe.host}:{probe.port}"
+        with socket.create_connection((probe.host, port), timeout=probe.timeout_seconds):
+            return True, f"connected to {probe.host}:{port}"
     except OSError as error:
-        return False, f"connect to {probe.host}:{probe.port}: {error.strerror or error}"
+        return False, f"connect to {probe.host}:{port}: {error.strerror or error}"

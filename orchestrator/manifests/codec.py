@@ -288,7 +288,7 @@ def probe_from_document(document: Mapping[str, Any]) -> Probe:
         action=action,
         command=tuple(str(c) for c in body.get("command", ())),
         host=str(body.get("host", Probe.host)),
-        port=int(body.get("port", 0)),
+        port=body["port"] if isinstance(body.get("port"), str) else int(body.get("port", 0)),
         path=str(body.get("path", Probe.path)),
         headers=tuple((str(k), str(v)) for k, v in body.get("headers", {}).items()),
         pattern=str(body.get("pattern", "")),
