@@ -386,18 +386,21 @@ def test_stop_holds_a_process_stopped_through_applies_and_start_runs_it_again(or
     refused = orch("restart", "api")
     assert refused.returncode == 1 and "api is stopped: `orchestrator start api` runs it again" in refused.stderr
     assert orch.ok("stop", "api").strip() == "default/api already stopped"
+    orch.ok("rollback", "1")  # holds are the operator's: a rollback keeps them, as an apply does
+    assert orch.objects()["api"]["state"] == "Stopped"
 
     # Held across a daemon's death (a revision, in the store), then started again with the new spec.
     daemon = orch.daemon_pid()
     assert daemon is not None
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: not alive(daemon), what="the daemon to die")
-    assert "api unchanged (stopped" in orch.ok("apply", "-f", str(manifest))  # a new daemon
+    # A new daemon; the spec was rolled back, so the manifest configures it again, still held.
+    assert "api configured (stopped" in orch.ok("apply", "-f", str(manifest))
     assert orch.objects()["api"]["state"] == "Stopped"
     assert orch.ok("start", "api").strip() == "default/api started"
     after = orch.wait_running("db", "api", timeout=10)
     assert all(psutil_cmdline(pid) == ["sleep", "61"] for pid in after["api"])
-    assert [r["action"] for r in orch.revisions()][:3] == ["start", "apply", "stop"]
+    assert [r["action"] for r in orch.revisions()][:4] == ["start", "apply", "rollback", "apply"]
     job = orch.write("m/job.yaml", documents(
         "apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: once}\nspec: {command: [sleep, '30']}\n"))
     orch.ok("apply", "-f", str(job))

@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -45,6 +46,8 @@ VARIABLES = {"SET": "value", "EMPTY": "", "PORT": "8080"}
     ("${UNSET:-${PORT}}", "8080"),
     ("$${SET}", "${SET}"),
     ("${SET:?must be set}", "value"),
+    ("${SET:-${UNSET}}", "value"),  # an alternative not taken is not read (as in the shell)
+    ("${UNSET:+${ALSO_UNSET}}", ""),
 ])
 def test_interpolation_follows_compose(text: str, expected: str) -> None:
     assert interpolate(text, VARIABLES) == expected
@@ -54,14 +57,27 @@ def test_interpolation_follows_compose(text: str, expected: str) -> None:
     ("${UNSET}", "${UNSET} is not set in the environment of this command"),
     ("${EMPTY:?give it a value}", "${EMPTY}: give it a value"),
     ("${UNSET?}", "${UNSET}: is not set"),
-    ("${SET", "expected }"),
-    ("${1X}", "expected a variable name"),
+    ("${SET", "the ${ at character 1 is not closed by }"),
+    ("${1X}", "expected a variable name after ${ at character 1"),
     ("${SET:-never closed", "unclosed ${"),
+    ("${EMPTY:?}", "${EMPTY}: is empty"),
+    ("x" + "${A:-" * 30 + "}" * 30, "nested more than 20 deep"),
+    ("${SET}" * 300_000, "would pass 1,048,576 characters: refused"),
 ])
 def test_interpolation_errors_say_what_to_write(text: str, message: str) -> None:
     with pytest.raises(InterpolationError, match=None) as raised:
         interpolate(text, VARIABLES)
     assert message in str(raised.value)
+    assert len(str(raised.value)) < 200
+
+
+def test_an_error_never_shows_the_value_around_the_reference() -> None:
+    """An env value is often a secret: the message names the reference and where it is, never the text."""
+    for secret in ("Xy7${k9Q", "tok${en", "p4ss${1word}"):
+        with pytest.raises(InterpolationError) as raised:
+            interpolate(secret, {})
+        shown = str(raised.value)
+        assert not any(part in shown for part in ("Xy7", "k9Q", "tok", "en ", "p4ss")), shown
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -72,9 +88,20 @@ def test_interpolation_errors_say_what_to_write(text: str, message: str) -> None
     ("$(UNSET) $((UNSET + 1)) $((NAME + 1)) $((1 +)) $((2 ** 3)) $((1 / 0))",
      "$(UNSET) $((UNSET + 1)) $((NAME + 1)) $((1 +)) $((2 ** 3)) $((1 / 0))"),  # not ours: as written
     ("$$(ORCH_REPLICA)", "$(ORCH_REPLICA)"),
+    ("$((" + "-" * 3001 + "1))", "-1"),  # a run of signs: no recursion
 ])
 def test_per_replica_expansion(text: str, expected: str) -> None:
     assert expand(text, {"ORCH_REPLICA": "2", "BASE": "9000", "NAME": "web"}) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "$((" + "*".join(["99999999"] * 1000) + "))",  # a product past any port or id
+    "$((" + "1" * 5000 + "))",  # an operand past Python's int-to-text limit
+    "$((HUGE + 1))",
+])
+def test_hostile_arithmetic_is_left_as_written_and_never_raises(text: str) -> None:
+    assert expand(text, {"HUGE": "9" * 5000}) == text
+
 
 
 def test_values_are_substituted_after_parsing_and_located(tmp_path: Path) -> None:
@@ -154,6 +181,9 @@ def test_replicas_of_one_spec_serve_distinct_ports_from_the_applying_shells_base
 def test_a_watch_rereads_with_the_values_its_apply_used(orch: Orchestrator) -> None:
     manifest = orch.write("m/a.yaml", process("a", ["sleep", "${NAP}"]))
     shell = dict(os.environ, NAP="61")
+    for first in (["diff"], ["apply"]):  # the daemon's cache knows the document before the watch starts
+        subprocess.run(orch.argv(*first, "-f", str(manifest.parent)), env=shell, capture_output=True, timeout=30,
+                       cwd=REPO, check=False)
     applied = subprocess.run(orch.argv("apply", "--watch", "-f", str(manifest.parent)), env=shell,
                              capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
     assert applied.returncode == 0, applied.stderr
@@ -167,3 +197,29 @@ def test_a_watch_rereads_with_the_values_its_apply_used(orch: Orchestrator) -> N
     with sqlite3.connect(f"file:{orch.state / 'state.db'}?mode=ro", uri=True) as db:
         [(kept,)] = db.execute("SELECT path FROM watches").fetchall()
     assert json.loads(kept)["variables"] == {"NAP": "61"}
+
+
+def test_one_unset_name_hides_no_other_problem_and_a_tag_is_kept(tmp_path: Path) -> None:
+    manifest = tmp_path / "a.yaml"
+    head = "apiVersion: orchestrator/v1\nkind: Process\nmetadata:\n  name: a\n  labels:\n    v: !!str ${V}\nspec:\n"
+    manifest.write_text(head + "  command: ['${CMD}']\n  replicas: -1\n")
+    with pytest.raises(ManifestError) as raised:
+        load_specs([str(manifest)], variables={"V": "1.10"})
+    messages = [str(p) for p in raised.value.problems]
+    assert len(messages) == 2, messages  # the unset name, and replicas: nothing about the label or the command
+    assert any("${CMD} is not set" in m for m in messages) and any("spec.replicas" in m for m in messages)
+    manifest.write_text(head + "  command: [sleep, '1']\n")
+    (spec,) = load_specs([str(manifest)], variables={"V": "1.10"})
+    assert dict(spec.labels) == {"v": "1.10"}  # an explicit !!str stays a string: not the number 1.1
+
+
+def test_an_env_file_of_garbage_is_refused_fast_and_briefly(tmp_path: Path) -> None:
+    (tmp_path / "bad.env").write_text("".join(f"K{i}=${{\n" for i in range(20_000)))
+    manifest = tmp_path / "a.yaml"
+    manifest.write_text(process("a", envFrom=[{"file": "bad.env"}]))
+    began = time.monotonic()
+    with pytest.raises(ManifestError) as raised:
+        load_specs([str(manifest)])
+    assert time.monotonic() - began < 10  # was quadratic: minutes
+    assert 1 < len(raised.value.problems) <= 21
+    assert "more problems in this env file are not listed" in str(raised.value.problems[-1])

@@ -201,7 +201,7 @@ def test_a_held_spec_stops_its_replicas_starts_none_and_keeps_new_dependents_wai
     records = {rid("web", 0): running(web, pid=10), rid("web", 1): exited(web, code=1)}
     result = plan(desired_state([held, api]), records, NOW)
     assert [(type(a).__name__, a.replica.index, getattr(a, "reason", None)) for a in result.actions] == [  # type: ignore[union-attr]
-        ("Forget", 1, None), ("Stop", 0, StopReason.HELD)]  # highest index first, as scaling down
+        ("Stop", 0, StopReason.HELD)]  # the ended one's record is kept for its next start
     assert [(str(w.replica), w.reason) for w in result.waiting] == [
         ("default/api[0]", "web is stopped (orchestrator start web runs it)")]
     assert plan(desired_state([held]), {}, NOW).actions == ()  # nothing of it starts, not even after a crash

@@ -124,7 +124,7 @@ class TopSource:
 
 _BUDGET = 256 * 1024  # bytes read of one file per read: a process that floods its log cannot stall the view
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")  # CSI sequences (colours) and two-byte escapes
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def printable(line: str) -> str:

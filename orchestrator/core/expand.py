@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _TOKEN = re.compile(rf"\s*(?:(\d+)|({_NAME})|(\*\*|[-+*/%()]))")
+_LIMIT = 10**18  # whole numbers beyond this (operands or results) are no port or id: left as written
 _PATTERN = re.compile(rf"\$\$\(|\$\(\((?P<expr>[^()]*(?:\([^()]*\)[^()]*)*)\)\)|\$\((?P<name>{_NAME})\)")
 
 
@@ -60,10 +61,12 @@ def _arithmetic(expression: str, env: Mapping[str, str]) -> int | None:
             return None
         number, name, operator = match.groups()
         if number is not None:
+            if len(number) > 18:
+                return None
             tokens.append(int(number))
         elif name is not None:
             number_text = env.get(name, "").strip()
-            if not re.fullmatch(r"-?\d+", number_text):
+            if not re.fullmatch(r"-?\d{1,18}", number_text):
                 return None
             tokens.append(int(number_text))
         elif operator == "**":
@@ -74,7 +77,7 @@ def _arithmetic(expression: str, env: Mapping[str, str]) -> int | None:
     parser = _Parser(tokens)
     try:
         value = parser.sum()
-    except (ValueError, ZeroDivisionError, IndexError):
+    except (ValueError, ZeroDivisionError, IndexError, RecursionError):
         return None
     return value if parser.done() else None
 
@@ -101,7 +104,7 @@ class _Parser:
     def sum(self) -> int:
         value = self.product()
         while self._peek() in ("+", "-"):
-            value = value + self.product() if self._take() == "+" else value - self.product()
+            value = _bounded(value + self.product() if self._take() == "+" else value - self.product())
         return value
 
     def product(self) -> int:
@@ -109,18 +112,21 @@ class _Parser:
         while self._peek() in ("*", "/", "%"):
             operator, right = self._take(), self.unary()
             if operator == "*":
-                value *= right
+                value = _bounded(value * right)
             else:
                 quotient = abs(value) // abs(right) * (1 if (value >= 0) == (right >= 0) else -1)
                 value = quotient if operator == "/" else value - right * quotient
         return value
 
     def unary(self) -> int:
+        sign = 1
         token = self._take()
-        if token == "-":
-            return -self.unary()
-        if token == "+":
-            return self.unary()
+        while token in ("-", "+"):  # a run of signs, however long, without recursion
+            sign = -sign if token == "-" else sign
+            token = self._take()
+        return sign * self._operand(token)
+
+    def _operand(self, token: str | int) -> int:
         if token == "(":
             value = self.sum()
             if self._take() != ")":
@@ -129,6 +135,12 @@ class _Parser:
         if isinstance(token, int):
             return token
         raise ValueError(f"unexpected {token}")
+
+
+def _bounded(value: int) -> int:
+    if abs(value) > _LIMIT:
+        raise ValueError("out of range")
+    return value
 
 
 __all__ = ["expand", "expand_all"]

@@ -217,6 +217,10 @@ class Operations:
         if revision is None:
             raise NotFound(f"no revision {target} (see `orchestrator history`)")
         current = self.reconciler.desired.specs
+        # Holds of `orchestrator stop` are the operator's, not a revision's: as an apply, a rollback keeps them.
+        revision = dataclasses.replace(revision, specs=tuple(
+            dataclasses.replace(s, stopped=current[s.key].stopped) if s.key in current else s
+            for s in revision.specs))
         results = [_result(s, "created" if s.key not in current else
                            ("unchanged" if current[s.key] == s else "configured"), current.get(s.key))
                    for s in revision.specs]
@@ -270,6 +274,8 @@ class Operations:
         if cached is not None and cached[0] == item:
             return cached[1]
         spec = codec.spec_from_json(item)
+        if spec.stopped:  # a hold is `orchestrator stop`'s to set, not an applied spec's
+            spec = dataclasses.replace(spec, stopped=False)
         problems = check_spec(spec)  # the same schema as manifests: nothing runs unvalidated
         if problems:
             raise ManifestError(problems)

@@ -376,7 +376,7 @@ class Reconciler:
         if spec.hooks.post_start is not None:
             try:
                 hook = self.executor.spawn_hook(rid, spec, spec.hooks.post_start)
-            except SpawnError as error:
+            except Exception as error:  # noqa: BLE001 - whatever it is, the process runs on; the hook failed
                 self._emit(EventType.HOOK_FAILED, rid, f"postStart hook: {error}")
                 return
             self.records[rid] = replace(record, hook=hook.process, hook_kind=HookKind.POST_START,

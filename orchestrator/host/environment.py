@@ -25,7 +25,8 @@ from ..core.model import DEFAULT_PATH
 
 PASS_ENV_VARIABLE = "ORCHESTRATOR_PASS_ENV"
 # Addressed to the daemon itself (its service manager's socket and fds, its own mark): never a child's.
-NEVER_PASSED = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "ORCH_STATE_DIR")
+NEVER_PASSED = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "ORCH_STATE_DIR", "ORCH_INSTANCE",
+                "ORCH_NAME", "ORCH_NAMESPACE", "ORCH_REPLICA")
 
 
 def pass_patterns(environ: Mapping[str, str], named: Iterable[str] = ()) -> list[str]:

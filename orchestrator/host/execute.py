@@ -442,6 +442,12 @@ def replica_environment(base: Mapping[str, str], spec: ProcessSpec, index: int) 
     """What replica `index` of `spec` starts with (environment.py): the base, its env (each value's $(NAME) and
     $((...)) expanded, core/expand.py), then its name, namespace and index."""
     env = dict(base)
+    if spec.user is not None:  # $(HOME) is the home of the user it runs as (user_ids refuses an unknown one)
+        try:
+            entry = pwd.getpwnam(spec.user)
+            env.update(HOME=entry.pw_dir, USER=spec.user, LOGNAME=spec.user, SHELL=entry.pw_shell or "/bin/sh")
+        except KeyError:
+            pass
     env.update(ORCH_NAME=spec.name, ORCH_NAMESPACE=spec.namespace, ORCH_REPLICA=str(index))
     given = dict(spec.env)
     before = {**env, **given}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -245,7 +246,7 @@ class Prober:
         if isinstance(probe.port, int):
             return probe.port
         text = expand(probe.port, replica_environment(self.base_env, spec, index))
-        if text.isdigit() and 1 <= int(text) <= 65535:
+        if re.fullmatch(r"[0-9]{1,5}", text) and 1 <= int(text) <= 65535:
             return int(text)
         return f"port {probe.port} gives {text!r} for replica {index}: not a port from 1 to 65535"
 

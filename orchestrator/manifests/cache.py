@@ -73,10 +73,11 @@ class SpecCache:
     def _key(self, file: str, text: str) -> bytes:
         return hashlib.sha256(self._salt + file.encode() + b"\0" + text.encode()).digest()
 
-    def get(self, file: str, text: str, first_line: int, variables: Mapping[str, str] | None = None) -> Found | None:
+    def get(self, file: str, text: str, first_line: int, variables: Mapping[str, str] | None = None,
+            used: dict[str, str | None] | None = None) -> Found | None:
         """The specs of this text of `file` starting at `first_line`, if it was valid before, every envFrom
         file it read is as it was and every ${NAME} it used has the same value in `variables`; None
-        otherwise (parse and validate it)."""
+        otherwise (parse and validate it). On a hit, `used` gets the names it used, as a parse would say."""
         key = self._key(file, text)
         with self._lock:
             entry = self._entries.get(key)
@@ -88,6 +89,8 @@ class SpecCache:
             self.misses += 1
             return None
         self.hits += 1
+        if used is not None:
+            used.update(entry.variables)
         lines = first_line - entry.first_line
         return [(_moved(spec, lines), _shifted(where, lines) or where) for spec, where in entry.found]
 

@@ -253,7 +253,7 @@ class Builder:
 
     def _scalar(self, event: yaml.ScalarEvent, path: FieldPath, location: Location, doc: Document) -> object:
         doc.raws[path] = event.value
-        if not event.style and "${" in event.value:  # plain: None (pure Python) or "" (libyaml)
+        if not event.style and "${" in event.value and event.tag in _NON_SPECIFIC:  # plain, untagged
             doc.plain_references.add(path)
         tag = event.tag
         if tag in _NON_SPECIFIC:

@@ -22,73 +22,99 @@ _OPERATORS = (":-", ":?", ":+", "-", "?", "+")
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
+MAX_DEPTH = 20  # ${A:-${B:-...}} nested this deep at most
+MAX_VALUE = 1 << 20  # characters one value may reach once substituted
+
+
 class InterpolationError(ValueError):
-    """A reference that cannot be substituted: unset, malformed, or an error its `?` asked for."""
+    """A reference that cannot be substituted: unset, malformed, or an error its `?` asked for. The message
+    names the reference and its position, never the value around it (an env value may be a secret)."""
 
 
 def interpolate(text: str, variables: Mapping[str, str], used: set[str] | None = None) -> str:
     """`text` with its references substituted; `used` collects the names looked up."""
     if "${" not in text:
         return text
-    value, _ = _parse(text, 0, variables, used if used is not None else set(), closing=False)
+    value, _ = _Substitution(text, variables, used if used is not None else set()).part(0, 0, True, False)
     return value
 
 
-def _parse(text: str, start: int, variables: Mapping[str, str], used: set[str], closing: bool) -> tuple[str, int]:
-    """Text from `start` up to the end (or, when `closing`, up to the `}` that closes a reference)."""
-    out: list[str] = []
-    index = start
-    while index < len(text):
-        char = text[index]
-        if closing and char == "}":
-            return "".join(out), index
-        if char != "$":
-            out.append(char)
-            index += 1
-            continue
-        following = text[index + 1:index + 2]
-        if text.startswith("${", index + 1):
-            out.append("${")
-            index += 3
-        elif following == "{":
-            value, index = _reference(text, index + 2, variables, used)
-            out.append(value)
-        else:
-            out.append("$")
-            index += 1
-    if closing:
-        raise InterpolationError(f"unclosed ${{ in {text!r}: every ${{ needs its }} (write $${{ for a literal ${{)")
-    return "".join(out), index
+class _Substitution:
+    def __init__(self, text: str, variables: Mapping[str, str], used: set[str]) -> None:
+        self.text = text
+        self.variables = variables
+        self.used = used
 
+    def _at(self, index: int) -> str:
+        return f"at character {index + 1}"
 
-def _reference(text: str, start: int, variables: Mapping[str, str], used: set[str]) -> tuple[str, int]:
-    """The value of the reference whose name starts at `start` (just after `${`), and the index after its `}`."""
-    match = _NAME.match(text, start)
-    if match is None:
-        raise InterpolationError(f"expected a variable name after ${{ in {text!r} (write $${{ for a literal ${{)")
-    name = match.group()
-    used.add(name)
-    index = match.end()
-    operator = next((op for op in _OPERATORS if text.startswith(op, index)), None)
-    if operator is None:
-        if text[index:index + 1] != "}":
-            raise InterpolationError(f"unexpected {text[index:index + 1] or 'end'!r} after ${{{name} in {text!r}: "
-                                     "expected }, :-, -, :?, ?, :+ or +")
-        if name not in variables:
-            raise InterpolationError(f"${{{name}}} is not set in the environment of this command: set it, give a "
-                                     f"default (${{{name}:-value}}), or write $${{{name}}} for the text itself")
-        return variables[name], index + 1
-    argument, end = _parse(text, index + len(operator), variables, used, closing=True)
-    value = variables.get(name)
-    present = value is not None and (value != "" or ":" not in operator)
-    kind = operator[-1]
-    if kind == "-":
-        return (value if present else argument), end + 1  # type: ignore[return-value]
-    if kind == "+":
-        return (argument if present else ""), end + 1
-    if not present:  # "?"
-        raise InterpolationError(f"${{{name}}}: {argument or 'is not set'}")
-    return value, end + 1  # type: ignore[return-value]
+    def part(self, start: int, depth: int, evaluate: bool, closing: bool) -> tuple[str, int]:
+        """Text from `start` to the end (or, when `closing`, to the `}` that closes a reference). Without
+        `evaluate` (an alternative not taken) it is only scanned: no value, no error for an unset name."""
+        text = self.text
+        out: list[str] = []
+        size = 0
+        index = start
+        while index < len(text):
+            char = text[index]
+            if closing and char == "}":
+                return "".join(out), index
+            if char != "$":
+                piece, index = char, index + 1
+            elif text.startswith("${", index + 1):
+                piece, index = "${", index + 3
+            elif text.startswith("{", index + 1):
+                if depth >= MAX_DEPTH:
+                    raise InterpolationError(f"${{ nested more than {MAX_DEPTH} deep {self._at(index)}")
+                piece, index = self.reference(index + 2, depth + 1, evaluate)
+            else:
+                piece, index = "$", index + 1
+            if evaluate:
+                size += len(piece)
+                if size > MAX_VALUE:
+                    raise InterpolationError(f"substituted, this value would pass {MAX_VALUE:,} characters: refused")
+                out.append(piece)
+        if closing:
+            raise InterpolationError(f"unclosed ${{ (every ${{ needs its }}; write $${{ for the text ${{), "
+                                     f"opened before {self._at(start)}")
+        return "".join(out), index
+
+    def reference(self, start: int, depth: int, evaluate: bool) -> tuple[str, int]:
+        """The value of the reference whose name starts at `start` (just after `${`), and the index after its `}`."""
+        text = self.text
+        match = _NAME.match(text, start)
+        if match is None:
+            raise InterpolationError(f"expected a variable name after ${{ {self._at(start - 2)} "
+                                     "(write $${ for the text ${)")
+        name = match.group()
+        self.used.add(name)
+        index = match.end()
+        operator = next((op for op in _OPERATORS if text.startswith(op, index)), None)
+        value = self.variables.get(name)
+        if operator is None:
+            if text[index:index + 1] != "}":
+                raise InterpolationError(f"the ${{ {self._at(start - 2)} is not closed by }} after its name (or "
+                                         "followed by :-, -, :?, ?, :+ or +); write $${ for the text ${")
+            if evaluate and value is None:
+                raise InterpolationError(f"${{{name}}} is not set in the environment of this command: set it, give "
+                                         f"a default (${{{name}:-value}}), or write $${{{name}}} for the text itself")
+            return value or "", index + 1
+        present = value is not None and (value != "" or ":" not in operator)
+        kind = operator[-1]
+        # The argument counts only where it is used (as in the shell): a default of a set name is never read.
+        wanted = evaluate and ((kind == "-" and not present) or (kind == "+" and present) or (kind == "?" and
+                                                                                               not present))
+        argument, end = self.part(index + len(operator), depth, wanted, closing=True)
+        if not evaluate:
+            return "", end + 1
+        if kind == "-":
+            return (value if present else argument) or "", end + 1
+        if kind == "+":
+            return (argument if present else ""), end + 1
+        if not present:  # "?"
+            empty = value is not None
+            raise InterpolationError(f"${{{name}}}: {argument or ('is empty' if empty else 'is not set')}")
+        return value or "", end + 1
 
 
 def referenced(text: str) -> set[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,7 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
                 f"{LIMIT_VARIABLES['max_documents']})")))
             continue
         for first_line, text in chunks:
-            cached = cache.get(source.file, text, first_line, given) if cache is not None else None
+            cached = cache.get(source.file, text, first_line, given, used) if cache is not None else None
             if cached is not None:
                 for known, where in cached:
                     found += _check_name(known.key, known.kind.value, where, names)
@@ -181,13 +182,13 @@ def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
     problems = _check_kind(doc, value)
     if problems:
         return None, problems, []
-    problems = _interpolate_document(doc, value, variables, used)
-    if problems:
-        return None, problems, []
+    unsubstituted = _interpolate_document(doc, value, variables, used)
+    problems = list(unsubstituted)
     api, kind = value["apiVersion"], value["kind"]
     if not is_valid(api, kind, value):
+        failed = {problem.path for problem in unsubstituted}  # a value left as written: its reason is said
         for error in full_validator(api, kind).iter_errors(value):
-            problems += explain(doc, error)
+            problems += [p for p in explain(doc, error) if p.path not in failed]
     spec = value.get("spec")
     env: dict[str, str] = {}
     env_files: list[str] = []
@@ -205,12 +206,17 @@ def _one_message_each(schema_problems: list[Problem], rule_problems: list[Proble
     schema's word on that field (a pattern it does not match) goes; where a field of a mapping is a near
     miss (`htpp`: did you mean 'http'?), the fields the mapping then lacks are no news."""
     explained = {(problem.path, problem.location) for problem in rule_problems}
-    misspelt = {problem.path for problem in schema_problems
-                if problem.message.startswith("unknown field") and "(did you mean" in problem.message}
+    # `htpp` at spec.probes.readiness suggests 'http': "missing required field 'http'" there is no news
+    suggested = {(problem.path, match.group(1)) for problem in schema_problems
+                 if problem.message.startswith("unknown field")
+                 and (match := re.search(r"\(did you mean '([^']+)'\?\)", problem.message))}
 
     def news(problem: Problem) -> bool:
-        if problem.message.startswith(("unknown field", "missing required field")):
-            return not (problem.path in misspelt and problem.message.startswith("missing required field"))
+        if problem.message.startswith("missing required field"):  # 'x', or: one of 'a', 'b' (...)
+            wanted = re.findall(r"'([^']+)'", problem.message.split("(", 1)[0])
+            return not any((problem.path, name) in suggested for name in wanted)
+        if problem.message.startswith("unknown field"):
+            return True
         return (problem.path, problem.location) not in explained  # a value the rule explains better
 
     return [problem for problem in schema_problems if news(problem)] + rule_problems
@@ -237,10 +243,16 @@ def _check_kind(doc: Document, value: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+MAX_SUBSTITUTED = 8 << 20  # characters ${NAME}s may add to one document
+
+
 def _interpolate_document(doc: Document, value: dict[str, Any], variables: Mapping[str, str],
                           used: set[str]) -> list[Problem]:
-    """Substitute the ${NAME}s of every string value (not keys, not apiVersion or kind) in place."""
+    """Substitute the ${NAME}s of every string value (not keys, not apiVersion or kind) in place; a value
+    that cannot be substituted is left as written, with a problem. Bounded: one value may grow to
+    interpolate.MAX_VALUE characters, the whole document by MAX_SUBSTITUTED."""
     problems: list[Problem] = []
+    grown = [0]
 
     def walk(node: Any, path: FieldPath) -> Any:
         if isinstance(node, str):
@@ -248,10 +260,16 @@ def _interpolate_document(doc: Document, value: dict[str, Any], variables: Mappi
                 return node
             try:
                 text = interpolate(node, variables, used)
-                return plain_scalar(text) if path in doc.plain_references else text
             except InterpolationError as error:
                 problems.append(Problem(doc.at(path), dotted(path), str(error)))
                 return node
+            grown[0] += max(0, len(text) - len(node))
+            if grown[0] > MAX_SUBSTITUTED:
+                problems.append(Problem(doc.at(path), dotted(path), (
+                    f"substituted, this document's values would grow by more than {MAX_SUBSTITUTED:,} "
+                    "characters: refused")))
+                return node
+            return plain_scalar(text) if path in doc.plain_references else text
         if isinstance(node, dict):
             for key in node:
                 node[key] = walk(node[key], (*path, key))
@@ -310,6 +328,9 @@ def split_documents(text: str) -> list[tuple[int, str]]:
     return parts
 
 
+MAX_ENV_FILE_PROBLEMS = 20  # listed per env file; a file of garbage says so without a million lines
+
+
 def _read_env_file(file: str, at: Location, field_path: str, variables: Mapping[str, str] | None = None,
                    used: set[str] | None = None) -> tuple[dict[str, str], list[Problem]]:
     """The values of a dotenv file; ${NAME} in a value not in single quotes is substituted from `variables`
@@ -331,7 +352,12 @@ def _read_env_file(file: str, at: Location, field_path: str, variables: Mapping[
         return {}, [Problem(at, field_path, f"env file {file!r} is larger than {limit:,} bytes: refused (raise the "
                             f"limit with {LIMIT_VARIABLES['max_bytes']})")]
     problems: list[Problem] = []
-    for binding in parse_stream(io.StringIO(text)):
+    bindings = list(parse_stream(io.StringIO(text)))
+    for binding in bindings:
+        if len(problems) == MAX_ENV_FILE_PROBLEMS:
+            problems.append(Problem(Location(file, binding.original.line, 1), field_path,
+                                    f"more problems in this env file are not listed (the first {len(problems)} are)"))
+            break
         where = Location(file, binding.original.line, 1)
         if binding.error:
             problems.append(Problem(where, field_path, "cannot parse this line: expected NAME=value"))
@@ -345,18 +371,23 @@ def _read_env_file(file: str, at: Location, field_path: str, variables: Mapping[
         return {}, problems
     # Substituted here, not by python-dotenv: from the applying command's variables, never the daemon's own.
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    literal = {binding.key for binding in parse_stream(io.StringIO(text))
+    literal = {binding.key for binding in bindings
                if binding.key is not None and binding.original.string.split("=", 1)[-1].lstrip().startswith("'")}
+    lines = {binding.key: binding.original.line for binding in bindings if binding.key is not None}
     found: dict[str, str] = {}
+    names = ChainMap(found, dict(variables or {}))  # names the file set above a value, then the command's
     for name, value in values.items():
         if value is None:
             continue
         if name not in literal and "${" in value:
+            if len(problems) == MAX_ENV_FILE_PROBLEMS:
+                problems.append(Problem(Location(file, lines.get(name, 1), 1), field_path, (
+                    f"more problems in this env file are not listed (the first {len(problems)} are)")))
+                break
             try:
-                value = interpolate(value, {**(variables or {}), **found}, used)
+                value = interpolate(value, names, used)
             except InterpolationError as error:
-                line = next((b.original.line for b in parse_stream(io.StringIO(text)) if b.key == name), 1)
-                problems.append(Problem(Location(file, line, 1), field_path, f"{name}: {error}"))
+                problems.append(Problem(Location(file, lines.get(name, 1), 1), field_path, f"{name}: {error}"))
                 continue
         found[name] = value
     return ({}, problems) if problems else (found, [])

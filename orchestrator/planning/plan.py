@@ -238,6 +238,8 @@ def _stops_of_unwanted(
                     actions.append(KillHook(rid, record.hook))
                 continue  # forgotten once the hook has ended
             if record.process is None:
+                if spec is not None and spec.stopped:
+                    continue  # held: kept (restarts, last exit, its slot's age) for when it starts again
                 actions.append(Forget(rid))
                 continue
             if record.stop_requested_at is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -79,11 +80,16 @@ def number_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else cell_text(value)
 
 
+# Control characters (C0, DEL, C1: ESC, and U+009B, an 8-bit CSI xterm obeys) never reach a terminal from a
+# table: a manifest's argv or name is not to move the cursor or retitle the window of whoever runs `get`.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def cell_text(value: Any) -> str:
-    """One table cell: never None, never more than one line."""
+    """One table cell: never None, never more than one line, no control characters."""
     if value is None or value == "":
         return "-"
-    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+    return _CONTROLS.sub("?", " ".join(str(value).split())) if isinstance(value, str) else str(value)
 
 
 def table_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -102,8 +108,8 @@ def truncated(text: str, width: int) -> str:
 def command_text(command: Any) -> str:
     """An argv list shell-quoted (copy-pasteable); a shell string as written."""
     if isinstance(command, (list, tuple)):
-        return shlex.join(str(arg) for arg in command)
-    return "" if command is None else str(command)
+        return _CONTROLS.sub("?", shlex.join(str(arg) for arg in command))
+    return "" if command is None else _CONTROLS.sub("?", str(command))
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:

@@ -190,6 +190,8 @@ class _Reader:
         digits = text.replace("_", "")
         sign = -1 if digits.startswith("-") else 1
         digits = digits.lstrip("+-")
+        if len(digits) > 64:
+            raise self.fail(f"a number of {len(digits):,} characters: not a setting", start)
         try:
             if digits[:2].lower() in ("0x", "0o", "0b"):
                 return sign * int(digits, 0)

@@ -32,11 +32,16 @@ def number(value: object) -> float | None:
     """A finite number given as a number or as its digits; None for anything else (booleans too)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return float(value.strip())
-    return None
+    try:
+        if isinstance(value, (int, float)):
+            found = float(value)
+        elif isinstance(value, str) and len(value) <= 64 and _NUMBER.fullmatch(value.strip()):
+            found = float(value.strip())
+        else:
+            return None
+    except OverflowError:  # an int past any float: no setting means that
+        return None
+    return found if math.isfinite(found) and abs(found) < 1e15 else None
 
 
 def whole(value: object) -> int | None:
