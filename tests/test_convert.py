@@ -477,7 +477,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("compose.yaml", "services:\n  web:\n    command: !!python/object:os.system echo\n", (),
      "compose.yaml:3:14: services.web.command: unsupported YAML tag '!!python/object:os.system'"),
     ("compose.yaml", "services:\n  web:\n    command: 'echo \"unclosed'\n", (),
-     "compose.yaml:3:5: services.web.command: cannot split this into words as Compose does"),
+     "compose.yaml:3:5: services.web.command: cannot split this into words as a shell would"),
     ("compose.yaml", BOMB, (), "an alias bomb?"),
     ("ecosystem.config.js", "module.exports = {apps: [{name: 'a', script: 'a.js'}", (),
      "ecosystem.config.js:1:53: the file ends inside a list: a `]` is missing"),

@@ -20,14 +20,13 @@ applied: `${VAR}`, `${VAR:-default}` and their forms are written as they are, `$
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any
 
 from ...core.errors import Location
 from ..documents import Document, parse_documents
 from .compose_interpolation import rewrite_interpolation
 from .result import Collector, Conversion, Fields, JSONDict, KeyPath, Options, document, mapping
-from .values import duration, is_env_name, is_label_key, seconds, signal_name, size, text_of, whole
+from .values import command_words, duration, is_env_name, is_label_key, seconds, signal_name, size, text_of, whole
 
 _CONDITIONS = {"service_started": "started", "service_healthy": "ready",
                "service_completed_successfully": "completed"}
@@ -192,20 +191,11 @@ class _Converter:
     # -- the program and its environment ---------------------------------------------------------------------
 
     def argv(self, svc: Fields, key: str) -> list[str]:
-        value = svc.take(key)
-        where, path = svc.at(key), svc.place(key)
-        if value is None:
-            return []
-        if isinstance(value, str):
-            try:
-                return shlex.split(value)
-            except ValueError as error:
-                self.found.problem(where, path, f"cannot split this into words as Compose does: {error}")
-                return []
-        if isinstance(value, list) and all(text_of(item) is not None for item in value):
-            return [str(text_of(item, self.doc.raws.get(path + (i,)))) for i, item in enumerate(value)]
-        self.found.problem(where, path, "expected a string or a list of strings")
-        return []
+        path = svc.place(key)
+        found, wrong = command_words(svc.take(key), self.doc.raws, path)
+        if wrong:
+            self.found.problem(svc.at(key), path, wrong)
+        return found
 
     def environment(self, svc: Fields) -> dict[str, str]:
         value = svc.take("environment")

@@ -20,14 +20,13 @@ memory limit: the replica is killed and restarted as its policy says) and namesp
 from __future__ import annotations
 
 import os
-import shlex
 from typing import Any
 
 from ...core.errors import Location
 from ..documents import Document, parse_documents
 from .jsliteral import NotData, read_json, read_module
 from .result import Collector, Conversion, Fields, JSONDict, KeyPath, Options, document
-from .values import duration, is_env_name, literal, seconds, size, text_of, whole
+from .values import command_words, duration, is_env_name, literal, seconds, size, text_of, whole
 
 _INTERPRETERS = {".js": "node", ".cjs": "node", ".mjs": "node", ".py": "python3", ".sh": "bash", ".rb": "ruby",
                  ".php": "php", ".pl": "perl", ".ts": "ts-node", ".coffee": "coffee"}
@@ -157,19 +156,11 @@ class _App:
         return document("Process", name, spec, namespace)
 
     def words(self, key: str) -> list[str]:
-        value = self.app.take(key)
-        if value is None:
-            return []
-        if isinstance(value, str):
-            try:
-                return shlex.split(value)
-            except ValueError as error:
-                self.found.problem(self.app.at(key), self.app.place(key), f"cannot split this into words: {error}")
-                return []
-        if isinstance(value, list) and all(text_of(item) is not None for item in value):
-            return [str(text_of(item, self.doc.raws.get(self.app.place(key) + (i,)))) for i, item in enumerate(value)]
-        self.found.problem(self.app.at(key), self.app.place(key), "expected a string or a list of strings")
-        return []
+        path = self.app.place(key)
+        found, wrong = command_words(self.app.take(key), self.doc.raws, path)
+        if wrong:
+            self.found.problem(self.app.at(key), path, wrong)
+        return found
 
     def argv(self, script: str) -> list[str]:
         interpreter = self.app.take("interpreter")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from collections.abc import Mapping
+from typing import Any
 
 # The signals a manifest's shutdown.signal may name (schemas/process.v1.json), and their numbers on Linux.
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2")
@@ -120,6 +122,21 @@ def text_of(value: object, raw: str | None = None) -> str | None:
     if isinstance(value, (int, float)):
         return raw if raw is not None else str(value)
     return None
+
+
+def command_words(value: object, raws: Mapping[Any, str], path: tuple[Any, ...]) -> tuple[list[str], str]:
+    """A command given as one string (split into words as a shell would split it, without running one) or
+    as a list of scalars (numbers as written); and what is wrong with it, "" when nothing."""
+    if value is None:
+        return [], ""
+    if isinstance(value, str):
+        try:
+            return shlex.split(value), ""
+        except ValueError as error:
+            return [], f"cannot split this into words as a shell would: {error}"
+    if isinstance(value, list) and all(text_of(item) is not None for item in value):
+        return [str(text_of(item, raws.get(path + (i,)))) for i, item in enumerate(value)], ""
+    return [], "expected a string or a list of strings"
 
 
 def is_env_name(name: str) -> bool:
