@@ -444,16 +444,19 @@ def replica_environment(base: Mapping[str, str], spec: ProcessSpec, index: int) 
     env = dict(base)
     if spec.user is not None:  # $(HOME) is the home of the user it runs as (user_ids refuses an unknown one)
         try:
-            entry = pwd.getpwnam(spec.user)
-            env.update(HOME=entry.pw_dir, USER=spec.user, LOGNAME=spec.user, SHELL=entry.pw_shell or "/bin/sh")
+            env.update(_login_variables(pwd.getpwnam(spec.user), spec.user))
         except KeyError:
             pass
-    env.update(ORCH_NAME=spec.name, ORCH_NAMESPACE=spec.namespace, ORCH_REPLICA=str(index))
+    own = {"ORCH_NAME": spec.name, "ORCH_NAMESPACE": spec.namespace, "ORCH_REPLICA": str(index)}
     given = dict(spec.env)
-    before = {**env, **given}
-    env.update((name, expand(value, before)) for name, value in given.items())
-    env.update(ORCH_NAME=spec.name, ORCH_NAMESPACE=spec.namespace, ORCH_REPLICA=str(index))
+    over = {**env, **own, **given}  # what $(NAME) may name: the ORCH_ values too
+    env.update((name, expand(value, over)) for name, value in given.items())
+    env.update(own)  # and a manifest cannot change them
     return env
+
+
+def _login_variables(entry: pwd.struct_passwd, user: str) -> dict[str, str]:
+    return {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user, "SHELL": entry.pw_shell or "/bin/sh"}
 
 
 def user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:
@@ -468,7 +471,7 @@ def user_ids(user: str | None, env: dict[str, str]) -> tuple[int | None, int | N
         if entry.pw_uid == os.geteuid():
             return None, None, None
         raise SpawnError(f"running as user {user} needs the orchestrator to run as root")
-    env.update(HOME=entry.pw_dir, USER=user, LOGNAME=user, SHELL=entry.pw_shell or "/bin/sh")
+    env.update(_login_variables(entry, user))
     return entry.pw_uid, entry.pw_gid, os.getgrouplist(user, entry.pw_gid)
 
 
