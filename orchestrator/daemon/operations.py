@@ -122,7 +122,7 @@ class Operations:
         current = dict(self.reconciler.desired.specs)
         new = dict(current)
         results = []
-        specs = [_keep_hold(keep_pool_size(spec, current.get(spec.key)), current.get(spec.key)) for spec in specs]
+        specs = [_with_hold(keep_pool_size(spec, current.get(spec.key)), current.get(spec.key)) for spec in specs]
         for spec in specs:
             old = current.get(spec.key)
             result = "created" if old is None else ("unchanged" if old is spec or old == spec else "configured")
@@ -218,9 +218,7 @@ class Operations:
             raise NotFound(f"no revision {target} (see `orchestrator history`)")
         current = self.reconciler.desired.specs
         # Holds of `orchestrator stop` are the operator's, not a revision's: as an apply, a rollback keeps them.
-        revision = dataclasses.replace(revision, specs=tuple(
-            dataclasses.replace(s, stopped=current[s.key].stopped) if s.key in current else s
-            for s in revision.specs))
+        revision = dataclasses.replace(revision, specs=tuple(_with_hold(s, current.get(s.key)) for s in revision.specs))
         results = [_result(s, "created" if s.key not in current else
                            ("unchanged" if current[s.key] == s else "configured"), current.get(s.key))
                    for s in revision.specs]
@@ -388,6 +386,7 @@ def _set_variables(value: Any) -> dict[str, str]:
     return {str(name): str(text) for name, text in value.items() if isinstance(text, str)}
 
 
-def _keep_hold(spec: ProcessSpec, old: ProcessSpec | None) -> ProcessSpec:
-    """A manifest says nothing of `orchestrator stop`: an object held stopped stays so through an apply."""
-    return dataclasses.replace(spec, stopped=True) if old is not None and old.stopped and not spec.stopped else spec
+def _with_hold(spec: ProcessSpec, old: ProcessSpec | None) -> ProcessSpec:
+    """`spec` held as the object it replaces is: a manifest or a revision says nothing of `orchestrator stop`
+    (an object held stopped stays so through an apply or a rollback, and one that runs keeps running)."""
+    return dataclasses.replace(spec, stopped=old.stopped) if old is not None and old.stopped != spec.stopped else spec
