@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from ..core.model import ReplicaId
 from ..host.logindex import LogUpdate
@@ -51,6 +51,10 @@ class Out:
                 self.open = False
 
 
+class _Announced(NamedTuple):
+    replica: ReplicaId
+
+
 class RunLogs:
     def __init__(self, log_dir: Path, out: Out, as_json: bool, colour: bool,
                  replicas: Iterable[tuple[str, int]]) -> None:
@@ -63,27 +67,29 @@ class RunLogs:
         self.namespaced = len({key.split("/", 1)[0] for key, _ in shown}) > 1
         for key, index in shown:
             self.prefixes.add(key, label(key, index, self.namespaced))
+        # Reading holds `_reading` (cursors, what is announced); only writing holds the shared stdout's lock, so
+        # that the reconciler's thread, which writes the event lines, never waits for a file to be read.
+        self._reading = threading.Lock()
         self._cursors: dict[ReplicaId, Cursor] = {}
         self._held_since: dict[ReplicaId, float] = {}  # monotonic: when its unfinished line began to wait
         self._announced: set[ReplicaId] = set()  # its Started (or Adopted) line is out: its lines may follow
-        self._queue: queue.SimpleQueue[list[LogUpdate] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[LogUpdate | _Announced] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="run-logs", daemon=True)
         self._thread.start()
 
     def updates(self, batch: list[LogUpdate]) -> None:
         """The indexer's listener (on its thread): these logs grew."""
-        self._queue.put(batch)
+        self._queue.put(list(batch))
 
     def announced(self, replica: ReplicaId) -> None:
-        """Its Started (or Adopted) line was written: what it prints may be, from now on."""
-        with self.out.lock:
-            self._announced.add(replica)
-        self._queue.put([LogUpdate(replica, 0)])
+        """Its Started (or Adopted) line was written: what it prints may be, from now on. Said through the
+        queue (the reading thread takes it in order), so the caller, the reconciler's thread, never waits."""
+        self._queue.put([_Announced(replica)])
 
     def catch_up(self, replica: ReplicaId) -> None:
         """Write what the replica printed last, now (it ended: its Exited line comes next); the lines of its
         next run wait for that run's Started line."""
-        with self.out.lock:
+        with self._reading:
             self._read(replica, final=True, limit=LAST_WORDS)
             self._announced.discard(replica)
 
@@ -91,7 +97,7 @@ class RunLogs:
         """Write what is left of every replica's output, then stop."""
         self._queue.put(None)
         self._thread.join(timeout=5)
-        with self.out.lock:
+        with self._reading:
             for replica in list(self._cursors):
                 self._read(replica, final=True)
 
@@ -100,7 +106,7 @@ class RunLogs:
             timeout = None
             if self._held_since:
                 timeout = max(0.0, min(self._held_since.values()) + HOLD - time.monotonic())
-            batches: list[list[LogUpdate]] = []
+            batches: list[list[LogUpdate | _Announced]] = []
             try:
                 batch = self._queue.get(timeout=timeout)
                 while batch is not None:
@@ -109,9 +115,12 @@ class RunLogs:
             except queue.Empty:
                 batch = []
             now = time.monotonic()
-            with self.out.lock:
+            with self._reading:
                 grown: dict[ReplicaId, None] = {}
                 for update in (u for b in batches for u in b):
+                    if isinstance(update, _Announced):
+                        self._announced.add(update.replica)
+                        update = LogUpdate(update.replica, 0)
                     if update.replica not in self._cursors:
                         begin = update.began if update.began is not None else update.size
                         self._cursors[update.replica] = Cursor(log_path(self.log_dir, update.replica), begin)
