@@ -466,7 +466,10 @@ def test_follow_goes_on_across_rotation_and_marks_restarts(orch: Orchestrator) -
     counted = [int(line.split()[1]) for line in out.seen if line.startswith("line ")]
     first_run = counted[:counted.index(600) + 1]
     assert first_run == sorted(first_run) and len(set(first_run)) == len(first_run), "lines out of order or twice"
-    assert len(first_run) > 400  # what rotation loses is at most what was written during its copy
+    # What rotation loses is at most what was written during its copies (the follower may start late on a
+    # loaded machine, so count from the first line it saw, not from line 1).
+    span = first_run[-1] - first_run[0] + 1
+    assert span >= 100 and len(first_run) >= 0.75 * span, (first_run[0], span, len(first_run))
     assert (orch.state / "logs" / "default" / "a.0.log.1").exists()
     assert out.seen.index(next(line for line in out.seen if line.startswith("---"))) == len(first_run)
 
