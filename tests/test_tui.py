@@ -188,7 +188,7 @@ def test_a_daemon_that_goes_away_is_shown_and_q_still_quits(orch: Orchestrator) 
         await until(pilot, lambda: "daemon not answering" in status(app), "the daemon shown gone")
         assert app.query_one("#status", Static).has_class("down")
         assert "no daemon is running" in status(app)
-        assert "The daemon does not answer" in toasts(app)
+        await until(pilot, lambda: "The daemon does not answer" in toasts(app), "the notification")  # mounts later
         assert "default/api" in table(app)  # its last answer stays, dimmed
         await until(pilot, lambda: pid is None or not alive(pid), "the daemon ended")
         await pilot.press("q")
