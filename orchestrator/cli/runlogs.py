@@ -21,7 +21,7 @@ from typing import NamedTuple, TextIO
 
 from ..core.model import ReplicaId
 from ..host.logindex import LogUpdate
-from ..host.logread import CHUNK, Cursor, Line
+from ..host.logread import CHUNK, Cursor, Line, read_times
 from ..host.logs import log_path
 from .render.logs import Prefixes, label, line_text, log_json
 
@@ -53,6 +53,7 @@ class Out:
 
 class _Announced(NamedTuple):
     replica: ReplicaId
+    start: int  # which start of it (1, 2, ...): news of a run that has already ended is stale
 
 
 class RunLogs:
@@ -73,6 +74,8 @@ class RunLogs:
         self._cursors: dict[ReplicaId, Cursor] = {}
         self._held_since: dict[ReplicaId, float] = {}  # monotonic: when its unfinished line began to wait
         self._announced: set[ReplicaId] = set()  # its Started (or Adopted) line is out: its lines may follow
+        self._starts: dict[ReplicaId, int] = {}  # Started lines written, by replica (the reconciler's thread)
+        self._ended: dict[ReplicaId, int] = {}  # the start whose Exited line came (under _reading)
         self._queue: queue.SimpleQueue[list[LogUpdate | _Announced] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="run-logs", daemon=True)
         self._thread.start()
@@ -84,14 +87,20 @@ class RunLogs:
     def announced(self, replica: ReplicaId) -> None:
         """Its Started (or Adopted) line was written: what it prints may be, from now on. Said through the
         queue (the reading thread takes it in order), so the caller, the reconciler's thread, never waits."""
-        self._queue.put([_Announced(replica)])
+        self._starts[replica] = start = self._starts.get(replica, 0) + 1
+        self._queue.put([_Announced(replica, start)])
 
     def catch_up(self, replica: ReplicaId) -> None:
         """Write what the replica printed last, now (it ended: its Exited line comes next); the lines of its
         next run wait for that run's Started line."""
         with self._reading:
+            if replica not in self._cursors:  # it ended before news of its start reached the reading thread
+                log = log_path(self.log_dir, replica)
+                starts = read_times(log).starts  # where this run began, as the index says (written before its fork)
+                self._cursors[replica] = Cursor(log, starts[-1].offset if starts else 0)
             self._read(replica, final=True, limit=LAST_WORDS)
             self._announced.discard(replica)
+            self._ended[replica] = self._starts.get(replica, 0)
 
     def close(self) -> None:
         """Write what is left of every replica's output, then stop."""
@@ -119,7 +128,8 @@ class RunLogs:
                 grown: dict[ReplicaId, None] = {}
                 for update in (u for b in batches for u in b):
                     if isinstance(update, _Announced):
-                        self._announced.add(update.replica)
+                        if update.start > self._ended.get(update.replica, 0):
+                            self._announced.add(update.replica)
                         update = LogUpdate(update.replica, 0)
                     if update.replica not in self._cursors:
                         begin = update.began if update.began is not None else update.size
