@@ -341,13 +341,14 @@ def test_validate_warns_of_a_program_the_replicas_will_not_find(tmp_path: Path) 
         process("tool", ["./tool"], hooks={"preStart": {"exec": ["./missing.sh"]}}),
         process("fine", ["sleep", "1"], hooks={"preStop": {"exec": ["sh", "-c", "true"]}}),
         process("own-path", ["mytool"], env={"PATH": str(tmp_path)}),
-        process("scripted", ["gunicron app:app"], shell=True)))
+        process("scripted", ["gunicron app:app"], shell=True),
+        process("per-replica", ["$(TOOL)"], env={"TOOL": "/bin/true"})))
     (tmp_path / "mytool").write_text("#!/bin/sh\n")
     (tmp_path / "mytool").chmod(0o755)
     result = subprocess.run([*CLI, "validate", "-f", str(manifest)], capture_output=True, text=True, timeout=30,
                             check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "valid: 5 objects in 1 file"
+    assert result.stdout.strip() == "valid: 6 objects in 1 file"
     warnings = result.stderr.splitlines()
     assert len(warnings) == 3, result.stderr
     assert "warning: spec.command[0]: 'gunicron' is not on the replicas' PATH" in warnings[0]
@@ -402,10 +403,12 @@ def test_stop_holds_a_process_stopped_through_applies_and_start_runs_it_again(or
     assert all(psutil_cmdline(pid) == ["sleep", "61"] for pid in after["api"])
     assert [r["action"] for r in orch.revisions()][:4] == ["start", "apply", "rollback", "apply"]
     job = orch.write("m/job.yaml", documents(
-        "apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: once}\nspec: {command: [sleep, '30']}\n"))
+        "apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: once, labels: {tier: data}}\n"
+        "spec: {command: [sleep, '30']}\n"))
     orch.ok("apply", "-f", str(job))
     refused = orch("stop", "once")
     assert refused.returncode == 1 and "is a Job" in refused.stderr
+    assert orch.ok("stop", "-l", "tier=data").strip() == "default/db stopped"  # a selector picks no Job
 
 
 def psutil_cmdline(pid: int) -> list[str]:

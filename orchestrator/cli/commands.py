@@ -349,11 +349,13 @@ def restart(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _keys_named(client: Client, args: argparse.Namespace, verb: str) -> list[str]:
-    """The objects of NAME... and -l SELECTOR, each once, in the order given; a usage error if none."""
+def _keys_named(client: Client, args: argparse.Namespace, verb: str, processes_only: bool = False) -> list[str]:
+    """The objects of NAME... and -l SELECTOR, each once, in the order given; a usage error if none. With
+    `processes_only`, the selector picks no Job (a Job named by name is still the daemon's to refuse)."""
     keys = [_required(_object_named(client, name))["key"] for name in args.names]
     if args.selector:
-        keys += [o["key"] for o in client.request("GET", "/objects?selector=" + _quote(args.selector))["objects"]]
+        keys += [o["key"] for o in client.request("GET", "/objects?selector=" + _quote(args.selector))["objects"]
+                 if not (processes_only and o.get("kind") == "Job")]
     if not keys:
         raise UsageError(f"name what to {verb}: NAME... or -l SELECTOR" + (" (it selects nothing)" if args.selector
                                                                            else ""))
@@ -372,7 +374,7 @@ def start(args: argparse.Namespace) -> int:
 def _hold(args: argparse.Namespace, stopped: bool) -> int:
     client = _client(args)
     verb = "stop" if stopped else "start"
-    for key in _keys_named(client, args, verb):
+    for key in _keys_named(client, args, verb, processes_only=True):
         answer = client.request("POST", f"/{verb}", {"name": key, "user": getpass.getuser()})
         word = ("stopped" if stopped else "started") if answer["changed"] else (
             "already stopped" if stopped else "not stopped: nothing to start")

@@ -43,7 +43,7 @@ def _commands(spec: ProcessSpec) -> Iterator[tuple[str, tuple[str, ...]]]:
 
 
 def _not_runnable(program: str, search: str, working_dir: str) -> str:
-    if not program:
+    if not program or "$(" in program:  # empty is an error elsewhere; $(NAME) is only known at each start
         return ""
     if "/" in program:
         path = Path(working_dir, program)
