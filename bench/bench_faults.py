@@ -68,6 +68,7 @@ from benchlib import (
     BenchError,
     alive,
     children,
+    cpu_seconds,
     environment,
     figure_row,
     kill_and_reap_orphans,
@@ -77,13 +78,13 @@ from benchlib import (
     read_bytes,
     read_text,
     run_bench,
+    stat_fields,
     table_lines,
     threads,
     tree_commit,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIN_START_INTERVAL = 0.02  # orchestrator/planning/policy.py: a crash-looping slot starts at most once per 20 ms
 CRASH_COMMAND = ["/bin/sh", "-c", "exit 1"]
 NAMES = ("crashes", "locked-db", "concurrency", "rss")
@@ -124,25 +125,9 @@ def sleeper(daemon: Daemon, name: str, **spec: Any) -> str:
 # -- observing from outside, through /proc ----------------------------------------------------------------
 
 
-def stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from field 3 (state) on; None once gone."""
-    try:
-        return read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
 def proc_state(pid: int) -> str | None:
     fields = stat_fields(pid)
     return fields[0] if fields else None
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (all its threads, not its children)."""
-    fields = stat_fields(pid)
-    if fields is None:
-        raise BenchError(f"process {pid} is gone")
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_kb(pid: int) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -36,13 +35,13 @@ from typing import Any
 
 from benchlib import (
     BenchError,
+    cpu_seconds,
     environment,
     figure_row,
     imported_package,
     kill_and_reap_orphans,
     log,
     measured_env,
-    read_text,
     run_bench,
     table_lines,
     tree_commit,
@@ -50,13 +49,7 @@ from benchlib import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TICK = os.sysconf("SC_CLK_TCK")
 LINE = "x" * 99  # with its newline, 100 bytes
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:

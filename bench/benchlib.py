@@ -81,6 +81,25 @@ def read_text(path: str) -> str:
     return read_bytes(path).decode()
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on; None once gone."""
+    try:
+        return read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (all its threads, not its children)."""
+    fields = stat_fields(pid)
+    if fields is None:
+        raise BenchError(f"process {pid} is gone")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def threads(pid: int) -> list[str]:
     try:
         return os.listdir(f"/proc/{pid}/task")
