@@ -2,8 +2,10 @@
 
     python bench/bench_plan.py [--sizes 500,2000] [--runs 30]
 
-Three shapes of run state, each the median of --runs calls: nothing running yet (every replica to start),
-all running and unchanged (the idle resync), and all running with one spec changed (an apply). Every tenth
+Five shapes of run state, each the median of --runs calls: nothing running yet (every replica to start),
+all running and unchanged (the idle resync), all running with one spec changed (an apply), and every
+process mid-rollout (all specs changed, a rolling update under way for each: the planner's worst case), and
+a tenth of them mid-rollout. Every tenth
 process depends on the one before it, so dependency checks are exercised. The floor is one dict lookup per
 replica in a Python loop, the least any planner that looks at every replica must spend.
 """
@@ -22,6 +24,7 @@ from benchlib import median_ms
 from orchestrator.core.model import Dependency, ProcessIdentity, ProcessSpec, ReplicaId, ReplicaRecord
 from orchestrator.planning.graph import desired_state
 from orchestrator.planning.plan import plan
+from orchestrator.planning.rollout import RolloutState, revision_hash
 
 
 def specs(n: int) -> list[ProcessSpec]:
@@ -46,12 +49,22 @@ def main() -> int:
         running = {ReplicaId(s.key, 0): ReplicaRecord(spec=s, process=ProcessIdentity(1000 + i, 1), started_at=1.0)
                    for i, s in enumerate(all_specs)}
         changed = desired_state([dataclasses.replace(all_specs[0], command=("sleep", "1")), *all_specs[1:]])
+        every = desired_state([dataclasses.replace(s, command=("sleep", "1")) for s in all_specs])
+        # Each just started (one old replica left, none new available yet), as the last pass left it.
+        rolling = {key: RolloutState(revision_hash(spec), 50.0, 50.0, (0, 1)) for key, spec in every.specs.items()}
+        tenth = desired_state([dataclasses.replace(s, command=("sleep", "1")) if i % 10 == 0 else s
+                               for i, s in enumerate(all_specs)])
+        rolling_tenth = {key: state for key, state in rolling.items() if key in tenth.specs
+                         and tenth.specs[key].command == ("sleep", "1")}
         keys = list(running)
         floor = median_ms(lambda running=running, keys=keys: [running.get(k) for k in keys], args.runs)
-        for shape, state, records in (("nothing running (cold)", desired, {}),
-                                      ("all running, unchanged", desired, running),
-                                      ("all running, 1 changed", changed, running)):
-            ms = median_ms(lambda state=state, records=records: plan(state, records, 100.0), args.runs)
+        for shape, state, records, rollouts in (("nothing running (cold)", desired, {}, {}),
+                                                ("all running, unchanged", desired, running, {}),
+                                                ("all running, 1 changed", changed, running, {}),
+                                                ("a tenth mid-rollout", tenth, running, rolling_tenth),
+                                                ("all mid-rollout", every, running, rolling)):
+            ms = median_ms(lambda state=state, records=records, rollouts=rollouts: plan(state, records, 100.0,
+                                                                                     rollouts), args.runs)
             target = "< 20 ms" if n == 2000 else "-"
             print(f"{shape:<28} | {n:>5} | {floor:>8.2f} | {ms:>8.2f} | {ms / floor:>5.1f}x | {target}")
     return 0

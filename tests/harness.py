@@ -30,10 +30,12 @@ class Harness:
         self._lock = threading.Lock()
         bus = EventBus()
         bus.subscribe(self._record)
-        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), log_dir)
+        executor = Executor(log_dir, cgroups=cgroups)
+        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), log_dir,
+                             notify=executor.notify_sockets)
         self.limit_watch = LimitWatch(lambda b: self.reconciler.post(lambda r: r.limit_breach(b)), interval=0.1)
         self.sampler = Sampler(0.1, lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)))
-        self.reconciler = Reconciler(Executor(log_dir, cgroups=cgroups), SystemClock(), bus, resync_seconds=1.0,
+        self.reconciler = Reconciler(executor, SystemClock(), bus, resync_seconds=1.0,
                                      prober=self.prober,
                                      limit_watch=self.limit_watch, sampler=self.sampler)
         self.log_dir = log_dir

@@ -23,6 +23,7 @@ from orchestrator.core.model import (
     Kind,
     Limits,
     LogPolicy,
+    OnFailure,
     Probe,
     ProbeAction,
     Probes,
@@ -32,6 +33,9 @@ from orchestrator.core.model import (
     ReplicaRecord,
     RestartPolicy,
     Shutdown,
+    Socket,
+    Strategy,
+    StrategyType,
 )
 from orchestrator.daemon import record_codec
 from orchestrator.manifests import codec
@@ -71,8 +75,18 @@ FULL = ProcessSpec(
         liveness=Probe(ProbeAction.EXEC, command=("./check.sh", "-q"), timeout_seconds=2, success_threshold=2),
     ),
     hooks=Hooks(pre_start=Hook(("./migrate.sh",), 30.0), post_start=Hook(("./warm.sh",)), pre_stop=Hook(("./drain",), 2.5)),
+    sockets=(
+        Socket("http", "tcp://0.0.0.0:8443", backlog=4096, reuse_port=True, non_blocking=True),
+        Socket("admin", "unix:/run/api/admin.sock", mode="0660"),
+    ),
+    # Every field of the strategy but its type (a Recreate has no rollingUpdate: RECREATE below) is set.
+    strategy=Strategy(max_surge="25%", max_unavailable=0, on_failure=OnFailure.PAUSE, min_ready_seconds=0.1 + 0.2,
+                      progress_deadline_seconds=90.5, revision_history_limit=0),
     location=Location("/repo/manifests/api.yaml", 4, 1),
 )
+# The other strategy type, with a notify probe: what FULL does not cover.
+RECREATE = ProcessSpec(name="recreate", command=("x",), strategy=Strategy(type=StrategyType.RECREATE),
+                       probes=Probes(readiness=Probe(ProbeAction.NOTIFY, period_seconds=0.5)))
 
 FULL_RECORD = ReplicaRecord(
     spec=FULL,
@@ -97,6 +111,7 @@ FULL_RECORD = ReplicaRecord(
     over_memory="300 MB resident, limit 256 MB",
     cgroup="/sys/fs/cgroup/orchestrator-0123456789/default.web.0",
     slot_since=2.5,
+    ready_since=2.75,
 )
 
 
@@ -108,12 +123,15 @@ def through_text(value: Any) -> Any:
 def test_full_spec_sets_every_field_to_a_non_default() -> None:
     defaults = ProcessSpec(name="", command=())
     same = [f.name for f in dataclasses.fields(ProcessSpec) if getattr(FULL, f.name) == getattr(defaults, f.name)]
-    # kind is covered by the Job test; stopped is no manifest field (test_a_held_spec_stays_held_through_json).
-    assert same == ["kind", "stopped"], f"set these in FULL (and make codec.py support them): {same}"
+    # kind is covered by the Job test; restart_nonce and stopped are no manifest fields
+    # (test_a_held_spec_stays_held_through_json).
+    assert same == ["kind", "restart_nonce", "stopped"], f"set these in FULL (and make codec.py support them): {same}"
 
 
-def test_a_held_spec_stays_held_through_json_and_its_document_is_a_manifest() -> None:
-    held = dataclasses.replace(FULL, stopped=True)
+@pytest.mark.parametrize("daemons", [{"stopped": True}, {"restart_nonce": "2024-05-01T12:00:00Z"},
+                                     {"stopped": True, "restart_nonce": "n"}], ids=str)
+def test_a_held_spec_stays_held_through_json_and_its_document_is_a_manifest(daemons: dict[str, Any]) -> None:
+    held = dataclasses.replace(FULL, **daemons)
     assert codec.spec_from_json(through_text(codec.spec_to_json(held))) == held
     assert codec.spec_from_json(through_text(codec.spec_to_json(FULL))) == FULL
     assert codec.spec_to_document(held) == codec.spec_to_document(FULL)  # `diff` never shows the hold
@@ -144,12 +162,15 @@ def spec_fields_written(spec: ProcessSpec) -> set[str]:
 
 
 JOB_ONLY = {"backoffLimit"}
-PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds"}
+PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "sockets", "strategy",
+                "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
 
 
 def test_every_spec_field_is_written() -> None:
     renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy", "limits": "resources"}
-    every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {"location", "stopped"}
+    every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {
+        "location", "stopped", "restartNonce"}
+    every |= {"minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}  # the rest of the strategy
     assert spec_fields_written(FULL) == every
     assert spec_fields_written(dataclasses.replace(FULL, kind=Kind.JOB)) == every
 
@@ -186,6 +207,8 @@ def assert_same_spec(back: ProcessSpec, spec: ProcessSpec) -> None:
         ),
         # Made in code, not from a manifest: a Job scaled up and given a restart budget keeps them.
         ProcessSpec(name="scaled-job", command=("x",), kind=Kind.JOB, replicas=3, max_restarts=1),
+        RECREATE,
+        ProcessSpec(name="counts", command=("x",), strategy=Strategy(max_surge=0, max_unavailable="100%")),
     ],
     ids=lambda spec: spec.name,
 )
@@ -207,11 +230,14 @@ MANIFEST_LIKE = [
         restart_policy=RestartPolicy.ALWAYS,
         max_restarts=None,
         restart_window_seconds=ProcessSpec.restart_window_seconds,
-        probes=Probes(),  # a Job has none
+        probes=Probes(),  # a Job has none, nor sockets or a strategy
+        sockets=(),
+        strategy=Strategy(),
         autoscale=None,
         restart_with_dependency=False,
     ),
     ProcessSpec(name="a", command=("b",)),
+    RECREATE,
 ]
 
 
@@ -240,6 +266,11 @@ def test_document_of_a_shell_command_is_one_string_and_every_default_is_written(
         "restartWithDependency": False,
         "shutdown": {"signal": "SIGTERM", "timeoutSeconds": 10.0},
         "logs": {"maxBytes": 10 * 1024 * 1024, "keep": 5},
+        "sockets": [],
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {}, "onFailure": "Rollback"},  # surge: as sockets say
+        "minReadySeconds": 5.0,
+        "progressDeadlineSeconds": 600.0,
+        "revisionHistoryLimit": 10,
     }
 
 
@@ -247,7 +278,7 @@ def test_job_document_has_backoff_limit_and_no_process_fields() -> None:
     document = codec.spec_to_document(ProcessSpec(name="j", command=("true",), kind=Kind.JOB))
     assert document["kind"] == "Job"
     assert document["spec"]["backoffLimit"] == 6
-    assert not {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds"} & set(document["spec"])
+    assert not PROCESS_ONLY & set(document["spec"])
 
 
 def test_a_loaded_manifest_round_trips(tmp_path: Any) -> None:
@@ -335,6 +366,15 @@ DELETE = object()
         ({"spec__dependsOn": [{"condition": "ready"}]}, "spec.dependsOn[0].name: missing"),
         ({"spec__shutdown__timeout": 3}, "spec.shutdown.timeout: unknown field"),
         ({"spec__sidecars": {}}, "spec.sidecars: unknown field"),
+        ({"spec__sockets": [{"name": "a"}]}, "spec.sockets[0].listen: missing"),
+        ({"spec__sockets": [{"name": "a", "listen": "unix:/a", "owner": "x"}]}, "spec.sockets[0].owner: unknown field"),
+        ({"spec__strategy__type": "Canary"}, "spec.strategy.type: 'Canary' is not one of RollingUpdate, Recreate"),
+        ({"spec__strategy__rollingUpdate": {"maxSurge": "1"}},
+         "spec.strategy.rollingUpdate.maxSurge: expected a count or a percentage such as '25%', got '1'"),
+        ({"spec__strategy__rollingUpdate": {"maxSurge": True}},
+         "spec.strategy.rollingUpdate.maxSurge: expected a count or a percentage such as '25%', got True"),
+        ({"spec__revisionHistoryLimit": 1.5}, "spec.revisionHistoryLimit: expected an integer, got 1.5"),
+        ({"spec__probes__readiness": {"notify": {"socket": "/x"}}}, "probe notify: expected no fields"),
     ],
 )
 def test_garbled_document_is_a_value_error_naming_the_field(changes: dict[str, Any], message: str) -> None:

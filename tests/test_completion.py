@@ -213,6 +213,9 @@ def test_object_names(objects: list[dict[str, str]], expected: list[str]) -> Non
     pytest.param("orchestrator --state-dir ", ["manifests"], id="directories-for-state-dir"),
     pytest.param("orchestrator logs -f ", [], id="logs-f-is-follow-not-files"),
     pytest.param("orchestrator get ", [], id="no-names-without-a-daemon"),
+    pytest.param("orchestrator rollout ", ["status", "history", "undo", "retry", "pause", "resume", "restart"],
+                 id="rollout-verbs"),
+    pytest.param("orchestrator rollout status web -o ", ["text", "json"], id="choices-of-a-nested-command"),
 ])
 def test_bash_completes(scripts: dict[str, Path], workdir: Path, shell_env: dict[str, str], line: str,
                         expected: list[str]) -> None:
@@ -233,6 +236,7 @@ def test_bash_completes_object_names_of_the_running_daemon(scripts: dict[str, Pa
     assert set(bash_complete(scripts["bash"], "orchestrator describe ", workdir, shell_env)) == NAMES
     assert bash_complete(scripts["bash"], "orchestrator logs sh", workdir, shell_env) == ["shop/web"]
     assert set(bash_complete(scripts["bash"], "orchestrator delete db ", workdir, shell_env)) == NAMES
+    assert set(bash_complete(scripts["bash"], "orchestrator rollout undo ", workdir, shell_env)) == NAMES
     assert bash_complete(scripts["bash"], "orchestrator get -o ", workdir, shell_env) == [
         "text", "wide", "json", "yaml"]
 
@@ -403,6 +407,9 @@ def test_fish_script_loads_and_completes(shell_env: dict[str, str], tmp_path: Pa
     pytest.param("orchestrator apply -f ", ["app.yaml", "db.yaml", "manifests/"], id="files-for-f"),
     pytest.param("orchestrator completion ", ["bash", "zsh", "fish"], id="shells"),
     pytest.param("orchestrator get ", [], id="no-names-without-a-daemon"),
+    pytest.param("orchestrator rollout ", ["status", "history", "undo", "retry", "pause", "resume", "restart"],
+                 id="rollout-verbs"),
+    pytest.param("orchestrator rollout status web -o ", ["text", "json"], id="choices-of-a-nested-command"),
 ])
 def test_fish_completes(scripts: dict[str, Path], workdir: Path, shell_env: dict[str, str], line: str,
                         expected: list[str]) -> None:

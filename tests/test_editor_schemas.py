@@ -72,6 +72,12 @@ BROKEN = [
                                               "{port: 1}}\n"), "liveness:", "spec.probes.liveness",
            "$.spec.probes.liveness", "/spec/probes/liveness"),
     Broken("missing-command", _process("  shell: true\n"), "shell:", "spec", "$.spec", "/spec", "spec:"),
+    Broken("mode-on-a-tcp-socket", _process("  command: [x]\n  sockets:\n    - name: http\n      listen: "
+                                            "tcp://0.0.0.0:8080\n      mode: '0660'\n"), "mode:",
+           "spec.sockets[0].mode", "$.spec.sockets[0]", "/spec/sockets/0/mode"),
+    Broken("rolling-update-of-a-recreate", _process("  command: [x]\n  strategy:\n    type: Recreate\n"
+                                                    "    rollingUpdate: {maxSurge: 1}\n"), "rollingUpdate:",
+           "spec.strategy.rollingUpdate", "$.spec.strategy", "/spec/strategy/rollingUpdate"),
 ]
 
 

@@ -91,7 +91,7 @@ def test_exit_reason_of_a_kernel_oom_kill_names_the_limit() -> None:
 def test_probe_transitions(probes: Probes, record: ReplicaRecord, kind: ProbeKind, passing: bool,
                            expect: dict[str, object], consequence: str) -> None:
     spec = replace(SPEC, probes=probes)
-    folded = probe_folded(record, spec, Transition(RID, PROCESS, kind, passing, "failed"))
+    folded = probe_folded(record, spec, Transition(RID, PROCESS, kind, passing, "failed"), 0.0)
     assert folded is not None
     new, words = folded
     assert {name: getattr(new, name) for name in expect} == expect and words == consequence
@@ -99,7 +99,7 @@ def test_probe_transitions(probes: Probes, record: ReplicaRecord, kind: ProbeKin
 
 def test_a_liveness_probe_that_passes_changes_nothing() -> None:
     spec = replace(SPEC, probes=Probes(liveness=READINESS))
-    assert probe_folded(running(started=True), spec, Transition(RID, PROCESS, ProbeKind.LIVENESS, True, "")) is None
+    assert probe_folded(running(started=True), spec, Transition(RID, PROCESS, ProbeKind.LIVENESS, True, ""), 0.0) is None
 
 
 def hooked(kind: HookKind, **fields: object) -> ReplicaRecord:

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator.core.errors import Location, ManifestError
-from orchestrator.core.model import Condition, Dependency, Kind, ProcessSpec
+from orchestrator.core.model import (
+    Condition,
+    Dependency,
+    Kind,
+    OnFailure,
+    Probe,
+    ProbeAction,
+    ProcessSpec,
+    Socket,
+    Strategy,
+    StrategyType,
+)
+from orchestrator.manifests.cache import SpecCache
 from orchestrator.manifests.files import find_manifest_files
 from orchestrator.manifests.loader import dotted, load_specs
+from orchestrator.manifests.rules import check_spec, rollout_warnings
 
 PROCESS = """\
 apiVersion: orchestrator/v1
@@ -376,6 +391,180 @@ spec: {command: [db]}
     assert spec.key == "shop/api"
     assert isinstance(spec.backoff.max_seconds, float)
     assert spec.location == Location("m/api.yaml", 1, 1)
+
+
+ROLLOUT = """\
+apiVersion: orchestrator/v1
+kind: Process
+metadata: {name: api, namespace: shop}
+spec:
+  command: [gunicorn, app:app]
+  replicas: 4
+  sockets:
+    - name: http
+      listen: tcp://0.0.0.0:8080
+      backlog: 4096
+      reusePort: true
+      nonBlocking: true
+    - name: admin
+      listen: unix:/run/shop/api.sock
+      mode: "0660"
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxSurge: 25%, maxUnavailable: 0}
+    onFailure: Pause
+  minReadySeconds: 2.5
+  progressDeadlineSeconds: 120
+  revisionHistoryLimit: 3
+  probes:
+    readiness: {notify: {}, periodSeconds: 1}
+    liveness: {http: {port: 9090, path: /healthz}}
+"""
+
+
+def test_sockets_and_strategy_are_built(in_tmp: Path) -> None:
+    write(in_tmp / "api.yaml", ROLLOUT)
+    (spec,) = load_specs(["api.yaml"])
+    assert spec.sockets == (
+        Socket(name="http", listen="tcp://0.0.0.0:8080", backlog=4096, reuse_port=True, non_blocking=True),
+        Socket(name="admin", listen="unix:/run/shop/api.sock", mode="0660"),
+    )
+    assert spec.strategy == Strategy(type=StrategyType.ROLLING_UPDATE, max_surge="25%", max_unavailable=0,
+                                     on_failure=OnFailure.PAUSE, min_ready_seconds=2.5,
+                                     progress_deadline_seconds=120.0, revision_history_limit=3)
+    assert isinstance(spec.strategy.progress_deadline_seconds, float)
+    assert spec.probes.readiness == Probe(ProbeAction.NOTIFY, period_seconds=1.0)
+    assert spec.restart_nonce == ""  # the daemon's, never a manifest's
+    assert rollout_warnings([spec]) == []  # start-first with sockets: what they are for
+
+
+def test_rollout_defaults(in_tmp: Path) -> None:
+    write(in_tmp / "a.yaml", PROCESS.format(name="a") + "---\n" + PROCESS.format(name="b")
+          + "  replicas: 2\n  strategy: {rollingUpdate: {maxUnavailable: 50%}}\n")
+    plain, half = load_specs(["a.yaml"])
+    assert plain.sockets == ()
+    assert plain.strategy == Strategy(type=StrategyType.ROLLING_UPDATE, max_surge=None, max_unavailable=None,
+                                      on_failure=OnFailure.ROLLBACK, min_ready_seconds=5.0,
+                                      progress_deadline_seconds=600.0, revision_history_limit=10)
+    # What is not given stays None: its default depends on the sockets (planning/rollout.py).
+    assert half.strategy == Strategy(max_unavailable="50%")
+
+
+def test_rollout_and_socket_rules_are_located(in_tmp: Path) -> None:
+    write(in_tmp / "a.yaml", """\
+apiVersion: orchestrator/v1
+kind: Process
+metadata: {name: api}
+spec:
+  command: [gunicorn, app:app]
+  replicas: 4
+  sockets:
+    - name: http
+      listen: tcp://0.0.0.0:8080
+    - name: http
+      listen: tcp://0.0.0.0:8081
+      mode: "0660"
+  strategy:
+    rollingUpdate:
+      maxSurge: 0
+      maxUnavailable: 20%
+  minReadySeconds: 60
+  progressDeadlineSeconds: 30
+  probes:
+    startup:
+      tcp: {port: 8081}
+    readiness:
+      http: {port: 8080}
+    liveness:
+      exec: {command: [./check]}
+""")
+    assert errors(["a.yaml"]) == [
+        "a.yaml:10:13: spec.sockets[1].name: 'http' is already listed at spec.sockets[0]",
+        "a.yaml:12:7: spec.sockets[1].mode: mode is for unix sockets only: a tcp socket has no file to set it on",
+        ("a.yaml:16:23: spec.strategy.rollingUpdate.maxUnavailable: maxSurge is 0 and maxUnavailable '20%' of 4 "
+         "replicas rounds down to 0: no replica could ever be replaced; let one of them be at least 1"),
+        ("a.yaml:18:28: spec.progressDeadlineSeconds: progressDeadlineSeconds (30) must be more than minReadySeconds "
+         "(60): no new replica could become available before the rollout fails"),
+        ("a.yaml:21:19: spec.probes.startup.tcp.port: probe would test the shared socket, not this replica: use a "
+         "notify, log or exec probe"),
+        ("a.yaml:23:20: spec.probes.readiness.http.port: probe would test the shared socket, not this replica: use a "
+         "notify, log or exec probe"),
+    ]
+
+
+def test_the_same_listen_address_in_two_processes(in_tmp: Path) -> None:
+    socket = "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {{name: {name}{more}}}\nspec:\n" \
+             "  command: [x]\n  sockets:\n    - {{name: {socket}, listen: '{listen}'}}\n"
+    write(in_tmp / "m/a.yaml", socket.format(name="api", more="", socket="http", listen="tcp://0.0.0.0:8080")
+          + "---\n" + socket.format(name="admin", more="", socket="ctl", listen="unix:/run/shop.sock"))
+    write(in_tmp / "m/b.yaml", "# another team's file\n"
+          # Another namespace does not help: the host has one port 8080.
+          + socket.format(name="web", more=", namespace: www", socket="www", listen="tcp://0.0.0.0:8080")
+          + "---\n" + socket.format(name="tool", more="", socket="ctl", listen="unix:///run//shop.sock")
+          + "---\n" + socket.format(name="other", more="", socket="http", listen="tcp://0.0.0.0:8081"))
+    assert errors(["m"]) == [
+        ("m/b.yaml:8:27: spec.sockets[0].listen: duplicate listen 'tcp://0.0.0.0:8080', first used by socket 'http' of "
+         "default/api at m/a.yaml:7:28"),
+        ("m/b.yaml:16:27: spec.sockets[0].listen: duplicate listen 'unix:///run//shop.sock', first used by socket 'ctl' "
+         "of default/admin at m/a.yaml:15:27"),
+    ]
+
+
+def test_a_duplicate_listen_is_found_in_documents_from_the_cache_too(in_tmp: Path) -> None:
+    socket = "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {{name: {name}}}\nspec:\n" \
+             "  command: [x]\n  sockets: [{{name: http, listen: 'tcp://[::0]:80'}}]\n"
+    write(in_tmp / "b.yaml", socket.format(name="b"))
+    cache = SpecCache()
+    load_specs(["b.yaml"], cache=cache)  # valid alone, and kept
+    write(in_tmp / "a.yaml", socket.format(name="a").replace("[::0]", "[::]"))
+    with pytest.raises(ManifestError) as caught:
+        load_specs(["a.yaml", "b.yaml"], cache=cache)
+    assert cache.hits == 1
+    # No positions are kept inside a cached document: the problem is at its start, the field path says where.
+    assert [str(p) for p in caught.value.problems] == [
+        ("b.yaml:1:1: spec.sockets[0].listen: duplicate listen 'tcp://[::0]:80', first used by socket 'http' of "
+        "default/a at a.yaml:6:34")]
+
+
+def test_rollout_fields_are_a_process_s_only(in_tmp: Path) -> None:
+    """A Job runs to completion: it has no probes (a notify one neither), sockets or strategy."""
+    job = "apiVersion: orchestrator/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  command: [x]\n"
+    write(in_tmp / "j.yaml", job + "  probes: {readiness: {notify: {}}}\n  sockets: []\n  strategy: {}\n"
+          "  minReadySeconds: 1\n")
+    assert errors(["j.yaml"]) == [
+        "j.yaml:6:3: spec: unknown field 'probes' (only a Process has it)",
+        "j.yaml:7:3: spec: unknown field 'sockets' (only a Process has it)",
+        "j.yaml:8:3: spec: unknown field 'strategy' (only a Process has it)",
+        "j.yaml:9:3: spec: unknown field 'minReadySeconds' (only a Process has it)",
+    ]
+
+
+def test_specs_sent_through_the_api_are_held_to_the_rollout_rules() -> None:
+    stalled = ProcessSpec(name="a", command=("x",), strategy=Strategy(max_surge=0, max_unavailable=0))
+    aimed = ProcessSpec(name="b", command=("x",), sockets=(Socket("http", "tcp://0.0.0.0:80"),),
+                        probes=ProcessSpec.probes.__class__(liveness=Probe(ProbeAction.TCP, port=80)))
+    assert [(p.path, p.message.split(":")[0]) for p in check_spec(stalled) + check_spec(aimed)] == [
+        ("default/a: spec.strategy.rollingUpdate.maxUnavailable", "maxSurge is 0 and maxUnavailable is 0"),
+        ("default/b: spec.probes.liveness.tcp.port", "probe would test the shared socket, not this replica")]
+    assert check_spec(ProcessSpec(name="c", command=("x",), sockets=(Socket("a", "unix:/a"),))) == []
+
+
+def test_validate_warns_of_start_first_without_sockets(in_tmp: Path) -> None:
+    """Valid all the same (exit 0): the replicas may bind ports of their own ($((PORT_BASE + ORCH_REPLICA)))."""
+    write(in_tmp / "a.yaml", "".join((
+        PROCESS.format(name="surge") + "  strategy: {rollingUpdate: {maxSurge: 1}}\n",
+        "---\n" + PROCESS.format(name="share") + "  replicas: 2\n  strategy: {rollingUpdate: {maxSurge: 50%}}\n",
+        "---\n" + PROCESS.format(name="stop-first") + "  strategy: {rollingUpdate: {maxSurge: 0%}}\n",
+        "---\n" + PROCESS.format(name="recreate") + "  strategy: {type: Recreate}\n",
+        "---\n" + PROCESS.format(name="owned") + "  sockets: [{name: a, listen: 'tcp://127.0.0.1:8080'}]\n"
+        "  strategy: {rollingUpdate: {maxSurge: 1}}\n")))
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "validate", "-f", "a.yaml"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "valid: 5 objects in 1 file"
+    start_first = "warning: spec.strategy.rollingUpdate.maxSurge: start-first without sockets: replicas must not " \
+                  "bind the same port"
+    assert result.stderr.splitlines() == [f"a.yaml:1:1: {start_first}", f"a.yaml:9:1: {start_first}"]
 
 
 @pytest.mark.parametrize(

@@ -150,14 +150,15 @@ def test_namespace_column_only_with_several_namespaces() -> None:
 def test_wide_columns() -> None:
     stopped = replica(1, phase="BackOff", pid=None, cpu_percent=None, memory_bytes=None)
     objects = [
-        process("api", replica_status=[replica(0), replica(1, cpu_percent=2.0)]),
+        process("api", replica_status=[replica(0), replica(1, cpu_percent=2.0)], up_to_date=1, rollout_revision=4),
         process("worker", replica_status=[stopped], command=["sh", "-c", "echo hi there"]),
     ]
     table = objects_table(objects, wide=True, now=NOW)
     header, api, worker = table.splitlines()
-    assert header.split() == ["NAME", "KIND", "READY", "STATE", "RESTARTS", "AGE", "PID", "CPU", "MEM", "COMMAND"]
-    assert api.split()[6:] == ["100,101", "3.5%", "24Mi", "python3", "app.py"]
-    assert worker.split()[6:9] == ["-", "-", "-"]
+    assert header.split() == ["NAME", "KIND", "READY", "STATE", "RESTARTS", "AGE", "UP-TO-DATE", "REVISION", "PID",
+                              "CPU", "MEM", "COMMAND"]
+    assert api.split()[6:] == ["1", "4", "100,101", "3.5%", "24Mi", "python3", "app.py"]
+    assert worker.split()[6:11] == ["-", "-", "-", "-", "-"]  # (no rollout columns in the document: dashes)
     assert worker.endswith("sh -c 'echo hi there'")  # shell-quoted, copy-pasteable
     assert_aligned(table)
 

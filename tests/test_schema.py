@@ -21,9 +21,16 @@ from orchestrator.core.model import (
     Kind,
     Limits,
     LogPolicy,
+    OnFailure,
+    Probe,
+    ProbeAction,
+    Probes,
     ProcessSpec,
     RestartPolicy,
     Shutdown,
+    Socket,
+    Strategy,
+    StrategyType,
 )
 from orchestrator.manifests.loader import load_specs
 from orchestrator.manifests.schema import _schema_dir, full_validator, is_valid, schemas
@@ -112,7 +119,8 @@ def test_shared_definitions_are_the_same_in_every_file() -> None:
     )
     common = set(process["$defs"]) & set(job["$defs"])
     assert {name: process["$defs"][name] for name in common} == {name: job["$defs"][name] for name in common}
-    assert set(process["$defs"]) - common == {"probe", "port"}  # probes are a Process's only
+    # probes, sockets and rollouts are a Process's only
+    assert set(process["$defs"]) - common == {"probe", "port", "countOrPercent", "socket"}
     shared = set(process["properties"]["spec"]["properties"]) & set(job["properties"]["spec"]["properties"])
     for name in shared:
         assert process["properties"]["spec"]["properties"][name] == job["properties"]["spec"]["properties"][name]
@@ -122,7 +130,8 @@ def test_kinds_have_their_own_fields() -> None:
     process = schemas()[("orchestrator/v1", "Process")]["properties"]["spec"]["properties"]
     job = schemas()[("orchestrator/v1", "Job")]["properties"]["spec"]["properties"]
     assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes",
-                                          "restartWithDependency", "autoscale"}
+                                          "restartWithDependency", "autoscale", "sockets", "strategy",
+                                          "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
     assert set(job) - set(process) == {"backoffLimit"}
 
 
@@ -139,6 +148,22 @@ def test_schema_defaults_match_the_model() -> None:
             assert defaults["replicas"] == spec.replicas
             assert defaults["restartPolicy"] == spec.restart_policy.value
             assert defaults["restartWindowSeconds"] == spec.restart_window_seconds
+            assert (defaults["minReadySeconds"], defaults["progressDeadlineSeconds"],
+                    defaults["revisionHistoryLimit"]) == (spec.strategy.min_ready_seconds,
+                                                          spec.strategy.progress_deadline_seconds,
+                                                          spec.strategy.revision_history_limit)
+            strategy = props["strategy"]["properties"]
+            assert strategy["type"]["default"] == spec.strategy.type.value
+            assert strategy["onFailure"]["default"] == spec.strategy.on_failure.value
+            # maxSurge and maxUnavailable have no one default (it depends on sockets): None in the model.
+            rolling = strategy["rollingUpdate"]["properties"]
+            assert "default" not in rolling["maxSurge"] and "default" not in rolling["maxUnavailable"]
+            assert spec.strategy.max_surge is None and spec.strategy.max_unavailable is None
+            assert defaults["sockets"] == list(spec.sockets)
+            socket = schema["$defs"]["socket"]["properties"]
+            assert (socket["reusePort"]["default"], socket["nonBlocking"]["default"]) == (
+                Socket.reuse_port, Socket.non_blocking)
+            assert "default" not in socket["backlog"] and Socket.backlog is None  # net.core.somaxconn
         else:
             assert defaults["backoffLimit"] == spec.backoff_limit
         backoff = _resolve(schema, props["backoff"])["properties"]
@@ -213,6 +238,44 @@ VALID = [
     ("command: [x]\nhooks: {preStart: {exec: [./m.sh]}}", "hooks", Hooks(pre_start=Hook(("./m.sh",)))),
     ("command: [x]\nhooks: {preStop: {exec: [a, b], timeoutSeconds: 0.5}}", "hooks",
      Hooks(pre_stop=Hook(("a", "b"), 0.5))),
+    ("command: [x]\nsockets: [{name: http, listen: 'tcp://0.0.0.0:8080'}]", "sockets",
+     (Socket("http", "tcp://0.0.0.0:8080"),)),
+    ("command: [x]\nsockets: [{name: h6, listen: 'tcp://[::1]:80', backlog: 16, reusePort: true, nonBlocking: true}]",
+     "sockets", (Socket("h6", "tcp://[::1]:80", backlog=16, reuse_port=True, non_blocking=True),)),
+    ("command: [x]\nsockets: [{name: admin, listen: 'unix:/run/shop/admin.sock', mode: '0660'}]", "sockets",
+     (Socket("admin", "unix:/run/shop/admin.sock", mode="0660"),)),
+    ("command: [x]\nsockets: [{name: a, listen: 'tcp://api.internal:65535'}, {name: b, listen: 'unix:/b', mode: '600'}]",
+     "sockets", (Socket("a", "tcp://api.internal:65535"), Socket("b", "unix:/b", mode="600"))),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxSurge: 25%, maxUnavailable: 10%}}", "strategy",
+     Strategy(max_surge="25%", max_unavailable="10%")),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxSurge: 2, maxUnavailable: 0}}", "strategy",
+     Strategy(max_surge=2, max_unavailable=0)),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxUnavailable: 100%}}", "strategy", Strategy(max_unavailable="100%")),
+    ("command: [x]\nstrategy: {type: Recreate, onFailure: Pause}", "strategy",
+     Strategy(type=StrategyType.RECREATE, on_failure=OnFailure.PAUSE)),
+    ("command: [x]\nstrategy: {type: RollingUpdate, rollingUpdate: {}}", "strategy", Strategy()),
+    ("command: [x]\nminReadySeconds: 0.5\nprogressDeadlineSeconds: 30\nrevisionHistoryLimit: 0", "strategy",
+     Strategy(min_ready_seconds=0.5, progress_deadline_seconds=30.0, revision_history_limit=0)),
+    ("command: [x]\nminReadySeconds: 0\nrevisionHistoryLimit: 100", "strategy",
+     Strategy(min_ready_seconds=0.0, revision_history_limit=100)),
+    # Percentages against replicas: 10% of 10 rounds down to 1; with no replicas only a 0 that is one always counts.
+    ("command: [x]\nreplicas: 10\nstrategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 10%}}", "strategy",
+     Strategy(max_surge=0, max_unavailable="10%")),
+    ("command: [x]\nreplicas: 0\nstrategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 10%}}", "strategy",
+     Strategy(max_surge=0, max_unavailable="10%")),
+    ("command: [x]\nreplicas: 3\nstrategy: {rollingUpdate: {maxSurge: 1%, maxUnavailable: 0}}", "strategy",
+     Strategy(max_surge="1%", max_unavailable=0)),
+    # With sockets, maxSurge 0 alone leaves maxUnavailable at 1 (stop-first: the socket stays open).
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a'}]\nstrategy: {rollingUpdate: {maxSurge: 0}}", "strategy",
+     Strategy(max_surge=0)),
+    # A Recreate has no batches: zeros cannot stall it (and rollingUpdate is refused there).
+    ("command: [x]\nstrategy: {type: Recreate}\nminReadySeconds: 0", "strategy",
+     Strategy(type=StrategyType.RECREATE, min_ready_seconds=0.0)),
+    ("command: [x]\nprobes: {readiness: {notify: {}}, liveness: {notify: {}, periodSeconds: 5}}", "probes",
+     Probes(readiness=Probe(ProbeAction.NOTIFY), liveness=Probe(ProbeAction.NOTIFY, period_seconds=5.0))),
+    # A probe of a port that is not one of the process's sockets (its own admin port) is fine.
+    ("command: [x]\nsockets: [{name: http, listen: 'tcp://0.0.0.0:8080'}]\nprobes: {readiness: {http: {port: 9090}}}",
+     "probes", Probes(readiness=Probe(ProbeAction.HTTP, port=9090))),
 ]
 
 
@@ -250,6 +313,8 @@ def test_valid_job(tmp_path: Path) -> None:
 
 
 NAME_WORDS = "is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+SHARED = "probe would test the shared socket, not this replica: use a notify, log or exec probe"
+STALLED = "no replica could ever be replaced; let one of them be at least 1"
 
 # (spec snippet, expected "path: message" lines, all of them)
 INVALID = [
@@ -362,9 +427,101 @@ INVALID = [
     ("command: [x]\nhooks: {preStart: {exec: []}}", ["spec.hooks.preStart.exec: must not be empty"]),
     ("command: [x]\nhooks: {onCrash: {exec: [x]}}", ["spec.hooks: unknown field 'onCrash'"]),
     ("command: [x]\nprobes: {readiness: {periodSeconds: 1}}",
-     ["spec.probes.readiness: missing required field: one of 'exec', 'http', 'tcp', 'log' (what the probe checks)"]),
+     [("spec.probes.readiness: missing required field: one of 'exec', 'http', 'tcp', 'log', 'notify' (what the probe "
+      "checks)")]),
     ("command: [x]\nprobes: {liveness: {tcp: {port: 1}, exec: {command: [x]}, log: {pattern: a}}}",
-     ["spec.probes.liveness: give only one of 'exec', 'http', 'tcp', 'log', got 'exec', 'tcp' and 'log'"]),
+     ["spec.probes.liveness: give only one of 'exec', 'http', 'tcp', 'log', 'notify', got 'exec', 'tcp' and 'log'"]),
+    ("command: [x]\nprobes: {readiness: {notify: {}, log: {pattern: a}}}",
+     ["spec.probes.readiness: give only one of 'exec', 'http', 'tcp', 'log', 'notify', got 'log' and 'notify'"]),
+    ("command: [x]\nprobes: {readiness: {notify: {socket: /run/n.sock}}}",
+     ["spec.probes.readiness.notify: unknown field 'socket'"]),
+    ("command: [x]\nprobes: {readiness: {notify: true}}", ["spec.probes.readiness.notify: expected a mapping, got true"]),
+    # sockets
+    ("command: [x]\nsockets: [{listen: 'unix:/a'}]", ["spec.sockets[0]: missing required field 'name'"]),
+    ("command: [x]\nsockets: [{name: a}]", ["spec.sockets[0]: missing required field 'listen'"]),
+    ("command: [x]\nsockets: [{name: HTTP, listen: 'unix:/a'}]", [f"spec.sockets[0].name: 'HTTP' {NAME_WORDS}"]),
+    ("command: [x]\nsockets: {http: 'tcp://h:80'}", ["spec.sockets: expected a list, got a mapping"]),
+    *[(f"command: [x]\nsockets: [{{name: a, listen: '{listen}'}}]",
+       [(f"spec.sockets[0].listen: '{listen}' is not a listen address: tcp://HOST:PORT, tcp://[IPv6]:PORT or "
+        "unix:/absolute/path")])
+      for listen in ("http://h:80", "tcp://h", "tcp://:80", "tcp://::1:80", "tcp://h:80/x", "unix:run/a.sock", "unix:",
+                     "0.0.0.0:8080", "tcp://h:123456")],
+    ("command: [x]\nsockets: [{name: a, listen: 8080}]", [('spec.sockets[0].listen: expected a string, got 8080: quote it '
+                                                           '("8080")')]),
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a', backlog: 0}]",
+     ["spec.sockets[0].backlog: must be at least 1, got 0"]),
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a', backlog: 65536}]",
+     ["spec.sockets[0].backlog: must be at most 65535, got 65536"]),
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a', reusePort: 'yes'}]",
+     ["spec.sockets[0].reusePort: expected true or false, got 'yes'"]),
+    # Per-instance sockets are a later phase of rollouts: refused until they are implemented, never ignored.
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a', perInstance: true}]",
+     ["spec.sockets[0]: unknown field 'perInstance'"]),
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a', mode: 0660}]",
+     ['spec.sockets[0].mode: expected a string, got 0660: quote it ("0660")']),
+    ("command: [x]\nsockets: [{name: a, listen: 'unix:/a', mode: '0999'}]",
+     ["spec.sockets[0].mode: '0999' is not an octal mode such as '0660'"]),
+    ("command: [x]\nsockets: [{name: a, listen: 'tcp://0.0.0.0:80', mode: '0660'}]",
+     ["spec.sockets[0].mode: mode is for unix sockets only: a tcp socket has no file to set it on"]),
+    (("command: [x]\nsockets: [{name: a, listen: 'tcp://h:80'}, {name: b, listen: 'tcp://h:81'}, {name: a, listen: "
+     "'tcp://h:82'}]"), ["spec.sockets[2].name: 'a' is already listed at spec.sockets[0]"]),
+    ("command: [x]\nsockets: [{name: a, listen: 'tcp://h:0'}]",
+     ["spec.sockets[0].listen: the port of 'tcp://h:0' must be 1 to 65535, got 0"]),
+    ("command: [x]\nsockets: [{name: a, listen: 'tcp://[::]:65536'}]",
+     ["spec.sockets[0].listen: the port of 'tcp://[::]:65536' must be 1 to 65535, got 65536"]),
+    (f"command: [x]\nsockets: [{{name: a, listen: 'unix:/{'s' * 107}'}}]",
+     ["spec.sockets[0].listen: a unix socket's path is at most 107 bytes (sun_path), got 108"]),
+    # probes aimed at the process's own shared socket
+    (("command: [x]\nsockets: [{name: http, listen: 'tcp://0.0.0.0:8080'}, {name: admin, listen: 'unix:/a'}]\n"
+     "probes: {startup: {tcp: {port: 8080}}, readiness: {http: {port: 8080, path: /ready}}, "
+     "liveness: {tcp: {port: 8081}}}"),
+     [f"spec.probes.startup.tcp.port: {SHARED}", f"spec.probes.readiness.http.port: {SHARED}"]),
+    (("command: [x]\nsockets: [{name: http, listen: 'tcp://[::1]:443'}]\nprobes: {liveness: {tcp: {port: 443, host: "
+     "'::1'}}}"), [f"spec.probes.liveness.tcp.port: {SHARED}"]),
+    # strategy
+    ("command: [x]\nstrategy: {type: Canary}", ["spec.strategy.type: 'Canary' is not one of RollingUpdate, Recreate"]),
+    ("command: [x]\nstrategy: {type: rollingUpdate}",
+     ["spec.strategy.type: 'rollingUpdate' is not one of RollingUpdate, Recreate (did you mean 'RollingUpdate'?)"]),
+    ("command: [x]\nstrategy: {onFailure: Retry}", ["spec.strategy.onFailure: 'Retry' is not one of Rollback, Pause"]),
+    ("command: [x]\nstrategy: {maxSurge: 1}", ["spec.strategy: unknown field 'maxSurge'"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {partition: 1}}", ["spec.strategy.rollingUpdate: unknown field 'partition'"]),
+    ("command: [x]\nstrategy: {type: Recreate, rollingUpdate: {maxSurge: 1}}",
+     [("spec.strategy.rollingUpdate: rollingUpdate is for type RollingUpdate: a Recreate stops and starts every replica "
+      "at once")]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxSurge: -1}}",
+     ["spec.strategy.rollingUpdate.maxSurge: must be at least 0, got -1"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxSurge: 1.5}}",
+     ["spec.strategy.rollingUpdate.maxSurge: expected an integer or a string, got 1.5"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxUnavailable: '1'}}",
+     ["spec.strategy.rollingUpdate.maxUnavailable: '1' is not a count or a percentage of replicas: 2 or '25%'"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxUnavailable: 12.5%}}",
+     ["spec.strategy.rollingUpdate.maxUnavailable: '12.5%' is not a count or a percentage of replicas: 2 or '25%'"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxUnavailable: 150%}}",
+     ["spec.strategy.rollingUpdate.maxUnavailable: must be at most 100% (every replica), got '150%'"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 0}}",
+     [f"spec.strategy.rollingUpdate.maxUnavailable: maxSurge is 0 and maxUnavailable is 0: {STALLED}"]),
+    ("command: [x]\nstrategy: {rollingUpdate: {maxUnavailable: 0}}",
+     [(f"spec.strategy.rollingUpdate.maxUnavailable: maxSurge is 0 (its default without sockets) and maxUnavailable is "
+      f"0: {STALLED}")]),
+    ("command: [x]\nreplicas: 4\nstrategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 20%}}",
+     [(f"spec.strategy.rollingUpdate.maxUnavailable: maxSurge is 0 and maxUnavailable '20%' of 4 replicas rounds down to "
+      f"0: {STALLED}")]),
+    ("command: [x]\nreplicas: 0\nstrategy: {rollingUpdate: {maxSurge: 0%, maxUnavailable: 0}}",
+     [f"spec.strategy.rollingUpdate.maxUnavailable: maxSurge is '0%' and maxUnavailable is 0: {STALLED}"]),
+    (("command: [x]\nautoscale: {min: 2, max: 8, targetCPUPercent: 50}\n"
+     "strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 25%}}"),
+     [(f"spec.strategy.rollingUpdate.maxUnavailable: maxSurge is 0 and maxUnavailable '25%' of 2 replicas (the smallest "
+      f"pool autoscale makes) rounds down to 0: {STALLED}")]),
+    ("command: [x]\nminReadySeconds: -1", ["spec.minReadySeconds: must be at least 0, got -1"]),
+    ("command: [x]\nprogressDeadlineSeconds: 0", ["spec.progressDeadlineSeconds: must be greater than 0, got 0"]),
+    ("command: [x]\nrevisionHistoryLimit: 101", ["spec.revisionHistoryLimit: must be at most 100, got 101"]),
+    ("command: [x]\nrevisionHistoryLimit: -1", ["spec.revisionHistoryLimit: must be at least 0, got -1"]),
+    ("command: [x]\nminReadySeconds: 30\nprogressDeadlineSeconds: 30",
+     [("spec.progressDeadlineSeconds: progressDeadlineSeconds (30) must be more than minReadySeconds (30): no new "
+      "replica could become available before the rollout fails")]),
+    ("command: [x]\nminReadySeconds: 900",
+     [("spec.minReadySeconds: progressDeadlineSeconds (600, its default) must be more than minReadySeconds (900): no new "
+      "replica could become available before the rollout fails")]),
     ("command: [x]\nlogs: {maxBytes: true}", ["spec.logs.maxBytes: expected an integer or a string, got true"]),
     ("command: [x]\nresources: {limits: {cpu: true}}",
      ["spec.resources.limits.cpu: expected a number or a string, got true"]),

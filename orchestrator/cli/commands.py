@@ -135,7 +135,14 @@ def apply(args: argparse.Namespace) -> int:
     else:
         print(apply_results(answer["results"], dry_run=args.dry_run))
     if args.wait and not args.dry_run:
-        return _wait(_client(args), [r["key"] for r in answer["results"] if r["result"] != "pruned"], args.timeout)
+        from .rollout import await_rollouts
+
+        client = _client(args)
+        deadline = time.monotonic() + args.timeout
+        if await_rollouts(client, answer["results"], deadline, progress=sys.stderr.isatty()) != EXIT_OK:
+            return EXIT_FAILED
+        keys = [r["key"] for r in answer["results"] if r["result"] != "pruned"]
+        return _wait(client, keys, max(0.0, deadline - time.monotonic()), shown=args.timeout)
     return EXIT_OK
 
 
@@ -154,13 +161,14 @@ def _required(found: dict[str, Any] | None) -> dict[str, Any]:
     return found
 
 
-def _wait(client: Client, keys: list[str], timeout: float) -> int:
-    """`apply --wait`: until every object is converged (running, or succeeded for Jobs), or why not."""
+def _wait(client: Client, keys: list[str], timeout: float, shown: float) -> int:
+    """`apply --wait`, once its rollouts are complete: until every object is converged (running, or succeeded
+    for Jobs) within `timeout`, or why not (`shown`: the whole wait's timeout, for the message)."""
     pending, failed = _await(client, keys, "converged", timeout, progress=sys.stderr.isatty())
     if not pending:
         print(f"{len(keys)} object{'s' if len(keys) != 1 else ''} ready")
         return EXIT_OK
-    return _not_reached(pending, failed, f"not ready after {timeout:g} s")
+    return _not_reached(pending, failed, f"not ready after {shown:g} s")
 
 
 def wait(args: argparse.Namespace) -> int:

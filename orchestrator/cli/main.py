@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.errors import ManifestError, UsageError, UserError
-from .exit_codes import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from .paths import default_state_dir
 
 
@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--prune", action="store_true",
                        help="stop and forget objects from these paths that are no longer in them")
     apply.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
-    apply.add_argument("--wait", action="store_true", help="return once every object runs (Jobs: succeeded)")
+    apply.add_argument("--wait", action="store_true",
+                       help="return once every rollout the apply started is complete and every object runs (Jobs: "
+                       "succeeded); exit 1, saying why, when a rollout failed, rolled back or is paused, or an "
+                       "object is held on a revision that failed before")
     apply.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (default 60)")
     apply.add_argument("--watch", action="store_true",
                        help="the daemon re-applies these paths whenever their files change")
@@ -107,13 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--prune", action="store_true", help="also show objects apply --prune would remove")
     diff.add_argument("-o", "--output", choices=["text", "json"], default="text",
                       help='json: {"changes": [{"key", "change", "fields": [{"path", "live", "manifest"}]}]}')
-    diff.set_defaults(handler=_command("diff"), exit_on_error=2)
+    diff.set_defaults(handler=_command("diff"), exit_on_error=EXIT_ERROR)
 
     get = commands.add_parser("get", help="list objects with their state",
                               description="Status table: name, ready/desired replicas, state, restarts, age.")
     get.add_argument("name", nargs="?", help="one object, as NAME or NAMESPACE/NAME")
     get.add_argument("-o", "--output", choices=["text", "wide", "json", "yaml"], default="text",
-                     help="wide adds pid, cpu, memory and command")
+                     help="wide adds up-to-date replicas (of the current rollout revision), that revision, "
+                     "pid, cpu, memory and command")
     get.add_argument("-l", "--selector", help="only objects whose labels match: key=value, key!=value, key, !key "
                      "(comma-joined: all must hold)")
     scope = get.add_mutually_exclusive_group()
@@ -211,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("revision", nargs="?", type=int)
     rollback.set_defaults(handler=_command("rollback"))
 
+    _add_rollout(commands)
+
     unwatch = commands.add_parser("unwatch", help="stop re-applying watched paths on change",
                                   description="Stop the watches that `apply --watch` started for these paths "
                                   "(all watches when no -f is given). What runs is not changed.")
@@ -260,9 +266,101 @@ def build_parser() -> argparse.ArgumentParser:
     completion.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish")
     completion.add_argument("--names", action="store_true", help=argparse.SUPPRESS)  # what the script calls on TAB
     completion.set_defaults(handler=_completion)
-    for command in commands.choices.values():  # `orchestrator get --state-dir X` as well as before it
-        command.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _accept_state_dir(parser)  # `orchestrator get --state-dir X` as well as before it
     return parser
+
+
+def _accept_state_dir(parser: argparse.ArgumentParser) -> None:
+    """--state-dir after a command (and after `rollout status`) too, where it only is when given."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                _accept_state_dir(command)
+
+
+def _add_rollout(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`orchestrator rollout VERB NAME`: the rolling updates of one Process."""
+    rollout = commands.add_parser(
+        "rollout", help="follow, list, undo, pause or restart the rolling updates of a process",
+        description="The rolling updates of one Process. Each change of a field that needs a restart makes a new "
+        "rollout revision of that process, rolled out as its strategy says (RollingUpdate: a few replicas at a "
+        "time, each available before the next; Recreate: all at once); a rollout that fails rolls back to the "
+        "newest stable revision and holds there. Not `rollback`, which makes an earlier desired-state revision "
+        "of every object current again.")
+    verbs = rollout.add_subparsers(dest="action", metavar="VERB", required=True)
+
+    status = verbs.add_parser(
+        "status", help="where a rollout stands; -w waits for its end",
+        description="Say where the rollout of NAME stands, in one line (Waiting for rollout to finish: 2 of 4 "
+        "updated replicas are available...). With -w, look again every quarter of a second and print a line at "
+        "each change until it ends. Exit 0 when it is complete; 1 when it is not (without -w), failed and "
+        "rolled back (held), is paused, or -w timed out; 2 on errors (no daemon, no such object, a Job).")
+    status.add_argument("name", help="NAME or NAMESPACE/NAME")
+    status.add_argument("-w", "--watch", action="store_true",
+                        help="wait until the rollout is complete, rolled back, paused or its rollback failed")
+    status.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="with -w, give up after S seconds (exit 1); default: no limit (a rollout that makes no "
+                        "progress fails by itself after its progressDeadlineSeconds)")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help='json: the status document {"key", "phase", "revision", "hash", "replicas", "paused", '
+                        '"strategy", "progress", "rollout", "held"}; with -w one per change, as JSON lines')
+    status.set_defaults(handler=_rollout("status"), exit_on_error=EXIT_ERROR)
+
+    history = verbs.add_parser(
+        "history", help="list the rollout revisions of a process",
+        description="The rollout revisions NAME still has (its revisionHistoryLimit, default 10): the number, the "
+        "hash of the fields that need a restart, the desired-state revision (of `orchestrator history`) and git "
+        "commit that brought it, when, how its rollout ended, whether it is stable (every replica became "
+        "available: a rollback goes back to the newest stable one) and why it failed. With --revision N, that "
+        "revision's manifest as YAML (env values hidden).")
+    history.add_argument("name", help="NAME or NAMESPACE/NAME")
+    history.add_argument("--revision", type=_count, default=None, metavar="N", help="print rollout revision N's spec")
+    history.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    history.set_defaults(handler=_rollout("history"))
+
+    undo = verbs.add_parser(
+        "undo", help="roll a process back to an earlier rollout revision and hold it there",
+        description="Roll NAME, with its strategy, to rollout revision N (default: the newest stable one before "
+        "the current) and hold it there: applying the same manifest again keeps the hold; a changed manifest, or "
+        "`rollout retry`, rolls forward. Allowed while paused. Refused (exit 1) when nothing is rolling and NAME "
+        "already runs that revision. Recorded as a desired-state revision.")
+    undo.add_argument("name", help="NAME or NAMESPACE/NAME")
+    undo.add_argument("--to-revision", type=_count, default=None, metavar="N",
+                      help="the rollout revision to go back to (see `rollout history`)")
+    undo.set_defaults(handler=_rollout("verb"))
+
+    for verb, text, description in (
+            ("retry", "roll toward the manifest again after a rollback, an undo or a failed rollout",
+             ("Lift the hold a rollback or `rollout undo` left on NAME, or the pause of a rollout that failed "
+             "(onFailure: Pause), and roll toward the manifest's revision again. Refused (exit 1) when there is "
+             "neither.")),
+            ("pause", "freeze the rollouts of a process",
+             ("Pause the rollouts of NAME: a new revision is recorded but not rolled, a rollout under way stays where "
+             "it is and its progress deadline stops counting. Kept by the daemon, not in the manifest: an "
+             "apply does not lift it. `rollout resume` does.")),
+            ("resume", "let the rollouts of a process go on after `rollout pause`",
+             ("Let the rollouts of NAME go on after `rollout pause`; the progress deadline of a rollout under way "
+             "counts anew from now.")),
+            ("restart", "replace every replica of a process, as its strategy rolls",
+             ("Roll out a new revision of NAME's current spec: every replica is replaced as the strategy says "
+             "(RollingUpdate: a few at a time, each available before the next, so it keeps serving). `restart` "
+             "instead stops and starts every replica at once (and gives a Failed process a new start). Refused "
+             "while NAME is held stopped."))):
+        command = verbs.add_parser(verb, help=text, description=description)
+        command.add_argument("name", help="NAME or NAMESPACE/NAME")
+        command.set_defaults(handler=_rollout("verb"))
+
+
+def _rollout(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of rollout.py, imported only when that command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from . import rollout
+
+        return int(getattr(rollout, name)(args))
+
+    return handler
 
 
 def _count(text: str) -> int:
@@ -388,8 +486,10 @@ def _validate(args: argparse.Namespace) -> int:
             print(problems_text(error.problems), file=sys.stderr)
         return EXIT_INVALID
     from ..manifests.programs import missing_programs
+    from ..manifests.rules import rollout_warnings
 
-    warnings = missing_programs(specs)  # valid all the same: the host that runs them may have these
+    # Valid all the same: the host that runs them may have these programs; a start-first rollout may be meant.
+    warnings = missing_programs(specs) + rollout_warnings(specs)
     if args.output == "json":
         print(problems_json([], objects=len(specs), warnings=warnings))
     else:

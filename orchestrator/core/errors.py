@@ -76,6 +76,19 @@ class SpawnError(OrchestratorError):
     """
 
 
+class ListenError(UserError, OSError):
+    """A listening socket of a process could not be bound or taken back (host/listeners.py). `errno` is the
+    kernel's; the message names the socket, its address and the errno's name, such as
+    "socket http (tcp://127.0.0.1:8080): address already in use (EADDRINUSE)"."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        OSError.__init__(self, errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class StoreError(UserError):
     """The state database cannot be used as it is (corrupt, not ours, written by a newer version, unwritable).
 

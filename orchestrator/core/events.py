@@ -42,6 +42,16 @@ class EventType(str, Enum):
     LOG_ROTATION_FAILED = "LogRotationFailed"
     STORE_BUSY = "StoreBusy"  # another program holds the state database's lock: run state is saved later
     STORE_LOST = "StoreLost"  # state.db was deleted or replaced under the daemon: written anew from memory
+    ROLLOUT_STARTED = "RolloutStarted"
+    REPLICA_AVAILABLE = "ReplicaAvailable"  # a new-revision replica of a rollout became available
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    ROLLOUT_FAILED = "RolloutFailed"
+    ROLLBACK_STARTED = "RollbackStarted"
+    ROLLED_BACK = "RolledBack"  # a rollback completed: the process is held on the stable revision
+    ROLLOUT_PAUSED = "RolloutPaused"
+    ROLLOUT_RESUMED = "RolloutResumed"
+    SOCKET_BOUND = "SocketBound"
+    SOCKET_LOST = "SocketLost"
 
 
 class Event(NamedTuple):

@@ -89,6 +89,7 @@ class ProbeAction(str, Enum):
     HTTP = "http"
     TCP = "tcp"
     LOG = "log"
+    NOTIFY = "notify"  # the replica says READY=1 on its own $NOTIFY_SOCKET (systemd's sd_notify protocol)
 
 
 # The PATH every replica, hook and exec check starts with unless its manifest sets one (host/environment.py).
@@ -184,6 +185,43 @@ class Limits:
         return {name: how[name] for name, value in values.items() if value is not None}
 
 
+class StrategyType(str, Enum):
+    ROLLING_UPDATE = "RollingUpdate"  # a few replicas at a time, each proven available before the next
+    RECREATE = "Recreate"  # every replica stopped and started again at once
+
+
+class OnFailure(str, Enum):
+    ROLLBACK = "Rollback"  # back to the newest stable revision, then held there
+    PAUSE = "Pause"  # keep the mix of revisions as it is and stop progressing
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a change that needs a restart reaches the replicas of a Process (the manifest's `strategy`,
+    `minReadySeconds`, `progressDeadlineSeconds` and `revisionHistoryLimit`). None for maxSurge and
+    maxUnavailable: the default of the process, which depends on whether it has sockets (planning/rollout.py)."""
+
+    type: StrategyType = StrategyType.ROLLING_UPDATE
+    max_surge: int | str | None = None  # a count or "N%" of replicas, rounded up
+    max_unavailable: int | str | None = None  # a count or "N%" of replicas, rounded down
+    on_failure: OnFailure = OnFailure.ROLLBACK
+    min_ready_seconds: float = 5.0  # readiness held this long, with no restart, before a replica is available
+    progress_deadline_seconds: float = 600.0  # no progress for this long: the rollout failed
+    revision_history_limit: int = 10  # rollout revisions kept per process (0: no undo)
+
+
+@dataclass(frozen=True)
+class Socket:
+    """A listening socket the daemon binds and every replica of every revision inherits (fd 3 on, in order)."""
+
+    name: str
+    listen: str  # tcp://HOST:PORT, tcp://[V6]:PORT or unix:/ABS/PATH
+    backlog: int | None = None  # None: net.core.somaxconn
+    reuse_port: bool = False
+    non_blocking: bool = False
+    mode: str | None = None  # unix only, octal such as "0660"
+
+
 @dataclass(frozen=True)
 class Autoscale:
     min: int
@@ -235,6 +273,11 @@ class ProcessSpec:
     autoscale: Autoscale | None = None  # when set, `replicas` is the pool's current size, moved by the autoscaler
     cpu_affinity: tuple[int, ...] = ()
     io_class: str | None = None
+    sockets: tuple[Socket, ...] = ()
+    strategy: Strategy = Strategy()
+    # Set by `orchestrator rollout restart` (when it was asked): a new revision of the same manifest, rolled
+    # out with the strategy. Not a manifest field: an apply keeps it as it is.
+    restart_nonce: str = ""
     # Held stopped by `orchestrator stop` until `orchestrator start`: no replica runs, the object stays. Not a
     # manifest field: an apply keeps it as it is.
     stopped: bool = False
@@ -329,6 +372,7 @@ class ReplicaRecord:
     over_memory: str = ""  # why the watchdog found it over its memory limit: the planner kills it (OOMKilled)
     cgroup: str = ""  # the cgroup its process runs in, where the kernel enforces its memory and cpu limits
     slot_since: float | None = None  # monotonic start of this slot's first process, kept across restarts
+    ready_since: float | None = None  # monotonic; when it last became ready (None while it is not)
 
     @property
     def alive(self) -> bool:

@@ -83,8 +83,6 @@ class Daemon:
         self.marker = str(state_dir.resolve())
         self.pass_env = pass_patterns(os.environ, pass_env)
         child_env = base_environment(os.environ, self.pass_env)
-        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs",
-                             marker=self.marker, base_env=child_env)
         self.sampler = Sampler(metrics_interval,
                                lambda key, size, why: self.reconciler.post(lambda r: r.autoscale(key, size, why)),
                                proportional=metrics_addr is not None)
@@ -92,6 +90,8 @@ class Daemon:
         self.cgroups, self.limits_how = choose_host(limits, self.marker)
         executor = Executor(state_dir / "logs", marker=self.marker, cgroups=self.cgroups, subreaper=True,
                             base_env=child_env)
+        self.prober = Prober(lambda t: self.reconciler.post(lambda r: r.probe_transition(t)), state_dir / "logs",
+                             marker=self.marker, base_env=child_env, notify=executor.notify_sockets)
         self.log_index = LogIndexer(state_dir / "logs")  # when each line of every replica's log was written
         self.reconciler = Reconciler(executor, self.clock, self.events,
                                      persist=self._persist, prober=self.prober, limit_watch=self.limit_watch,
@@ -117,8 +117,13 @@ class Daemon:
         boot = _boot_id()
         if self.store.get_meta("boot_id") not in (None, boot):
             records = {rid: _after_reboot(r) for rid, r in records.items()}
+        same_boot = self.store.get_meta("boot_id") in (None, boot)
         self.store.set_meta("boot_id", boot)
+        self.ops.rollouts.restore(same_boot)
         self.reconciler.adopt(records)
+        specs = self.reconciler.desired.specs
+        if any(spec.sockets for spec in specs.values()) and self.ops.sockets.recover(specs, self.reconciler.records):
+            self.reconciler.set_desired(graph.desired_state(self.ops.sockets.with_lost(specs).values()))
         self.reconciler.stop_strays(self.marker)
         self._keep_adopted_pool_sizes()
         if self.role == "daemon":
@@ -236,6 +241,7 @@ class Daemon:
         self.sampler.close()
         self._save_before_exit()
         self.reconciler.close()
+        self.ops.sockets.close_all()
         self.log_index.close()
         if self.cgroups is not None:
             self.cgroups.close()  # only what is empty: the cgroups of replicas left running stay for adoption
@@ -312,6 +318,13 @@ class Daemon:
         if threading.current_thread() is not self._loop_thread:
             self.reconciler.post(lambda r: None)  # from another thread: have the loop save it soon
 
+    def _guard_sockets(self) -> None:
+        """After a pass: close the sockets nothing needs any more; bind again the ones that were lost."""
+        sockets = self.ops.sockets
+        if sockets.lost:
+            sockets.with_lost(self.reconciler.desired.specs)
+        sockets.release_unused(self.reconciler.desired.specs, self.reconciler.records)
+
     def _persist(self, records: Mapping[ReplicaId, ReplicaRecord]) -> bool:
         """End of a reconcile pass: save what changed, records and events, in two short transactions; False
         when the database was locked.
@@ -324,6 +337,9 @@ class Daemon:
         try:
             self.store.save_records(records)
             self.store.add_events(events)
+            if self.reconciler.rollouts_changed:
+                self.ops.rollouts.save()
+            self._guard_sockets()
         except StoreBusy as error:
             with self._unsaved_lock:
                 self._unsaved = (events + self._unsaved)[-MAX_UNSAVED_EVENTS:]
@@ -440,7 +456,7 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
     if record.process is not None:
         return dataclasses.replace(record, process=None, started_at=None, stop_requested_at=None, killed=False,
                                    restart_times=(), last_exit=None, crash_streak=0, started=False, ready=False,
-                                   unhealthy="")
+                                   ready_since=None, unhealthy="")
     last_exit = dataclasses.replace(record.last_exit, at=0.0) if record.last_exit else None
     return dataclasses.replace(record, restart_times=(), crash_streak=0, last_exit=last_exit)
 

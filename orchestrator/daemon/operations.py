@@ -28,6 +28,8 @@ from ..planning.autoscale import keep_pool_size
 from ..planning.diff import needs_restart
 from ..planning.policy import Step, next_step
 from .control import Conflict, NotFound
+from .owned_sockets import OwnedSockets
+from .rollouts import Rollouts
 from .store import Revision, Store
 from .watches import Watches
 
@@ -48,6 +50,10 @@ class Operations:
         self.created: dict[str, float] = {}
         self._decoded: dict[str, tuple[Any, ProcessSpec]] = {}
         self._decoded_lock = threading.Lock()  # decode() runs on request threads
+        self.rollouts = Rollouts(reconciler, store, clock.wall, events.emit)
+        self.rollouts.commit = self._commit_changes
+        self.rollouts.revision = lambda: self.revision
+        self.sockets = OwnedSockets(reconciler, clock.wall, events.emit)
 
     def restore(self, latest: Revision | None) -> None:
         """Take up the latest revision as the desired state (before anything is started)."""
@@ -61,6 +67,15 @@ class Operations:
     def objects(self, query: dict[str, str]) -> dict[str, Any]:
         documents = status.objects(self.reconciler.desired, self.reconciler.records, self.reconciler.waiting,
                                    self._wall_offset(), self.created, self.enforced_by)
+        # Where each Process's rollouts stand (`get -o wide`): dict lookups only, cheap for thousands of objects.
+        # Every commit of a new hash appends a rollout revision, so the last one is the desired spec's.
+        history, progress = self.rollouts.history, self.reconciler.rollout_progress
+        for document in documents:
+            entries = history.get(document["key"])
+            under_way = progress.get(document["key"])
+            document["rollout_revision"] = entries[-1].number if entries else None
+            document["up_to_date"] = (None if document["kind"] != Kind.PROCESS.value else
+                                      under_way.updated if under_way is not None else document["replicas"]["running"])
         selector = _parse_selector(query.get("selector", ""))
         if selector:
             documents = [d for d in documents if all(_selects(d["labels"], *term) for term in selector)]
@@ -125,9 +140,13 @@ class Operations:
         specs = [_with_hold(keep_pool_size(spec, current.get(spec.key)), current.get(spec.key)) for spec in specs]
         for spec in specs:
             old = current.get(spec.key)
-            result = "created" if old is None else ("unchanged" if old is spec or old == spec else "configured")
-            results.append(_result(spec, result, old))
-            new[spec.key] = spec
+            kept = self.rollouts.held(spec, old) if not dry_run else spec
+            result = "created" if old is None else ("unchanged" if old is kept or old == kept else "configured")
+            results.append(_result(kept, result, old))
+            hold = self.rollouts.hold_of(spec.key)
+            if hold is not None and kept is not spec:
+                results[-1]["held"] = {"revision": hold.revision, "failed": hold.failed, "reason": hold.reason}
+            new[spec.key] = kept
         applied = {spec.key for spec in specs}
         if body.get("prune"):
             for key, spec in current.items():
@@ -137,6 +156,8 @@ class Operations:
         # Raises ManifestError naming what breaks; the order worked out before serves while the graph is the same.
         desired = graph.desired_state(new.values(), previous=self.reconciler.desired)
         changed = any(r["result"] != "unchanged" for r in results)
+        if not dry_run and changed:
+            self.sockets.bind_for(desired.specs)  # before anything changes: a socket that cannot be bound refuses
         if not dry_run:
             retried = self._retry_failed(applied)
             for entry in results:
@@ -272,8 +293,8 @@ class Operations:
         if cached is not None and cached[0] == item:
             return cached[1]
         spec = codec.spec_from_json(item)
-        if spec.stopped:  # a hold is `orchestrator stop`'s to set, not an applied spec's
-            spec = dataclasses.replace(spec, stopped=False)
+        if spec.stopped or spec.restart_nonce:  # `orchestrator stop`'s and `rollout restart`'s, not a client's
+            spec = dataclasses.replace(spec, stopped=False, restart_nonce="")
         problems = check_spec(spec)  # the same schema as manifests: nothing runs unvalidated
         if problems:
             raise ManifestError(problems)
@@ -295,8 +316,52 @@ class Operations:
                                        "failed for good, and applied again: started anew", rid.index))
         return retried
 
+    def _commit_changes(self, changes: dict[str, ProcessSpec], action: str, message: str) -> None:
+        """Make `changes` desired (a rollback, an undo, a rolling restart) as a new revision."""
+        specs = {**self.reconciler.desired.specs, **changes}
+        self._commit(graph.desired_state(specs.values(), previous=self.reconciler.desired), action, {}, [], message)
+
+    def rollout(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The `rollout` verbs: status, history, undo, retry, pause, resume, restart."""
+        action = str(body.get("action", "status"))
+        key = self.key(str(body.get("name", "")))
+        if action == "status":
+            return self.rollouts.status(key)
+        if action == "history":
+            number = body.get("revision")
+            if number is not None:
+                shown = codec.spec_to_document(self.rollouts.spec_at(key, int(number)))
+                shown["spec"]["env"] = {name: "<hidden>" for name in shown["spec"].get("env", {})}
+                return {"key": key, "revision": int(number), "spec": shown}
+            return {"key": key, "revisions": self.rollouts.history_of(key)}
+        self._refuse_while_shutting_down()
+        found = self.reconciler.desired.specs.get(key)
+        if found is None:
+            raise NotFound(f"{key} is being removed")
+        spec = found
+        if spec.kind is not Kind.PROCESS:
+            raise Conflict(f"{key} is a Job: Jobs run to completion and do not roll")
+        if action == "undo":
+            to = body.get("to_revision")
+            return self.rollouts.undo(key, int(to) if to is not None else None)
+        if action == "retry":
+            return self.rollouts.retry(key)
+        if action in ("pause", "resume"):
+            changed = self.reconciler.pause_rollout(key, action == "pause")
+            self.rollouts.save()
+            return {"key": key, "paused": action == "pause", "changed": changed}
+        if action == "restart":
+            if spec.stopped:
+                raise Conflict(f"{key} is stopped: `orchestrator start {spec.name}` runs it again")
+            nonce = f"{self.clock.wall():.6f}"
+            self._commit_changes({key: dataclasses.replace(spec, restart_nonce=nonce)}, "rollout restart",
+                                 f"{key}: rolling restart")
+            return {"key": key, "revision": self.revision}
+        raise Conflict(f"unknown rollout action {action!r}: status, history, undo, retry, pause, resume, restart")
+
     def _commit(self, desired: DesiredState, action: str, body: dict[str, Any], paths: Sequence[str],
                 message: str = "") -> None:
+        before = self.reconciler.desired.specs
         now = self.clock.wall()
         created = {key: self.created.get(key, now) for key in desired.specs}
         # StoreBusy here (another program holds the database's lock) means: nothing changed, try again.
@@ -307,7 +372,12 @@ class Operations:
         self.created = created
         with contextlib.suppress(StoreBusy):  # creation times only: written again with the next revision
             self.store.set_meta("created", json.dumps(self.created, sort_keys=True))
+        if self.sockets.lost:  # a process whose sockets are lost rolls as Recreate until they are back
+            desired = graph.desired_state(self.sockets.with_lost(desired.specs).values(), previous=desired)
+        self.sockets.bind_for(desired.specs)  # bound already by an apply; a rollback or an undo binds here
+        self.sockets.hand_over(desired.specs)
         self.reconciler.set_desired(desired)
+        self.rollouts.note_commit(before, desired.specs, self.revision, body.get("git_commit"))
         text = f"revision {self.revision} ({action}{': ' + message if message else ''})"
         self.events.emit(Event(now, EventType.APPLIED, "", f"applied {text}"))
 
@@ -389,4 +459,7 @@ def _set_variables(value: Any) -> dict[str, str]:
 def _with_hold(spec: ProcessSpec, old: ProcessSpec | None) -> ProcessSpec:
     """`spec` held as the object it replaces is: a manifest or a revision says nothing of `orchestrator stop`
     (an object held stopped stays so through an apply or a rollback, and one that runs keeps running)."""
-    return dataclasses.replace(spec, stopped=old.stopped) if old is not None and old.stopped != spec.stopped else spec
+    if old is None or (old.stopped == spec.stopped and old.restart_nonce == spec.restart_nonce):
+        return spec
+    # (`rollout restart`'s nonce is the daemon's too: a re-apply does not restart again, nor undo it.)
+    return dataclasses.replace(spec, stopped=old.stopped, restart_nonce=old.restart_nonce)

@@ -47,6 +47,7 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
         "overMemory": record.over_memory,
         "cgroup": record.cgroup,
         "slotSince": record.slot_since,
+        "readySince": record.ready_since,
         "preStartPassed": record.pre_start_passed,
     }
 
@@ -97,6 +98,7 @@ def record_from_json(value: object) -> ReplicaRecord:
         over_memory=reader.text("overMemory", ""),
         cgroup=reader.text("cgroup", ""),
         slot_since=reader.number("slotSince", None),
+        ready_since=reader.number("readySince", None),
         pre_start_passed=reader.flag("preStartPassed", False),
     )
     reader.done()

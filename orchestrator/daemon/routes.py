@@ -46,6 +46,7 @@ class Routes:
             ("POST", "/start"): lambda q, b: call(lambda r: ops.hold(b, stopped=False)),
             ("POST", "/scale"): lambda q, b: call(lambda r: ops.scale(b)),
             ("POST", "/rollback"): lambda q, b: call(lambda r: ops.rollback(b)),
+            ("POST", "/rollout"): lambda q, b: call(lambda r: ops.rollout(b)),
             ("GET", "/revisions"): lambda q, b: ops.revisions(q),
             ("GET", "/events"): lambda q, b: ops.event_history(q, self.key(q["key"]) if q.get("key") else None),
             ("POST", "/shutdown"): lambda q, b: shutdown(),

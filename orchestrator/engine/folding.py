@@ -48,6 +48,7 @@ STOP_WORDS = {
     StopReason.UNHEALTHY: "unhealthy",
     StopReason.DEPENDENCY_RESTARTED: "a dependency started anew",
     StopReason.HELD: "stop asked for",
+    StopReason.ROLLOUT: "rolling update done with its surge replica",
 }
 
 
@@ -83,13 +84,17 @@ def what_next(spec: ProcessSpec | None, record: ReplicaRecord, shutting_down: bo
     return f"restarting in {delay:.3g} s" if delay else "restarting now"
 
 
-def probe_folded(record: ReplicaRecord, spec: ProcessSpec, transition: Transition) -> tuple[ReplicaRecord, str] | None:
-    """The record after a probe crossed a threshold, and the consequence in words; None if nothing changes."""
+def probe_folded(record: ReplicaRecord, spec: ProcessSpec, transition: Transition,
+                 now: float) -> tuple[ReplicaRecord, str] | None:
+    """The record after a probe crossed a threshold (at `now`), and the consequence in words; None if
+    nothing changes."""
     kind = transition.kind
     if kind is ProbeKind.STARTUP and transition.passing:
-        record = replace(record, started=True, ready=spec.probes.readiness is None)
+        ready = spec.probes.readiness is None
+        record = replace(record, started=True, ready=ready, ready_since=now if ready else None)
     elif kind is ProbeKind.READINESS:
-        record = replace(record, ready=transition.passing)
+        since = (record.ready_since if record.ready else now) if transition.passing else None
+        record = replace(record, ready=transition.passing, ready_since=since)
     elif not transition.passing:  # liveness failed, or startup could not pass: restart it
         record = replace(record, unhealthy=f"{kind.value} probe {transition.message}")
     else:

@@ -27,6 +27,7 @@ from ..core.model import (
     HookKind,
     Kind,
     Limits,
+    OnFailure,
     Phase,
     ProcessIdentity,
     ProcessSpec,
@@ -48,6 +49,7 @@ from ..planning.diff import needs_restart
 from ..planning.graph import desired_state
 from ..planning.plan import Forget, Kill, KillHook, Plan, Start, Stop, StopReason, Waiting, plan
 from ..planning.policy import record_exit, record_start, record_start_failure
+from ..planning.rollout import Note, NoteKind, Progress, RolloutState, revision_hash
 from .folding import (
     STOP_WORDS,
     exit_reason,
@@ -66,6 +68,21 @@ _LOG_WRITTEN = "a quiet log file was written to"  # the selector's data for the 
 
 
 RecordSink = Callable[[Mapping[ReplicaId, ReplicaRecord]], object]
+
+
+class RolloutOwner:
+    """Who decides what a rollout's end means (the daemon's operations: revisions, holds, rollback). Without
+    one (`orchestrator run`), a failed rollout pauses. Called on the loop's thread."""
+
+    def rollout_started(self, key: str, state: RolloutState) -> None:
+        """A rollout began (or rolled over to a new target)."""
+
+    def rollout_complete(self, key: str, state: RolloutState) -> None:
+        """Every replica runs the target revision and is available: it is stable."""
+
+    def rollout_failed(self, key: str, state: RolloutState, reason: str) -> ProcessSpec | None:
+        """The rollout failed: the spec to roll back to (already made desired), or None to pause."""
+        return None
 
 
 class Reconciler:
@@ -110,6 +127,13 @@ class Reconciler:
         if self._rotation.fd >= 0:
             self._selector.register(self._rotation.fd, selectors.EVENT_READ, _LOG_WRITTEN)
         self._pidfds: dict[ReplicaId, int] = {}
+        # Rollouts under way (planning/rollout.py), by key, as the last plan left them; paused keys
+        # (`rollout pause`); where each stands. Restored by the daemon from its store after a restart.
+        self.rollouts: dict[str, RolloutState] = {}
+        self.paused: set[str] = set()
+        self.rollout_progress: dict[str, Progress] = {}
+        self.rollout_owner = RolloutOwner()
+        self.rollouts_changed = False  # since the daemon last saved them
 
     # -- the only ways in from outside the loop -------------------------------------------------
 
@@ -267,14 +291,92 @@ class Reconciler:
     def reconcile(self, now: float) -> Plan:
         """Plan and act until the plan has nothing more to start at `now` (dependents start in later rounds)."""
         while True:
-            current = plan(self.desired, self.records, now)
+            current = plan(self.desired, self.records, now, self.rollouts, frozenset(self.paused))
+            self._note_rollouts(current, now)
             self._note_waiting(current.waiting)
             if not current.actions:
                 return current
             for action in current.actions:
                 self._guarded(f"{type(action).__name__} {action.replica}", functools.partial(self._execute, action, now))
             if current.starts == 0:
-                return plan(self.desired, self.records, now)
+                current = plan(self.desired, self.records, now, self.rollouts, frozenset(self.paused))
+                self._note_rollouts(current, now)
+                return current
+
+    def _note_rollouts(self, current: Plan, now: float) -> None:
+        """Keep what the plan says of rollouts, say it in events, and let the owner act on their ends."""
+        self.rollout_progress = dict(current.progress)
+        before = dict(self.rollouts)
+        for key, state in current.rollouts.items():
+            self.rollouts_changed = True
+            if state is None:
+                self.rollouts.pop(key, None)
+            else:
+                self.rollouts[key] = state
+        for note in current.notes:
+            self._guarded(f"rollout of {note.key}", functools.partial(self._rollout_note, note, before, now))
+
+    def _rollout_note(self, note: Note, before: Mapping[str, RolloutState], now: float) -> None:
+        key = note.key
+        if note.kind is NoteKind.STARTED:
+            self._emit(EventType.ROLLOUT_STARTED, key, note.message)
+            if key in self.rollouts:
+                self.rollout_owner.rollout_started(key, self.rollouts[key])
+        elif note.kind is NoteKind.PROGRESS:
+            self._emit(EventType.REPLICA_AVAILABLE, key, note.message)
+        elif note.kind is NoteKind.COMPLETE:
+            ended = before.get(key)
+            if ended is not None and ended.rollback:
+                self._emit(EventType.ROLLED_BACK, key, f"rolled back to {ended.target}: {note.message}; held there "
+                           "until the manifest changes or `orchestrator rollout retry`")
+            else:
+                self._emit(EventType.ROLLOUT_COMPLETE, key, note.message)
+            if ended is not None:
+                self.rollout_owner.rollout_complete(key, ended)
+        elif note.kind is NoteKind.FAILED:
+            state = self.rollouts[key]
+            spec = self.desired.specs.get(key)
+            if state.rollback or spec is None:
+                self._emit(EventType.ROLLOUT_FAILED, key, f"rollback failed ({note.reason}): {note.message}; "
+                           "paused, nothing more is done by itself")
+                return
+            self._emit(EventType.ROLLOUT_FAILED, key, f"{note.reason}: {note.message}")
+            if spec.strategy.on_failure is not OnFailure.ROLLBACK:
+                self._emit(EventType.ROLLOUT_PAUSED, key, "onFailure: Pause: the replicas stay as they are "
+                           "(`orchestrator rollout retry` or a changed manifest rolls again)")
+                return
+            target = self.rollout_owner.rollout_failed(key, state, note.reason)
+            if target is None:
+                self._emit(EventType.ROLLOUT_PAUSED, key, "no stable revision to roll back to: paused")
+                return
+            to = revision_hash(target)
+            self.rollouts[key] = RolloutState(target=to, started_at=now, progress_at=now, rollback=True,
+                                              source=state.target)
+            self.rollouts_changed = True
+            self._emit(EventType.ROLLBACK_STARTED, key, f"rolling back from {state.target} to {to}")
+
+    def pause_rollout(self, key: str, paused: bool) -> bool:
+        """`rollout pause` / `resume`: does it change anything? A resumed rollout's deadline counts anew."""
+        if (key in self.paused) == paused:
+            return False
+        now = self.clock.monotonic()
+        if paused:
+            self.paused.add(key)
+        else:
+            self.paused.discard(key)
+            state = self.rollouts.get(key)
+            if state is not None:
+                self.rollouts[key] = replace(state, progress_at=now)
+        self.rollouts_changed = True
+        self._emit(EventType.ROLLOUT_PAUSED if paused else EventType.ROLLOUT_RESUMED, key,
+                   "rollout paused: new revisions are recorded, not rolled" if paused else "rollout resumed")
+        return True
+
+    def retry_rollout(self, key: str) -> None:
+        """Forget a failed rollout of `key`: the next pass rolls toward the desired spec again."""
+        state = self.rollouts.pop(key, None)
+        if state is not None:
+            self.rollouts_changed = True
 
     def _execute(self, action: Start | Stop | Kill | KillHook | Forget, now: float) -> None:
         if isinstance(action, Start):
@@ -364,7 +466,7 @@ class Reconciler:
             return
         record = replace(record_start(previous, spec, child.process, now), cgroup=child.cgroup)
         if not spec.probes.startup and not spec.probes.readiness:
-            record = replace(record, ready=True)
+            record = replace(record, ready=True, ready_since=now)
         self.records[rid] = record
         self._log_offsets[rid] = child.log_offset
         self._watch(rid, child.process.pid, child.pidfd)
@@ -545,7 +647,7 @@ class Reconciler:
         if record is None or record.process != transition.process or record.stop_requested_at is not None:
             return  # about a process that is gone or going
         spec = self.desired.specs.get(transition.replica.key, record.spec)
-        folded = probe_folded(record, spec, transition)
+        folded = probe_folded(record, spec, transition, self.clock.monotonic())
         if folded is None:
             return
         record, consequence = folded

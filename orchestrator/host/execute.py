@@ -31,8 +31,10 @@ from . import subreaper as _subreaper
 from .cgroups import CgroupHost, ReplicaCgroup, replica_cgroup_name
 from .environment import base_environment, pass_patterns
 from .limits import apply_at_start, renice_tree
+from .listeners import inherited, listening, socket_environment
 from .logs import log_path, open_log
 from .metrics import Histogram
+from .notify import NOTIFY_SOCKET, NotifySocket, NotifySockets, uses_notify
 from .observe import identity, is_alive
 from .subreaper import FORKS, STATE_MARKER
 
@@ -84,11 +86,14 @@ class Executor:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._adopted: set[int] = set()
         self._pidfds: dict[int, int] = {}
+        self._listeners: dict[str, tuple[int, ...]] = {}  # key -> the daemon's sockets its replicas inherit
         self.cgroups = cgroups
         self._cgroups: dict[int, tuple[ReplicaCgroup, int]] = {}  # pid -> its cgroup, oom kills before it
         self._unremoved: list[ReplicaCgroup] = []  # ended, but a zombie still held them: removed later
         self._base_env = dict(base_env if base_env is not None
                               else base_environment(os.environ, pass_patterns(os.environ)))
+        # The sd_notify socket of each start of a replica with a notify probe: <state dir>/run/notify/ (notify.py).
+        self.notify_sockets = NotifySockets(log_dir.parent / "run" / "notify")
         raise_open_files_limit()
 
     def spawn(self, replica: ReplicaId, spec: ProcessSpec) -> Child:
@@ -104,6 +109,35 @@ class Executor:
         the replica's cgroup: ending a hook must not end the process it runs beside (its timeout bounds it)."""
         return self._spawn(replica, spec, list(hook.command), contained=False, expanded=True)
 
+    def set_listeners(self, key: str, fds: tuple[int, ...] | None) -> None:
+        """The bound sockets (listeners.py) every replica of `key` inherits, in the order its spec declares
+        them; None forgets them. The descriptors stay the caller's, who closes them after the last replica."""
+        if fds is None:
+            self._listeners.pop(key, None)
+        else:
+            self._listeners[key] = tuple(fds)
+
+    def _sockets_of(self, spec: ProcessSpec, env: dict[str, str]) -> tuple[int, ...]:
+        """The descriptors a replica of `spec` inherits at 3.. (none without sockets), with their LISTEN_
+        variables added to its environment."""
+        if not spec.sockets:
+            return ()
+        fds = self._listeners.get(spec.key)
+        names = ", ".join(sock.name for sock in spec.sockets)
+        if fds is None:
+            raise SpawnError(f"its sockets are not bound: {names}")
+        if len(fds) != len(spec.sockets):
+            raise SpawnError(f"its sockets are not bound as declared: {len(fds)} bound for {names}")
+        closed = [f"{sock.name} (fd {fd})" for sock, fd in zip(spec.sockets, fds) if not listening(fd)]
+        if closed:  # closed since, its number maybe reused: the replica must not get what has it now
+            raise SpawnError(f"its sockets are not bound: {', '.join(closed)} no longer listening")
+        try:
+            env.update(socket_environment(spec.sockets))
+        except ValueError as error:
+            raise SpawnError(str(error)) from error
+        env.pop("LISTEN_PID", None)  # the shim sets it: the replica's own pid
+        return fds
+
     def _spawn(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool,
                expanded: bool) -> Child:
         began = time.perf_counter()
@@ -114,8 +148,11 @@ class Executor:
     def _spawn_now(self, replica: ReplicaId, spec: ProcessSpec, argv: list[str], contained: bool,
                    expanded: bool) -> Child:
         env = replica_environment(self._base_env, spec, replica.index)
+        passed = self._sockets_of(spec, env) if contained else ()  # hooks inherit no socket
         if expanded:
-            argv = expand_all(argv, env)
+            argv = expand_all(argv, env)  # the program's words: never the shim's script, whose $$ is the shell's
+        if passed:
+            argv = _through_shim(argv, passed, env, spec.working_dir)
         self._starts += 1
         if self.marker:
             env[STATE_MARKER] = self.marker
@@ -128,8 +165,13 @@ class Executor:
         log_offset = os.fstat(log_fd).st_size
         warnings: list[str] = []
         group = self._cgroup_for(replica, spec, warnings) if contained else None
+        notify: NotifySocket | None = None
         popen = None
         try:
+            if contained and uses_notify(spec):  # the main process only, as systemd does; raises SpawnError
+                mine = uid in (None, os.geteuid())  # a child of another user cannot enter the state dir
+                notify = self.notify_sockets.open(f"{self._epoch}.{self._starts}", by_path=mine)
+                env[NOTIFY_SOCKET] = notify.address
             popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -141,6 +183,7 @@ class Executor:
                 user=uid,
                 group=gid,
                 extra_groups=groups,
+                pass_fds=passed,  # close_fds stays: nothing else is inherited
             )
         except FileNotFoundError as error:
             missing = spec.working_dir if error.filename == spec.working_dir else argv[0]
@@ -156,8 +199,12 @@ class Executor:
             os.close(log_fd)
             if popen is None and group is not None:
                 group.remove()
+            if popen is None and notify is not None:
+                self.notify_sockets.discard(notify)
         pid = popen.pid
         self._children[pid] = popen
+        if notify is not None:
+            self.notify_sockets.keep(pid, notify)
         try:
             self._pidfds[pid] = os.pidfd_open(pid)
             process = identity(pid)
@@ -189,6 +236,7 @@ class Executor:
             group.remove()
         self._cgroups.pop(pid, None)
         del self._children[pid]
+        self.notify_sockets.end(pid)
         self._instance_of.pop(pid, None)
         fd = self._pidfds.pop(pid, None)
         if fd is not None:
@@ -315,6 +363,7 @@ class Executor:
             return None
         del self._children[pid]
         os.close(self._pidfds.pop(pid))
+        self.notify_sockets.end(pid)
         ended = self._instance_of.pop(pid, None)
         if ended is not None:
             self._ended.append(ended[1])
@@ -418,6 +467,7 @@ class Executor:
         for pidfd in self._pidfds.values():
             os.close(pidfd)
         self._pidfds.clear()
+        self.notify_sockets.close()  # a replica left running can no longer say READY=1 (an adopted one never can)
         self._adopted.clear()
         self._cgroups.clear()
 
@@ -431,6 +481,21 @@ class Executor:
     @property
     def running(self) -> int:
         return len(self._pidfds)
+
+
+def _through_shim(argv: list[str], fds: tuple[int, ...], env: Mapping[str, str], cwd: str) -> list[str]:
+    """`argv` behind the shim that hands it `fds` at 3.. (listeners.py). The shim execs the program, so a missing
+    one is looked for here, as execvp would: it would otherwise be the shim's exit 127, not a failed start (a
+    missing working directory is left to Popen to report)."""
+    program = argv[0]
+    folders = [""] if "/" in program else env.get("PATH", os.defpath).split(os.pathsep)
+    found = (os.path.join(cwd, folder, program) for folder in folders)
+    if os.path.isdir(cwd) and not any(os.path.isfile(path) and os.access(path, os.X_OK) for path in found):
+        raise SpawnError(f"command not found: {program}")
+    try:
+        return inherited(argv, fds)[0]
+    except (OSError, ValueError) as error:  # no bash to run the shim
+        raise SpawnError(str(error)) from error
 
 
 def _watchdog_instead(label: str, error: OSError, what: str = "") -> str:

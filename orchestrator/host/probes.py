@@ -1,4 +1,4 @@
-"""Health probes (exec, http, tcp, log) on their own schedule. They post results; they never act.
+"""Health probes (exec, http, tcp, log, notify) on their own schedule. They post results; they never act.
 
 One scheduler thread keeps a heap of due checks and hands each to a small pool of worker threads, so a
 slow check (up to its timeoutSeconds, enforced) delays neither the reconciler nor another probe. Thresholds
@@ -8,6 +8,11 @@ mean. A replica's probes start afresh with each new process, and stop when it go
 
 Kubernetes' semantics: startup runs first and gates the others; a failing startup probe makes the
 replica unhealthy like a failing liveness probe.
+
+A notify probe is not checked on a schedule: it passes when the replica's own sd_notify socket (made by the
+executor for each start, notify.py) receives READY=1 from the replica's processes, and stays passed for the life
+of that process; it never fails. The scheduler thread waits on a selector holding a wake-up pipe and a duplicate
+of each such socket, until the next due check: an idle replica that says nothing wakes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import contextlib
 import heapq
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -33,6 +39,7 @@ from ..core.patterns import compile_pattern
 from .environment import base_environment, pass_patterns
 from .execute import STATE_MARKER, replica_environment, user_ids
 from .logs import log_path
+from .notify import NotifySockets, receive, uses_notify
 from .observe import is_alive, listening_inodes, socket_holder, tree_holds
 from .subreaper import FORKS, marks
 
@@ -84,6 +91,19 @@ class _State:
     due: float = 0.0
 
 
+@dataclass
+class _Notified:
+    """What a start's notify socket said, read through the prober's own duplicate of it."""
+
+    sock: socket.socket
+    main: int  # pid of the start's main process: who, with its session and descendants, may say READY=1
+    ready_from: int = 0  # the pid that said READY=1; 0 while none did
+    status: str = ""  # its last STATUS= text
+    foreign: int = 0  # pid of a process outside the replica whose READY=1 was ignored (the last one)
+    registered: bool = False  # in the scheduler's selector (done on its thread)
+    dropped: bool = False  # no longer listened to: closed soon
+
+
 @dataclass(order=True)
 class _Due:
     at: float
@@ -93,10 +113,12 @@ class _Due:
 
 class Prober:
     def __init__(self, on_transition: Callable[[Transition], None], log_dir: Path, workers: int = 8,
-                 marker: str = "", base_env: Mapping[str, str] | None = None) -> None:
+                 marker: str = "", base_env: Mapping[str, str] | None = None,
+                 notify: NotifySockets | None = None) -> None:
         """`marker`: the state dir's mark (execute.STATE_MARKER) put in every exec check's environment, so
         that a check left hanging by a daemon that died is found and killed by the next one. `base_env`:
-        what an exec check starts from, as the replica it checks (environment.py)."""
+        what an exec check starts from, as the replica it checks (environment.py). `notify`: the executor's
+        notify sockets, where notify probes hear READY=1 (without them, a notify probe never passes)."""
         self.base_env = dict(base_env if base_env is not None
                              else base_environment(os.environ, pass_patterns(os.environ)))
         self.on_transition = on_transition
@@ -106,7 +128,13 @@ class Prober:
         self._running_lock = threading.Lock()
         self._states: dict[tuple[ReplicaId, ProbeKind], _State] = {}
         self._heap: list[_Due] = []
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self.notify = notify
+        self._notified: dict[ProcessIdentity, _Notified] = {}  # starts with a notify probe, being listened to
+        self._dropped: list[_Notified] = []  # no longer: closed on the scheduler thread, after its selector
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
         self._closed = False
         self._thread = threading.Thread(target=self._schedule, name="prober", daemon=True)
@@ -127,7 +155,7 @@ class Prober:
                     probe = probes.of(kind)
                     if probe is not None:
                         wanted[(rid, kind)] = (target, probe)
-            changed = False
+            changed = self._sync_notified(targets)
             for key in list(self._states):
                 if key not in wanted:
                     del self._states[key]
@@ -146,15 +174,41 @@ class Prober:
                 state.due = max(now, target.started_at + probe.initial_delay_seconds)
                 self._states[key] = state
                 heapq.heappush(self._heap, _Due(state.due, key, generation))
-            if changed:  # only a new check can be due sooner than the scheduler's wake-up: idle stays idle
-                self._lock.notify()
+            if changed and not self._closed:  # only a new check can be due sooner than the scheduler's wake-up
+                self._wake()
+
+    def _sync_notified(self, targets: Mapping[ReplicaId, Target]) -> bool:
+        """Listen to the notify socket of each target start that has one, and only to those (under the lock)."""
+        if self.notify is None:
+            return False
+        listened = {t.process for t in targets.values() if uses_notify(t.spec)}
+        changed = False
+        for process in [p for p in self._notified if p not in listened]:
+            self._dropped.append(self._notified.pop(process))
+            self._dropped[-1].dropped = True
+            changed = True
+        for process in listened - self._notified.keys():
+            sock = self.notify.receiver(process.pid)
+            if sock is not None:  # else adopted: its socket went with the daemon that started it
+                self._notified[process] = _Notified(sock, process.pid)
+                changed = True
+        return changed
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: the scheduler wakes anyway; closed: it is gone
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._states.clear()  # a check still running finds no state and posts nothing
-            self._lock.notify()
+            self._wake()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():  # it closed its selector and the sockets it read
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         with self._running_lock:
             for pid in self._running:  # the worker waiting on it returns at once; the interpreter can exit
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -164,20 +218,98 @@ class Prober:
     # -- scheduling (prober thread) ---------------------------------------------------------------
 
     def _schedule(self) -> None:
+        try:
+            while True:
+                heard: list[Transition] = []
+                with self._lock:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    while self._heap and self._heap[0].at <= now:
+                        due = heapq.heappop(self._heap)
+                        state = self._states.get(due.key)
+                        if state is None or state.generation != due.generation:
+                            continue  # gone, or restarted: this entry is stale
+                        if state.probe.action is ProbeAction.NOTIFY:  # due once, then when its socket speaks
+                            transition = self._heard(due.key, state)
+                            if transition is not None:
+                                heard.append(transition)
+                            continue
+                        self._next(due.key, state, now)
+                        if not state.busy:
+                            state.busy = True
+                            self._pool.submit(self._run, due.key, state, state.generation)
+                    self._listen()
+                    timeout = max(0.0, self._heap[0].at - now) if self._heap else None
+                for transition in heard:
+                    self.on_transition(transition)
+                for key, _events in self._selector.select(timeout):
+                    if key.data is None:
+                        while _drained(self._wake_r):
+                            pass
+                    else:
+                        self._receive(key.data)
+        finally:
+            with self._lock:
+                for notified in self._notified.values():
+                    notified.dropped = True
+                    self._dropped.append(notified)
+                self._notified.clear()
+                self._listen()
+            self._selector.close()
+
+    def _listen(self) -> None:
+        """Bring the selector in line with the sockets to listen to (scheduler thread, under the lock)."""
+        for notified in self._dropped:
+            if notified.registered:
+                self._selector.unregister(notified.sock)
+            notified.sock.close()
+        self._dropped.clear()
+        for notified in self._notified.values():
+            if not notified.registered:
+                self._selector.register(notified.sock, selectors.EVENT_READ, notified)
+                notified.registered = True
+
+    def _receive(self, notified: _Notified) -> None:
+        """Read what a start's socket says (bounded) and have its notify probes look again at once."""
+        heard = receive(notified.sock, notified.main)  # its socket is closed on this thread only: safe unlocked
         with self._lock:
-            while not self._closed:
-                now = time.monotonic()
-                while self._heap and self._heap[0].at <= now:
-                    due = heapq.heappop(self._heap)
-                    state = self._states.get(due.key)
-                    if state is None or state.generation != due.generation:
-                        continue  # gone, or restarted: this entry is stale
-                    self._next(due.key, state, now)
-                    if not state.busy:
-                        state.busy = True
-                        self._pool.submit(self._run, due.key, state, state.generation)
-                timeout = self._heap[0].at - now if self._heap else None
-                self._lock.wait(timeout)
+            if notified.dropped:
+                return
+            if heard.status is not None:
+                notified.status = heard.status
+            if heard.foreign:
+                notified.foreign = heard.foreign
+            if heard.ready_from and not notified.ready_from:
+                notified.ready_from = heard.ready_from
+            elif not heard.foreign:
+                return  # nothing a probe would see differently
+            now = time.monotonic()
+            for key, state in self._states.items():
+                if state.probe.action is ProbeAction.NOTIFY and self._notified.get(state.target.process) is notified:
+                    heapq.heappush(self._heap, _Due(now, key, state.generation))
+
+    def _heard(self, key: tuple[ReplicaId, ProbeKind], state: _State) -> Transition | None:
+        """A notify probe looks at what its start's socket said (under the lock)."""
+        notified = self._notified.get(state.target.process)
+        if notified is not None and notified.ready_from:
+            if state.passing:
+                return None
+            state.passing = True
+            status = f" (status: {notified.status})" if notified.status else ""
+            return Transition(key[0], state.target.process, state.kind, True,
+                              f"heard READY=1 from pid {notified.ready_from}{status}")
+        if state.passing or state.said_why or state.kind is not ProbeKind.READINESS:
+            return None  # (a startup probe that does not pass would restart the replica: it only waits)
+        if notified is None:
+            why = ("it has no notify socket: it was started by an earlier daemon, whose socket went with it"
+                   if self.notify is not None else "no notify sockets are made here")
+        elif notified.foreign:
+            why = f"READY=1 came from pid {notified.foreign}, which is not one of this replica's processes: ignored"
+        else:
+            return None  # nothing said yet: waiting is all there is to do
+        state.said_why = True
+        return Transition(key[0], state.target.process, state.kind, False, f"has not passed yet: {why}")
 
     def _next(self, key: tuple[ReplicaId, ProbeKind], state: _State, now: float) -> None:
         # From the last due time, so the period holds without drift; from now, if the prober fell behind.
@@ -309,6 +441,14 @@ class Prober:
                 return True
             self._running.add(pid)
             return not self._closed
+
+
+def _drained(fd: int) -> bool:
+    """Read some of the wake-up pipe; False once it is empty."""
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
 
 
 def _exec(probe: Probe, spec: ProcessSpec, index: int, base_env: Mapping[str, str], marker: str = "",

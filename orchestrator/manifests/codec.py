@@ -12,6 +12,7 @@ ValueError naming the field path; it never asserts.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..core.model import (
     Kind,
     Limits,
     LogPolicy,
+    OnFailure,
     Probe,
     ProbeAction,
     ProbeKind,
@@ -34,6 +36,9 @@ from ..core.model import (
     ProcessSpec,
     RestartPolicy,
     Shutdown,
+    Socket,
+    Strategy,
+    StrategyType,
 )
 from ..core.reader import Reader
 from ..core.units import parse_cpu, parse_quantity
@@ -105,6 +110,12 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
         body["cpuAffinity"] = list(spec.cpu_affinity)
     if spec.io_class is not None:
         body["ioClass"] = spec.io_class
+    put("sockets", [socket_to_document(socket) for socket in spec.sockets], [], process)
+    strategy, default = spec.strategy, _DEFAULTS.strategy
+    put("strategy", strategy_to_document(strategy), strategy_to_document(default), process)
+    put("minReadySeconds", strategy.min_ready_seconds, default.min_ready_seconds, process)
+    put("progressDeadlineSeconds", strategy.progress_deadline_seconds, default.progress_deadline_seconds, process)
+    put("revisionHistoryLimit", strategy.revision_history_limit, default.revision_history_limit, process)
     return {
         "apiVersion": API_VERSION,
         "kind": spec.kind.value,
@@ -189,6 +200,8 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         autoscale=autoscale_from_document(body.raw("autoscale", None)),
         cpu_affinity=tuple(body.integers("cpuAffinity", ())),
         io_class=body.text("ioClass", None),
+        sockets=read_sockets(body),
+        strategy=read_strategy(body),
         location=location,
     )
     for reader in (metadata, body, backoff, shutdown, logs):
@@ -203,6 +216,74 @@ _PROBE_SCHEDULE = (
     ("successThreshold", "success_threshold"),
     ("failureThreshold", "failure_threshold"),
 )
+
+
+def socket_to_document(socket: Socket) -> JSONDict:
+    """A socket as the manifest writes it; backlog and mode only when set (the schema has no null for them)."""
+    document: JSONDict = {"name": socket.name, "listen": socket.listen}
+    if socket.backlog is not None:
+        document["backlog"] = socket.backlog
+    document["reusePort"] = socket.reuse_port
+    document["nonBlocking"] = socket.non_blocking
+    if socket.mode is not None:
+        document["mode"] = socket.mode
+    return document
+
+
+def read_sockets(body: Reader) -> tuple[Socket, ...]:
+    """The `sockets` of a spec's body (a manifest's, validated, or spec_to_document's); ValueError if garbled."""
+    sockets = []
+    for item in body.readers("sockets"):
+        sockets.append(Socket(name=item.text("name"), listen=item.text("listen"), backlog=item.integer("backlog", None),
+                              reuse_port=item.flag("reusePort", Socket.reuse_port),
+                              non_blocking=item.flag("nonBlocking", Socket.non_blocking), mode=item.text("mode", None)))
+        item.done()
+    return tuple(sockets)
+
+
+def strategy_to_document(strategy: Strategy) -> JSONDict:
+    """The manifest's `strategy` (the rest of a Strategy is three fields of the spec beside it). rollingUpdate
+    holds only the values set (unset: the process's default, which depends on its sockets), and is left out
+    of a Recreate with none, as the schema refuses it there."""
+    rolling = {name: value for name, value in (("maxSurge", strategy.max_surge),
+                                               ("maxUnavailable", strategy.max_unavailable)) if value is not None}
+    document: JSONDict = {"type": strategy.type.value}
+    if rolling or strategy.type is StrategyType.ROLLING_UPDATE:
+        document["rollingUpdate"] = rolling
+    document["onFailure"] = strategy.on_failure.value
+    return document
+
+
+_PERCENT = re.compile(r"[0-9]+%")
+
+
+def _count_or_percent(reader: Reader, name: str) -> int | str | None:
+    value = reader.raw(name, None)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    if isinstance(value, str) and _PERCENT.fullmatch(value):
+        return value
+    raise ValueError(f"{reader.field(name)}: expected a count or a percentage such as '25%', got {value!r}")
+
+
+def read_strategy(body: Reader) -> Strategy:
+    """The Strategy of a spec's body: its `strategy`, minReadySeconds, progressDeadlineSeconds and
+    revisionHistoryLimit (a manifest's, validated, or spec_to_document's); ValueError if garbled."""
+    document = body.reader("strategy", {})
+    rolling = document.reader("rollingUpdate", {})
+    default = Strategy()
+    strategy = Strategy(
+        type=document.enum("type", StrategyType, default.type),
+        max_surge=_count_or_percent(rolling, "maxSurge"),
+        max_unavailable=_count_or_percent(rolling, "maxUnavailable"),
+        on_failure=document.enum("onFailure", OnFailure, default.on_failure),
+        min_ready_seconds=body.number("minReadySeconds", default.min_ready_seconds),
+        progress_deadline_seconds=body.number("progressDeadlineSeconds", default.progress_deadline_seconds),
+        revision_history_limit=body.integer("revisionHistoryLimit", default.revision_history_limit),
+    )
+    rolling.done()
+    document.done()
+    return strategy
 
 
 _HOOK_FIELDS = {HookKind.PRE_START: "pre_start", HookKind.POST_START: "post_start", HookKind.PRE_STOP: "pre_stop"}
@@ -263,6 +344,8 @@ def probe_to_document(probe: Probe) -> JSONDict:
         action = {"port": probe.port, "host": probe.host, "path": probe.path, "headers": dict(probe.headers)}
     elif probe.action is ProbeAction.TCP:
         action = {"port": probe.port, "host": probe.host}
+    elif probe.action is ProbeAction.NOTIFY:
+        action = {}  # READY=1 on the replica's own $NOTIFY_SOCKET: nothing to say
     else:
         action = {"pattern": probe.pattern}
     document: JSONDict = {probe.action.value: action}
@@ -275,11 +358,13 @@ def probe_from_document(document: Mapping[str, Any]) -> Probe:
     """A probe from a validated manifest's (or spec_to_document's) probe object; ValueError if garbled."""
     actions = [a for a in ProbeAction if a.value in document]
     if len(actions) != 1:
-        raise ValueError(f"a probe needs exactly one of exec, http, tcp, log; got {sorted(document)}")
+        raise ValueError(f"a probe needs exactly one of {', '.join(a.value for a in ProbeAction)}; got {sorted(document)}")
     action = actions[0]
     body = document[action.value]
     if not isinstance(body, Mapping):
         raise ValueError(f"probe {action.value}: expected a mapping")  # noqa: TRY004 - a garbled document
+    if action is ProbeAction.NOTIFY and body:
+        raise ValueError(f"probe notify: expected no fields, got {sorted(body)}")
     schedule = {attribute: document[name] for name, attribute in _PROBE_SCHEDULE if name in document}
     for attribute in ("initial_delay_seconds", "period_seconds", "timeout_seconds"):
         if attribute in schedule:
@@ -322,6 +407,8 @@ def spec_to_json(spec: ProcessSpec) -> JSONDict:
     found: JSONDict = {"document": spec_to_document(spec), "location": location_to_json(spec.location)}
     if spec.stopped:  # held by `orchestrator stop`: the daemon's, not the manifest's
         found["stopped"] = True
+    if spec.restart_nonce:  # asked by `orchestrator rollout restart`: the daemon's too
+        found["restartNonce"] = spec.restart_nonce
     return found
 
 
@@ -330,9 +417,12 @@ def spec_from_json(value: object, path: str = "") -> ProcessSpec:
     document = reader.raw("document")
     location = location_from_json(reader.raw("location", None), reader.field("location"))
     stopped = reader.raw("stopped", False) is True
+    restart_nonce = reader.text("restartNonce", "")
     reader.done()
     try:
         spec = spec_from_document(document, location)
     except ValueError as error:
         raise ValueError(f"{reader.field('document')}: {error}") from None
-    return dataclasses.replace(spec, stopped=True) if stopped else spec
+    if stopped or restart_nonce:
+        spec = dataclasses.replace(spec, stopped=stopped, restart_nonce=restart_nonce)
+    return spec

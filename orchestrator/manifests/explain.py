@@ -27,6 +27,10 @@ PATTERN_WORDS = {
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
     r"[A-Za-z0-9])?$": "a valid label key: an optional DNS prefix and '/', then at most 63 letters, digits, "
     "'-', '_' or '.', starting and ending with a letter or digit",
+    "^[0-9]+%$": "a count or a percentage of replicas: 2 or '25%'",
+    r"^(tcp://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}|unix:/.+)$": "a listen "
+    "address: tcp://HOST:PORT, tcp://[IPv6]:PORT or unix:/absolute/path",
+    "^0?[0-7]{3}$": "an octal mode such as '0660'",
 }
 TYPE_WORDS = {
     "string": "a string",
@@ -121,7 +125,7 @@ def _mismatch(rule: str, expected: Any, shown: str, instance: object, raw: str |
 # "False schema does not allow 2"); this names the rule instead, at the field it is about. Each takes the value
 # the rule applies to (the spec, the probe) and gives the field (relative to it), the message, and whether the
 # key is meant rather than its value.
-_ACTIONS = ("exec", "http", "tcp", "log")
+_ACTIONS = ("exec", "http", "tcp", "log", "notify")
 
 
 def _probe_action(probe: Any) -> tuple[FieldPath, str, bool]:
@@ -139,6 +143,11 @@ RULE_WORDS: dict[str, Callable[[Any], tuple[FieldPath, str, bool]]] = {
     "replicas or autoscale": lambda _: (
         ("replicas",), "give replicas or autoscale, not both: autoscale sets the number of replicas", True),
     "probe": _probe_action,
+    "rollingUpdate only with RollingUpdate": lambda _: (
+        ("rollingUpdate",), "rollingUpdate is for type RollingUpdate: a Recreate stops and starts every replica at once",
+        True),
+    "mode only for unix sockets": lambda _: (
+        ("mode",), "mode is for unix sockets only: a tcp socket has no file to set it on", True),
 }
 _RULE_KEYWORDS = {"then", "else", "oneOf", "anyOf", "not"}  # a rule's own combinators: what makes it fail
 _NAMED = {"properties", "patternProperties", "prefixItems"}  # followed by the name or index the value is at

@@ -33,6 +33,7 @@ from ..core.model import (
     RestartPolicy,
     Shutdown,
 )
+from ..core.reader import Reader
 from ..core.units import parse_quantity
 from ..planning import graph
 from .codec import (
@@ -40,6 +41,8 @@ from .codec import (
     hooks_from_document,
     limits_from_document,
     probe_from_document,
+    read_sockets,
+    read_strategy,
 )
 from .documents import Document, FieldPath, dotted, parse_documents, plain_scalar
 from .explain import PATTERN_WORDS, explain
@@ -54,7 +57,7 @@ from .files import (
     shown_as,
 )
 from .interpolate import InterpolationError, interpolate
-from .rules import check_rules
+from .rules import check_rules, listen_key
 from .schema import full_validator, is_valid, schemas
 
 if TYPE_CHECKING:
@@ -111,6 +114,7 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
     found = list(problems)
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
+    listens: dict[str, tuple[str, str, Location]] = {}  # listen address -> the first process, socket and place
     for source in sources:
         chunks = split_documents(source.text)
         # Every part after the first starts with `---`, a document; the first is one if it holds more than comments.
@@ -126,6 +130,8 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             if cached is not None:
                 for known, where in cached:
                     found += _check_name(known.key, known.kind.value, where, names)
+                    # A document read from the cache has no positions inside it: its listens are at its start.
+                    found += _check_listens(known, [known.location or where] * len(known.sockets), listens)
                     specs.append(known)
                 continue
             documents, chunk_problems = parse_documents(source.file, text, limits, first_line)
@@ -140,6 +146,8 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
                 if built is not None:
                     specs.append(built)
                     valid.append((built, doc.at(("metadata", "name"))))
+                    found += _check_listens(
+                        built, [doc.at(("spec", "sockets", i, "listen")) for i in range(len(built.sockets))], listens)
             found += chunk_problems
             chunk_used = {name: given.get(name) for name in names_used}
             used.update(chunk_used)
@@ -170,6 +178,20 @@ def _check_name(key: str, kind: object, where: Location, names: dict[str, Locati
     if first is where:
         return []
     return [Problem(where, "metadata.name", f"duplicate {kind} {key}, first defined at {first}")]
+
+
+def _check_listens(spec: ProcessSpec, locations: Sequence[Location],
+                   listens: dict[str, tuple[str, str, Location]]) -> list[Problem]:
+    """A listen address is bound once, by the daemon, for one socket of one process: the same one again
+    (written alike or not: listen_key) is an error at the later one."""
+    problems = []
+    for index, (socket, where) in enumerate(zip(spec.sockets, locations)):
+        entry = (spec.key, socket.name, where)
+        first = listens.setdefault(listen_key(socket.listen), entry)
+        if first != entry:
+            problems.append(Problem(where, f"spec.sockets[{index}].listen", (
+                f"duplicate listen {socket.listen!r}, first used by socket {first[1]!r} of {first[0]} at {first[2]}")))
+    return problems
 
 
 def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
@@ -401,6 +423,7 @@ def _build_spec(doc: Document, value: dict[str, Any], env: dict[str, str]) -> Pr
     shutdown = spec.get("shutdown", {})
     logs = spec.get("logs", {})
     folder = os.path.abspath(os.path.dirname(doc.file))
+    body = Reader(spec, "spec")  # validated: the typed reads cannot fail
     defaults = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested)
     return ProcessSpec(
         name=metadata["name"],
@@ -450,5 +473,7 @@ def _build_spec(doc: Document, value: dict[str, Any], env: dict[str, str]) -> Pr
         autoscale=autoscale_from_document(spec.get("autoscale")),
         cpu_affinity=tuple(spec.get("cpuAffinity", ())),
         io_class=spec.get("ioClass"),
+        sockets=read_sockets(body),
+        strategy=read_strategy(body),
         location=doc.keys.get(("apiVersion",)) or doc.at(()),
     )

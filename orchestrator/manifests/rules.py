@@ -5,20 +5,27 @@ NUL characters (no command line or environment can carry one), an empty program 
 could say "the first item", and ajv's strict mode refuses an open tuple), a program name with a space (one
 string split wrongly, unless a file of that name exists), backoff bounds and autoscale min and max (one value
 against another), log sizes and limits (a quantity's value), duplicate dependencies (items alike by one
-field), and log probe patterns RE2 cannot match in linear time. Rules the schemas do say (a string command
-needs `shell: true`, a shell command is one string, replicas or autoscale, one action per probe) are theirs,
-in words by explain.py, so that editors and CI tools flag them too.
+field), log probe patterns RE2 cannot match in linear time, and a Process's rollout and sockets: maxSurge and
+maxUnavailable that come to 0 together, progressDeadlineSeconds within minReadySeconds, socket names listed
+twice, ports and unix paths a socket cannot have, probes aimed at the process's own shared socket. A listen
+address used twice across documents is the loader's to find (listen_key); maxSurge without sockets is only a
+warning (rollout_warnings), as `validate` gives them. Rules the schemas do say (a string command needs
+`shell: true`, a shell command is one string, replicas or autoscale, one action per probe, rollingUpdate only
+with RollingUpdate, mode only on unix sockets) are theirs, in words by explain.py, so that editors and CI tools
+flag them too.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from ..core.errors import Location, Problem
-from ..core.model import Backoff, ProcessSpec
+from ..core.model import Backoff, Kind, ProcessSpec, Strategy, StrategyType
 from ..core.units import parse_cpu, parse_quantity
 from .codec import API_VERSION, manifest_document
 from .documents import Document, FieldPath, dotted
@@ -44,6 +51,8 @@ def check_spec(spec: ProcessSpec, where: str = "<request>") -> list[Problem]:
                  for path in _empty_programs(document.get("spec", {}), ("spec",))]
     problems += [Problem(location, f"{spec.key}: {dotted(path)}", message)
                  for path, message in _pattern_problems(document.get("spec", {}), ("spec",))]
+    problems += [Problem(location, f"{spec.key}: {dotted(path)}", message)
+                 for path, message in _rollout_problems(document.get("spec", {}), ("spec",))]
     return list(dict.fromkeys(problems))
 
 
@@ -103,6 +112,8 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     for path in _empty_programs(spec, ("spec",)):
         problems.append(Problem(doc.at(path), dotted(path), _EMPTY_PROGRAM))
     for path, message in _pattern_problems(spec, ("spec",)):
+        problems.append(Problem(doc.at(path), dotted(path), message))
+    for path, message in _rollout_problems(spec, ("spec",)):
         problems.append(Problem(doc.at(path), dotted(path), message))
     command, shell = spec.get("command"), spec.get("shell", False)
     program = command[0] if isinstance(command, list) and command and isinstance(command[0], str) else ""
@@ -166,3 +177,170 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
                 message = f"{name!r} is already listed at spec.dependsOn[{first}]"
                 problems.append(Problem(doc.at(listed), dotted(listed), message))
     return problems
+
+
+# --- rollouts and sockets -------------------------------------------------------------------------------------
+
+_LISTEN = re.compile(r"tcp://(?P<host>[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})"
+                     r"|unix:(?P<path>/.+)")  # the schema's pattern, with its parts named
+_PERCENT = re.compile(r"[0-9]+%")
+MAX_UNIX_PATH = 107  # bytes of sun_path (108) less its NUL
+SHARED_SOCKET_PROBE = "probe would test the shared socket, not this replica: use a notify, log or exec probe"
+START_FIRST_WITHOUT_SOCKETS = "start-first without sockets: replicas must not bind the same port"
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: object) -> int | str | None:
+    """A maxSurge or maxUnavailable the schema accepts (a count, or "N%"), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _PERCENT.fullmatch(value):
+        return value
+    return None
+
+
+def _resolved(value: int | str, replicas: int | None, round_up: bool) -> int:
+    """A count, or a percentage of `replicas` rounded up (maxSurge) or down (maxUnavailable). With no replicas
+    to count against (None), a percentage above 0% stands for "some": 1."""
+    if isinstance(value, int):
+        return value
+    percent = int(value[:-1])
+    if replicas is None:
+        return 1 if percent else 0
+    share = replicas * percent
+    return -(-share // 100) if round_up else share // 100
+
+
+def listen_key(listen: str) -> str:
+    """What a listen address binds, written one way: the host lowercased and an IP address in its short form
+    (tcp://[::0]:80 is tcp://[::]:80), a unix path normalised (unix:///run/a.sock is unix:/run/a.sock)."""
+    match = _LISTEN.fullmatch(listen)
+    if match is None:
+        return listen
+    if match["path"] is not None:
+        return "unix:" + os.path.normpath(re.sub("/+", "/", match["path"]))
+    host = match["host"].lower()
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+        host = f"[{address}]" if address.version == 6 else str(address)
+    except ValueError:
+        pass  # a host name
+    return f"tcp://{host}:{int(match['port'])}"
+
+
+def _socket_problems(sockets: list[Any], at: FieldPath) -> tuple[list[tuple[FieldPath, str]], dict[int, str]]:
+    """Names listed twice, ports and unix paths no socket can have; and the tcp ports, each with its socket."""
+    found: list[tuple[FieldPath, str]] = []
+    names: dict[str, int] = {}
+    ports: dict[int, str] = {}
+    for index, socket in enumerate(sockets):
+        if not isinstance(socket, dict):
+            continue
+        name = socket.get("name")
+        if isinstance(name, str):
+            first = names.setdefault(name, index)
+            if first != index:
+                found.append((at + (index, "name"), f"{name!r} is already listed at {dotted(at + (first,))}"))
+        listen = socket.get("listen")
+        match = _LISTEN.fullmatch(listen) if isinstance(listen, str) else None
+        if match is None:
+            continue  # the schema's to say
+        where = at + (index, "listen")
+        if match["port"] is not None:
+            port = int(match["port"])
+            if not 1 <= port <= 65535:
+                found.append((where, f"the port of {listen!r} must be 1 to 65535, got {port}"))
+            else:
+                ports.setdefault(port, name if isinstance(name, str) else f"[{index}]")
+        elif (size := len(os.fsencode(match["path"]))) > MAX_UNIX_PATH:
+            found.append((where, f"a unix socket's path is at most {MAX_UNIX_PATH} bytes (sun_path), got {size}"))
+    return found, ports
+
+
+def _fencepost_problems(spec: dict[str, Any], at: FieldPath, sockets: bool) -> list[tuple[FieldPath, str]]:
+    """maxUnavailable past 100%, and maxSurge and maxUnavailable that both come to 0 (no replica could ever be
+    replaced), with the defaults of planning/rollout.py's surge_and_unavailable: maxSurge 1 with sockets, else 0;
+    maxUnavailable 0 with sockets and a maxSurge above 0, else 1. A percentage is of replicas (autoscale: of the
+    smallest pool it can make, where rounding down bites most); with replicas 0 only values that are 0 whatever
+    the replicas are refused."""
+    strategy = spec.get("strategy")
+    strategy = strategy if isinstance(strategy, dict) else {}
+    rolling = strategy.get("rollingUpdate")
+    rolling = rolling if isinstance(rolling, dict) else {}
+    found: list[tuple[FieldPath, str]] = []
+    here: FieldPath = at + ("strategy", "rollingUpdate")
+    given_surge, given_unavailable = _count(rolling.get("maxSurge")), _count(rolling.get("maxUnavailable"))
+    if isinstance(given_unavailable, str) and int(given_unavailable[:-1]) > 100:
+        found.append((here + ("maxUnavailable",), f"must be at most 100% (every replica), got {given_unavailable!r}"))
+    bad = [name for name in ("maxSurge", "maxUnavailable") if name in rolling and _count(rolling[name]) is None]
+    if strategy.get("type", StrategyType.ROLLING_UPDATE.value) != StrategyType.ROLLING_UPDATE.value or bad:
+        return found
+    auto, replicas = spec.get("autoscale"), spec.get("replicas", 1)
+    if isinstance(auto, dict):
+        low = auto.get("min")
+        count: int | None = max(low, 1) if isinstance(low, int) and not isinstance(low, bool) else None
+        of = f"of {count} replicas (the smallest pool autoscale makes)"
+    else:
+        count = replicas if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0 else None
+        of = f"of {count} replicas"
+    if isinstance(auto, dict) and count is None:
+        return found
+    surge = _resolved(given_surge, count, True) if given_surge is not None else (1 if sockets else 0)
+    unavailable = (_resolved(given_unavailable, count, False) if given_unavailable is not None
+                   else 0 if sockets and surge > 0 else 1)
+    if surge or unavailable:
+        return found
+
+    def words(name: str, value: int | str | None, rounding: str) -> str:
+        if value is None:
+            return f"{name} is 0 (its default without sockets)"
+        if isinstance(value, str) and count is not None and int(value[:-1]):
+            return f"{name} {value!r} {of} rounds {rounding} to 0"
+        return f"{name} is {value!r}" if isinstance(value, str) else f"{name} is 0"
+
+    both = f"{words('maxSurge', given_surge, 'up')} and {words('maxUnavailable', given_unavailable, 'down')}"
+    found.append((here + ("maxUnavailable",), f"{both}: no replica could ever be replaced; let one of them be at least 1"))
+    return found
+
+
+def _rollout_problems(spec: Any, at: FieldPath) -> list[tuple[FieldPath, str]]:
+    """The rules of a Process's rollout and sockets that JSON Schema cannot say, on the values it accepts."""
+    if not isinstance(spec, dict):
+        return []
+    sockets = spec.get("sockets")
+    found, ports = _socket_problems(sockets, at + ("sockets",)) if isinstance(sockets, list) else ([], {})
+    probes = spec.get("probes")
+    for kind, probe in (probes.items() if isinstance(probes, dict) else ()):
+        for action in ("http", "tcp"):
+            check = probe.get(action) if isinstance(probe, dict) else None
+            port = check.get("port") if isinstance(check, dict) else None
+            # A port worked out per replica ($((...))) is only known at each start: not judged here.
+            if isinstance(port, int) and not isinstance(port, bool) and port in ports:
+                found.append((at + ("probes", kind, action, "port"), SHARED_SOCKET_PROBE))
+    found += _fencepost_problems(spec, at, bool(sockets) and isinstance(sockets, list))
+    defaults = {"minReadySeconds": Strategy.min_ready_seconds, "progressDeadlineSeconds": Strategy.progress_deadline_seconds}
+    ready, deadline = (spec.get(key, default) for key, default in defaults.items())
+    if _number(ready) and _number(deadline) and ready >= 0 and deadline > 0 and deadline <= ready:
+        name = "progressDeadlineSeconds" if "progressDeadlineSeconds" in spec else "minReadySeconds"
+        shown = {key: f"{spec[key]}" if key in spec else f"{default:g}, its default" for key, default in defaults.items()}
+        found.append((at + (name,), (
+            f"progressDeadlineSeconds ({shown['progressDeadlineSeconds']}) must be more than minReadySeconds "
+            f"({shown['minReadySeconds']}): no new replica could become available before the rollout fails")))
+    return found
+
+
+def rollout_warnings(specs: Iterable[ProcessSpec]) -> list[Problem]:
+    """Warnings of `validate`, not errors: a Process without sockets that rolls start-first (maxSurge above 0)
+    runs an old and a new replica at once, which cannot both bind a fixed port of their own."""
+    warnings = []
+    for spec in specs:
+        surge = spec.strategy.max_surge
+        some = surge is not None and (surge > 0 if isinstance(surge, int) else int(surge.rstrip("%")) > 0)
+        if (spec.kind is Kind.PROCESS and spec.strategy.type is StrategyType.ROLLING_UPDATE and not spec.sockets
+                and some):
+            warnings.append(Problem(spec.location or Location(spec.key), "spec.strategy.rollingUpdate.maxSurge",
+                                    START_FIRST_WITHOUT_SOCKETS))
+    return warnings

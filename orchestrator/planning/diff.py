@@ -54,6 +54,11 @@ FIELDS: dict[str, FieldRule] = {
     "limits": FieldRule("spec.resources.limits", True),
     "cpu_affinity": FieldRule("spec.cpuAffinity", True),
     "io_class": FieldRule("spec.ioClass", True),
+    # The daemon's listening sockets are inherited at the start: new ones need a new process.
+    "sockets": FieldRule("spec.sockets", True),
+    # How a change rolls out is read by the planner as it goes: changing it never makes a revision.
+    "strategy": FieldRule("spec.strategy", False),
+    "restart_nonce": FieldRule("restart (orchestrator rollout restart)", True),
     "stopped": FieldRule("stopped (orchestrator stop / start)", False),
 }
 RESTART_FIELDS = tuple(name for name, rule in FIELDS.items() if rule.restart)

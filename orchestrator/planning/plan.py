@@ -10,9 +10,10 @@ they want to be woken, so waiting is planned, never slept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 
 from ..core.model import (
     Condition,
@@ -28,6 +29,10 @@ from ..core.model import (
 )
 from .diff import needs_restart
 from .policy import Step, is_ready, next_step
+from .rollout import Note, Progress, RollingStep, RolloutState, needs_rolling, rolls
+from .rollout import step as rolling_step
+
+NO_ROLLOUTS: Mapping[str, RolloutState] = MappingProxyType({})
 
 
 class StopReason(str, Enum):
@@ -38,6 +43,7 @@ class StopReason(str, Enum):
     UNHEALTHY = "Unhealthy"  # its liveness or startup probe failed: the exit counts as a crash
     DEPENDENCY_RESTARTED = "DependencyRestarted"  # restartWithDependency, and a dependency started anew
     HELD = "Held"  # `orchestrator stop`: held stopped until `orchestrator start`
+    ROLLOUT = "Rollout"  # a rolling update no longer needs it (a surge instance, once the pool is new)
 
 
 @dataclass(frozen=True)
@@ -96,19 +102,40 @@ class Plan:
     actions: tuple[Action, ...]
     waiting: tuple[Waiting, ...]
     wake_at: float | None  # the earliest time the plan may change without an event
+    # Rollouts (planning/rollout.py): the new state of each key whose rollout changed (None: it ended), what
+    # happened in words, and where each rollout under way stands.
+    rollouts: Mapping[str, RolloutState | None] = field(default_factory=dict)
+    notes: tuple[Note, ...] = ()
+    progress: Mapping[str, Progress] = field(default_factory=dict)
 
     @property
     def starts(self) -> int:
         return sum(1 for a in self.actions if isinstance(a, Start))
 
 
-def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now: float) -> Plan:
+def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now: float,
+         rollouts: Mapping[str, RolloutState] = NO_ROLLOUTS, paused: frozenset[str] = frozenset()) -> Plan:
+    """`rollouts`: the state of each rollout under way (as the last plan left it); `paused`: keys whose
+    rollout is paused (`orchestrator rollout pause`)."""
     actions: list[Action] = []
     waiting: list[Waiting] = []
     wake: list[float] = []
     by_key: dict[str, list[tuple[ReplicaId, ReplicaRecord]]] = {}
     for rid, record in records.items():
         by_key.setdefault(rid.key, []).append((rid, record))
+    # Keys rolled one step at a time instead of restarted at once: a rolling spec with instances of another
+    # revision running. Everything of theirs (surge slots, stops of old instances) is the rollout's.
+    rolling: dict[str, dict[int, ReplicaRecord]] = {}
+    updates: dict[str, RolloutState | None] = {}
+    for key, replicas in by_key.items():
+        spec = desired.specs.get(key)
+        if spec is not None and rolls(spec):
+            of_key = {rid.index: record for rid, record in replicas}
+            if needs_rolling(spec, of_key, rollouts.get(key)):
+                rolling[key] = of_key
+    for key in rollouts:
+        if key not in rolling:
+            updates[key] = None  # removed, no longer rolling (Recreate, held stopped), or nothing of it runs
 
     # Stops come first: end overdue hooks, escalate overdue stops, then stop what is unwanted, dependents
     # before dependencies.
@@ -131,7 +158,7 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                 actions.append(Kill(rid, record.process))
             else:
                 wake.append(deadline)
-    actions.extend(_stops_of_unwanted(desired, records, by_key))
+    actions.extend(_stops_of_unwanted(desired, records, by_key, rolling))
 
     conditions: dict[tuple[str, Condition], str | None] = {}
 
@@ -146,8 +173,19 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                 return conditions[memo]
         return None
 
+    notes: list[Note] = []
+    progress: dict[str, Progress] = {}
     for key in desired.start_order:
         spec = desired.specs[key]
+        if key in rolling:
+            decided = _roll(spec, rolling[key], rollouts.get(key), now, key in paused, blocked_by, actions, waiting,
+                            wake)
+            if decided.state != rollouts.get(key):
+                updates[key] = decided.state
+            notes.extend(decided.notes)
+            if decided.progress is not None and decided.state is not None:
+                progress[key] = decided.progress
+            continue
         for index in range(spec.wanted_replicas()):
             rid = ReplicaId(key, index)
             current = records.get(rid)
@@ -186,13 +224,41 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                 waiting.append(Waiting(rid, Phase.WAITING, None, blocked))
                 continue
             actions.append(Start(rid, spec))
-    return Plan(tuple(actions), tuple(waiting), min(wake) if wake else None)
+    return Plan(tuple(actions), tuple(waiting), min(wake) if wake else None, updates, tuple(notes), progress)
+
+
+def _roll(spec: ProcessSpec, replicas: Mapping[int, ReplicaRecord], state: RolloutState | None, now: float,
+          paused: bool, blocked_by: Callable[[ProcessSpec], str | None], actions: list[Action],
+          waiting: list[Waiting], wake: list[float]) -> RollingStep:
+    """One rolling step of `spec` (planning/rollout.py), folded into the plan's actions, waits and wake-ups."""
+    decided = rolling_step(spec, replicas, state, now, paused,
+                           (lambda: blocked_by(spec)) if spec.depends_on else (lambda: None))
+    stopping = set()
+    for rid, record in decided.stops:
+        assert record.process is not None
+        shutdown = record.spec.shutdown  # as the spec it runs under says (see above)
+        reason = StopReason.SPEC_CHANGED if needs_restart(record.spec, spec) else StopReason.ROLLOUT
+        actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, reason))
+        stopping.add(rid.index)
+    for index, record in sorted(replicas.items()):
+        rid = ReplicaId(spec.key, index)
+        if record.process is None and record.hook is not None:
+            waiting.append(Waiting(rid, Phase.PENDING, None, "running its preStart hook"))
+        elif (record.process is not None and index not in stopping and record.stop_requested_at is None
+              and record.unhealthy):
+            shutdown = record.spec.shutdown
+            actions.append(Stop(rid, record.process, shutdown.signal, shutdown.timeout_seconds, StopReason.UNHEALTHY))
+    actions.extend(Start(rid, runs_as) for rid, runs_as in decided.starts)
+    waiting.extend(Waiting(rid, phase, until, why) for rid, phase, until, why in decided.waiting)
+    wake.extend(decided.wake)
+    return decided
 
 
 def _stops_of_unwanted(
     desired: DesiredState,
     records: Mapping[ReplicaId, ReplicaRecord],
     by_key: Mapping[str, list[tuple[ReplicaId, ReplicaRecord]]],
+    rolling: Mapping[str, object],
 ) -> list[Action]:
     """Stop or forget replicas that are removed or scaled away.
 
@@ -226,6 +292,8 @@ def _stops_of_unwanted(
         replicas = by_key[key]
         if spec is not None and all(rid.index < spec.wanted_replicas() for rid, _ in replicas):
             continue  # the common case: nothing of this key is unwanted
+        if key in rolling:
+            continue  # its surge slots are the rollout's to stop
         for rid, record in sorted(replicas, key=lambda item: -item[0].index):
             if spec is not None and rid.index < spec.wanted_replicas():
                 continue

@@ -91,6 +91,7 @@ def record_start(
         stopped_on_purpose=False,
         started=started,
         ready=False,
+        ready_since=None,
         unhealthy="",
         hook=None,
         hook_kind=None,

@@ -145,6 +145,8 @@ def _probe_text(probe: Mapping[str, Any]) -> str:
     elif "tcp" in probe:
         tcp = as_mapping(probe["tcp"])
         what = f"tcp {tcp.get('host', '127.0.0.1')}:{tcp.get('port')}"
+    elif "notify" in probe:
+        what = "notify READY=1"
     else:
         what = f"log /{dig(probe, 'log', 'pattern')}/"
     delay = probe.get("initialDelaySeconds") or 0

@@ -22,10 +22,12 @@ def objects_table(
     if show_namespace:
         header.insert(0, "NAMESPACE")
     if wide:
-        header += ["PID", "CPU", "MEM", "COMMAND"]
+        header += ["UP-TO-DATE", "REVISION", "PID", "CPU", "MEM", "COMMAND"]
     rows: list[list[str]] = []
     for obj in objects:
         row = object_cells(obj, wide=wide, now=now)
+        if wide:  # (not in `top`'s cells: its columns stay as they are)
+            row[6:6] = [cell_text(obj.get("up_to_date")), cell_text(obj.get("rollout_revision"))]
         if show_namespace:
             row.insert(0, cell_text(obj.get("namespace")))
         rows.append(row)
@@ -110,9 +112,20 @@ def apply_results(results: Sequence[Mapping[str, Any]], *, dry_run: bool = False
             line += " (restart)"
         if result.get("retried"):
             line += " (it had failed: started again)"
+        held = result.get("held")
+        if isinstance(held, Mapping):
+            line += f" ({held_text(str(result.get('key')), held)})"
         if result.get("stopped") and result.get("result") != "pruned":
             line += f" (stopped: `orchestrator start {str(result.get('key')).split('/')[-1]}` runs it)"
         if dry_run:
             line += " (dry run)"
         lines.append(line)
     return "\n".join(lines)
+
+
+def held_text(key: str, held: Mapping[str, Any]) -> str:
+    """Why an apply left a process on an older rollout revision: a rollback's hold, or `rollout undo`'s."""
+    why = " by `rollout undo`" if held.get("reason") == "undo" else \
+        f": the manifest's revision failed before ({held.get('reason')})"
+    return (f"held at rollout revision {held.get('revision')}{why}; `orchestrator rollout retry "
+            f"{key.split('/')[-1]}` rolls to the manifest")
