@@ -5,6 +5,8 @@ the fewest replicas that served while it went on.
 
     python bench/bench_rollout.py [--rate 200] [--replicas 4] [--json]
 
+Recreate runs twice: with the socket the daemon owns (connections wait in its queue while no replica
+runs) and with each replica binding the port itself (what a manifest without sockets gets: refusals).
 The floor beside each figure is the same load against the app left alone for as long (what fails without
 any change: it should be 0). Targets are the rollouts issue's: 0 failed requests through a rolling update
 and through a rollback, at least N - maxUnavailable replicas serving throughout. This script makes itself a
@@ -49,16 +51,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def manifest(work: Path, port: int, version: str, replicas: int, strategy: str, bad: bool = False) -> str:
+def manifest(work: Path, port: int, version: str, replicas: int, strategy: str, bad: bool = False,
+             owned: bool = True) -> str:
+    """`owned`: the daemon binds the port and every replica inherits it; else each gunicorn binds it itself
+    (SO_REUSEPORT, as gunicorn does with --reuse-port), the way a manifest without sockets runs."""
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    # No --bind with an owned socket: gunicorn takes LISTEN_FDS itself (systemd socket activation).
+    bind = [] if owned else ["--bind", f"127.0.0.1:{port}", "--reuse-port"]
     command = ([sys.executable, "-c", "import sys; sys.exit(3)"] if bad else
-               # No --bind: gunicorn takes LISTEN_FDS itself (systemd socket activation).
-               [gunicorn, "--workers", "1", "--graceful-timeout", "5", "--chdir", str(work), "app:app"])
+               [gunicorn, "--workers", "1", "--graceful-timeout", "5", "--chdir", str(work), *bind, "app:app"])
+    sockets = {"sockets": [{"name": "http", "listen": f"tcp://127.0.0.1:{port}"}]} if owned else {}
+    # gunicorn says READY=1 once its arbiter runs; its worker boots just after: minReadySeconds covers it.
+    readiness = {"notify": {}} if owned else {"tcp": {"port": port}, "periodSeconds": 0.2}
     spec = {
-        "command": command, "replicas": replicas, "env": {"APP_VERSION": version},
-        "sockets": [{"name": "http", "listen": f"tcp://127.0.0.1:{port}"}],
-        # gunicorn says READY=1 once its arbiter runs; its worker boots just after: minReadySeconds covers it.
-        "probes": {"readiness": {"notify": {}}}, "minReadySeconds": 1, "progressDeadlineSeconds": 60,
+        "command": command, "replicas": replicas, "env": {"APP_VERSION": version}, **sockets,
+        "probes": {"readiness": readiness}, "minReadySeconds": 1, "progressDeadlineSeconds": 60,
         "maxRestarts": 1, "restartWindowSeconds": 60, "backoff": {"initialSeconds": 0.2},
         "shutdown": {"signal": "SIGTERM", "timeoutSeconds": 10},
         "strategy": {"type": strategy},
@@ -82,7 +89,7 @@ class Load:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Load:  # noqa: PYI034 - a final class in a script
         for thread in self._threads:
             thread.start()
         return self
@@ -163,21 +170,22 @@ class Daemon:
 def measure(rate: float, replicas: int) -> dict[str, Any]:
     report: dict[str, Any] = {"env": environment(), "rate": rate, "replicas": replicas, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
-        for strategy in ("RollingUpdate", "Recreate"):
-            work = Path(tmp) / strategy
+        for strategy, owned in (("RollingUpdate", True), ("Recreate", True), ("Recreate", False)):
+            name = strategy if owned else f"{strategy} (self-bound)"
+            work = Path(tmp) / name.replace(" ", "-").replace("(", "").replace(")", "")
             work.mkdir()
             (work / "app.py").write_text(APP)
             port = free_port()
             daemon = Daemon(work)
             path = work / "web.yaml"
-            path.write_text(manifest(work, port, "v1", replicas, strategy))
+            path.write_text(manifest(work, port, "v1", replicas, strategy, owned=owned))
             try:
                 daemon.cli("apply", "-f", str(path))
                 daemon.wait(lambda d=daemon: d.serving() == replicas and d.status()["phase"] == "Complete", 60, "v1")
                 with Load(port, rate) as load:
                     time.sleep(3)
                     floor = load.take()
-                    path.write_text(manifest(work, port, "v2", replicas, strategy))
+                    path.write_text(manifest(work, port, "v2", replicas, strategy, owned=owned))
                     daemon.cli("apply", "-f", str(path))
                     seconds, fewest = daemon.wait(
                         lambda d=daemon: d.status()["phase"] == "Complete" and d.serving() == replicas, 120, "v2")
@@ -192,13 +200,13 @@ def measure(rate: float, replicas: int) -> dict[str, Any]:
                             "the rollback")
                         time.sleep(1)
                         run["bad"] = {**load.take(), "seconds": seconds, "fewest_serving": fewest}
-                report["runs"][strategy] = run
-                log(f"{strategy}: {json.dumps(run)}")
+                report["runs"][name] = run
+                log(f"{name}: {json.dumps(run)}")
             finally:
                 try:
                     daemon.api("/shutdown")
-                except (OSError, Exception):  # noqa: BLE001 - whatever is left is killed by run_bench
-                    pass
+                except Exception as error:  # noqa: BLE001 - whatever is left is killed by run_bench
+                    log(f"shutdown: {error}")
                 deadline = time.monotonic() + 20
                 while (daemon.state / "orchestrator.sock").exists() and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -209,7 +217,8 @@ def table(report: dict[str, Any]) -> str:
     n = report["replicas"]
     rows = []
     rolling, recreate = report["runs"]["RollingUpdate"], report["runs"]["Recreate"]
-    for label, run, target in (("rolling update", rolling, "0"), ("recreate", recreate, "-")):
+    for label, run, target in (("rolling update", rolling, "0"), ("recreate", recreate, "-"),
+                               ("recreate, self-bound", report["runs"]["Recreate (self-bound)"], "-")):
         rows.append(figure_row(f"{label}: failed requests", n, run["floor"]["failed"], run["change"]["failed"],
                                "{:.0f}", target, run["change"]["failed"] == 0 if target == "0" else None))
         rows.append(figure_row(f"{label}: p99 latency (ms)", n, run["floor"]["p99_ms"], run["change"]["p99_ms"],
