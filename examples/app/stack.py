@@ -71,9 +71,20 @@ def api() -> None:
         def log_message(self, format: str, *args: object) -> None:
             print(f"api: {self.command} {self.path}", flush=True)
 
-    http.server.ThreadingHTTPServer.allow_reuse_address = True
-    with http.server.ThreadingHTTPServer(("127.0.0.1", API_PORT), Handler) as server:
-        print(f"api listening on 127.0.0.1:{API_PORT}", flush=True)
+    if os.environ.get("LISTEN_PID") == str(os.getpid()):  # the orchestrator's socket, at fd 3 (systemd's way)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", API_PORT), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=3)
+        where = "the orchestrator's socket (fd 3)"
+    else:
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", API_PORT), Handler)
+        where = f"127.0.0.1:{API_PORT}"
+    with server:
+        print(f"api listening on {where}", flush=True)
+        if os.environ.get("NOTIFY_SOCKET"):  # ready: say so (sd_notify); a probe at the shared port would not tell
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+                notify.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"].replace("@", "\0", 1))
         server.serve_forever()
 
 
