@@ -54,6 +54,9 @@ def _process(spec: str, kind: str = "Process", name: str = "api") -> str:
     return f"apiVersion: orchestrator/v1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{spec}"
 
 
+_REPO = "  repo: https://git.example.org/ops/host.git\n"
+
+
 BROKEN = [
     Broken("string-command", _process("  command: sleep 1\n"), "command:", "spec.command", "$.spec", "/spec",
            "spec:"),
@@ -78,6 +81,10 @@ BROKEN = [
     Broken("rolling-update-of-a-recreate", _process("  command: [x]\n  strategy:\n    type: Recreate\n"
                                                     "    rollingUpdate: {maxSurge: 1}\n"), "rollingUpdate:",
            "spec.strategy.rollingUpdate", "$.spec.strategy", "/spec/strategy/rollingUpdate"),
+    Broken("gitsync-abbreviated-commit", _process(f"{_REPO}  ref:\n    commit: 3f2a1c9\n", kind="GitSync"), "commit:",
+           "spec.ref.commit", "$.spec.ref.commit", "/spec/ref/commit"),
+    Broken("gitsync-unknown-field", _process(f"{_REPO}  ref: {{branch: main}}\n  intervalSecond: 60\n", kind="GitSync"),
+           "intervalSecond:", "spec", "$.spec", "/spec"),
 ]
 
 
@@ -180,15 +187,15 @@ def node_tool(name: str) -> Path:
 
 
 # Relative references resolve by the names the schemas are given on the command line, so ajv runs in schemas/.
-AJV_SCHEMAS = ["-s", "manifest.v1.json", "-r", "process.v1.json", "-r", "job.v1.json"]
+AJV_SCHEMAS = ["-s", "manifest.v1.json", "-r", "process.v1.json", "-r", "job.v1.json", "-r", "gitsync.v1.json"]
 
 
 def ajv(*words: str) -> subprocess.CompletedProcess[str]:
     return run([str(node_tool("ajv")), *words[:1], "--spec=draft2020", "--strict=true", *words[1:]], cwd=SCHEMAS)
 
 
-@pytest.mark.parametrize("schema", [["-s", "process.v1.json"], ["-s", "job.v1.json"], AJV_SCHEMAS],
-                         ids=["process", "job", "manifest"])
+@pytest.mark.parametrize("schema", [["-s", "process.v1.json"], ["-s", "job.v1.json"], ["-s", "gitsync.v1.json"],
+                                    AJV_SCHEMAS], ids=["process", "job", "gitsync", "manifest"])
 def test_ajv_compiles_every_schema_in_strict_mode(schema: list[str]) -> None:
     result = ajv("compile", *schema)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -356,7 +363,7 @@ def test_yaml_language_server_finds_nothing_in_the_examples(tmp_path: Path) -> N
             broken = copies / example.name
             broken.write_text("".join(lines))
             assert server.diagnostics(broken) == [
-                (last + 1, 'Value is not accepted. Valid values: "Process", "Job".')], example
+                (last + 1, 'Value is not accepted. Valid values: "Process", "Job", "GitSync".')], example
 
 
 def test_yaml_language_server_with_the_schema_set_for_a_folder(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def _load_for_apply(paths: Sequence[str]) -> list[Any]:
 
     from ..manifests.loader import load_specs
 
-    specs = load_specs(paths)
+    specs = load_specs(paths, syncs=[])  # a GitSync among them is the daemon's: nothing of it runs here
     absolute = []
     for spec in specs:
         if spec.location is not None:
@@ -113,6 +113,7 @@ def apply(args: argparse.Namespace) -> int:
         "paths": [os.path.abspath(p) for p in args.paths],
         "prune": args.prune,
         "dry_run": args.dry_run,
+        "force": args.force,
         "watch": args.watch,
         "user": getpass.getuser(),
         "git_commit": commit,
@@ -407,7 +408,8 @@ def history(args: argparse.Namespace) -> int:
 
 
 def rollback(args: argparse.Namespace) -> int:
-    answer = _client(args).request("POST", "/rollback", {"revision": args.revision, "user": getpass.getuser()})
+    answer = _client(args).request("POST", "/rollback", {"revision": args.revision, "user": getpass.getuser(),
+                                                         "force": args.force})
     print(apply_results(answer["results"]))
     print(f"now at revision {answer['revision']}")
     return EXIT_OK
@@ -462,7 +464,8 @@ def unwatch(args: argparse.Namespace) -> int:
 def daemon(args: argparse.Namespace) -> int:
     from ..daemon.lifecycle import main
 
-    return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits, args.pass_env)
+    return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits, args.pass_env,
+                http_addr=args.http_addr)
 
 
 def top(args: argparse.Namespace) -> int:

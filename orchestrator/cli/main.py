@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--prune", action="store_true",
                        help="stop and forget objects from these paths that are no longer in them")
     apply.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
+    apply.add_argument("--force", action="store_true",
+                       help="change objects a GitSync manages too (refused without it); the sync reports the "
+                       "drift, and sets it back if its selfHeal is on")
     apply.add_argument("--wait", action="store_true",
                        help="return once every rollout the apply started is complete and every object runs (Jobs: "
                        "succeeded); exit 1, saying why, when a rollout failed, rolled back or is paused, or an "
@@ -213,9 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Make an earlier revision's desired state current again (as a new "
                                    "revision). Default: the one before the current.")
     rollback.add_argument("revision", nargs="?", type=int)
+    rollback.add_argument("--force", action="store_true",
+                          help="also when it changes objects that a GitSync, not suspended, manages")
     rollback.set_defaults(handler=_command("rollback"))
 
     _add_rollout(commands)
+    _add_sync(commands)
 
     unwatch = commands.add_parser("unwatch", help="stop re-applying watched paths on change",
                                   description="Stop the watches that `apply --watch` started for these paths "
@@ -228,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "Ctrl-C stops every process it runs, in reverse dependency order.")
     daemon.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics there, such as 127.0.0.1:9100 (default: off)")
+    daemon.add_argument("--http", metavar="HOST:PORT", dest="http_addr",
+                        help="serve HTTP there, such as 127.0.0.1:8420: the GitSync webhooks, POST "
+                        "/hooks/git/NAME, each verified by its HMAC-SHA256 signature (default: off)")
     daemon.add_argument("--metrics-interval", type=float, default=20.0, metavar="S",
                         help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
                         "pools are judged at this pace too)")
@@ -363,6 +372,157 @@ def _rollout(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def _add_sync(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`orchestrator sync VERB NAME`: the GitSyncs the daemon follows (sync.py)."""
+    sync = commands.add_parser(
+        "sync", help="follow a git repository: add, list, get, sync now, diff, suspend, resume or remove a GitSync",
+        description="GitSyncs: git repositories the daemon follows. On each poll (and on a webhook, or `sync now`) "
+        "it resolves the ref, and applies the Processes and Jobs of a new commit's path as one revision, as "
+        "`orchestrator apply` would; a commit that fails validation is not applied and not tried again, and what "
+        "runs keeps running. A GitSync is a manifest object too (kind: GitSync): `sync add` writes one.")
+    verbs = sync.add_subparsers(dest="action", metavar="VERB", required=True)
+
+    add = verbs.add_parser(
+        "add", help="start following a repository (or change how a GitSync follows it)",
+        description="Make the GitSync NAME from these options, check it, and give it to the daemon (started if "
+        "none runs): created, configured or unchanged. Credentials are only ever files, named here and read by the "
+        "daemon at each use (relative paths are made absolute); never put them in the URL. With --dry-run, print "
+        "the GitSync manifest instead (YAML, or -o json) and change nothing. Exit 0 done, 1 when it is invalid "
+        "(every problem listed), 2 usage errors.")
+    add.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    add.add_argument("--repo", required=True, metavar="URL",
+                     help="https://HOST/PATH, ssh://HOST/PATH, USER@HOST:PATH, git://HOST/PATH or file:///PATH")
+    ref = add.add_mutually_exclusive_group(required=True)
+    ref.add_argument("--branch", metavar="BRANCH", help="follow this branch's newest commit")
+    ref.add_argument("--tag", metavar="TAG", help="follow this tag (moved by force too)")
+    ref.add_argument("--commit", metavar="SHA", help="stay at this commit (40 hex digits)")
+    add.add_argument("--path", metavar="DIR",
+                     help="the directory of the repository whose manifests are applied (default: all of it)")
+    add.add_argument("--interval", type=_seconds, metavar="SECONDS",
+                     help="seconds between polls, at least 10 (default 60)")
+    add.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                     help="seconds one git command may take (default 60)")
+    add.add_argument("--prune", action="store_true",
+                     help="stop and forget what it applied once the repository no longer holds it")
+    add.add_argument("--allow-empty", action="store_true",
+                     help="apply a commit whose path holds no Process or Job (refused otherwise)")
+    add.add_argument("--self-heal", action="store_true", help="put back what is changed by hand in what it applied")
+    add.add_argument("--self-heal-delay", type=_seconds, metavar="SECONDS",
+                     help="with --self-heal, seconds between seeing a change and putting it back (default 5)")
+    add.add_argument("--suspend", action="store_true", help="add it suspended: it polls and applies nothing")
+    credentials = add.add_mutually_exclusive_group()
+    credentials.add_argument("--token-file", metavar="PATH", help="https: a file holding the password or token")
+    credentials.add_argument("--ssh-key", metavar="PATH", help="ssh: a file holding the private key")
+    add.add_argument("--username", metavar="USER",
+                     help="with --token-file, the user it is sent as (default x-access-token)")
+    host_keys = add.add_mutually_exclusive_group()
+    host_keys.add_argument("--known-hosts", metavar="PATH",
+                           help="with --ssh-key, a known_hosts file of the server's host keys")
+    host_keys.add_argument("--insecure-skip-host-key-check", action="store_true",
+                           help="with --ssh-key, trust any host key (anyone on the way can pose as the server)")
+    add.add_argument("--webhook-secret-file", metavar="PATH",
+                     help="a file holding the HMAC secret of webhooks (POST /hooks/git/NAME on the daemon's --http)")
+    add.add_argument("--dry-run", action="store_true", help="print the GitSync manifest; change nothing")
+    add.add_argument("-o", "--output", choices=["yaml", "json"], default=None,
+                     help="the manifest (--dry-run; default yaml), or the daemon's answer")
+    add.set_defaults(handler=_sync("add"))
+
+    listing = verbs.add_parser(
+        "list", help="list the GitSyncs with where each stands",
+        description="One row per GitSync: NAME REPO REF PATH SYNC (Synced, OutOfSync, Unknown) HEALTH (of what it "
+        "applied: Healthy, Progressing, Degraded, Missing, Suspended, Unknown) REVISION (as last resolved, "
+        "main@3f2a1c9) LAST-SYNC MESSAGE.")
+    listing.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                         help='json: {"syncs": [the status of each, as `sync get -o json`]}')
+    listing.set_defaults(handler=_sync("list_syncs"))
+
+    get = verbs.add_parser(
+        "get", help="show one GitSync in detail",
+        description="What NAME follows, its sync and health, the revisions last applied and attempted, the last "
+        "fetch and the next sync, its conditions (with every problem of a commit that failed, as "
+        "file:line:column), windows, last 5 passes and the objects it applied.")
+    get.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    get.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    get.set_defaults(handler=_sync("get"))
+
+    now = verbs.add_parser(
+        "now", help="poll and sync a GitSync at once, and wait for the end",
+        description="Resolve NAME's ref now and apply its commit if it is new, waiting for that pass to end. A deny "
+        "window lets it through if it says manualSync: true. Exit 0 when it applied, or ended Synced; 1 when "
+        "it failed (every problem listed), was refused (suspended, a window) or left the sync OutOfSync; 2 on "
+        "errors (no daemon, no such GitSync).")
+    now.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    now.add_argument("--force", action="store_true",
+                     help="try a commit again that failed validation (not tried again otherwise)")
+    now.add_argument("--revision", type=_commit, metavar="SHA",
+                     help="apply this commit (40 hex digits) instead of the ref's")
+    now.set_defaults(handler=_sync("now"), exit_on_error=EXIT_ERROR)
+
+    diff = verbs.add_parser(
+        "diff", help="show what syncing a GitSync now would change, field by field",
+        description="Fetch the commit NAME's ref names now, and compare its Processes and Jobs with the daemon's "
+        "desired state, as `orchestrator diff` does; with prune on, what it applied that the commit no longer "
+        "holds shows as removed (with prune off, it is listed, and is no difference). Applies nothing. Exit 0 no "
+        "difference, 1 differences, 2 errors. Env values are never printed.")
+    diff.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    diff.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                      help='json: {"revision", "commit", "changes": as `diff -o json`, "not_pruned": [keys]}')
+    diff.set_defaults(handler=_sync("diff"), exit_on_error=EXIT_ERROR)
+
+    suspend = verbs.add_parser(
+        "suspend", help="stop a GitSync polling and applying",
+        description="Poll nothing and apply nothing for NAME until `sync resume`; what runs keeps running. Kept "
+        "by the daemon, not in the manifest.")
+    suspend.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    suspend.add_argument("--reason", metavar="TEXT", help="why, shown by `sync get` and `sync list`")
+    suspend.set_defaults(handler=_sync("suspend"))
+
+    resume = verbs.add_parser(
+        "resume", help="let a GitSync poll and apply again after `sync suspend`",
+        description="Undo `sync suspend NAME` and poll at once (a GitSync whose manifest says suspend: true stays "
+        "suspended).")
+    resume.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    resume.set_defaults(handler=_sync("resume"))
+
+    remove = verbs.add_parser(
+        "remove", help="forget a GitSync",
+        description="Forget NAME. What it applied keeps running, owned by nobody (so it can be applied from "
+        "anywhere); with --prune it is stopped and forgotten too, but for objects labelled orchestrator.io/prune: "
+        "\"false\".")
+    remove.add_argument("sync_name", metavar="NAME", help="the GitSync's name")
+    remove.add_argument("--prune", action="store_true", help="also stop and forget every object it applied")
+    remove.set_defaults(handler=_sync("remove"))
+
+
+def _sync(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of sync.py, imported only when that command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from . import sync
+
+        return int(getattr(sync, name)(args))
+
+    return handler
+
+
+def _seconds(text: str) -> float:
+    """An argument that is a number of seconds, 0 or more (else a usage error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
+    return value
+
+
+def _commit(text: str) -> str:
+    """A full commit SHA, lowercased (git cannot fetch an abbreviated one)."""
+    if len(text) != 40 or any(c not in "0123456789abcdef" for c in text.lower()):
+        raise argparse.ArgumentTypeError(f"expected a full commit SHA of 40 hex digits, got {text!r}")
+    return text.lower()
+
+
 def _count(text: str) -> int:
     """An argument that counts something: a whole number, 0 or more (else a usage error, exit 2)."""
     try:
@@ -474,11 +634,13 @@ def _suggest_for_a_mistyped_command(parser: argparse.ArgumentParser, words: list
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from ..core.gitsync import GitSyncSpec
     from ..manifests.loader import load_desired
     from .render.problems import problems_json, problems_text, validated_text
 
+    syncs: list[GitSyncSpec] = []  # GitSyncs are checked as well, though only the daemon keeps them
     try:
-        specs, _ = load_desired(args.paths)
+        specs, _ = load_desired(args.paths, syncs=syncs)
     except ManifestError as error:
         if args.output == "json":
             print(problems_json(error.problems))
@@ -491,12 +653,13 @@ def _validate(args: argparse.Namespace) -> int:
     # Valid all the same: the host that runs them may have these programs; a start-first rollout may be meant.
     warnings = missing_programs(specs) + rollout_warnings(specs)
     if args.output == "json":
-        print(problems_json([], objects=len(specs), warnings=warnings))
+        print(problems_json([], objects=len(specs) + len(syncs), warnings=warnings))
     else:
         for warning in warnings:
             print(f"{warning.location}: warning: {warning.path}: {warning.message}", file=sys.stderr)
-        files = len({spec.location.file for spec in specs if spec.location})
-        print(validated_text([spec.key for spec in specs], files))
+        files = len({spec.location.file for spec in specs if spec.location}
+                    | {sync.location.file for sync in syncs if sync.location})
+        print(validated_text([spec.key for spec in specs] + [f"gitsync/{sync.name}" for sync in syncs], files))
     return EXIT_OK
 
 

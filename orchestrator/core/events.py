@@ -52,6 +52,17 @@ class EventType(str, Enum):
     ROLLOUT_RESUMED = "RolloutResumed"
     SOCKET_BOUND = "SocketBound"
     SOCKET_LOST = "SocketLost"
+    SYNC_ADDED = "SyncAdded"  # a GitSync is kept (its key: gitsync/NAME)
+    SYNC_REMOVED = "SyncRemoved"
+    SYNC_FETCHED = "SyncFetched"  # a new commit fetched, or the repo reachable again
+    SYNC_APPLIED = "SyncApplied"  # a commit applied as a revision
+    SYNC_FAILED = "SyncFailed"  # a commit refused (invalid, missing path, empty) or the repo not reached
+    SYNC_SKIPPED = "SyncSkipped"  # not applied now: a sync window, or suspended
+    SYNC_SUSPENDED = "SyncSuspended"
+    SYNC_RESUMED = "SyncResumed"
+    DRIFT_DETECTED = "DriftDetected"  # an owned object changed outside its GitSync
+    SELF_HEALED = "SelfHealed"
+    PRUNE_SKIPPED = "PruneSkipped"
 
 
 class Event(NamedTuple):

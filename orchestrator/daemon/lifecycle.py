@@ -39,6 +39,8 @@ from ..host.subreaper import wake_on_child_exit
 from ..manifests.cache import SpecCache
 from ..planning import graph
 from .control import Conflict, ControlServer, event_queue_iterator
+from .gitsyncs import GitSyncs
+from .hooks import HookServer, HookTarget
 from .operations import Operations
 from .routes import Routes
 from .store import Store
@@ -58,13 +60,15 @@ def _boot_id() -> str:
 
 class Daemon:
     def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
-                 limits: str = "auto", role: str = "daemon", pass_env: Sequence[str] = ()) -> None:
+                 limits: str = "auto", role: str = "daemon", pass_env: Sequence[str] = (),
+                 http_addr: str | None = None) -> None:
         """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
         managed (cgroups.py), "watchdog" always samples instead. `pass_env`: variables of this process's
         environment that replicas get too (patterns; host/environment.py says what else they get). `role` "run": a foreground `orchestrator
         run`, which prints its own events and says so in the state dir's lock."""
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
+        self.http_addr = http_addr
         self.role = role
         prepare_state_dir(state_dir)
         self._lock_fd = take_lock(state_dir, role)
@@ -100,8 +104,13 @@ class Daemon:
         self.ops = Operations(self.reconciler, self.store, self.clock, self.events, self.watches,
                               self.cgroups.label if self.cgroups is not None else "watchdog")
         self.spec_cache = SpecCache()
-        self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache)
+        self.gitsyncs = GitSyncs(state_dir, self.ops, self._call, self.events.emit, self.clock.wall)
+        self.ops.on_owned_change = self.gitsyncs.note_change
+        self.ops.automated = self.gitsyncs.automated
+        self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache,
+                             self.gitsyncs)
         self.server: ControlServer | None = None
+        self.http: HookServer | None = None
         self._closed = False
         self._loop_thread = threading.current_thread()
 
@@ -128,6 +137,7 @@ class Daemon:
         self._keep_adopted_pool_sizes()
         if self.role == "daemon":
             self.watches.restore()
+            self.gitsyncs.restore()
 
     def _refuse_to_start_from_nothing(self) -> None:
         """An empty state database, while processes started for this state dir run: state.db was deleted or
@@ -185,6 +195,10 @@ class Daemon:
 
             serve_metrics(self.metrics_addr, lambda: self.handle("GET", "/objects", {}, {}), self.sampler,
                           self.reconciler.executor.spawn_seconds)
+        if self.http_addr:
+            self.http = HookServer(self.http_addr, HookTarget(self.gitsyncs.webhook_secret_file, self._hooked,
+                                                              self._hook_refused))
+            self.http.start()
         self.server = ControlServer(socket_path(self.state_dir), self)
         self.server.start()
         interrupts = 0
@@ -202,6 +216,9 @@ class Daemon:
         # A run's stdout is its events (JSON lines with -o json): what it serves is said on stderr.
         out = sys.stdout if self.role == "daemon" else sys.stderr
         _say(f"orchestrator {__version__} {self.role} pid {os.getpid()} serving {self.server.path}", out)
+        if self.http is not None:
+            _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}http on {self.http.url}: POST "
+                 "/hooks/git/NAME (GitSync webhooks)", out)
         if self.role == "daemon" or any(spec.limits.memory_or_cpu for spec in self.reconciler.desired.specs.values()):
             _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}memory and cpu limits: {self.limits_how}", out)
         notify_service_manager("READY=1")  # a Type=notify unit is started once its socket answers
@@ -234,6 +251,9 @@ class Daemon:
             return  # a run's error path closes after serve's own close
         self._closed = True
         self.watches.stop_all()
+        self.gitsyncs.stop_all()
+        if self.http is not None:
+            self.http.stop()
         if self.server is not None:
             self.server.stop()
         self.prober.close()
@@ -304,6 +324,12 @@ class Daemon:
         cache = self.spec_cache
         return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.state_dir), "limits": self.limits_how,
                 "documents": {"cached": len(cache), "hits": cache.hits, "misses": cache.misses}}
+
+    def _hooked(self, name: str) -> None:
+        self.gitsyncs.trigger(name, webhook=True)
+
+    def _hook_refused(self, name: str, why: str) -> None:
+        self.events.emit(Event(self.clock.wall(), EventType.SYNC_SKIPPED, f"gitsync/{name}", why))
 
     def _shutdown(self) -> dict[str, Any]:
         self.watches.stop_all()
@@ -413,8 +439,9 @@ class Daemon:
         have the values the `apply --watch` that started the watch gave them."""
         from ..manifests.loader import load_specs
 
+        syncs: list[Any] = []
         try:
-            specs = load_specs(paths, cache=self.spec_cache, variables=variables)
+            specs = load_specs(paths, cache=self.spec_cache, variables=variables, syncs=syncs)
         except ManifestError as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", problems_summary(error.problems)))
             return
@@ -428,6 +455,8 @@ class Daemon:
                 "git_dirty": dirty}
         try:
             self._call(lambda r: self.ops.apply(body, specs))
+            for sync in syncs:
+                self.gitsyncs.put(sync)
         except (ManifestError, UserError, Conflict) as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"not applied: {error}"))
 
@@ -462,9 +491,9 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
 
 
 def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
-         limits: str = "auto", pass_env: Sequence[str] = ()) -> int:
+         limits: str = "auto", pass_env: Sequence[str] = (), http_addr: str | None = None) -> int:
     try:
-        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env)
+        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env, http_addr=http_addr)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core.clock import Clock
@@ -54,6 +54,11 @@ class Operations:
         self.rollouts.commit = self._commit_changes
         self.rollouts.revision = lambda: self.revision
         self.sockets = OwnedSockets(reconciler, clock.wall, events.emit)
+        self.owners: dict[str, str] = {}  # object key -> the GitSync that applied it ("gitsync/NAME")
+        # Told of every change not made by a sync that touches an owned object (GitSyncs.note_change: drift),
+        # and asked whether a sync applies on its own (then a rollback of its objects is refused).
+        self.on_owned_change: Callable[[set[str]], None] = lambda keys: None
+        self.automated: Callable[[str], bool] = lambda owner: False
 
     def restore(self, latest: Revision | None) -> None:
         """Take up the latest revision as the desired state (before anything is started)."""
@@ -63,6 +68,7 @@ class Operations:
         self.reconciler.set_desired(graph.desired_state(latest.specs))
         self.created = {spec.key: latest.at for spec in latest.specs}
         self.created.update(self._created_from_meta())
+        self.owners = {k: v for k, v in self._json_meta("owners").items() if isinstance(v, str)}
 
     def objects(self, query: dict[str, str]) -> dict[str, Any]:
         documents = status.objects(self.reconciler.desired, self.reconciler.records, self.reconciler.waiting,
@@ -132,21 +138,11 @@ class Operations:
         """Make `specs` desired (read and checked before, off the loop: intake or decode)."""
         self._refuse_while_shutting_down()
         specs = list(specs)
+        self._refuse_owned([spec.key for spec in specs], "apply", body)
         paths = [str(p) for p in body.get("paths", [])]
         dry_run = bool(body.get("dry_run"))
         current = dict(self.reconciler.desired.specs)
-        new = dict(current)
-        results = []
-        specs = [_with_hold(keep_pool_size(spec, current.get(spec.key)), current.get(spec.key)) for spec in specs]
-        for spec in specs:
-            old = current.get(spec.key)
-            kept = self.rollouts.held(spec, old) if not dry_run else spec
-            result = "created" if old is None else ("unchanged" if old is kept or old == kept else "configured")
-            results.append(_result(kept, result, old))
-            hold = self.rollouts.hold_of(spec.key)
-            if hold is not None and kept is not spec:
-                results[-1]["held"] = {"revision": hold.revision, "failed": hold.failed, "reason": hold.reason}
-            new[spec.key] = kept
+        new, results = self._merged(specs, current, dry_run)
         applied = {spec.key for spec in specs}
         if body.get("prune"):
             for key, spec in current.items():
@@ -169,6 +165,24 @@ class Operations:
                 self.watches.add({"paths": paths, "prune": bool(body.get("prune")),
                                   "variables": _set_variables(body.get("variables"))})
         return {"revision": self.revision, "results": results, "dry_run": dry_run}
+
+    def _merged(self, specs: Sequence[ProcessSpec], current: dict[str, ProcessSpec], dry_run: bool,
+                ) -> tuple[dict[str, ProcessSpec], list[dict[str, Any]]]:
+        """`current` with `specs` applied over it (each keeping its object's holds and pool size, and a failed
+        rollout's hold), and each spec's result: created, configured or unchanged."""
+        new = dict(current)
+        results = []
+        for given in specs:
+            old = current.get(given.key)
+            spec = _with_hold(keep_pool_size(given, old), old)
+            kept = self.rollouts.held(spec, old) if not dry_run else spec
+            result = "created" if old is None else ("unchanged" if old is kept or old == kept else "configured")
+            results.append(_result(kept, result, old))
+            hold = self.rollouts.hold_of(spec.key)
+            if hold is not None and kept is not spec:
+                results[-1]["held"] = {"revision": hold.revision, "failed": hold.failed, "reason": hold.reason}
+            new[spec.key] = kept
+        return new, results
 
     def delete(self, body: dict[str, Any]) -> dict[str, Any]:
         self._refuse_while_shutting_down()
@@ -238,6 +252,9 @@ class Operations:
         if revision is None:
             raise NotFound(f"no revision {target} (see `orchestrator history`)")
         current = self.reconciler.desired.specs
+        kept_keys = {s.key for s in revision.specs}
+        touched = [s.key for s in revision.specs if current.get(s.key) != s] + [k for k in current if k not in kept_keys]
+        self._refuse_owned([k for k in touched if self.automated(self.owners.get(k, ""))], "rollback", body)
         # Holds of `orchestrator stop` are the operator's, not a revision's: as an apply, a rollback keeps them.
         revision = dataclasses.replace(revision, specs=tuple(_with_hold(s, current.get(s.key)) for s in revision.specs))
         results = [_result(s, "created" if s.key not in current else
@@ -378,16 +395,102 @@ class Operations:
         self.sockets.hand_over(desired.specs)
         self.reconciler.set_desired(desired)
         self.rollouts.note_commit(before, desired.specs, self.revision, body.get("git_commit"))
+        if action != "sync" and self.owners:
+            touched = {key for key in self.owners if before.get(key) != desired.specs.get(key)}
+            if touched:
+                self.on_owned_change(touched)
         text = f"revision {self.revision} ({action}{': ' + message if message else ''})"
         self.events.emit(Event(now, EventType.APPLIED, "", f"applied {text}"))
 
     def _created_from_meta(self) -> dict[str, float]:
-        raw = self.store.get_meta("created")
+        return {str(k): float(v) for k, v in self._json_meta("created").items()}
+
+    def _json_meta(self, name: str) -> dict[str, Any]:
+        raw = self.store.get_meta(name)
         try:
             value = json.loads(raw) if raw else {}
         except ValueError:
             return {}
-        return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}
+        return value if isinstance(value, dict) else {}
+
+    # -- what GitSyncs own ------------------------------------------------------------------------
+
+    def owned_by(self, owner: str) -> set[str]:
+        return {key for key, who in self.owners.items() if who == owner}
+
+    def _refuse_owned(self, keys: Sequence[str], verb: str, body: dict[str, Any]) -> None:
+        """An object a GitSync applied changes in its repo: an apply (or a rollback) of it from elsewhere is
+        refused, unless forced (the sync then reports the drift, and sets it back with selfHeal)."""
+        owner = str(body.get("owner") or "")
+        if body.get("force"):
+            return
+        taken = [key for key in keys if self.owners.get(key, owner) != owner]
+        if taken:
+            shown = ", ".join(f"{key} (by {self.owners[key]})" for key in taken[:5])
+            raise Conflict(f"{len(taken)} object(s) are managed by a GitSync: {shown}{' ...' if len(taken) > 5 else ''}"
+                           f". Change them in git, or {verb} with --force (the sync reports the drift, and sets it "
+                           "back if its selfHeal is on)")
+
+    def sync_apply(self, owner: str, specs: Sequence[ProcessSpec], *, prune: bool, git_commit: str,
+                   paths: Sequence[str], message: str) -> dict[str, Any]:
+        """A GitSync's pass: make `specs` desired as one revision (action "sync", user the owner), and the
+        objects it owned that are gone from them pruned (when `prune`, and not labelled
+        orchestrator.io/prune: "false") or kept and named. Objects no sync owns are adopted; one owned by
+        another sync refuses the whole pass. Raises (changing nothing) as apply does."""
+        from ..planning.gitsync import prunable
+
+        self._refuse_while_shutting_down()
+        taken = [spec.key for spec in specs if self.owners.get(spec.key, owner) != owner]
+        if taken:
+            raise Conflict(", ".join(f"{key} is owned by {self.owners[key]}" for key in taken[:5]) +
+                           ": one object, one GitSync")
+        current = dict(self.reconciler.desired.specs)
+        new, results = self._merged(specs, current, dry_run=False)
+        applied = {spec.key for spec in specs}
+        skipped = []
+        for key in sorted(self.owned_by(owner) - applied):
+            spec = current.get(key)
+            if spec is None:
+                continue
+            if prune and prunable(spec):
+                del new[key]
+                results.append(_result(spec, "pruned", spec))
+            else:
+                skipped.append(key)
+        desired = graph.desired_state(new.values(), previous=self.reconciler.desired)
+        changed = any(r["result"] != "unchanged" for r in results)
+        if changed:
+            self.sockets.bind_for(desired.specs)
+            self._commit(desired, "sync", {"user": owner, "git_commit": git_commit}, paths,
+                         f"{message}: {_changes_text(results)}")
+        owners = {k: v for k, v in self.owners.items() if v != owner or k in desired.specs}
+        owners.update({key: owner for key in applied})
+        self._set_owners(owners)
+        return {"revision": self.revision, "results": results, "prune_skipped": skipped}
+
+    def release(self, owner: str, prune: bool) -> list[str]:
+        """A GitSync removed: what it owned is no one's now; with `prune`, it is deleted (but what is labelled
+        orchestrator.io/prune: "false")."""
+        from ..planning.gitsync import prunable
+
+        owned = self.owned_by(owner)
+        current = self.reconciler.desired.specs
+        pruned = sorted(k for k in owned if prune and k in current and prunable(current[k]))
+        if pruned:
+            self._refuse_while_shutting_down()
+            remaining = [s for k, s in current.items() if k not in pruned]
+            try:
+                desired = graph.desired_state(remaining, previous=self.reconciler.desired)
+            except ManifestError as error:
+                raise Conflict(f"cannot prune what {owner} owns: {error}") from None
+            self._commit(desired, "sync", {"user": owner}, [], f"{owner} removed: -" + " -".join(pruned))
+        self._set_owners({k: v for k, v in self.owners.items() if v != owner})
+        return pruned
+
+    def _set_owners(self, owners: dict[str, str]) -> None:
+        if owners != self.owners:
+            self.owners = owners
+            self.store.set_meta("owners", json.dumps(owners, sort_keys=True))
 
 
 

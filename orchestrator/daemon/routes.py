@@ -11,12 +11,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from ..core.gitsync import GitSyncSpec
 from ..core.model import ReplicaId
 from ..engine.reconcile import Reconciler
 from ..host.metrics import Sampler
 from ..manifests import codec
 from ..manifests.cache import SpecCache
 from .control import Conflict, NotFound
+from .gitsyncs import GitSyncs
 from .intake import load_sent
 from .operations import Operations
 
@@ -29,8 +31,9 @@ Call = Callable[[Callable[[Reconciler], Any]], Any]  # run on the reconciler's t
 
 class Routes:
     def __init__(self, ops: Operations, call: Call, sampler: Sampler, health: Callable[[], dict[str, Any]],
-                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache) -> None:
+                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache, gitsyncs: GitSyncs) -> None:
         self.ops = ops
+        self.gitsyncs = gitsyncs
         self.call = call
         self.sampler = sampler
         self.cache = cache
@@ -39,7 +42,7 @@ class Routes:
             ("GET", "/objects"): lambda q, b: _with_usage(call(lambda r: ops.objects(q)), q, sampler),
             ("GET", "/desired"): lambda q, b: call(lambda r: ops.desired()),
             ("POST", "/apply"): self._apply,
-            ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache)]},
+            ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache, syncs=[])]},
             ("POST", "/delete"): lambda q, b: call(lambda r: ops.delete(b)),
             ("POST", "/restart"): lambda q, b: call(lambda r: ops.restart(b)),
             ("POST", "/stop"): lambda q, b: call(lambda r: ops.hold(b, stopped=True)),
@@ -50,6 +53,8 @@ class Routes:
             ("GET", "/revisions"): lambda q, b: ops.revisions(q),
             ("GET", "/events"): lambda q, b: ops.event_history(q, self.key(q["key"]) if q.get("key") else None),
             ("POST", "/shutdown"): lambda q, b: shutdown(),
+            ("GET", "/gitsyncs"): lambda q, b: {"syncs": gitsyncs.statuses()},
+            ("POST", "/gitsyncs"): self._put_sync,
             ("POST", "/unwatch"): lambda q, b: call(lambda r: ops.watches.remove([str(p) for p in b.get("paths", [])])),
         }
 
@@ -62,18 +67,57 @@ class Routes:
         if method == "GET" and route.startswith("/objects/"):
             name = unquote(route[len("/objects/"):])
             return self.call(lambda r: self.ops.describe(name))  # type: ignore[no-any-return]
+        if route.startswith("/gitsyncs/"):
+            return self._sync_route(method, unquote(route[len("/gitsyncs/"):]), body)
         raise NotFound(f"no such route: {method} {route}")
 
     def _apply(self, query: Query, body: Body) -> dict[str, Any]:
         """Manifest texts (or an API client's specs) are read and checked here, on the request's thread; only
-        the result goes to the loop."""
+        the result goes to the loop. GitSyncs among them are kept after the specs are applied."""
         used: dict[str, str | None] = {}
-        loaded = load_sent(body, self.cache, used) if "files" in body else self.ops.decode(body)
+        syncs: list[GitSyncSpec] = []
+        loaded = load_sent(body, self.cache, used, syncs) if "files" in body else self.ops.decode(body)
         body = {**body, "variables": used}  # what a watch keeps: the values used, not the whole environment
-        return self.call(lambda r: self.ops.apply(body, loaded))  # type: ignore[no-any-return]
+        answer: dict[str, Any] = self.call(lambda r: self.ops.apply(body, loaded))
+        for spec in syncs:
+            result = self.gitsyncs.put(spec, dry_run=bool(body.get("dry_run")))["result"]
+            answer["results"].append({"key": f"gitsync/{spec.name}", "kind": "GitSync", "result": result,
+                                      "restart": False, "stopped": False})
+        return answer
+
+    def _put_sync(self, query: Query, body: Body) -> dict[str, Any]:
+        from ..manifests.gitsyncs import gitsync_from_document
+
+        document = body.get("document")
+        if not isinstance(document, dict):
+            raise TypeError("document: expected a GitSync manifest document")
+        spec = gitsync_from_document(document, where="<request>")
+        answer = self.gitsyncs.put(spec, dry_run=bool(body.get("dry_run")))
+        return {**answer, "sync": self.gitsyncs.status(spec.name) if spec.name in self.gitsyncs.specs else None}
+
+    def _sync_route(self, method: str, rest: str, body: Body) -> dict[str, Any]:
+        """GET /gitsyncs/NAME, POST /gitsyncs/NAME/{sync,diff,suspend,resume,remove}."""
+        name, _, verb = rest.partition("/")
+        syncs = self.gitsyncs
+        if method == "GET" and not verb:
+            return syncs.status(name)
+        if method == "POST":
+            if verb == "sync":
+                revision = body.get("revision")
+                return syncs.sync_now(name, bool(body.get("force")), str(revision) if revision else None)
+            if verb == "diff":
+                return syncs.diff(name)
+            if verb in ("suspend", "resume"):
+                return syncs.suspend(name, verb == "suspend", str(body.get("reason") or ""))
+            if verb == "remove":
+                return syncs.remove(name, bool(body.get("prune")))
+        raise NotFound(f"no such route: {method} /gitsyncs/{rest}")
 
     def key(self, name: str) -> str:
-        """`namespace/name` of an object named either way, resolved on the reconciler's thread."""
+        """`namespace/name` of an object named either way, resolved on the reconciler's thread (or
+        `gitsync/NAME`, the subject of a GitSync's events)."""
+        if name.startswith("gitsync/") and name.split("/", 1)[1] in self.gitsyncs.specs:
+            return name
         return self.call(lambda r: self.ops.key(name))  # type: ignore[no-any-return]
 
 

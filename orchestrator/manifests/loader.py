@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Location, ManifestError, Problem
+from ..core.gitsync import GITSYNC_KIND, GitSyncSpec
 from ..core.model import (
     DEFAULT_NAMESPACE,
     Backoff,
@@ -69,15 +70,16 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def load_desired(paths: Sequence[str], used: dict[str, str | None] | None = None,
-                 ) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
-    """The specs of `paths` and the desired state they make, or a ManifestError listing every problem."""
-    specs = load_specs(paths, used=used)
+                 syncs: list[GitSyncSpec] | None = None) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
+    """The specs of `paths` and the desired state they make, or a ManifestError listing every problem.
+    `syncs`: where GitSyncs go (load_sources)."""
+    specs = load_specs(paths, used=used, syncs=syncs)
     return specs, graph.desired_state(specs)
 
 
 def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
                variables: Mapping[str, str] | None = None, used: dict[str, str | None] | None = None,
-               ) -> tuple[ProcessSpec, ...]:
+               syncs: list[GitSyncSpec] | None = None) -> tuple[ProcessSpec, ...]:
     """Every Process and Job in the files and directories `paths`, in file and document order, with their
     ${NAME}s taken from `variables` (default: this process's environment).
 
@@ -86,7 +88,8 @@ def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
     """
     limits = ReadLimits.from_environment(os.environ)
     sources, problems = read_sources(paths, limits)
-    return load_sources(sources, limits, cache, problems, os.environ if variables is None else variables, used)
+    return load_sources(sources, limits, cache, problems, os.environ if variables is None else variables, used,
+                        syncs)
 
 
 def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source], list[Problem]]:
@@ -104,16 +107,20 @@ def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source]
 
 def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache | None = None,
                  problems: Sequence[Problem] = (), variables: Mapping[str, str] | None = None,
-                 used: dict[str, str | None] | None = None) -> tuple[ProcessSpec, ...]:
+                 used: dict[str, str | None] | None = None, syncs: list[GitSyncSpec] | None = None,
+                 ) -> tuple[ProcessSpec, ...]:
     """The specs of manifest texts, checked as load_specs checks files; with a cache, a document validated
     before (same file, same text, same envFrom files, same values of the ${NAME}s it used) costs a hash
     instead of a parse and a validation. `variables`: what ${NAME} means (interpolate.py; none given: every
-    reference is unset); `used` collects the names looked up, with their values."""
+    reference is unset); `used` collects the names looked up, with their values. `syncs` collects the
+    GitSyncs, each valid one built (gitsyncs.py); without it (a caller that cannot keep them, such as a
+    foreground run) a GitSync is a problem. Their names are their own: `gitsync/NAME`, apart from processes."""
     given: Mapping[str, str] = variables if variables is not None else {}
     used = used if used is not None else {}
     found = list(problems)
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
+    sync_names: dict[str, Location] = {}  # gitsync/NAME: a GitSync has no namespace, nor a process's name
     listens: dict[str, tuple[str, str, Location]] = {}  # listen address -> the first process, socket and place
     for source in sources:
         chunks = split_documents(source.text)
@@ -138,12 +145,23 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             valid: list[tuple[ProcessSpec, Location]] = []
             env_files: list[str] = []
             names_used: set[str] = set()
+            holds_sync = False  # the cache keeps ProcessSpecs only: a chunk with a GitSync is read afresh
             for doc in documents:
                 built, doc_problems, read_env = _document_spec(doc, given, names_used)
                 chunk_problems += doc_problems
                 env_files += read_env
+                if isinstance(doc.value, dict) and doc.value.get("kind") == GITSYNC_KIND:
+                    holds_sync = True
+                    found += _check_unique(doc, sync_names)
+                    if syncs is None:
+                        from .gitsyncs import KEPT_BY_DAEMON
+
+                        chunk_problems.append(Problem(doc.at(("kind",)), "kind", KEPT_BY_DAEMON))
+                    elif isinstance(built, GitSyncSpec):
+                        syncs.append(built)
+                    continue
                 found += _check_unique(doc, names)
-                if built is not None:
+                if isinstance(built, ProcessSpec):
                     specs.append(built)
                     valid.append((built, doc.at(("metadata", "name"))))
                     found += _check_listens(
@@ -151,7 +169,7 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             found += chunk_problems
             chunk_used = {name: given.get(name) for name in names_used}
             used.update(chunk_used)
-            if cache is not None and not chunk_problems:
+            if cache is not None and not chunk_problems and not holds_sync:
                 cache.put(source.file, text, first_line, valid, env_files, chunk_used)
     # A dependency on a document that is itself invalid is not reported as missing a second time.
     found += graph.check(specs, also_defined=frozenset(names))
@@ -167,6 +185,8 @@ def _check_unique(doc: Document, names: dict[str, Location]) -> list[Problem]:
     metadata = value.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         return []
+    if value.get("kind") == GITSYNC_KIND:
+        return _check_name(f"gitsync/{metadata['name']}", GITSYNC_KIND, doc.at(("metadata", "name")), names)
     namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str):
         return []
@@ -195,7 +215,7 @@ def _check_listens(spec: ProcessSpec, locations: Sequence[Location],
 
 
 def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
-                   ) -> tuple[ProcessSpec | None, list[Problem], list[str]]:
+                   ) -> tuple[ProcessSpec | GitSyncSpec | None, list[Problem], list[str]]:
     """Validate one document; build its spec when nothing is wrong with it. Also: the envFrom files it read."""
     value = doc.value
     if not isinstance(value, dict):
@@ -212,6 +232,14 @@ def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
         for error in full_validator(api, kind).iter_errors(value):
             problems += [p for p in explain(doc, error) if p.path not in failed]
     spec = value.get("spec")
+    if kind == GITSYNC_KIND:  # no envFrom, no command: its own rules
+        from .gitsyncs import build_gitsync, check_gitsync_rules  # only where a GitSync is: ~5 ms of a start
+
+        if isinstance(spec, dict):
+            problems = _one_message_each(problems, check_gitsync_rules(doc, spec))
+        if problems:
+            return None, list(dict.fromkeys(problems)), []
+        return build_gitsync(doc, value), [], []
     env: dict[str, str] = {}
     env_files: list[str] = []
     if isinstance(spec, dict):
