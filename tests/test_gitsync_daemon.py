@@ -357,6 +357,16 @@ def _post(address: str, path: str, body: bytes, headers: dict[str, str]) -> int:
         connection.close()
 
 
+def _announce_large_body(address: str, path: str, length: int) -> int:
+    """The status answered to a request that says its body is `length` bytes and sends none of it."""
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {length}\r\n"
+                           "X-Signature: sha256=00\r\n\r\n".encode())
+        reply = connection.makefile("rb").readline()
+    return int(reply.split()[1])
+
+
 def test_a_signed_webhook_syncs_at_once_and_a_bad_one_fetches_nothing(orch: Orchestrator, upstream: Upstream,
                                                                       http_daemon: str) -> None:
     secret = orch.root / "hook.secret"
@@ -371,7 +381,7 @@ def test_a_signed_webhook_syncs_at_once_and_a_bad_one_fetches_nothing(orch: Orch
     assert _post(http_daemon, "/hooks/git/prod", body, {"X-Hub-Signature-256": "sha256=" + "0" * 64}) == 401
     assert _post(http_daemon, "/hooks/git/prod", body, {}) == 401
     assert _post(http_daemon, "/hooks/git/nope", body, {"X-Hub-Signature-256": signature}) == 404
-    assert _post(http_daemon, "/hooks/git/prod", b"x" * (2 << 20), {"X-Signature": signature}) == 413
+    assert _announce_large_body(http_daemon, "/hooks/git/prod", 2 << 20) == 413  # refused unread
     assert not synced_to(orch, commit)
     started = time.monotonic()
     assert _post(http_daemon, "/hooks/git/prod", body, {"X-Hub-Signature-256": signature}) == 202
@@ -484,3 +494,55 @@ def test_a_sync_over_ssh_with_a_key_and_known_hosts_never_shows_the_key(orch: Or
         database.close()
     for text in shown:
         assert not any(line in text for line in key_lines)
+
+
+def test_a_daemon_killed_mid_fetch_leaves_no_git_behind_and_the_next_one_syncs(orch: Orchestrator,
+                                                                               tmp_path: Path) -> None:
+    import threading
+
+    import psutil
+
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    token.chmod(0o600)
+    with SmartHttp(tmp_path / "served", password="t0ken") as server:
+        repo = Upstream(tmp_path / "served-upstream", bare=server.root / "app.git")
+        repo.write("deploy/web.yaml", process("web"))
+        repo.commit("first")
+        add(orch, gitsync("prod", server.url_for("app.git"), auth={"tokenFile": str(token)}))
+        wait_for(lambda: synced_to(orch, repo.head), timeout=15, what="the first sync")
+        pids = orch.wait_running("web")
+        repo.write("deploy/web.yaml", process("web", ["sleep", "72"]))
+        commit = repo.commit("pushed")
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_fetch(path: str) -> None:
+            if "git-upload-pack" in path and not release.is_set():
+                held.set()
+                release.wait(20)
+
+        server.on_request = hold_the_fetch
+        daemon = orch.daemon_pid()
+        assert daemon is not None
+        threading.Thread(target=lambda: _quietly(lambda: now(orch)), daemon=True).start()
+        assert held.wait(10), "the pass never reached the server"
+        gits = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "git" in p.info["cmdline"][0]
+                and any("app.git" in a for a in p.info["cmdline"])]
+        assert gits, "no git child seen mid-fetch"
+        os.kill(daemon, signal.SIGKILL)
+        wait_for(lambda: not alive(daemon), timeout=5, what="the daemon gone")
+        from orchestrator.cli.client import start_daemon
+
+        start_daemon(orch.state)  # its stray sweep ends the git the dead one left
+        wait_for(lambda: not any(alive(p.pid) for p in gits), timeout=10, what="the orphaned git ended")
+        release.set()
+        wait_for(lambda: synced_to(orch, commit), timeout=20, what="synced by the new daemon")
+        orch.wait_running("web", replacing=pids)
+        assert len(orch.running("web")["web"]) == 1  # type: ignore[index]
+
+
+def _quietly(work: Any) -> None:
+    try:
+        work()
+    except Exception:  # noqa: BLE001, S110 - the daemon is killed under this request on purpose
+        pass

@@ -465,7 +465,7 @@ def daemon(args: argparse.Namespace) -> int:
     from ..daemon.lifecycle import main
 
     return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits, args.pass_env,
-                http_addr=args.http_addr)
+                http_addr=args.http_addr, read_only=args.read_only, allowed_hosts=args.allowed_hosts)
 
 
 def top(args: argparse.Namespace) -> int:

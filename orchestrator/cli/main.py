@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rollout(commands)
     _add_sync(commands)
+    _add_token(commands)
 
     unwatch = commands.add_parser("unwatch", help="stop re-applying watched paths on change",
                                   description="Stop the watches that `apply --watch` started for these paths "
@@ -235,8 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics there, such as 127.0.0.1:9100 (default: off)")
     daemon.add_argument("--http", metavar="HOST:PORT", dest="http_addr",
-                        help="serve HTTP there, such as 127.0.0.1:8420: the GitSync webhooks, POST "
-                        "/hooks/git/NAME, each verified by its HMAC-SHA256 signature (default: off)")
+                        help="serve HTTP there, such as 127.0.0.1:8420: the API (/api/v1/..., each request with "
+                        "Authorization: Bearer TOKEN of `orchestrator token create`) and the GitSync webhooks (POST "
+                        "/hooks/git/NAME, verified by their HMAC-SHA256). A non-loopback address needs a token to "
+                        "exist (default: off)")
+    daemon.add_argument("--read-only", action="store_true",
+                        help="with --http: refuse every method but GET there, whatever the token (webhooks too)")
+    daemon.add_argument("--allowed-host", action="append", default=[], metavar="HOST", dest="allowed_hosts",
+                        help="with --http: a name the Host header may give besides loopback ones and the bound "
+                        "address (repeatable), such as the name a proxy forwards")
     daemon.add_argument("--metrics-interval", type=float, default=20.0, metavar="S",
                         help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
                         "pools are judged at this pace too)")
@@ -501,6 +509,56 @@ def _sync(name: str) -> Callable[[argparse.Namespace], int]:
         from . import sync
 
         return int(getattr(sync, name)(args))
+
+    return handler
+
+
+def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`orchestrator token VERB`: the API tokens of the daemon's TCP listener (tokens.py)."""
+    token = commands.add_parser(
+        "token", help="create, list or revoke the API tokens of the daemon's TCP listener",
+        description="API tokens for the daemon's HTTP listener, sent as `Authorization: Bearer <token>`. Scope read "
+        "allows GET, HEAD and OPTIONS only; admin allows everything. They live in the state dir's tokens.json "
+        "(mode 0600), which keeps only each token's sha256 digest; no daemon is needed, and the daemon sees a "
+        "change at its next request.")
+    verbs = token.add_subparsers(dest="action", metavar="VERB", required=True)
+
+    create = verbs.add_parser(
+        "create", help="make a token and print it (the only time it is shown)",
+        description="Make a new token named NAME with --scope and print it alone on stdout (so that "
+        "TOKEN=$(orchestrator token create ci --scope read) works), and on stderr what it is. Only its digest is "
+        "kept: it cannot be shown again. Exit 0 made; 1 when NAME is not 1-63 characters of [a-z0-9][-a-z0-9_.]* "
+        "or a token of that name exists (revoke it first).")
+    create.add_argument("token_name", metavar="NAME", help="what the token is for, such as ci or dashboard")
+    create.add_argument("--scope", choices=["read", "admin"], required=True,
+                        help="read: GET, HEAD and OPTIONS only; admin: every request")
+    create.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help='json: {"name", "scope", "created" (unix time), "token"}')
+    create.set_defaults(handler=_token("create"))
+
+    listing = verbs.add_parser(
+        "list", help="list the tokens: name, scope and when each was made",
+        description="One row per token: NAME SCOPE CREATED. Never a token or its digest (neither can be shown "
+        "again).")
+    listing.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                         help='json: {"tokens": [{"name", "scope", "created" (unix time)}]}')
+    listing.set_defaults(handler=_token("list_tokens"))
+
+    revoke = verbs.add_parser(
+        "revoke", help="forget a token: it is refused from the listener's next request",
+        description="Forget the token NAME; a running daemon refuses it from its next request. Exit 0 revoked, 1 "
+        "when there is no token of that name.")
+    revoke.add_argument("token_name", metavar="NAME", help="the token's name, as `token list` shows it")
+    revoke.set_defaults(handler=_token("revoke"))
+
+
+def _token(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of tokens.py, imported only when that command runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from . import tokens
+
+        return int(getattr(tokens, name)(args))
 
     return handler
 

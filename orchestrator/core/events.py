@@ -63,6 +63,7 @@ class EventType(str, Enum):
     DRIFT_DETECTED = "DriftDetected"  # an owned object changed outside its GitSync
     SELF_HEALED = "SelfHealed"
     PRUNE_SKIPPED = "PruneSkipped"
+    ACCESS_DENIED = "AccessDenied"  # a request refused by the TCP listener (no valid token, a read token, a Host)
 
 
 class Event(NamedTuple):

@@ -105,6 +105,7 @@ class GitSyncs:
     def __init__(self, state_dir: Path, ops: Any, call: Call, emit: Callable[[Event], None],
                  wall: Callable[[], float] = time.time) -> None:
         self.root = state_dir / "git"
+        self.marker = str(state_dir.resolve())  # as the executor marks replicas
         self._git: Any = None
         self.ops = ops
         self.call = call
@@ -122,7 +123,7 @@ class GitSyncs:
         if self._git is None:
             from ..host.git import GitCache
 
-            self._git = GitCache(self.root)
+            self._git = GitCache(self.root, marker=self.marker)
         return self._git
 
     def automated(self, owner: str) -> bool:

@@ -38,9 +38,9 @@ from ..host.statedir import no_link, prepare_state_dir, take_lock
 from ..host.subreaper import wake_on_child_exit
 from ..manifests.cache import SpecCache
 from ..planning import graph
-from .control import Conflict, ControlServer, event_queue_iterator
+from .control import PREFIX, Conflict, ControlServer, event_queue_iterator
 from .gitsyncs import GitSyncs
-from .hooks import HookServer, HookTarget
+from .hooks import HookTarget
 from .operations import Operations
 from .routes import Routes
 from .store import Store
@@ -61,7 +61,7 @@ def _boot_id() -> str:
 class Daemon:
     def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
                  limits: str = "auto", role: str = "daemon", pass_env: Sequence[str] = (),
-                 http_addr: str | None = None) -> None:
+                 http_addr: str | None = None, read_only: bool = False, allowed_hosts: Sequence[str] = ()) -> None:
         """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
         managed (cgroups.py), "watchdog" always samples instead. `pass_env`: variables of this process's
         environment that replicas get too (patterns; host/environment.py says what else they get). `role` "run": a foreground `orchestrator
@@ -69,6 +69,8 @@ class Daemon:
         self.state_dir = state_dir
         self.metrics_addr = metrics_addr
         self.http_addr = http_addr
+        self.http_read_only = read_only
+        self.allowed_hosts = tuple(allowed_hosts)
         self.role = role
         prepare_state_dir(state_dir)
         self._lock_fd = take_lock(state_dir, role)
@@ -110,7 +112,7 @@ class Daemon:
         self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache,
                              self.gitsyncs)
         self.server: ControlServer | None = None
-        self.http: HookServer | None = None
+        self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
         self._loop_thread = threading.current_thread()
 
@@ -196,8 +198,12 @@ class Daemon:
             serve_metrics(self.metrics_addr, lambda: self.handle("GET", "/objects", {}, {}), self.sampler,
                           self.reconciler.executor.spawn_seconds)
         if self.http_addr:
-            self.http = HookServer(self.http_addr, HookTarget(self.gitsyncs.webhook_secret_file, self._hooked,
-                                                              self._hook_refused))
+            from ..host.tokens import TokenCheck
+            from .http import HttpListener
+
+            hooks = HookTarget(self.gitsyncs.webhook_secret_file, self._hooked, self._hook_refused)
+            self.http = HttpListener(self.http_addr, self, hooks, TokenCheck(self.state_dir), self._http_refused,
+                                     read_only=self.http_read_only, allowed_hosts=self.allowed_hosts)
             self.http.start()
         self.server = ControlServer(socket_path(self.state_dir), self)
         self.server.start()
@@ -217,8 +223,10 @@ class Daemon:
         out = sys.stdout if self.role == "daemon" else sys.stderr
         _say(f"orchestrator {__version__} {self.role} pid {os.getpid()} serving {self.server.path}", out)
         if self.http is not None:
-            _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}http on {self.http.url}: POST "
-                 "/hooks/git/NAME (GitSync webhooks)", out)
+            tokens = "" if self.http.tokens.any() else " (no API token yet: orchestrator token create)"
+            _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}http on {self.http.url}"
+                 f"{' (read-only)' if self.http_read_only else ''}: {PREFIX}/... with a bearer token{tokens}, "
+                 "POST /hooks/git/NAME", out)
         if self.role == "daemon" or any(spec.limits.memory_or_cpu for spec in self.reconciler.desired.specs.values()):
             _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}memory and cpu limits: {self.limits_how}", out)
         notify_service_manager("READY=1")  # a Type=notify unit is started once its socket answers
@@ -327,6 +335,9 @@ class Daemon:
 
     def _hooked(self, name: str) -> None:
         self.gitsyncs.trigger(name, webhook=True)
+
+    def _http_refused(self, why: str) -> None:
+        self.events.emit(Event(self.clock.wall(), EventType.ACCESS_DENIED, "", why))
 
     def _hook_refused(self, name: str, why: str) -> None:
         self.events.emit(Event(self.clock.wall(), EventType.SYNC_SKIPPED, f"gitsync/{name}", why))
@@ -491,9 +502,11 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
 
 
 def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
-         limits: str = "auto", pass_env: Sequence[str] = (), http_addr: str | None = None) -> int:
+         limits: str = "auto", pass_env: Sequence[str] = (), http_addr: str | None = None, read_only: bool = False,
+         allowed_hosts: Sequence[str] = ()) -> int:
     try:
-        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env, http_addr=http_addr)
+        daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env, http_addr=http_addr,
+                        read_only=read_only, allowed_hosts=allowed_hosts)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1

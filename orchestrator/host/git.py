@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import OrchestratorError
-from .subreaper import FORKS
+from .subreaper import FORKS, STATE_MARKER
 
 REASONS = ("AuthFailed", "NetworkError", "RefNotFound", "PathNotFound", "Timeout", "FetchFailed", "UnsafeTree",
            "TooLarge", "CredentialFile")
@@ -204,8 +204,11 @@ class GitCache:
     """Bare shallow caches of the repositories syncs follow, and the trees exported from them. One per state
     dir (the daemon's); its methods may run on several threads at once."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, marker: str = "") -> None:
+        """`marker`: the state dir's mark (subreaper.STATE_MARKER) put in every git child's environment, so
+        that a daemon started after one that died mid-fetch ends what it left (Reconciler.stop_strays)."""
         self.root = root
+        self.marker = marker
         self.home = root / "home"
         self.checkouts = root / "checkouts"
         for folder in (root, self.home, self.checkouts):
@@ -415,6 +418,8 @@ class GitCache:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LC_ALL": "C",
                "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
                "GIT_LFS_SKIP_SMUDGE": "1", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
+        if self.marker:
+            env[STATE_MARKER] = self.marker
         if auth.token_file is not None:
             _check_file("token file", auth.token_file, secret=True)
             env.update(GIT_ASKPASS=str(self.askpass), ORCH_ASKPASS_USER=auth.username,

@@ -1,0 +1,262 @@
+"""The daemon's TCP listener (`daemon --http HOST:PORT`): the control API for scripts and browsers elsewhere,
+and the GitSync webhooks. The Unix socket stays the CLI's (owner-only, checked by peer uid, no token).
+
+Every request passes these gates, in this order, before anything is routed:
+- Host: the header must name an allowed host (loopback names, the bound address, `--allowed-host`), so a
+  page on another site cannot reach it by DNS rebinding (kubectl proxy's --accept-hosts);
+- `/hooks/git/NAME` (POST) authenticates itself by its HMAC (daemon/hooks.py); every other path but
+  `/api/v1/...` is 404;
+- `/api/v1/...` needs `Authorization: Bearer <token>` of a token made by `orchestrator token create`
+  (host/tokens.py: sha256 digests, compared in constant time). Always, also on loopback: every local user can
+  reach a loopback port, while the Unix socket admits its owner alone. A client that fails too often is
+  answered 429 for a while; each refusal is an AccessDenied event naming the client, method and path (never
+  what it sent), at most one per client per LOG_GAP_SECONDS;
+- a method other than GET with a `read` token, or on a `--read-only` listener: 403 (webhooks too);
+- a mutation whose Origin header is not an allowed host's: 403 (a form posted from another site).
+Then the request is what it would be on the Unix socket (control.py's handler).
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import os
+import selectors
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from ..core.errors import UserError
+from ..host.tokens import TokenCheck
+from .control import PREFIX, ControlApp, _Handler
+from .hooks import HookTarget, answer_hook
+
+MAX_CLIENTS = 64  # connections served at once; past that 503 (event streams hold one each)
+REQUEST_SECONDS = 30.0  # a client must send its request within this (slow senders are let go)
+FAILURES_ALLOWED = 10  # refused requests of one client per FAILURE_WINDOW_SECONDS before it gets 429s
+FAILURE_WINDOW_SECONDS = 60.0
+LOG_GAP_SECONDS = 10.0
+MAX_TRACKED_CLIENTS = 10_000
+READING = frozenset({"GET"})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: str, app: ControlApp, hooks: HookTarget, tokens: TokenCheck,
+                 refused: Callable[[str], None], read_only: bool = False, allowed_hosts: Sequence[str] = ()) -> None:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if not port.isdigit() or not host:
+            raise UserError(f"--http {address!r}: expected HOST:PORT, such as 127.0.0.1:8420")
+        if not is_loopback(host) and not tokens.any():
+            raise UserError(f"--http {address}: not a loopback address, and no API token exists: make one first "
+                            "(orchestrator token create NAME --scope read|admin), or listen on 127.0.0.1 and "
+                            "reach it through an SSH tunnel")
+        self.app = app
+        self.hooks = hooks
+        self.tokens = tokens
+        self.read_only = read_only
+        self.report = refused
+        self.hosts = {h.lower().strip("[]") for h in (*LOOPBACK_NAMES, host, *allowed_hosts)}
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+        self._logged: dict[str, float] = {}
+        self._guard = threading.Lock()
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        try:
+            super().__init__((host, int(port)), _HttpHandler)
+        except OSError as error:
+            raise UserError(f"--http {address}: {error.strerror or error}") from None
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._stopping = False
+        self.thread = threading.Thread(target=self._serve, name="http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server_address[0]), self.server_address[1]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _serve(self) -> None:
+        """serve_forever without its poll (it wakes twice a second): a byte on a pipe says stop."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self._stopping:
+                        self.handle_request()
+
+    def stop(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"\0")
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.server_close()
+
+    # -- the gates' bookkeeping ----------------------------------------------------------------------
+
+    def throttled(self, client: str) -> bool:
+        now = time.monotonic()
+        with self._guard:
+            times = self._failures.get(client)
+            while times and now - times[0] > FAILURE_WINDOW_SECONDS:
+                times.popleft()
+            return times is not None and len(times) >= FAILURES_ALLOWED
+
+    def failed(self, client: str, method: str, path: str, why: str) -> None:
+        now = time.monotonic()
+        with self._guard:
+            times = self._failures.setdefault(client, collections.deque(maxlen=FAILURES_ALLOWED))
+            times.append(now)
+            self._failures.move_to_end(client)
+            while len(self._failures) > MAX_TRACKED_CLIENTS:
+                self._failures.popitem(last=False)
+            if now - self._logged.get(client, -1e9) < LOG_GAP_SECONDS:
+                return
+            self._logged[client] = now
+            if len(self._logged) > MAX_TRACKED_CLIENTS:
+                self._logged.clear()
+        self.report(f"refused {method} {path[:200]} from {client}: {why}")
+
+    def allowed_host(self, header: str | None) -> bool:
+        if not header:
+            return False
+        host = header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        elif host.count(":") == 1:
+            host = host.split(":", 1)[0]
+        return host in self.hosts
+
+    def allowed_origin(self, origin: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser's cross-site request: curl, scripts
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in self.hosts
+
+
+class _HttpHandler(_Handler):
+    server: HttpListener  # type: ignore[assignment]
+    timeout = REQUEST_SECONDS
+
+    def do_GET(self) -> None:
+        self._gate("GET")
+
+    def do_POST(self) -> None:
+        self._gate("POST")
+
+    def do_DELETE(self) -> None:
+        self._gate("DELETE")
+
+    def do_PUT(self) -> None:
+        self._gate("PUT")
+
+    def do_PATCH(self) -> None:
+        self._gate("PATCH")
+
+    def address_string(self) -> str:
+        return str(self.client_address[0])
+
+    def _gate(self, method: str) -> None:
+        server = self.server
+        if not server.slots.acquire(blocking=False):
+            self.close_connection = True
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "too many connections at once; try again"})
+            return
+        try:
+            self._checked(method)
+        finally:
+            server.slots.release()
+
+    def _checked(self, method: str) -> None:
+        server = self.server
+        client = self.address_string()
+        path = urlsplit(self.path).path
+        if not server.allowed_host(self.headers.get("Host")):
+            self.close_connection = True
+            server.failed(client, method, path, f"Host {str(self.headers.get('Host'))[:100]!r} is not allowed")
+            self._send(HTTPStatus.FORBIDDEN, {"error": "this Host is not allowed here (daemon --allowed-host)"})
+            return
+        if server.throttled(client):
+            self.close_connection = True
+            self._send(HTTPStatus.TOO_MANY_REQUESTS, {"error": "too many refused requests: wait a minute"})
+            return
+        if method not in READING and server.read_only:
+            self._refuse(HTTPStatus.FORBIDDEN, method, path, "a read-only listener", "read-only listener")
+            return
+        if path.startswith("/hooks/git/"):
+            if method != "POST":
+                self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "webhooks are POSTed"})
+                return
+            status, document, unread = answer_hook(server.hooks, path[len("/hooks/git/"):], self.headers,
+                                                   self.rfile.read)
+            if status == HTTPStatus.UNAUTHORIZED:
+                server.failed(client, method, path, "webhook signature not verified")
+            self.close_connection = unread or self.close_connection
+            self._send(HTTPStatus(status), document)
+            return
+        if not path.startswith(PREFIX + "/"):
+            self.close_connection = True
+            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such route: {path[:200]}"})
+            return
+        try:
+            scope = self._scope()
+        except UserError as error:  # tokens.json became unusable: no token is taken until it is mended
+            server.report(f"refused {method} {path[:200]} from {client}: {error}")
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the daemon cannot read its tokens now"})
+            return
+        if scope is None:
+            self._refuse(HTTPStatus.UNAUTHORIZED, method, path, "no valid token",
+                         "a token is needed: Authorization: Bearer <token> (orchestrator token create)")
+            return
+        if method not in READING and scope != "admin":
+            self._refuse(HTTPStatus.FORBIDDEN, method, path, f"a {scope} token", f"a {scope} token may only read")
+            return
+        if method not in READING and not server.allowed_origin(self.headers.get("Origin")):
+            self._refuse(HTTPStatus.FORBIDDEN, method, path, "a cross-site Origin", "cross-site request refused")
+            return
+        self._dispatch(method)
+
+    def _scope(self) -> str | None:
+        header = self.headers.get("Authorization") or ""
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            return None
+        return self.server.tokens.scope_of(token.strip())
+
+    def _refuse(self, status: HTTPStatus, method: str, path: str, why: str, told: str) -> None:
+        self.server.failed(self.address_string(), method, path, why)
+        self.close_connection = True  # the body, if any, is not read
+        self.send_response(status)
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Bearer realm="orchestrator"')
+        data = json.dumps({"error": told}).encode()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
