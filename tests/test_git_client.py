@@ -125,6 +125,19 @@ def test_fetch_over_file_is_shallow_cached_and_follows_force_pushes(cache: GitCa
     assert git("-C", str(bare), "rev-parse", "--is-shallow-repository").strip() == "true"
 
 
+def test_a_fetch_killed_before_leaves_no_lock_that_stops_the_next(cache: GitCache, upstream: Upstream) -> None:
+    auth = GitAuth()
+    assert cache.fetch(upstream.url, upstream.head, auth, TIMEOUT) is True
+    bare = next(cache.root.glob("*.git"))
+    (bare / "shallow.lock").write_text("")  # what a git SIGKILLed mid-fetch leaves
+    (bare / "refs" / "orchestrator").mkdir(parents=True, exist_ok=True)
+    (bare / "refs" / "orchestrator" / "x.lock").write_text("")
+    upstream.write("deploy/app.yaml", "kind: Process # after the kill\n")
+    later = upstream.commit("after the kill")
+    assert cache.fetch(upstream.url, later, auth, TIMEOUT) is True
+    assert not (bare / "shallow.lock").exists()
+
+
 def test_fetch_keeps_refs_of_the_last_five_commits(cache: GitCache, upstream: Upstream) -> None:
     commits = []
     for n in range(7):

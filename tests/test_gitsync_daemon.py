@@ -546,3 +546,50 @@ def _quietly(work: Any) -> None:
         work()
     except Exception:  # noqa: BLE001, S110 - the daemon is killed under this request on purpose
         pass
+
+
+def test_a_commit_may_not_read_host_files_through_env_from(orch: Orchestrator, upstream: Upstream,
+                                                           tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("HOSTSECRET_" + "x" * 8 + "\n")  # not a dotenv line: its text would be quoted back
+    upstream.write("deploy/web.yaml", process("web", envFrom=[{"file": str(secret)}]))
+    upstream.write("deploy/worker.yaml", process("worker", envFrom=[{"file": "../../" * 12 + str(secret)}]))
+    commit = upstream.commit("reads the host")
+    add(orch, gitsync("prod", upstream.url))
+    def refused() -> dict[str, Any] | None:
+        document = status(orch)
+        return document if any(c["type"] == "ValidationFailed" for c in document["conditions"]) else None
+
+    document = wait_for(refused, timeout=15, what="the refusal")
+    problems = next(c for c in document["conditions"] if c["type"] == "ValidationFailed")["problems"]
+    assert {p["file"] for p in problems} == {f"gitsync/prod@{commit[:7]}:deploy/web.yaml",
+                                             f"gitsync/prod@{commit[:7]}:deploy/worker.yaml"}
+    assert all("outside the synced tree" in p["message"] for p in problems)
+    assert "HOSTSECRET" not in json.dumps(document) + json.dumps(orch.api("GET", "/events"))
+
+
+def test_allow_empty_applies_a_path_without_manifests(orch: Orchestrator, upstream: Upstream) -> None:
+    add(orch, gitsync("prod", upstream.url, prune=True, allowEmpty=True))
+    wait_for(lambda: synced_to(orch, upstream.head), timeout=15, what="the first sync")
+    for name in ("web", "worker", "cron"):
+        upstream.remove(f"deploy/{name}.yaml")
+    upstream.write("deploy/notes.txt", "all gone on purpose\n")
+    emptied = upstream.commit("empty on purpose")
+    assert now(orch)["outcome"]["result"] == "applied"
+    wait_for(lambda: not orch.objects(), timeout=10, what="everything pruned")
+    assert synced_to(orch, emptied)
+
+
+def test_drift_is_healed_from_the_running_commit_while_the_head_is_bad(orch: Orchestrator,
+                                                                       upstream: Upstream) -> None:
+    add(orch, gitsync("prod", upstream.url, selfHeal=True, selfHealDelaySeconds=1))
+    good = wait_for(lambda: synced_to(orch, upstream.head), timeout=15, what="the first sync")
+    upstream.write("deploy/web.yaml", process("web", restartPolicy="Sometimes"))
+    upstream.commit("bad")
+    assert now(orch)["outcome"]["result"] == "failed"
+    orch.ok("scale", "worker", "--replicas", "2")
+    wait_for(lambda: orch.objects()["worker"]["replicas"]["desired"] == 1, timeout=10, what="healed")
+    document = status(orch)
+    assert document["last_applied_revision"] == good["last_applied_revision"]
+    assert document["sync"] == "Unknown"  # the head is still the bad commit, and says so
+    assert any(c["type"] == "ValidationFailed" for c in document["conditions"])

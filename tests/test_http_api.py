@@ -172,3 +172,34 @@ def test_tokens_made_readable_to_others_stop_every_token(orch: Orchestrator, tok
     assert listener.request("GET", "/api/v1/health", token=tokens["read"])[0] == 200
     denied = [e["message"] for e in orch.api("GET", "/events")["events"] if e["type"] == "AccessDenied"]
     assert any("chmod" in m for m in denied) and not any(tokens["read"] in m for m in denied)
+
+
+def test_slow_senders_are_cut_and_cannot_hold_the_listener(orch: Orchestrator, tokens: dict[str, str],
+                                                           listener: Listener) -> None:
+    from orchestrator.daemon import http as listener_module
+
+    slow = []
+    try:
+        for _ in range(listener_module.MAX_PER_CLIENT):
+            connection = socket.create_connection((listener.host, listener.port), timeout=30)
+            connection.sendall(b"POST /hooks/git/prod HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and then nothing more
+            slow.append(connection)
+        # While they hang, this address may open no more (other addresses could, up to MAX_CLIENTS)...
+        with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+            listener.request("GET", "/api/v1/health", token=tokens["read"])
+        started = time.monotonic()
+        for connection in slow:
+            connection.settimeout(listener_module.REQUEST_SECONDS + 5)
+            assert connection.recv(100) == b""  # ... and each is closed at its request's deadline
+        assert time.monotonic() - started < listener_module.REQUEST_SECONDS + 5
+
+        def served() -> bool:
+            try:
+                return listener.request("GET", "/api/v1/health", token=tokens["read"])[0] == 200
+            except (ConnectionError, http.client.RemoteDisconnected):
+                return False
+
+        wait_for(served, timeout=5, what="a request served after the slow ones were cut")
+    finally:
+        for connection in slow:
+            connection.close()

@@ -5,7 +5,8 @@ the socket is 0600 and every connection's peer uid is checked. Handlers never to
 call the ControlApp, which runs each operation on the reconciler's thread.
 
 Errors are JSON too: {"error": "...", "problems": [...]} with 400 (invalid input), 404 (no such
-object or route), 409 (refused in the current state), 500 (a bug: the message says so).
+object or route), 405 (HEAD, OPTIONS, TRACE, QUERY), 409 (refused in the current state), 500 (a bug: the message
+says so).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..host.sockets import bind_owner_only, peer_uid
 MAX_BODY_BYTES = 64 * 1024 * 1024  # the largest request body read; manifests of one apply are far smaller
 
 PREFIX = "/api/v1"
+UNROUTED = frozenset({"HEAD", "OPTIONS", "TRACE", "QUERY"})  # no route answers these methods: 405
 
 
 class NotFound(OrchestratorError):
@@ -116,7 +118,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def do_TRACE(self) -> None:
+        self._dispatch("TRACE")
+
+    def do_QUERY(self) -> None:
+        self._dispatch("QUERY")
+
     def _dispatch(self, method: str) -> None:
+        if method in UNROUTED:  # answered here, not with the standard library's 501 HTML page
+            self.close_connection = True  # a body, if any, is not read
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} is not served here: GET and POST are"})
+            return
         url = urlsplit(self.path)
         if not url.path.startswith(PREFIX + "/"):
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no such route: {url.path}"})
@@ -140,7 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (Conflict, StoreBusy) as error:
             self._send(HTTPStatus.CONFLICT, {"error": str(error) + ("; nothing was changed, try again"
                                                                    if isinstance(error, StoreBusy) else "")})
-        except (OrchestratorError, ValueError, KeyError, TypeError) as error:
+        # OverflowError: a whole number too large for the store (?limit=10**30) is bad input too, not a bug.
+        except (OrchestratorError, ValueError, KeyError, TypeError, OverflowError) as error:
             self._send(HTTPStatus.BAD_REQUEST, {"error": f"bad request: {error}"})
         except Exception as error:  # noqa: BLE001 - report a bug to the client instead of hanging it up
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error (a bug): {error!r}"})
@@ -161,8 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, POST")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD answer has headers only
+            self.wfile.write(data)
 
     def _stream(self, items: Iterator[dict[str, Any] | None]) -> None:
         """JSON lines, chunked; None from the iterator sends a blank keep-alive line."""

@@ -33,6 +33,7 @@ from ..planning import gitsync as plan
 from .control import Conflict, NotFound
 
 HISTORY = 5  # syncs kept in a status, as Flux keeps
+MAX_WAIT_SECONDS = 3600.0  # a worker looks at its clock at least this often (Condition.wait has a ceiling)
 MAX_SHOWN_PROBLEMS = 50  # in one event's message (the status keeps them all, each located)
 WEBHOOK_GAP_SECONDS = 5.0  # webhook-triggered passes of one sync, at most one per this
 TRANSIENT = {"NetworkError", "Timeout", "AuthFailed", "CredentialFile", "FetchFailed"}  # retried with backoff
@@ -115,6 +116,7 @@ class GitSyncs:
         self.states: dict[str, SyncState] = {}
         self.applied: dict[str, dict[str, ProcessSpec]] = {}  # name -> what its last pass applied, by key
         self._workers: dict[str, _Worker] = {}
+        self._removing: set[str] = set()
         self._lock = threading.RLock()  # specs, states: read by request threads, written by workers and the loop
 
     @property
@@ -131,7 +133,9 @@ class GitSyncs:
         name = owner.split("/", 1)[1] if owner.startswith("gitsync/") else ""
         with self._lock:
             spec, state = self.specs.get(name), self.states.get(name)
-        return spec is not None and state is not None and not spec.suspend and not state.suspended
+        # Pinned to a commit, a sync applies nothing new on its own: a rollback is the operator's call then.
+        return (spec is not None and state is not None and not spec.suspend and not state.suspended
+                and spec.ref_kind != "commit")
 
     def webhook_secret_file(self, name: str) -> str | None:
         with self._lock:
@@ -190,6 +194,7 @@ class GitSyncs:
     def remove(self, name: str, prune: bool) -> dict[str, Any]:
         """Forget the sync (stop its thread); with `prune`, stop and forget what it owns too (on the loop)."""
         self._get(name)
+        self._removing.add(name)  # a pass still under way applies nothing now
         worker = self._workers.pop(name, None)
         if worker is not None:
             with worker.wake:
@@ -197,7 +202,13 @@ class GitSyncs:
                 worker.wake.notify_all()
             if worker.thread is not None and worker.thread is not threading.current_thread():
                 worker.thread.join(timeout=120)
-        pruned = self.call(lambda r: self.ops.release(_owner(name), prune))
+        try:
+            pruned = self.call(lambda r: self.ops.release(_owner(name), prune))
+        except BaseException:
+            self._removing.discard(name)
+            self._start(name)  # still kept: it goes on as before
+            raise
+        self._removing.discard(name)
         with self._lock:
             self.specs.pop(name, None)
             self.states.pop(name, None)
@@ -205,6 +216,15 @@ class GitSyncs:
             self._save()
         self._event(EventType.SYNC_REMOVED, name, "removed" + (f", pruned {', '.join(pruned)}" if pruned else ""))
         return {"name": name, "removed": True, "pruned": pruned}
+
+    def written_anew(self, revision: int) -> None:
+        """state.db was written anew from memory, the desired state as `revision`: what each sync applied is
+        in that one now; saved again."""
+        with self._lock:
+            for state in self.states.values():
+                if state.applied_number is not None:
+                    state.applied_number = revision
+        self._save()
 
     def stop_all(self) -> None:
         workers, self._workers = list(self._workers.values()), {}
@@ -217,14 +237,16 @@ class GitSyncs:
                 worker.thread.join(timeout=5)  # a git child in flight is ended at its timeout at most
 
     def suspend(self, name: str, suspended: bool, reason: str = "") -> dict[str, Any]:
+        spec = self._get(name)
         with self._lock:
-            state = self.states[self._get(name).name]
+            state = self.states[spec.name]
             changed = state.suspended != suspended
             state.suspended, state.suspend_reason = suspended, (reason if suspended else "")
             self._save()
         if changed:
+            still = " (but its manifest says suspend: true, which holds it still)" if spec.suspend else ""
             self._event(EventType.SYNC_SUSPENDED if suspended else EventType.SYNC_RESUMED, name,
-                        ("suspended" + (f": {reason}" if reason else "")) if suspended else "resumed")
+                        ("suspended" + (f": {reason}" if reason else "")) if suspended else f"resumed{still}")
             if not suspended:
                 self.trigger(name)
         return {"sync": self.status(name)}
@@ -241,6 +263,8 @@ class GitSyncs:
             at = now
             if webhook:
                 at = max(now, worker.last_hook + WEBHOOK_GAP_SECONDS)
+                if worker.due <= at:
+                    return  # a pass is due by then already: this hook is part of the burst
                 worker.last_hook = at
             worker.due = min(worker.due, at)
             worker.wake.notify_all()
@@ -255,6 +279,8 @@ class GitSyncs:
             raise Conflict(f"--revision {revision!r}: a commit is 40 hex digits (an abbreviated one cannot be fetched)")
         asked = _Asked(force=force, revision=revision.lower() if revision else None)
         with worker.wake:
+            if worker.stopped:
+                raise Conflict(f"gitsync/{name} is being removed, or the daemon is stopping")
             worker.asked.append(asked)
             worker.wake.notify_all()
         if not asked.done.wait(timeout):
@@ -271,7 +297,7 @@ class GitSyncs:
         while True:
             with worker.wake:
                 while not worker.stopped and not worker.asked and time.monotonic() < worker.due:
-                    worker.wake.wait(worker.due - time.monotonic())
+                    worker.wake.wait(min(worker.due - time.monotonic(), MAX_WAIT_SECONDS))
                 if worker.stopped:
                     for waiting in worker.asked:
                         waiting.outcome = _outcome("skipped", "the sync was stopped")
@@ -326,18 +352,24 @@ class GitSyncs:
         text = plan.revision_text(spec.ref_text, commit)
         with self._lock:
             state.last_fetch_at, state.commit, state.revision = wall, commit, text
-            had_failures, state.failures = state.failures, 0
-            self._drop_condition(state, "FetchFailed")
-        if had_failures:
+            unreachable = state.conditions.pop("FetchFailed", None) is not None
+        if unreachable:
             self._event(EventType.SYNC_FETCHED, name, f"{spec.repo} reachable again: {text}")
         digest = spec_hash(spec)
         step = plan.next_step(commit, digest, state.applied, state.failed, bool(state.drift) and spec.self_heal,
                               force)
         if step is plan.Step.NOTHING:
+            if state.failed is not None and state.failed[0] != commit:  # the ref went back to what runs
+                with self._lock:
+                    state.failed = None
+                    self._drop_condition(state, "ValidationFailed")
             in_sync = not state.drift and not state.prune_skipped
             self._set(name, sync=plan.SYNCED if in_sync else plan.OUT_OF_SYNC,
                       message=state.message if not in_sync else f"no changes since {text}", save=False)
             return _outcome("unchanged", f"no changes since {text}"), interval
+        if step is plan.Step.KEEP_FAILED and state.drift and spec.self_heal and state.applied is not None:
+            commit, step = state.applied[0], plan.Step.SYNC  # heal with the commit that runs, not the failed one
+            text = plan.revision_text(spec.ref_text, commit)
         if step is plan.Step.KEEP_FAILED:
             return _outcome("failed", f"{text} failed before: not tried again until a new commit or "
                             f"`sync now {name} --force`", state.conditions.get("ValidationFailed", {}).get(
@@ -374,14 +406,13 @@ class GitSyncs:
     def _load(self, name: str, spec: GitSyncSpec, commit: str, tree: Path) -> list[ProcessSpec]:
         """The specs of an exported tree, located in the repo for problems, working dirs made stable."""
         from ..core.gitsync import GitSyncSpec as Sync
-        from ..manifests.loader import load_specs
 
         where = f"gitsync/{name}@{commit[:7]}:"
         nested: list[Sync] = []
-        try:
-            specs = load_specs([str(tree)], variables={}, syncs=nested)
-        except ManifestError as error:
-            raise ManifestError([_relocated(p, tree, spec.path, where) for p in error.problems]) from None
+        if not any(p.suffix in (".yaml", ".yml") for p in tree.rglob("*")):
+            specs: tuple[ProcessSpec, ...] = ()  # no manifest file at all: empty, as allowEmpty decides
+        else:
+            specs = self._read_tree(name, spec, commit, tree, nested)
         if nested:
             raise ManifestError([_relocated(Problem(s.location or Location(str(tree)), "kind", (
                 "a GitSync inside a synced path is not followed (sync add it on its own)")), tree, spec.path, where)
@@ -393,20 +424,35 @@ class GitSyncs:
         stable = str(self.root / "work" / name)
         return [_stable(s, str(tree), stable) for s in specs]
 
+    @staticmethod
+    def _read_tree(name: str, spec: GitSyncSpec, commit: str, tree: Path, nested: list[Any],
+                   ) -> tuple[ProcessSpec, ...]:
+        from ..manifests.loader import load_specs
+
+        where = f"gitsync/{name}@{commit[:7]}:"
+        try:  # ${NAME}s are never the daemon's, and envFrom stays inside the commit's tree
+            return load_specs([str(tree)], variables={}, syncs=nested, env_root=str(tree))
+        except ManifestError as error:
+            raise ManifestError([_relocated(p, tree, spec.path, where) for p in error.problems]) from None
+
     def _apply(self, name: str, spec: GitSyncSpec, commit: str, digest: str, specs: list[ProcessSpec],
                tree: Path) -> dict[str, Any]:
         text = plan.revision_text(spec.ref_text, commit)
         work = self.root / "work" / name
 
         def apply(_: Any) -> dict[str, Any]:
-            previous = _point(work, tree)
+            with self._lock:
+                current, state = self.specs.get(name), self.states.get(name)
+            if name in self._removing or current != spec or state is None or state.suspended:
+                raise Conflict(f"gitsync/{name} was changed, suspended or removed during the pass: not applied")
+            previous, revision = _point(work, tree), self.ops.revision
             try:
                 answer: dict[str, Any] = self.ops.sync_apply(
                     _owner(name), specs, prune=spec.prune, git_commit=commit, paths=[str(work)],
                     message=f"{_owner(name)} {spec.ref_text}@{commit[:7]}")
             except BaseException:
-                if previous is not None:
-                    _point(work, previous)  # what runs keeps the tree it came from
+                if previous is not None and self.ops.revision == revision:
+                    _point(work, previous)  # nothing was committed: what runs keeps the tree it came from
                 raise
             # Here, on the loop: a change made right after this pass is compared with what it applied.
             self.applied[name] = {s.key: s for s in specs}
@@ -414,20 +460,23 @@ class GitSyncs:
 
         try:
             answer = self.call(apply)
-        except ManifestError as error:  # the commit's objects do not make a whole (a dependency pruned...)
-            return self._commit_failed(name, spec, commit, digest, "ApplyFailed", error.problems)
-        except (Conflict, UserError) as error:  # refused now (shutting down, owned by another sync, a port taken)
+        except (ManifestError, Conflict, UserError) as error:
+            # Refused by what runs now, not by the commit (checked whole before): a dependency on an object
+            # deleted by hand, another sync's object, a port taken, a shutdown. Tried again with backoff.
             return {**self._fetch_failed(name, spec, error, "ApplyFailed"), "retry": True}
         changes = [r for r in answer["results"] if r["result"] != "unchanged"]
         skipped = answer["prune_skipped"]
         with self._lock:
             state = self.states[name]
-            state.applied, state.failed = (commit, digest), None
+            state.applied, state.failures = (commit, digest), 0
+            if state.failed is not None and state.failed[0] != state.commit:
+                state.failed = None  # the ref moved on from the commit that failed (a heal keeps it failed)
+
             state.applied_revision, state.applied_number = text, answer["revision"]
             state.last_sync_at = self.wall()
             healed = bool(state.drift)
             state.drift, state.prune_skipped = [], skipped
-            self._drop_condition(state, "ValidationFailed", "ApplyFailed", "Drift")
+            self._drop_condition(state, "ApplyFailed", "Drift", *(() if state.failed else ("ValidationFailed",)))
             word = _changes(changes) or "nothing changed"
             if skipped:
                 state.conditions["PruneSkipped"] = _condition("PruneSkipped", "PruneSkipped", (
@@ -437,7 +486,7 @@ class GitSyncs:
                 self._drop_condition(state, "PruneSkipped")
             self._record(state, text, commit, "applied" if changes else "unchanged", word,
                          answer["revision"] if changes else None)
-            self._set(name, sync=plan.OUT_OF_SYNC if skipped else plan.SYNCED,
+            self._set(name, sync=plan.UNKNOWN if state.failed else plan.OUT_OF_SYNC if skipped else plan.SYNCED,
                       message=f"applied {text}: {word}" + (f"; not pruned: {', '.join(skipped)}" if skipped else ""))
         if changes:
             self._event(EventType.SYNC_APPLIED, name, f"rev={answer['revision']} commit={commit} {word}")

@@ -71,7 +71,7 @@ def answer_hook(target: HookTarget, name: str, headers: Any, read: Callable[[int
     if secret_file is None:
         return 404, {"error": "no such webhook"}, True
     length = headers.get("Content-Length")
-    if length is None or not length.isdigit():
+    if length is None or not (length.isascii() and length.isdigit()) or len(length) > 12:
         return 411, {"error": "Content-Length required"}, True
     if int(length) > MAX_BODY_BYTES:
         return 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}, True

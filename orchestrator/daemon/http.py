@@ -4,6 +4,7 @@ and the GitSync webhooks. The Unix socket stays the CLI's (owner-only, checked b
 Every request passes these gates, in this order, before anything is routed:
 - Host: the header must name an allowed host (loopback names, the bound address, `--allowed-host`), so a
   page on another site cannot reach it by DNS rebinding (kubectl proxy's --accept-hosts);
+- `GET /openapi.json` (the API's OpenAPI document, no secret in it) needs no token;
 - `/hooks/git/NAME` (POST) authenticates itself by its HMAC (daemon/hooks.py); every other path but
   `/api/v1/...` is 404;
 - `/api/v1/...` needs `Authorization: Bearer <token>` of a token made by `orchestrator token create`
@@ -29,15 +30,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.errors import UserError
 from ..host.tokens import TokenCheck
 from .control import PREFIX, ControlApp, _Handler
 from .hooks import HookTarget, answer_hook
+from .routes import openapi_document
 
-MAX_CLIENTS = 64  # connections served at once; past that 503 (event streams hold one each)
-REQUEST_SECONDS = 30.0  # a client must send its request within this (slow senders are let go)
+MAX_CLIENTS = 64  # connections open at once (event streams hold one each); past that a new one is closed
+MAX_PER_CLIENT = 16  # ... and from one address
+REQUEST_SECONDS = 10.0  # a request's line, headers and body must all arrive within this (slow senders are cut)
 FAILURES_ALLOWED = 10  # refused requests of one client per FAILURE_WINDOW_SECONDS before it gets 429s
 FAILURE_WINDOW_SECONDS = 60.0
 LOG_GAP_SECONDS = 10.0
@@ -77,7 +81,8 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.read_only = read_only
         self.report = refused
         self.hosts = {h.lower().strip("[]") for h in (*LOOPBACK_NAMES, host, *allowed_hosts)}
-        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._open: collections.Counter[str] = collections.Counter()
+        self._counted: dict[int, str] = {}  # id of an accepted socket -> its client's address
         self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._logged: dict[str, float] = {}
         self._guard = threading.Lock()
@@ -117,6 +122,30 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
         os.close(self._wake_r)
         os.close(self._wake_w)
         self.server_close()
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """Accept only while under MAX_CLIENTS connections, and MAX_PER_CLIENT from this address."""
+        address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        with self._guard:
+            if sum(self._open.values()) >= MAX_CLIENTS or self._open[address] >= MAX_PER_CLIENT:
+                return False
+            self._open[address] += 1
+            self._counted[id(request)] = address
+        return True
+
+    def shutdown_request(self, request: object) -> None:
+        with self._guard:
+            address = self._counted.pop(id(request), None)
+            if address is not None:
+                self._release(address)
+        super().shutdown_request(request)  # type: ignore[arg-type]
+
+    def _release(self, address: str) -> None:
+        self._open[address] -= 1
+        if self._open[address] <= 0:
+            del self._open[address]
 
     # -- the gates' bookkeeping ----------------------------------------------------------------------
 
@@ -179,19 +208,46 @@ class _HttpHandler(_Handler):
     def do_PATCH(self) -> None:
         self._gate("PATCH")
 
+    def do_HEAD(self) -> None:
+        self._gate("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._gate("OPTIONS")
+
+    def do_TRACE(self) -> None:
+        self._gate("TRACE")
+
+    def do_QUERY(self) -> None:
+        self._gate("QUERY")
+
     def address_string(self) -> str:
         return str(self.client_address[0])
 
-    def _gate(self, method: str) -> None:
-        server = self.server
-        if not server.slots.acquire(blocking=False):
-            self.close_connection = True
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "too many connections at once; try again"})
-            return
+    def handle_one_request(self) -> None:
+        """One request, whose line, headers and body must all come within REQUEST_SECONDS (a per-read timeout
+        alone lets a client that sends a byte now and then hold the connection for ever)."""
+        self._deadline = threading.Timer(REQUEST_SECONDS, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
         try:
-            self._checked(method)
+            super().handle_one_request()
         finally:
-            server.slots.release()
+            self._deadline.cancel()
+
+    def _cut(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _body(self) -> dict[str, Any]:
+        body = super()._body()
+        self._deadline.cancel()  # read in full: what the request then takes (a pass, a stream) is not cut
+        return body
+
+    def _gate(self, method: str) -> None:
+        self._checked(method)
 
     def _checked(self, method: str) -> None:
         server = self.server
@@ -209,12 +265,16 @@ class _HttpHandler(_Handler):
         if method not in READING and server.read_only:
             self._refuse(HTTPStatus.FORBIDDEN, method, path, "a read-only listener", "read-only listener")
             return
+        if path == "/openapi.json" and method == "GET":  # the API's description holds no secret: no token
+            self._send(HTTPStatus.OK, openapi_document())
+            return
         if path.startswith("/hooks/git/"):
             if method != "POST":
                 self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "webhooks are POSTed"})
                 return
             status, document, unread = answer_hook(server.hooks, path[len("/hooks/git/"):], self.headers,
                                                    self.rfile.read)
+            self._deadline.cancel()
             if status == HTTPStatus.UNAUTHORIZED:
                 server.failed(client, method, path, "webhook signature not verified")
             self.close_connection = unread or self.close_connection

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 import signal
 import sys
@@ -418,6 +419,8 @@ class Daemon:
             fresh.save_records(self.reconciler.records)
             fresh.set_meta("boot_id", _boot_id())
             fresh.set_watches([encode_watch(w) for w in self.watches.kept()])
+            fresh.set_meta("owners", json.dumps(self.ops.owners, sort_keys=True))
+            self.gitsyncs.written_anew(self.ops.revision)
         except UserError as error:  # StoreError, StoreBusy: said once; the records are saved again each pass
             self._lost_unmended = lost
             self.events.emit(Event(self.clock.wall(), EventType.STORE_LOST, "", f"{path} was {lost}; writing it "

@@ -55,6 +55,7 @@ class Operations:
         self.rollouts.revision = lambda: self.revision
         self.sockets = OwnedSockets(reconciler, clock.wall, events.emit)
         self.owners: dict[str, str] = {}  # object key -> the GitSync that applied it ("gitsync/NAME")
+        self._owners_unsaved = False
         # Told of every change not made by a sync that touches an owned object (GitSyncs.note_change: drift),
         # and asked whether a sync applies on its own (then a rollback of its objects is refused).
         self.on_owned_change: Callable[[set[str]], None] = lambda keys: None
@@ -389,6 +390,8 @@ class Operations:
         self.created = created
         with contextlib.suppress(StoreBusy):  # creation times only: written again with the next revision
             self.store.set_meta("created", json.dumps(self.created, sort_keys=True))
+        if self._owners_unsaved:
+            self._set_owners(self.owners)
         if self.sockets.lost:  # a process whose sockets are lost rolls as Recreate until they are back
             desired = graph.desired_state(self.sockets.with_lost(desired.specs).values(), previous=desired)
         self.sockets.bind_for(desired.specs)  # bound already by an apply; a rollback or an undo binds here
@@ -488,9 +491,14 @@ class Operations:
         return pruned
 
     def _set_owners(self, owners: dict[str, str]) -> None:
-        if owners != self.owners:
+        """Kept in memory at once; saved now, or (the store busy) with the next change or `_commit`."""
+        if owners != self.owners or self._owners_unsaved:
             self.owners = owners
-            self.store.set_meta("owners", json.dumps(owners, sort_keys=True))
+            try:
+                self.store.set_meta("owners", json.dumps(owners, sort_keys=True))
+                self._owners_unsaved = False
+            except StoreBusy:
+                self._owners_unsaved = True  # the revision is committed: this must not undo it
 
 
 

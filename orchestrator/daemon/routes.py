@@ -7,6 +7,8 @@ latest figures answer from here directly. Knows nothing of HTTP: the control ser
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -39,6 +41,7 @@ class Routes:
         self.cache = cache
         self.table: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): lambda q, b: health(),
+            ("GET", "/openapi.json"): lambda q, b: openapi_document(),
             ("GET", "/objects"): lambda q, b: _with_usage(call(lambda r: ops.objects(q)), q, sampler),
             ("GET", "/desired"): lambda q, b: call(lambda r: ops.desired()),
             ("POST", "/apply"): self._apply,
@@ -140,3 +143,28 @@ def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler)
                 look = usage(replica["pid"])
                 replica["cpu_percent"], replica["memory_bytes"] = look if look else (None, None)
     return answer
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """schemas/openapi.yaml, read once, with the manifest schemas it `$ref`s (process.v1.json ...) put in place:
+    a client that fetched it over HTTP has no schemas/ directory beside it to resolve them in."""
+    import yaml
+
+    from ..manifests.schema import _inline_refs, _schema_dir
+
+    folder = _schema_dir()
+
+    def bundled(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.endswith(".json") and "/" not in ref and len(node) == 1:
+                schema = _inline_refs(json.loads((folder / ref).read_text(encoding="utf-8")))
+                return bundled({k: v for k, v in schema.items() if k not in ("$id", "$schema")})
+            return {k: bundled(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [bundled(item) for item in node]
+        return node
+
+    document = yaml.safe_load((folder / "openapi.yaml").read_text(encoding="utf-8"))
+    return bundled(document)  # type: ignore[no-any-return]

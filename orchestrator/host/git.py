@@ -14,6 +14,7 @@ Never puts a secret in argv, an environment or a message; never extracts a link 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -200,6 +201,20 @@ def _is_ssh(url: str) -> bool:
         "://" not in url and re.match(r"[^/:]+@[^/:]+:", url) is not None)
 
 
+def _remove_stale_locks(repo: Path) -> None:
+    """The lock files a git killed at its timeout (or with a dead daemon) left in a cache: no other git runs
+    there now (this thread holds the cache's lock, and the daemon the state dir's), and git refuses to start
+    while one exists ("Unable to create .../shallow.lock: File exists")."""
+    for lock in (repo / "shallow.lock", repo / "index.lock", repo / "packed-refs.lock", repo / "config.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+    refs = repo / "refs"
+    if refs.is_dir():
+        for lock in refs.rglob("*.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+
 class GitCache:
     """Bare shallow caches of the repositories syncs follow, and the trees exported from them. One per state
     dir (the daemon's); its methods may run on several threads at once."""
@@ -255,6 +270,7 @@ class GitCache:
         with _lock_of(repo):
             if not repo.is_dir():
                 self._git(["init", "--quiet", "--bare", str(repo)], GitAuth(), timeout)
+            _remove_stale_locks(repo)
             if self._has(repo, sha, timeout):
                 self._keep(repo, sha, timeout)
                 return False

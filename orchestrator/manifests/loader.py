@@ -79,9 +79,10 @@ def load_desired(paths: Sequence[str], used: dict[str, str | None] | None = None
 
 def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
                variables: Mapping[str, str] | None = None, used: dict[str, str | None] | None = None,
-               syncs: list[GitSyncSpec] | None = None) -> tuple[ProcessSpec, ...]:
+               syncs: list[GitSyncSpec] | None = None, env_root: str | None = None) -> tuple[ProcessSpec, ...]:
     """Every Process and Job in the files and directories `paths`, in file and document order, with their
-    ${NAME}s taken from `variables` (default: this process's environment).
+    ${NAME}s taken from `variables` (default: this process's environment). `env_root`: envFrom files must
+    lie under it, links resolved (a GitSync's tree: a commit may not read the host's files into problems).
 
     Raises ManifestError with every problem found in every file (syntax, schema, envFrom, duplicates,
     and the dependency graph of the documents that are valid).
@@ -89,7 +90,7 @@ def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
     limits = ReadLimits.from_environment(os.environ)
     sources, problems = read_sources(paths, limits)
     return load_sources(sources, limits, cache, problems, os.environ if variables is None else variables, used,
-                        syncs)
+                        syncs, env_root)
 
 
 def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source], list[Problem]]:
@@ -108,7 +109,7 @@ def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source]
 def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache | None = None,
                  problems: Sequence[Problem] = (), variables: Mapping[str, str] | None = None,
                  used: dict[str, str | None] | None = None, syncs: list[GitSyncSpec] | None = None,
-                 ) -> tuple[ProcessSpec, ...]:
+                 env_root: str | None = None) -> tuple[ProcessSpec, ...]:
     """The specs of manifest texts, checked as load_specs checks files; with a cache, a document validated
     before (same file, same text, same envFrom files, same values of the ${NAME}s it used) costs a hash
     instead of a parse and a validation. `variables`: what ${NAME} means (interpolate.py; none given: every
@@ -147,7 +148,7 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             names_used: set[str] = set()
             holds_sync = False  # the cache keeps ProcessSpecs only: a chunk with a GitSync is read afresh
             for doc in documents:
-                built, doc_problems, read_env = _document_spec(doc, given, names_used)
+                built, doc_problems, read_env = _document_spec(doc, given, names_used, env_root)
                 chunk_problems += doc_problems
                 env_files += read_env
                 if isinstance(doc.value, dict) and doc.value.get("kind") == GITSYNC_KIND:
@@ -214,7 +215,7 @@ def _check_listens(spec: ProcessSpec, locations: Sequence[Location],
     return problems
 
 
-def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
+def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str], env_root: str | None = None,
                    ) -> tuple[ProcessSpec | GitSyncSpec | None, list[Problem], list[str]]:
     """Validate one document; build its spec when nothing is wrong with it. Also: the envFrom files it read."""
     value = doc.value
@@ -244,7 +245,7 @@ def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str],
     env_files: list[str] = []
     if isinstance(spec, dict):
         problems = _one_message_each(problems, check_rules(doc, spec))
-        env, env_problems, env_files = _environment(doc, spec, variables, used)
+        env, env_problems, env_files = _environment(doc, spec, variables, used, env_root)
         problems += env_problems
     if problems:
         return None, list(dict.fromkeys(problems)), env_files
@@ -335,7 +336,7 @@ def _interpolate_document(doc: Document, value: dict[str, Any], variables: Mappi
 
 
 def _environment(doc: Document, spec: dict[str, Any], variables: Mapping[str, str], used: set[str],
-                 ) -> tuple[dict[str, str], list[Problem], list[str]]:
+                 env_root: str | None = None) -> tuple[dict[str, str], list[Problem], list[str]]:
     """envFrom files in order, then `env` over them, and the files read. Entries the schema refused are
     skipped, not read."""
     folder = os.path.dirname(doc.file)
@@ -348,6 +349,10 @@ def _environment(doc: Document, spec: dict[str, Any], variables: Mapping[str, st
             continue
         path: FieldPath = ("spec", "envFrom", index, "file")
         file = os.path.join(folder, source["file"])
+        if env_root is not None and not _inside(file, env_root):
+            problems.append(Problem(doc.at(path), dotted(path), (
+                "envFrom outside the synced tree: a GitSync's manifests may only read files of their commit")))
+            continue
         files.append(file)
         values, file_problems = _read_env_file(file, doc.at(path), dotted(path), variables, used)
         env.update(values)
@@ -356,6 +361,11 @@ def _environment(doc: Document, spec: dict[str, Any], variables: Mapping[str, st
     if isinstance(given, dict):
         env.update(given)
     return env, problems, files
+
+
+def _inside(file: str, root: str) -> bool:
+    real, top = os.path.realpath(file), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip("/") + "/")
 
 
 _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
