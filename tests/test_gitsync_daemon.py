@@ -57,6 +57,17 @@ def synced_to(orch: Orchestrator, commit: str, name: str = "prod") -> dict[str, 
     return document if applied.endswith(commit) else None
 
 
+def everything_kept(orch: Orchestrator) -> list[str]:
+    """Where a secret must never be: the events, the daemon's log, a dump of the state database."""
+    texts = [json.dumps(orch.api("GET", "/events")), (orch.state / "daemon.log").read_text(errors="replace")]
+    database = sqlite3.connect(orch.state / "state.db")
+    try:
+        texts.append("\n".join(database.iterdump()))
+    finally:
+        database.close()
+    return texts
+
+
 @pytest.fixture
 def upstream(tmp_path: Path) -> Upstream:
     repo = Upstream(tmp_path / "upstream")
@@ -441,14 +452,7 @@ def test_a_canary_token_never_shows(orch: Orchestrator, tmp_path: Path) -> None:
         outcome = now(orch)["outcome"]
         assert outcome["result"] == "failed"
         assert any(c["type"] == "FetchFailed" and c["reason"] == "AuthFailed" for c in status(orch)["conditions"])
-    shown = [orch.ok("sync", "get", "prod", "-o", "json"), orch.ok("events"), json.dumps(orch.api("GET", "/events")),
-             (orch.state / "daemon.log").read_text(errors="replace")]
-    database = sqlite3.connect(orch.state / "state.db")
-    try:
-        shown.append("\n".join(database.iterdump()))
-    finally:
-        database.close()
-    for text in shown:
+    for text in [orch.ok("sync", "get", "prod", "-o", "json"), orch.ok("events"), *everything_kept(orch)]:
         assert canary not in text and canary[::-1] not in text
 
 
@@ -485,14 +489,7 @@ def test_a_sync_over_ssh_with_a_key_and_known_hosts_never_shows_the_key(orch: Or
         assert now(orch)["outcome"]["result"] == "failed"  # a host key that does not match: refused
         assert status(orch)["sync"] == "Unknown"
     key_lines = [line for line in sshd.client_key.read_text().splitlines() if "PRIVATE KEY" not in line]
-    shown = [json.dumps(status(orch)), json.dumps(orch.api("GET", "/events")),
-             (orch.state / "daemon.log").read_text(errors="replace")]
-    database = sqlite3.connect(orch.state / "state.db")
-    try:
-        shown.append("\n".join(database.iterdump()))
-    finally:
-        database.close()
-    for text in shown:
+    for text in [json.dumps(status(orch)), *everything_kept(orch)]:
         assert not any(line in text for line in key_lines)
 
 

@@ -79,15 +79,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return thread
 
     def _serve(self) -> None:
-        """socketserver's serve_forever without its poll: it looks for a shutdown twice a second, which
-        is most of an idle daemon's wake-ups; here a byte on a pipe says it."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _ in selector.select():
-                    if key.fileobj is self.socket and not self._stopping:
-                        self.handle_request()  # readable: it accepts at once
+        serve_until_woken(self, self._wake_r, lambda: self._stopping)
 
     def stop(self) -> None:
         thread = getattr(self, "_thread", None)
@@ -103,6 +95,19 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+def serve_until_woken(server: socketserver.BaseServer, wake_fd: int, stopping: Callable[[], bool]) -> None:
+    """socketserver's serve_forever without its poll: it looks for a shutdown twice a second, which would be
+    most of an idle daemon's wake-ups; here a byte on `wake_fd` says it. (The Unix socket's server and the
+    TCP listener, daemon/http.py.)"""
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.socket, selectors.EVENT_READ)  # type: ignore[attr-defined]
+        selector.register(wake_fd, selectors.EVENT_READ)
+        while not stopping():
+            for key, _ in selector.select():
+                if key.fileobj is server.socket and not stopping():  # type: ignore[attr-defined]
+                    server.handle_request()  # readable: it accepts at once
 
 
 class _Handler(BaseHTTPRequestHandler):

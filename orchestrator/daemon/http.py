@@ -23,7 +23,6 @@ import collections
 import ipaddress
 import json
 import os
-import selectors
 import socket
 import socketserver
 import threading
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..core.errors import UserError
 from ..host.tokens import TokenCheck
-from .control import PREFIX, ControlApp, _Handler
+from .control import PREFIX, ControlApp, _Handler, serve_until_woken
 from .hooks import HookTarget, answer_hook
 from .routes import openapi_document
 
@@ -105,14 +104,7 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.thread.start()
 
     def _serve(self) -> None:
-        """serve_forever without its poll (it wakes twice a second): a byte on a pipe says stop."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _ in selector.select():
-                    if key.fileobj is self.socket and not self._stopping:
-                        self.handle_request()
+        serve_until_woken(self, self._wake_r, lambda: self._stopping)
 
     def stop(self) -> None:
         self._stopping = True
