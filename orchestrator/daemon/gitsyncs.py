@@ -34,7 +34,8 @@ from .control import Conflict, NotFound
 
 HISTORY = 5  # syncs kept in a status, as Flux keeps
 MAX_WAIT_SECONDS = 3600.0  # a worker looks at its clock at least this often (Condition.wait has a ceiling)
-MAX_SHOWN_PROBLEMS = 50  # in one event's message (the status keeps them all, each located)
+MAX_SHOWN_PROBLEMS = 50  # in one event's message
+MAX_KEPT_PROBLEMS = 500  # in a status (saved with each change) and an answer; the count says how many there were
 WEBHOOK_GAP_SECONDS = 5.0  # webhook-triggered passes of one sync, at most one per this
 TRANSIENT = {"NetworkError", "Timeout", "AuthFailed", "CredentialFile", "FetchFailed"}  # retried with backoff
 Call = Callable[[Callable[[Any], Any]], Any]
@@ -509,12 +510,13 @@ class GitSyncs:
             state = self.states[name]
             state.failed, state.attempted_revision = (commit, digest), text
             condition = _condition("ValidationFailed", reason, message, self.wall())
-            condition["problems"] = [p.to_json() for p in problems]
+            condition["problems"] = [p.to_json() for p in problems[:MAX_KEPT_PROBLEMS]]
+            condition["problems_total"] = len(problems)
             state.conditions["ValidationFailed"] = condition
             self._record(state, text, commit, "failed", f"{reason}: {shown}", None)
             self._set(name, sync=plan.UNKNOWN, message=message)
         self._event(EventType.SYNC_FAILED, name, message)
-        return _outcome("failed", message, [p.to_json() for p in problems])
+        return _outcome("failed", message, [p.to_json() for p in problems[:MAX_KEPT_PROBLEMS]])
 
     def _fetch_failed(self, name: str, spec: GitSyncSpec, error: Exception, reason: str | None = None,
                       ) -> dict[str, Any]:
