@@ -15,8 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,11 +23,10 @@ import pytest
 import yaml
 from conftest import REPO, wait_for
 from test_daemon import Orchestrator, alive, orch, process  # noqa: F401 - orch is a fixture
-from test_http_api import Listener, _free_port, start
+from test_http_api import Listener, _free_port, listener, start, tokens  # noqa: F401 - fixtures
 
 from orchestrator.daemon.routes import Routes, openapi_document
 from orchestrator.host.sockets import socket_path
-from orchestrator.host.tokens import create_token
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -144,24 +141,6 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
     for schema in spec["components"]["schemas"].values():
         Draft202012Validator.check_schema(schema)
-
-
-@pytest.fixture
-def tokens(orch: Orchestrator) -> dict[str, str]:
-    orch.state.mkdir(parents=True, exist_ok=True)
-    return {scope: create_token(orch.state, f"t-{scope}", scope, time.time()) for scope in ("read", "admin")}
-
-
-@pytest.fixture
-def listener(orch: Orchestrator, tokens: dict[str, str]) -> Iterator[Listener]:
-    address = f"127.0.0.1:{_free_port()}"
-    child = start(orch, address=address)
-    wait_for(orch.answers, timeout=15, what="the daemon answering")
-    try:
-        yield Listener(orch, address)
-    finally:
-        orch.close()
-        child.wait(timeout=15)
 
 
 def test_answers_of_a_live_daemon_match_their_schemas(orch: Orchestrator, tokens: dict[str, str],
