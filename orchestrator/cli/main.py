@@ -7,6 +7,8 @@ command that needs them, so that `--help` and light commands start fast.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -369,15 +371,6 @@ def _add_rollout(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         command.set_defaults(handler=_rollout("verb"))
 
 
-def _rollout(name: str) -> Callable[[argparse.Namespace], int]:
-    """The handler `name` of rollout.py, imported only when that command runs."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from . import rollout
-
-        return int(getattr(rollout, name)(args))
-
-    return handler
 
 
 def _add_sync(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -502,15 +495,6 @@ def _add_sync(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     remove.set_defaults(handler=_sync("remove"))
 
 
-def _sync(name: str) -> Callable[[argparse.Namespace], int]:
-    """The handler `name` of sync.py, imported only when that command runs."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from . import sync
-
-        return int(getattr(sync, name)(args))
-
-    return handler
 
 
 def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -518,7 +502,7 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     token = commands.add_parser(
         "token", help="create, list or revoke the API tokens of the daemon's TCP listener",
         description="API tokens for the daemon's HTTP listener, sent as `Authorization: Bearer <token>`. Scope read "
-        "allows GET, HEAD and OPTIONS only; admin allows everything. They live in the state dir's tokens.json "
+        "allows GET only; admin allows everything. They live in the state dir's tokens.json "
         "(mode 0600), which keeps only each token's sha256 digest; no daemon is needed, and the daemon sees a "
         "change at its next request.")
     verbs = token.add_subparsers(dest="action", metavar="VERB", required=True)
@@ -531,7 +515,7 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "or a token of that name exists (revoke it first).")
     create.add_argument("token_name", metavar="NAME", help="what the token is for, such as ci or dashboard")
     create.add_argument("--scope", choices=["read", "admin"], required=True,
-                        help="read: GET, HEAD and OPTIONS only; admin: every request")
+                        help="read: GET only; admin: every request")
     create.add_argument("-o", "--output", choices=["text", "json"], default="text",
                         help='json: {"name", "scope", "created" (unix time), "token"}')
     create.set_defaults(handler=_token("create"))
@@ -552,15 +536,6 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     revoke.set_defaults(handler=_token("revoke"))
 
 
-def _token(name: str) -> Callable[[argparse.Namespace], int]:
-    """The handler `name` of tokens.py, imported only when that command runs."""
-
-    def handler(args: argparse.Namespace) -> int:
-        from . import tokens
-
-        return int(getattr(tokens, name)(args))
-
-    return handler
 
 
 def _seconds(text: str) -> float:
@@ -592,15 +567,21 @@ def _count(text: str) -> int:
     return value
 
 
-def _command(name: str) -> Callable[[argparse.Namespace], int]:
-    """The handler `name` of commands.py, imported only when that command runs."""
+
+
+def _handler(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of cli/MODULE.py, imported only when that command runs (--help stays fast)."""
 
     def handler(args: argparse.Namespace) -> int:
-        from . import commands
-
-        return int(getattr(commands, name)(args))
+        return int(getattr(importlib.import_module(f"{__package__}.{module}"), name)(args))
 
     return handler
+
+
+_command = functools.partial(_handler, "commands")
+_rollout = functools.partial(_handler, "rollout")
+_sync = functools.partial(_handler, "sync")
+_token = functools.partial(_handler, "tokens")
 
 
 def _foreground_run(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from ..core.gitsync import GitSyncSpec
 from ..core.model import ProcessSpec
 from ..planning import gitsync as plan
 from .control import Conflict, NotFound
+from .operations import changes_text
 
 HISTORY = 5  # syncs kept in a status, as Flux keeps
 MAX_WAIT_SECONDS = 3600.0  # a worker looks at its clock at least this often (Condition.wait has a ceiling)
@@ -478,7 +479,7 @@ class GitSyncs:
             healed = bool(state.drift)
             state.drift, state.prune_skipped = [], skipped
             self._drop_condition(state, "ApplyFailed", "Drift", *(() if state.failed else ("ValidationFailed",)))
-            word = _changes(changes) or "nothing changed"
+            word = changes_text(changes) or "nothing changed"
             if skipped:
                 state.conditions["PruneSkipped"] = _condition("PruneSkipped", "PruneSkipped", (
                     f"not pruned (prune is off, or labelled {plan.NO_PRUNE_LABEL}: \"false\"): {', '.join(skipped)}"),
@@ -704,12 +705,6 @@ def _outcome(result: str, message: str, problems: Sequence[dict[str, Any]] = ())
 
 def _condition(kind: str, reason: str, message: str, since: float) -> dict[str, Any]:
     return {"type": kind, "reason": reason, "message": message, "since": since, "problems": []}
-
-
-def _changes(results: Sequence[dict[str, Any]]) -> str:
-    marks = {"created": "+", "configured": "~", "pruned": "-"}
-    words = [f"{marks.get(r['result'], '?')}{r['key'].split('/', 1)[1]}" for r in results]
-    return " ".join(words[:10]) + (f" (+{len(words) - 10} more)" if len(words) > 10 else "")
 
 
 def _auth(spec: GitSyncSpec) -> Any:

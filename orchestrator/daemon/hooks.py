@@ -23,13 +23,11 @@ MAX_SECRET_BYTES = 4096
 
 
 class HookTarget:
-    """What the listener needs of the daemon: a sync's secret file, a pass asked for, a refusal reported."""
+    """What the listener needs of the daemon: a sync's secret file, and a pass asked for."""
 
-    def __init__(self, secret_file: Callable[[str], str | None], trigger: Callable[[str], None],
-                 refused: Callable[[str, str], None]) -> None:
+    def __init__(self, secret_file: Callable[[str], str | None], trigger: Callable[[str], None]) -> None:
         self.secret_file = secret_file  # None: no such sync, or it takes no webhooks
         self.trigger = trigger
-        self.refused = refused
 
 
 def read_secret(path: str) -> bytes:
@@ -64,25 +62,24 @@ def signature_matches(secret: bytes, body: bytes, headers: Any) -> bool:
 
 
 def answer_hook(target: HookTarget, name: str, headers: Any, read: Callable[[int], bytes],
-                ) -> tuple[int, dict[str, Any], bool]:
+                ) -> tuple[int, dict[str, Any], bool, str]:
     """The answer to `POST /hooks/git/NAME`: (HTTP status, JSON document, whether the body was left unread
-    and the connection must close). `read(n)` reads n bytes of the body; refusals are told to `target`."""
+    and the connection must close, why it was refused for the daemon's log: "" when it was not, never a
+    secret). `read(n)` reads n bytes of the body."""
     secret_file = target.secret_file(name) if name and "/" not in name else None
     if secret_file is None:
-        return 404, {"error": "no such webhook"}, True
+        return 404, {"error": "no such webhook"}, True, ""
     length = headers.get("Content-Length")
     if length is None or not (length.isascii() and length.isdigit()) or len(length) > 12:
-        return 411, {"error": "Content-Length required"}, True
+        return 411, {"error": "Content-Length required"}, True, ""
     if int(length) > MAX_BODY_BYTES:
-        return 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}, True
+        return 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}, True, ""
     body = read(int(length))
     try:
         secret = read_secret(secret_file)
     except UserError as error:
-        target.refused(name, f"webhook refused: {error}")
-        return 401, {"error": "signature not verified"}, False
+        return 401, {"error": "signature not verified"}, False, f"webhook of gitsync/{name} refused: {error}"
     if not signature_matches(secret, body, headers):
-        target.refused(name, "webhook refused: missing or wrong signature")
-        return 401, {"error": "signature not verified"}, False
+        return 401, {"error": "signature not verified"}, False, f"webhook of gitsync/{name}: missing or wrong signature"
     target.trigger(name)
-    return 202, {"queued": True}, False
+    return 202, {"queued": True}, False, ""

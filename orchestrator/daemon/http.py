@@ -20,7 +20,6 @@ Then the request is what it would be on the Unix socket (control.py's handler).
 from __future__ import annotations
 
 import collections
-import ipaddress
 import json
 import os
 import socket
@@ -32,6 +31,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.addresses import is_loopback
 from ..core.errors import UserError
 from ..host.tokens import TokenCheck
 from .control import PREFIX, ControlApp, _Handler, serve_until_woken
@@ -47,16 +47,6 @@ LOG_GAP_SECONDS = 10.0
 MAX_TRACKED_CLIENTS = 10_000
 READING = frozenset({"GET"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -239,9 +229,6 @@ class _HttpHandler(_Handler):
         return body
 
     def _gate(self, method: str) -> None:
-        self._checked(method)
-
-    def _checked(self, method: str) -> None:
         server = self.server
         client = self.address_string()
         path = urlsplit(self.path).path
@@ -264,11 +251,11 @@ class _HttpHandler(_Handler):
             if method != "POST":
                 self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "webhooks are POSTed"})
                 return
-            status, document, unread = answer_hook(server.hooks, path[len("/hooks/git/"):], self.headers,
-                                                   self.rfile.read)
+            status, document, unread, why = answer_hook(server.hooks, path[len("/hooks/git/"):], self.headers,
+                                                        self.rfile.read)
             self._deadline.cancel()
-            if status == HTTPStatus.UNAUTHORIZED:
-                server.failed(client, method, path, "webhook signature not verified")
+            if why:
+                server.failed(client, method, path, why)
             self.close_connection = unread or self.close_connection
             self._send(HTTPStatus(status), document)
             return

@@ -202,7 +202,7 @@ class Daemon:
             from ..host.tokens import TokenCheck
             from .http import HttpListener
 
-            hooks = HookTarget(self.gitsyncs.webhook_secret_file, self._hooked, self._hook_refused)
+            hooks = HookTarget(self.gitsyncs.webhook_secret_file, self._hooked)
             self.http = HttpListener(self.http_addr, self, hooks, TokenCheck(self.state_dir), self._http_refused,
                                      read_only=self.http_read_only, allowed_hosts=self.allowed_hosts)
             self.http.start()
@@ -339,9 +339,6 @@ class Daemon:
 
     def _http_refused(self, why: str) -> None:
         self.events.emit(Event(self.clock.wall(), EventType.ACCESS_DENIED, "", why))
-
-    def _hook_refused(self, name: str, why: str) -> None:
-        self.events.emit(Event(self.clock.wall(), EventType.SYNC_SKIPPED, f"gitsync/{name}", why))
 
     def _shutdown(self) -> dict[str, Any]:
         self.watches.stop_all()

@@ -161,7 +161,7 @@ class Operations:
                 entry["retried"] = entry["key"] in retried  # said: an "unchanged" that starts something
             if changed:
                 self._commit(desired, "watch" if body.get("watched") else "apply", body, paths,
-                             message=str(body.get("message") or _changes_text(results)))
+                             message=str(body.get("message") or changes_text(results)))
             if body.get("watch"):
                 self.watches.add({"paths": paths, "prune": bool(body.get("prune")),
                                   "variables": _set_variables(body.get("variables"))})
@@ -465,7 +465,7 @@ class Operations:
         if changed:
             self.sockets.bind_for(desired.specs)
             self._commit(desired, "sync", {"user": owner, "git_commit": git_commit}, paths,
-                         f"{message}: {_changes_text(results)}")
+                         f"{message}: {changes_text(results)}")
         owners = {k: v for k, v in self.owners.items() if v != owner or k in desired.specs}
         owners.update({key: owner for key in applied})
         self._set_owners(owners)
@@ -507,7 +507,7 @@ def _result(spec: ProcessSpec, result: str, old: ProcessSpec | None) -> dict[str
     return {"key": spec.key, "kind": spec.kind.value, "result": result, "restart": restart, "stopped": spec.stopped}
 
 
-def _changes_text(results: Sequence[dict[str, Any]]) -> str:
+def changes_text(results: Sequence[dict[str, Any]]) -> str:
     """What an apply changed, for `history`: `+new ~changed -pruned`, names only (at most 10 shown)."""
     marks = {"created": "+", "configured": "~", "pruned": "-"}
     words = [f"{marks[r['result']]}{r['key'].split('/', 1)[1]}" for r in results if r["result"] in marks]

@@ -18,13 +18,13 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.addresses import is_loopback
 from ..core.errors import Location, ManifestError, Problem
 from ..core.gitsync import DEFAULT_USERNAME, GITSYNC_KIND, REF_KINDS, GitSyncSpec, SyncWindow
 from .codec import API_VERSION
@@ -99,12 +99,7 @@ def _repo_problem(url: str) -> str | None:
 
 
 def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or is_loopback(host)  # RFC 6761 names too, for a URL's host
 
 
 # --- ref names, paths, schedules, time zones ------------------------------------------------------------------
