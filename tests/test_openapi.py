@@ -118,8 +118,8 @@ def test_every_route_is_documented_and_every_documented_route_is_served(orch: Or
     for method, path in sorted(served() - {("POST", "/shutdown")}):
         status, answer = unix(orch, method, path.replace("{name}", "web"), minimal.get((method, path), {}))
         assert status < 500, (method, path, status, answer)
-        assert not (status == 404 and answer["error"].startswith("no such route")), (method, path, answer)
-    assert unix(orch, "GET", "/no-such-route") == (404, {"error": "no such route: GET /no-such-route"})
+        assert not (status == 404 and answer["error"]["message"].startswith("no such route")), (method, path, answer)
+    assert unix(orch, "GET", "/no-such-route") == (404, {"error": {"reason": "NotFound", "message": "no such route: GET /no-such-route", "problems": []}})
     pid = orch.daemon_pid()
     assert unix(orch, "POST", "/shutdown")[0] == 200  # last: it ends the daemon
     wait_for(lambda: pid is None or not alive(pid), timeout=15, what="the daemon gone")
@@ -184,7 +184,7 @@ def test_answers_of_a_live_daemon_match_their_schemas(orch: Orchestrator, tokens
     check(orch, "GET", "/objects/nothing", "/objects/{name}", expect=404)
     check(orch, "POST", "/scale", body={"name": "web", "replicas": -1}, expect=409)
     bad = check(orch, "POST", "/apply", body={"files": [{"file": "/x.yaml", "text": "kind: Nope\n"}]}, expect=400)
-    assert bad["problems"] and bad["problems"][0]["file"] == "/x.yaml"
+    assert bad["error"]["reason"] == "Invalid" and bad["error"]["problems"][0]["file"] == "/x.yaml"
     check(orch, "GET", "/gitsyncs/none", "/gitsyncs/{name}", expect=404)
     # The event stream: JSON lines, each an Event.
     connection = Unix(socket_path(orch.state))

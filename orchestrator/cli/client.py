@@ -93,10 +93,10 @@ class Client:
         except ValueError as error:
             raise ApiError(response.status, f"the daemon answered something that is not JSON: {payload[:80]!r}") from error
         if response.status >= 400:
-            problems = document.get("problems")
+            message, problems = error_of(document, response.status)
             if problems:
                 raise ManifestError([_problem(p) for p in problems])
-            raise ApiError(response.status, document.get("error", f"HTTP {response.status}"))
+            raise ApiError(response.status, message)
         return document
 
     def stream(self, route: str) -> Iterator[dict[str, Any]]:
@@ -105,7 +105,7 @@ class Client:
         try:
             response = self._send(sock, "GET", route, None)
             if response.status >= 400:
-                raise ApiError(response.status, json.loads(response.read() or b"{}").get("error", "error"))
+                raise ApiError(response.status, error_of(json.loads(response.read() or b"{}"), response.status)[0])
             pending = b""
             for chunk in response.chunks():
                 pending += chunk
@@ -230,6 +230,15 @@ def _tail(path: Path, lines: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def error_of(document: Any, status: int) -> tuple[str, list[dict[str, Any]]]:
+    """The message and problems of an error answer: {"error": {"reason", "message", "problems"}}, or the
+    {"error": "...", "problems": [...]} of a daemon started by an earlier release and still running."""
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or f"HTTP {status}"), list(error.get("problems") or [])
+    return str(error or f"HTTP {status}"), list(document.get("problems") or []) if isinstance(document, dict) else []
 
 
 def _problem(document: dict[str, Any]) -> Problem:

@@ -4,9 +4,11 @@ Served by the standard library (one thread per connection). Only the socket's ow
 the socket is 0600 and every connection's peer uid is checked. Handlers never touch run state: they
 call the ControlApp, which runs each operation on the reconciler's thread.
 
-Errors are JSON too: {"error": "...", "problems": [...]} with 400 (invalid input), 404 (no such
-object or route), 405 (HEAD, OPTIONS, TRACE, QUERY), 409 (refused in the current state), 500 (a bug: the message
-says so).
+Errors are JSON too, one shape for all (`error_document`): {"error": {"reason": "NotFound", "message": "...",
+"problems": [...]}}, the problems located (file, line, column, field path) where manifests were refused. 400
+(invalid input: reason BadRequest, or Invalid with problems), 404 (no such object or route), 405 (HEAD,
+OPTIONS, TRACE, QUERY), 409 (refused in the current state), 413 (body too large), 500 (a bug: the message says
+so).
 """
 
 from __future__ import annotations
@@ -43,6 +45,19 @@ class TooLarge(OrchestratorError):
 
 class Conflict(OrchestratorError):
     """The request is valid but refused in the current state (409)."""
+
+
+REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+           409: "Conflict", 411: "LengthRequired", 413: "TooLarge", 429: "TooManyRequests", 500: "Internal",
+           503: "Unavailable"}
+
+
+def error_document(status: int, message: str, problems: list[dict[str, Any]] | None = None,
+                   reason: str | None = None) -> dict[str, Any]:
+    """The one shape of every error answer: reason (a word for scripts, by default the status's), message
+    (for people), and problems (located, where manifests were refused; [] otherwise)."""
+    return {"error": {"reason": reason or REASONS.get(status, HTTPStatus(status).phrase.replace(" ", "")),
+                      "message": message, "problems": problems or []}}
 
 
 class ControlApp(Protocol):
@@ -138,11 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         if method in UNROUTED:  # answered here, not with the standard library's 501 HTML page
             self.close_connection = True  # a body, if any, is not read
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} is not served here: GET and POST are"})
+            self._fail(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not served here: GET and POST are")
             return
         url = urlsplit(self.path)
         if not url.path.startswith(PREFIX + "/"):
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such route: {url.path}"})
+            self._fail(HTTPStatus.NOT_FOUND, f"no such route: {url.path[:200]}")
             return
         route = url.path[len(PREFIX):]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -153,21 +168,22 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(HTTPStatus.OK, self.server.app.handle(method, route, query, body))
         except ManifestError as error:
-            self._send(HTTPStatus.BAD_REQUEST,
-                       {"error": "invalid manifests", "problems": [p.to_json() for p in error.problems]})
+            problems = [p.to_json() for p in error.problems]
+            self._fail(HTTPStatus.BAD_REQUEST, f"invalid manifests: {len(problems)} problem"
+                       f"{'s' if len(problems) != 1 else ''}", problems, reason="Invalid")
         except NotFound as error:
-            self._send(HTTPStatus.NOT_FOUND, {"error": str(error)})
+            self._fail(HTTPStatus.NOT_FOUND, str(error))
         except TooLarge as error:
             self.close_connection = True  # the body is not read: nothing more on this connection makes sense
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(error)})
+            self._fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
         except (Conflict, StoreBusy) as error:
-            self._send(HTTPStatus.CONFLICT, {"error": str(error) + ("; nothing was changed, try again"
-                                                                   if isinstance(error, StoreBusy) else "")})
+            self._fail(HTTPStatus.CONFLICT, str(error) + ("; nothing was changed, try again"
+                                                          if isinstance(error, StoreBusy) else ""))
         # OverflowError: a whole number too large for the store (?limit=10**30) is bad input too, not a bug.
         except (OrchestratorError, ValueError, KeyError, TypeError, OverflowError) as error:
-            self._send(HTTPStatus.BAD_REQUEST, {"error": f"bad request: {error}"})
+            self._fail(HTTPStatus.BAD_REQUEST, f"bad request: {error}")
         except Exception as error:  # noqa: BLE001 - report a bug to the client instead of hanging it up
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error (a bug): {error!r}"})
+            self._fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error (a bug): {error!r}")
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -179,6 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(value, dict):
             raise ValueError("the request body must be a JSON object")  # noqa: TRY004 - a 400, not a bug
         return value
+
+    def _fail(self, status: HTTPStatus, message: str, problems: list[dict[str, Any]] | None = None,
+              reason: str | None = None) -> None:
+        self._send(status, error_document(status, message, problems, reason))
 
     def _send(self, status: HTTPStatus, document: dict[str, Any]) -> None:
         data = json.dumps(document).encode()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import UserError
+from .control import error_document
 
 MAX_BODY_BYTES = 1 << 20  # GitHub's push payloads are far smaller; Argo CD's default cap is 50 MB
 MAX_SECRET_BYTES = 4096
@@ -68,18 +69,18 @@ def answer_hook(target: HookTarget, name: str, headers: Any, read: Callable[[int
     secret). `read(n)` reads n bytes of the body."""
     secret_file = target.secret_file(name) if name and "/" not in name else None
     if secret_file is None:
-        return 404, {"error": "no such webhook"}, True, ""
+        return 404, error_document(404, "no such webhook"), True, ""
     length = headers.get("Content-Length")
     if length is None or not (length.isascii() and length.isdigit()) or len(length) > 12:
-        return 411, {"error": "Content-Length required"}, True, ""
+        return 411, error_document(411, "Content-Length required"), True, ""
     if int(length) > MAX_BODY_BYTES:
-        return 413, {"error": f"body over {MAX_BODY_BYTES} bytes"}, True, ""
+        return 413, error_document(413, f"body over {MAX_BODY_BYTES} bytes"), True, ""
     body = read(int(length))
     try:
         secret = read_secret(secret_file)
     except UserError as error:
-        return 401, {"error": "signature not verified"}, False, f"webhook of gitsync/{name} refused: {error}"
+        return 401, error_document(401, "signature not verified"), False, f"webhook of gitsync/{name} refused: {error}"
     if not signature_matches(secret, body, headers):
-        return 401, {"error": "signature not verified"}, False, f"webhook of gitsync/{name}: missing or wrong signature"
+        return 401, error_document(401, "signature not verified"), False, f"webhook of gitsync/{name}: missing or wrong signature"
     target.trigger(name)
     return 202, {"queued": True}, False, ""

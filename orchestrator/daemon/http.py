@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from ..core.addresses import is_loopback
 from ..core.errors import UserError
 from ..host.tokens import TokenCheck
-from .control import PREFIX, ControlApp, _Handler, serve_until_woken
+from .control import PREFIX, ControlApp, _Handler, error_document, serve_until_woken
 from .hooks import HookTarget, answer_hook
 from .routes import openapi_document
 
@@ -235,11 +235,11 @@ class _HttpHandler(_Handler):
         if not server.allowed_host(self.headers.get("Host")):
             self.close_connection = True
             server.failed(client, method, path, f"Host {str(self.headers.get('Host'))[:100]!r} is not allowed")
-            self._send(HTTPStatus.FORBIDDEN, {"error": "this Host is not allowed here (daemon --allowed-host)"})
+            self._fail(HTTPStatus.FORBIDDEN, "this Host is not allowed here (daemon --allowed-host)")
             return
         if server.throttled(client):
             self.close_connection = True
-            self._send(HTTPStatus.TOO_MANY_REQUESTS, {"error": "too many refused requests: wait a minute"})
+            self._fail(HTTPStatus.TOO_MANY_REQUESTS, "too many refused requests: wait a minute")
             return
         if method not in READING and server.read_only:
             self._refuse(HTTPStatus.FORBIDDEN, method, path, "a read-only listener", "read-only listener")
@@ -249,7 +249,7 @@ class _HttpHandler(_Handler):
             return
         if path.startswith("/hooks/git/"):
             if method != "POST":
-                self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "webhooks are POSTed"})
+                self._fail(HTTPStatus.METHOD_NOT_ALLOWED, "webhooks are POSTed")
                 return
             status, document, unread, why = answer_hook(server.hooks, path[len("/hooks/git/"):], self.headers,
                                                         self.rfile.read)
@@ -261,13 +261,13 @@ class _HttpHandler(_Handler):
             return
         if not path.startswith(PREFIX + "/"):
             self.close_connection = True
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such route: {path[:200]}"})
+            self._fail(HTTPStatus.NOT_FOUND, f"no such route: {path[:200]}")
             return
         try:
             scope = self._scope()
         except UserError as error:  # tokens.json became unusable: no token is taken until it is mended
             server.report(f"refused {method} {path[:200]} from {client}: {error}")
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the daemon cannot read its tokens now"})
+            self._fail(HTTPStatus.SERVICE_UNAVAILABLE, "the daemon cannot read its tokens now")
             return
         if scope is None:
             self._refuse(HTTPStatus.UNAUTHORIZED, method, path, "no valid token",
@@ -294,7 +294,7 @@ class _HttpHandler(_Handler):
         self.send_response(status)
         if status == HTTPStatus.UNAUTHORIZED:
             self.send_header("WWW-Authenticate", 'Bearer realm="orchestrator"')
-        data = json.dumps({"error": told}).encode()
+        data = json.dumps(error_document(status, told)).encode()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
