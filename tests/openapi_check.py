@@ -1,8 +1,8 @@
 """Schemathesis hooks for tests/test_openapi.py (loaded by SCHEMATHESIS_HOOKS=openapi_check).
 
-`GET /events?follow=1` is a stream that ends only when its client leaves: a generated request with `follow`
-would hold until the request timeout, so `follow` is dropped from every generated query (the stream itself
-is checked by test_answers_of_a_live_daemon_match_their_schemas)."""
+`GET /events?follow=1` (or `watch=1`) and `GET /logs?follow=1` are streams that end only when their client
+leaves: a generated request with `follow` or `watch` would hold until the request timeout, so both are dropped
+from every generated query (the streams themselves are checked by tests/test_openapi.py and tests/test_sse.py)."""
 
 from __future__ import annotations
 
@@ -15,4 +15,5 @@ import schemathesis
 def map_query(context: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
     if isinstance(query, dict):
         query.pop("follow", None)
+        query.pop("watch", None)
     return query

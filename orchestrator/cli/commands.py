@@ -464,8 +464,14 @@ def unwatch(args: argparse.Namespace) -> int:
 def daemon(args: argparse.Namespace) -> int:
     from ..daemon.lifecycle import main
 
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UserError("--tls-cert and --tls-key go together: the certificate and its private key")
+    if (args.tls_cert or args.read_only or args.allowed_hosts) and not args.http_addr:
+        raise UserError("--tls-cert, --tls-key, --read-only and --allowed-host are options of the --http listener: "
+                        "add --http HOST:PORT")
     return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits, args.pass_env,
-                http_addr=args.http_addr, read_only=args.read_only, allowed_hosts=args.allowed_hosts)
+                http_addr=args.http_addr, read_only=args.read_only, allowed_hosts=args.allowed_hosts,
+                tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
 
 
 def top(args: argparse.Namespace) -> int:

@@ -247,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--allowed-host", action="append", default=[], metavar="HOST", dest="allowed_hosts",
                         help="with --http: a name the Host header may give besides loopback ones and the bound "
                         "address (repeatable), such as the name a proxy forwards")
+    daemon.add_argument("--tls-cert", metavar="FILE", help="with --http and --tls-key: speak HTTPS, with this "
+                        "certificate (PEM, the chain after it)")
+    daemon.add_argument("--tls-key", metavar="FILE", help="with --http and --tls-cert: the certificate's private "
+                        "key (PEM; keep it 0600)")
     daemon.add_argument("--metrics-interval", type=float, default=20.0, metavar="S",
                         help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
                         "pools are judged at this pace too)")

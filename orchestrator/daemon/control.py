@@ -47,6 +47,33 @@ class Conflict(OrchestratorError):
     """The request is valid but refused in the current state (409)."""
 
 
+class Busy(OrchestratorError):
+    """Every stream slot is taken (503)."""
+
+
+MAX_STREAMS = 32  # SSE streams open at once on one server (a thread each)
+
+
+class StreamSlots:
+    """How many SSE streams a server has open; `take` refuses past `limit`."""
+
+    def __init__(self, limit: int = MAX_STREAMS) -> None:
+        self.limit = limit
+        self.open = 0
+        self._guard = threading.Lock()
+
+    def take(self) -> None:
+        with self._guard:
+            if self.open >= self.limit:
+                raise Busy(f"{self.limit} streams are open already, the most this daemon serves at once: "
+                           "close one, or read without watch/follow")
+            self.open += 1
+
+    def give_back(self) -> None:
+        with self._guard:
+            self.open -= 1
+
+
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
            409: "Conflict", 411: "LengthRequired", 413: "TooLarge", 429: "TooManyRequests", 500: "Internal",
            503: "Unavailable"}
@@ -65,6 +92,10 @@ class ControlApp(Protocol):
 
     def follow_events(self, since: int, key: str | None) -> Iterator[dict[str, Any] | None]: ...
 
+    def watch_events(self, since: int, key: str | None) -> Iterator[bytes]: ...
+
+    def follow_log(self, query: dict[str, str], last_event_id: str | None) -> Iterator[bytes]: ...
+
 
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
@@ -74,6 +105,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: Path, app: ControlApp) -> None:
         self.app = app
         self.path = path
+        self.streams = StreamSlots()
         super().__init__(str(path), _Handler, bind_and_activate=False)
         try:
             path.unlink()  # a stale socket of a dead daemon; the daemon lock proves none is alive
@@ -166,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and route == "/events" and query.get("follow"):
                 self._stream(self.server.app.follow_events(int(query.get("since", "0")), query.get("key")))
                 return
+            if method == "GET" and (route == "/events" and query.get("watch") or route == "/logs" and query.get("follow")):
+                self._sse(route, query)
+                return
             self._send(HTTPStatus.OK, self.server.app.handle(method, route, query, body))
         except ManifestError as error:
             problems = [p.to_json() for p in error.problems]
@@ -176,6 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
         except TooLarge as error:
             self.close_connection = True  # the body is not read: nothing more on this connection makes sense
             self._fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
+        except Busy as error:
+            self._fail(HTTPStatus.SERVICE_UNAVAILABLE, str(error))
         except (Conflict, StoreBusy) as error:
             self._fail(HTTPStatus.CONFLICT, str(error) + ("; nothing was changed, try again"
                                                           if isinstance(error, StoreBusy) else ""))
@@ -221,12 +258,48 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(FOLLOWER_WRITE_SECONDS)  # a reader that stops reading is let go
         try:
             for item in items:
+                if item is OVERFLOW:
+                    break
                 line = b"\n" if item is None else json.dumps(item).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass
+
+    def _sse(self, route: str, query: dict[str, str]) -> None:
+        """A server-sent event stream (daemon/streams.py), in one of the server's stream slots."""
+        slots = self.server.streams
+        slots.take()
+        try:
+            last = self.headers.get("Last-Event-ID")
+            app = self.server.app
+            if route == "/events":
+                since = int(last) if last and last.strip().isdigit() else int(query.get("since", "0"))
+                frames = app.watch_events(since, query.get("key"))
+            else:
+                frames = app.follow_log(query, last)
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Accel-Buffering", "no")  # a proxy in front (nginx) must not hold frames back
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.close_connection = True
+            self.connection.settimeout(FOLLOWER_WRITE_SECONDS)  # a reader that stops reading is let go
+            try:
+                for data in frames:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+                pass
+            finally:
+                close = getattr(frames, "close", None)
+                if close is not None:
+                    close()  # unsubscribes now, not when the generator is collected
+        finally:
+            slots.give_back()
 
     def address_string(self) -> str:
         return "unix"
@@ -235,6 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # requests are not logged: bodies may carry env values
 
 
+OVERFLOW: Any = object()  # what a follower's iterator yields last when it fell behind and was let go
 FOLLOWER_QUEUE = 10_000  # events a follower may fall behind by; past that it is dropped, never waited for
 FOLLOWER_WRITE_SECONDS = 30.0  # a follower that takes no data for this long is disconnected
 
@@ -246,14 +320,15 @@ def event_queue_iterator(
     convert: Callable[[Any], dict[str, Any] | None],
     keepalive_seconds: float = 15.0,
     capacity: int = FOLLOWER_QUEUE,
-) -> Iterator[dict[str, Any] | None]:
+) -> Iterator[Any]:
     """Yield the backlog, then live events as they come (those `convert` maps to None are skipped), with
-    None as a keep-alive when nothing came for `keepalive_seconds`.
+    None as a keep-alive when nothing came for `keepalive_seconds`, and OVERFLOW last if it fell behind.
 
     Subscribes first and reads the backlog after, so no event falls between them; a live event that the
     backlog already held (same time, type, object and message) is not sent twice. The emitter (the
     reconciler) never waits for a follower: one that falls `capacity` events behind is unsubscribed, and its
-    stream ends after what it was sent, so a follower that stops reading costs a bounded amount of memory."""
+    stream ends after what it was sent (and OVERFLOW), so a follower that stops reading costs a bounded amount
+    of memory."""
     pending: queue.Queue[Any] = queue.Queue(maxsize=capacity)
     overflowed = threading.Event()
 
@@ -274,7 +349,8 @@ def event_queue_iterator(
                 event = pending.get(timeout=keepalive_seconds)
             except queue.Empty:
                 if overflowed.is_set():
-                    return  # it fell behind: what it missed is in `orchestrator events --since`
+                    yield OVERFLOW  # it fell behind: what it missed is in `orchestrator events --since`
+                    return
                 yield None
                 continue
             item = convert(event)
@@ -285,6 +361,7 @@ def event_queue_iterator(
             seen.clear()  # events come in order: once one is new, the overlap is over
             yield item
             if overflowed.is_set() and pending.empty():
+                yield OVERFLOW
                 return
     finally:
         unsubscribe(offer)

@@ -1,10 +1,15 @@
 """The daemon's TCP listener (`daemon --http HOST:PORT`): the control API for scripts and browsers elsewhere,
 and the GitSync webhooks. The Unix socket stays the CLI's (owner-only, checked by peer uid, no token).
 
+With --tls-cert and --tls-key it speaks HTTPS (the handshake is made on the request's thread, within its
+deadline, so a client that never finishes one holds nothing but its own connection).
+
 Every request passes these gates, in this order, before anything is routed:
 - Host: the header must name an allowed host (loopback names, the bound address, `--allowed-host`), so a
   page on another site cannot reach it by DNS rebinding (kubectl proxy's --accept-hosts);
-- `GET /openapi.json` (the API's OpenAPI document, no secret in it) needs no token;
+- `GET /openapi.json` (the API's OpenAPI document, no secret in it) and the dashboard's static files
+  (`GET /ui/...`, daemon/ui/: they hold no data, the page asks for a token and reads the API with it) need no
+  token; `GET /metrics` (Prometheus) needs a token of either scope;
 - `/hooks/git/NAME` (POST) authenticates itself by its HMAC (daemon/hooks.py); every other path but
   `/api/v1/...` is 404;
 - `/api/v1/...` needs `Authorization: Bearer <token>` of a token made by `orchestrator token create`
@@ -20,26 +25,29 @@ Then the request is what it would be on the Unix socket (control.py's handler).
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.addresses import is_loopback
 from ..core.errors import UserError
 from ..host.tokens import TokenCheck
-from .control import PREFIX, ControlApp, _Handler, error_document, serve_until_woken
+from .control import PREFIX, ControlApp, StreamSlots, _Handler, error_document, serve_until_woken
 from .hooks import HookTarget, answer_hook
 from .routes import openapi_document
 
 MAX_CLIENTS = 64  # connections open at once (event streams hold one each); past that a new one is closed
-MAX_PER_CLIENT = 16  # ... and from one address
+MAX_PER_CLIENT = 40  # ... and from one address (a browser's tab holds two streams; 32 streams must fit)
 REQUEST_SECONDS = 10.0  # a request's line, headers and body must all arrive within this (slow senders are cut)
 FAILURES_ALLOWED = 10  # refused requests of one client per FAILURE_WINDOW_SECONDS before it gets 429s
 FAILURE_WINDOW_SECONDS = 60.0
@@ -55,7 +63,8 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
     request_queue_size = 128
 
     def __init__(self, address: str, app: ControlApp, hooks: HookTarget, tokens: TokenCheck,
-                 refused: Callable[[str], None], read_only: bool = False, allowed_hosts: Sequence[str] = ()) -> None:
+                 refused: Callable[[str], None], read_only: bool = False, allowed_hosts: Sequence[str] = (),
+                 metrics: Callable[[], bytes] | None = None, tls: tuple[str, str] | None = None) -> None:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
         if not port.isdigit() or not host:
@@ -64,8 +73,11 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
             raise UserError(f"--http {address}: not a loopback address, and no API token exists: make one first "
                             "(orchestrator token create NAME --scope read|admin), or listen on 127.0.0.1 and "
                             "reach it through an SSH tunnel")
+        self.tls = _tls_context(*tls) if tls else None
         self.app = app
         self.hooks = hooks
+        self.metrics = metrics
+        self.streams = StreamSlots()
         self.tokens = tokens
         self.read_only = read_only
         self.report = refused
@@ -88,7 +100,8 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
     @property
     def url(self) -> str:
         host, port = str(self.server_address[0]), self.server_address[1]
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
     def start(self) -> None:
         self.thread.start()
@@ -106,6 +119,12 @@ class HttpListener(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.server_close()
 
     # -- connections ---------------------------------------------------------------------------------
+
+    def get_request(self) -> tuple[Any, Any]:
+        request, address = super().get_request()
+        if self.tls is not None:  # the handshake is left to the request's thread: the first read makes it
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        return request, address
 
     def verify_request(self, request: object, client_address: object) -> bool:
         """Accept only while under MAX_CLIENTS connections, and MAX_PER_CLIENT from this address."""
@@ -212,6 +231,13 @@ class _HttpHandler(_Handler):
         self._deadline.daemon = True
         self._deadline.start()
         try:
+            if isinstance(self.connection, ssl.SSLSocket) and not getattr(self, "_shaken", False):
+                try:
+                    self.connection.do_handshake()  # within the first request's deadline
+                except (OSError, ssl.SSLError):
+                    self.close_connection = True  # not TLS, or cut: nothing to answer
+                    return
+                self._shaken = True
             super().handle_one_request()
         finally:
             self._deadline.cancel()
@@ -247,6 +273,15 @@ class _HttpHandler(_Handler):
         if path == "/openapi.json" and method == "GET":  # the API's description holds no secret: no token
             self._send(HTTPStatus.OK, openapi_document())
             return
+        if path == "/" and method == "GET":
+            self.send_response(HTTPStatus.FOUND)
+            self.send_header("Location", "/ui/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if path == "/ui" or path.startswith("/ui/"):
+            self._asset(method, path)
+            return
         if path.startswith("/hooks/git/"):
             if method != "POST":
                 self._fail(HTTPStatus.METHOD_NOT_ALLOWED, "webhooks are POSTed")
@@ -259,7 +294,7 @@ class _HttpHandler(_Handler):
             self.close_connection = unread or self.close_connection
             self._send(HTTPStatus(status), document)
             return
-        if not path.startswith(PREFIX + "/"):
+        if not path.startswith(PREFIX + "/") and path != "/metrics":
             self.close_connection = True
             self._fail(HTTPStatus.NOT_FOUND, f"no such route: {path[:200]}")
             return
@@ -279,7 +314,51 @@ class _HttpHandler(_Handler):
         if method not in READING and not server.allowed_origin(self.headers.get("Origin")):
             self._refuse(HTTPStatus.FORBIDDEN, method, path, "a cross-site Origin", "cross-site request refused")
             return
+        if path == "/metrics":
+            self._metrics()
+            return
+        if path == PREFIX + "/whoami" and method == "GET":  # what this token may do: the dashboard shows buttons by it
+            self._send(HTTPStatus.OK, {"scope": "read" if server.read_only else scope, "via": "http",
+                                       "read_only": server.read_only})
+            return
         self._dispatch(method)
+
+    def _metrics(self) -> None:
+        if self.server.metrics is None:
+            self._fail(HTTPStatus.NOT_FOUND, "no metrics here")
+            return
+        data = self.server.metrics()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _asset(self, method: str, path: str) -> None:
+        """The dashboard's static files, with headers that keep the page to its own origin's scripts and
+        styles (no inline script runs, nothing is framed, no referrer leaves)."""
+        if method != "GET":
+            self._fail(HTTPStatus.METHOD_NOT_ALLOWED, "the dashboard's files are read with GET")
+            return
+        name = path[len("/ui/"):] or "index.html"
+        found = _ui_file(name)
+        if found is None:
+            self._fail(HTTPStatus.NOT_FOUND, f"no such file: {path[:200]}")
+            return
+        data, kind = found
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
+                         "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+                         "frame-ancestors 'none'")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.end_headers()
+        self.wfile.write(data)
 
     def _scope(self) -> str | None:
         header = self.headers.get("Authorization") or ""
@@ -299,3 +378,29 @@ class _HttpHandler(_Handler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+UI_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+            ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+
+
+@functools.cache
+def _ui_file(name: str) -> tuple[bytes, str] | None:
+    """A file of daemon/ui/ by its plain name (nothing else is reachable: no folders, no dot files)."""
+    folder = Path(__file__).with_name("ui")
+    if "/" in name or "\\" in name or name.startswith(".") or Path(name).suffix not in UI_TYPES:
+        return None
+    try:
+        return (folder / name).read_bytes(), UI_TYPES[Path(name).suffix]
+    except OSError:
+        return None
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise UserError(f"--tls-cert {cert} --tls-key {key}: {getattr(error, 'strerror', None) or error}") from None
+    return context

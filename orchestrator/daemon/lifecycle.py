@@ -62,7 +62,8 @@ def _boot_id() -> str:
 class Daemon:
     def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
                  limits: str = "auto", role: str = "daemon", pass_env: Sequence[str] = (),
-                 http_addr: str | None = None, read_only: bool = False, allowed_hosts: Sequence[str] = ()) -> None:
+                 http_addr: str | None = None, read_only: bool = False, allowed_hosts: Sequence[str] = (),
+                 tls: tuple[str, str] | None = None) -> None:
         """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
         managed (cgroups.py), "watchdog" always samples instead. `pass_env`: variables of this process's
         environment that replicas get too (patterns; host/environment.py says what else they get). `role` "run": a foreground `orchestrator
@@ -72,6 +73,7 @@ class Daemon:
         self.http_addr = http_addr
         self.http_read_only = read_only
         self.allowed_hosts = tuple(allowed_hosts)
+        self.tls = tls
         self.role = role
         prepare_state_dir(state_dir)
         self._lock_fd = take_lock(state_dir, role)
@@ -111,7 +113,7 @@ class Daemon:
         self.ops.on_owned_change = self.gitsyncs.note_change
         self.ops.automated = self.gitsyncs.automated
         self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache,
-                             self.gitsyncs)
+                             self.gitsyncs, state_dir / "logs")
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
@@ -203,8 +205,13 @@ class Daemon:
             from .http import HttpListener
 
             hooks = HookTarget(self.gitsyncs.webhook_secret_file, self._hooked)
+            from .prometheus import exposition
+
+            metrics = exposition(lambda: self.handle("GET", "/objects", {}, {}), self.sampler,
+                                 self.reconciler.executor.spawn_seconds)
             self.http = HttpListener(self.http_addr, self, hooks, TokenCheck(self.state_dir), self._http_refused,
-                                     read_only=self.http_read_only, allowed_hosts=self.allowed_hosts)
+                                     read_only=self.http_read_only, allowed_hosts=self.allowed_hosts,
+                                     metrics=metrics, tls=self.tls)
             self.http.start()
         self.server = ControlServer(socket_path(self.state_dir), self)
         self.server.start()
@@ -298,6 +305,33 @@ class Daemon:
                                     lambda: [self.ops.event_json(i, e) for i, e in self.store.events(since=since, key=key)],
                                     convert)
 
+    def watch_events(self, since: int, key: str | None) -> Iterator[bytes]:
+        """The event log from `since` on, then live, as server-sent events (streams.py)."""
+        from .streams import event_frames
+
+        if key is not None:
+            key = self.routes.key(key)
+
+        def convert(event: Event) -> dict[str, Any] | None:
+            return None if key is not None and event.key != key else self.ops.event_json(None, event)
+
+        return event_frames(self.events.subscribe, self.events.unsubscribe,
+                            lambda: [self.ops.event_json(i, e) for i, e in self.store.events(since=since, key=key)],
+                            convert)
+
+    def follow_log(self, query: dict[str, str], last_event_id: str | None) -> Iterator[bytes]:
+        """One replica's log, from the client's Last-Event-ID (or `since`, an offset) or its last `tail`
+        lines, then as it is written, as server-sent events (streams.py)."""
+        from ..host.logread import tail_start
+        from .streams import log_frames, resume_point
+
+        log = self.routes.log_file(query)
+        if last_event_id or query.get("since"):
+            start = resume_point(last_event_id, query.get("since"))
+        else:
+            start = tail_start(log, self.routes.tail(query))
+        return log_frames(log, start, lambda: not self._closed)
+
     def _call(self, fn: Callable[[Reconciler], T], timeout: float = 60.0) -> T:
         """Run `fn` on the reconciler's thread and return its result (or raise its exception)."""
         done = threading.Event()
@@ -332,6 +366,7 @@ class Daemon:
     def _health(self) -> dict[str, Any]:
         cache = self.spec_cache
         return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.state_dir), "limits": self.limits_how,
+                "http": self.http.url if self.http is not None else None,
                 "documents": {"cached": len(cache), "hits": cache.hits, "misses": cache.misses}}
 
     def _hooked(self, name: str) -> None:
@@ -503,10 +538,10 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
 
 def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
          limits: str = "auto", pass_env: Sequence[str] = (), http_addr: str | None = None, read_only: bool = False,
-         allowed_hosts: Sequence[str] = ()) -> int:
+         allowed_hosts: Sequence[str] = (), tls: tuple[str, str] | None = None) -> int:
     try:
         daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env, http_addr=http_addr,
-                        read_only=read_only, allowed_hosts=allowed_hosts)
+                        read_only=read_only, allowed_hosts=allowed_hosts, tls=tls)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1

@@ -66,21 +66,36 @@ class _Collector:
 PHASES = tuple(phase.value for phase in Phase)
 
 
-def serve_metrics(address: str, objects: Objects, sampler: Sampler, spawns: Histogram) -> None:
-    """Serve /metrics on `address` (HOST:PORT) in a background thread: the replicas', and the daemon's own
-    process metrics (process_cpu_seconds_total, process_resident_memory_bytes, open fds...)."""
+def registry(objects: Objects, sampler: Sampler, spawns: Histogram) -> Any:
+    """A prometheus_client registry of the replicas' metrics and the daemon's own process metrics
+    (process_cpu_seconds_total, process_resident_memory_bytes, open fds...)."""
     try:
-        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+        from prometheus_client import CollectorRegistry, ProcessCollector
     except ImportError as error:
-        raise UserError("--metrics-addr needs the prometheus_client package (pip install prometheus_client)") \
-            from error
+        raise UserError("metrics need the prometheus_client package (pip install prometheus_client)") from error
+    made = CollectorRegistry(auto_describe=False)
+    made.register(_Collector(objects, sampler, spawns))  # type: ignore[arg-type]
+    ProcessCollector(registry=made)
+    return made
+
+
+def exposition(objects: Objects, sampler: Sampler, spawns: Histogram) -> Callable[[], bytes]:
+    """The text of one scrape, made when called (the TCP listener's GET /metrics)."""
+    from prometheus_client import generate_latest
+
+    made = registry(objects, sampler, spawns)
+    return lambda: generate_latest(made)
+
+
+def serve_metrics(address: str, objects: Objects, sampler: Sampler, spawns: Histogram) -> None:
+    """Serve /metrics on `address` (HOST:PORT) in a background thread, unauthenticated (bind it to loopback)."""
+    from prometheus_client import start_http_server
+
     host, _, port = address.rpartition(":")
     if not port.isdigit() or not host:
         raise UserError(f"--metrics-addr {address!r}: expected HOST:PORT, such as 127.0.0.1:9100")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(objects, sampler, spawns))  # type: ignore[arg-type]
-    ProcessCollector(registry=registry)
+    made = registry(objects, sampler, spawns)
     try:
-        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        start_http_server(int(port), addr=host.strip("[]"), registry=made)
     except OSError as error:
         raise UserError(f"--metrics-addr {address}: {error.strerror or error}") from error

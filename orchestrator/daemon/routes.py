@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from ..core.gitsync import GitSyncSpec
 from ..core.model import ReplicaId
 from ..engine.reconcile import Reconciler
+from ..host.logs import log_path
 from ..host.metrics import Sampler
 from ..manifests import codec
 from ..manifests.cache import SpecCache
@@ -23,6 +25,7 @@ from .control import Conflict, NotFound
 from .gitsyncs import GitSyncs
 from .intake import load_sent
 from .operations import Operations
+from .streams import TAIL_DEFAULT, TAIL_MAX, log_tail
 
 T = TypeVar("T")
 Query = dict[str, str]
@@ -33,8 +36,9 @@ Call = Callable[[Callable[[Reconciler], Any]], Any]  # run on the reconciler's t
 
 class Routes:
     def __init__(self, ops: Operations, call: Call, sampler: Sampler, health: Callable[[], dict[str, Any]],
-                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache, gitsyncs: GitSyncs) -> None:
+                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache, gitsyncs: GitSyncs, log_dir: Path) -> None:
         self.ops = ops
+        self.log_dir = log_dir
         self.gitsyncs = gitsyncs
         self.call = call
         self.sampler = sampler
@@ -58,6 +62,9 @@ class Routes:
             ("POST", "/shutdown"): lambda q, b: shutdown(),
             ("GET", "/gitsyncs"): lambda q, b: {"syncs": gitsyncs.statuses()},
             ("POST", "/gitsyncs"): self._put_sync,
+            ("GET", "/logs"): self._logs,
+            ("GET", "/usage"): self._usage,
+            ("GET", "/whoami"): lambda q, b: {"scope": "admin", "via": "unix", "read_only": False},
             ("POST", "/unwatch"): lambda q, b: call(lambda r: ops.watches.remove([str(p) for p in b.get("paths", [])])),
         }
 
@@ -115,6 +122,46 @@ class Routes:
             if verb == "remove":
                 return syncs.remove(name, bool(body.get("prune")))
         raise NotFound(f"no such route: {method} /gitsyncs/{rest}")
+
+    def log_file(self, query: Query) -> Path:
+        """The log file of `?name=N&replica=I` (replica 0 by default); NotFound for no such object. Its file
+        need not exist yet (nothing printed): that reads as no lines."""
+        name = query.get("name") or ""
+        if not name:
+            raise ValueError("name: which object's log (?name=NAME&replica=0)")
+        key = self.key(name)
+        replica = int(query.get("replica", "0"))
+        if replica < 0:
+            raise ValueError(f"replica: an index is never negative: {replica}")
+        return log_path(self.log_dir, ReplicaId(key, replica))
+
+    @staticmethod
+    def tail(query: Query) -> int:
+        tail = int(query.get("tail", str(TAIL_DEFAULT)))
+        if tail < 0:
+            raise ValueError(f"tail: a number of lines is never negative: {tail}")
+        return min(tail, TAIL_MAX)
+
+    def _logs(self, query: Query, body: Body) -> dict[str, Any]:
+        """The last `tail` lines of a replica's log (or those from byte offset `since` on), and `next`: the
+        offset to ask for (or follow from) next."""
+        log = self.log_file(query)
+        since = int(query["since"]) if query.get("since") else None
+        if since is not None and since < 0:
+            raise ValueError(f"since: an offset is never negative: {since}")
+        lines, end = log_tail(log, self.tail(query), since)
+        return {"key": self.key(query["name"]), "replica": int(query.get("replica", "0")), "lines": lines,
+                "next": end}
+
+    def _usage(self, query: Query, body: Body) -> dict[str, Any]:
+        """The sampler's recent history of every running replica (or of `?name=N`'s): [time, cpu %, memory]."""
+        key = self.key(query["name"]) if query.get("name") else None
+        objects: dict[str, dict[str, list[list[float | int | None]]]] = {}
+        for rid, samples in sorted(self.sampler.histories().items(), key=lambda item: (item[0].key, item[0].index)):
+            if key is None or rid.key == key:
+                objects.setdefault(rid.key, {})[str(rid.index)] = [
+                    [sample.at, sample.cpu_percent, sample.memory_bytes] for sample in samples]
+        return {"interval": self.sampler.interval, "objects": objects}
 
     def key(self, name: str) -> str:
         """`namespace/name` of an object named either way, resolved on the reconciler's thread (or

@@ -80,6 +80,11 @@ class Sampler:
         with self._condition:
             return list(self._history.get(rid, ()))
 
+    def histories(self) -> dict[ReplicaId, list[Sample]]:
+        """Every sampled replica's history (a copy)."""
+        with self._condition:
+            return {rid: list(history) for rid, history in self._history.items()}
+
     def close(self) -> None:
         with self._condition:
             self._closed = True
