@@ -226,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sync(commands)
     _add_token(commands)
 
+    ui = commands.add_parser("ui", help="print (or --open) the URL of the running daemon's web dashboard",
+                             description="The dashboard of the daemon's --http listener (/ui/): its URL on stdout, "
+                             "how to log in and to tunnel it over SSH on stderr. The page asks for a token of "
+                             "`orchestrator token create`. Exit 0; 1 when the daemon has no --http listener.")
+    ui.add_argument("--open", action="store_true", help="also open it in this desktop's browser")
+    ui.add_argument("-o", "--output", choices=["text", "json"], default="text", help='json: {"url", "listener"}')
+    ui.set_defaults(handler=_handler("ui", "ui"))
+
     unwatch = commands.add_parser("unwatch", help="stop re-applying watched paths on change",
                                   description="Stop the watches that `apply --watch` started for these paths "
                                   "(all watches when no -f is given). What runs is not changed.")

@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import selectors
+import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
@@ -287,6 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.close_connection = True
             self.connection.settimeout(FOLLOWER_WRITE_SECONDS)  # a reader that stops reading is let go
+            # A small send buffer: a client that stops reading fills it soon, so its queue overflows and it is
+            # let go, instead of the kernel holding megabytes of frames for it.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
             try:
                 for data in frames:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -310,7 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 OVERFLOW: Any = object()  # what a follower's iterator yields last when it fell behind and was let go
 FOLLOWER_QUEUE = 10_000  # events a follower may fall behind by; past that it is dropped, never waited for
-FOLLOWER_WRITE_SECONDS = 30.0  # a follower that takes no data for this long is disconnected
+FOLLOWER_WRITE_SECONDS = 30.0
+STREAM_SEND_BUFFER = 32 * 1024  # bytes the kernel holds for one SSE client (it doubles it for its bookkeeping)  # a follower that takes no data for this long is disconnected
 
 
 def event_queue_iterator(
