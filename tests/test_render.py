@@ -150,24 +150,25 @@ def test_namespace_column_only_with_several_namespaces() -> None:
 def test_wide_columns() -> None:
     stopped = replica(1, phase="BackOff", pid=None, cpu_percent=None, memory_bytes=None)
     objects = [
-        process("api", replica_status=[replica(0), replica(1, cpu_percent=2.0)], up_to_date=1, rollout_revision=4),
+        process("api", replica_status=[replica(0), replica(1, cpu_percent=2.0)], up_to_date=1, rollout_revision=4,
+                limit_health="Warning"),
         process("worker", replica_status=[stopped], command=["sh", "-c", "echo hi there"]),
     ]
     table = objects_table(objects, wide=True, now=NOW)
     header, api, worker = table.splitlines()
-    assert header.split() == ["NAME", "KIND", "READY", "STATE", "RESTARTS", "AGE", "UP-TO-DATE", "REVISION", "PID",
-                              "CPU", "MEM", "COMMAND"]
-    assert api.split()[6:] == ["1", "4", "100,101", "3.5%", "24Mi", "python3", "app.py"]
-    assert worker.split()[6:11] == ["-", "-", "-", "-", "-"]  # (no rollout columns in the document: dashes)
+    assert header.split() == ["NAME", "KIND", "READY", "STATE", "RESTARTS", "AGE", "UP-TO-DATE", "REVISION", "HEALTH",
+                              "PID", "CPU", "MEM", "COMMAND"]
+    assert api.split()[6:] == ["1", "4", "Warning", "100,101", "3.5%", "24Mi", "python3", "app.py"]
+    assert worker.split()[6:12] == ["-", "-", "-", "-", "-", "-"]  # (no rollout columns, no limit: dashes)
     assert worker.endswith("sh -c 'echo hi there'")  # shell-quoted, copy-pasteable
     assert_aligned(table)
 
 
 def test_wide_command_truncated_to_width() -> None:
     long_command = ["python3", "-m", "service", *(f"--option-{i}=value" for i in range(20))]
-    table = objects_table([process(command=long_command)], wide=True, width=100, now=NOW)
+    table = objects_table([process(command=long_command)], wide=True, width=110, now=NOW)
     for line in table.splitlines():
-        assert len(line) <= 100
+        assert len(line) <= 110
     assert table.splitlines()[1].endswith("…")
     untruncated = objects_table([process(command=long_command)], wide=True, now=NOW)
     assert "--option-19=value" in untruncated

@@ -207,7 +207,7 @@ def test_top_whose_output_is_not_a_terminal_prints_the_plain_table(orch: Orchest
         title, header, row = out.splitlines()
         assert title.startswith("orchestrator top: revision 1, every ")
         assert header.split() == ["NAME", "KIND", "READY", "STATE", "RESTARTS", "AGE", "UP-TO-DATE", "REVISION",
-                                  "PID", "CPU", "MEM", "COMMAND"]
+                                  "HEALTH", "PID", "CPU", "MEM", "COMMAND"]
         assert row.split()[:4] == ["api", "Process", "1/1", "Running"] and str(pids["api"][0]) in row
         assert "\x1b" not in out
 

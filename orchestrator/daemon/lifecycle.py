@@ -198,7 +198,7 @@ class Daemon:
         if self.metrics_addr:
             from .prometheus import serve_metrics
 
-            serve_metrics(self.metrics_addr, lambda: self.handle("GET", "/objects", {}, {}), self.sampler,
+            serve_metrics(self.metrics_addr, lambda: self.handle("GET", "/objects", {"usage": "1"}, {}), self.sampler,
                           self.reconciler.executor.spawn_seconds)
         if self.http_addr:
             from ..host.tokens import TokenCheck
@@ -207,7 +207,7 @@ class Daemon:
             hooks = HookTarget(self.gitsyncs.webhook_secret_file, self._hooked)
             from .prometheus import exposition
 
-            metrics = exposition(lambda: self.handle("GET", "/objects", {}, {}), self.sampler,
+            metrics = exposition(lambda: self.handle("GET", "/objects", {"usage": "1"}, {}), self.sampler,
                                  self.reconciler.executor.spawn_seconds)
             self.http = HttpListener(self.http_addr, self, hooks, TokenCheck(self.state_dir), self._http_refused,
                                      read_only=self.http_read_only, allowed_hosts=self.allowed_hosts,

@@ -13,8 +13,9 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.model import Phase, ReplicaId
 from ..host.metrics import Histogram, Sampler
+from ..planning.health import BANDS
 
-Objects = Callable[[], dict[str, Any]]  # the answer of GET /objects: every object and its replicas' status
+Objects = Callable[[], dict[str, Any]]  # the answer of GET /objects?usage=1: every object, its replicas' status
 
 
 class _Collector:
@@ -39,6 +40,9 @@ class _Collector:
         # One series per phase, 1 for the replica's own: a Job that succeeded is Succeeded, not "down".
         phase = GaugeMetricFamily("orchestrator_replica_phase", "1 for the phase the replica is in",
                                   labels=[*labels, "phase"])
+        health = GaugeMetricFamily("orchestrator_replica_limit_health", "1 for the band the replica is in, of its "
+                                   "memory or cpu limit: Healthy below 80 %, Warning from 80 %, Critical from 100 %",
+                                   labels=[*labels, "band"])
         answer = self.objects()
         for document in answer["objects"]:
             for replica in document["replica_status"]:
@@ -48,6 +52,10 @@ class _Collector:
                 restarts.add_metric(values, float(replica["restarts"]))
                 for name in PHASES:
                     phase.add_metric([*values, name], 1.0 if replica["phase"] == name else 0.0)
+                band = (replica.get("limit_health") or {}).get("band")
+                if band is not None:
+                    for name in BANDS:
+                        health.add_metric([*values, name], 1.0 if band == name else 0.0)
                 sample = self.sampler.latest(ReplicaId(document["key"], replica["index"]))
                 if sample is not None and replica["pid"]:
                     cpu.add_metric(values, sample.cpu_seconds)
@@ -60,7 +68,7 @@ class _Collector:
         counts = list(self.spawns.counts)
         spawns.add_metric([], [*((f"{b:g}", float(c)) for b, c in zip(self.spawns.bounds, counts, strict=True)),
                                ("+Inf", float(self.spawns.count))], self.spawns.sum)
-        yield from (up, ready, restarts, phase, cpu, memory, proportional, cost, spawns)
+        yield from (up, ready, restarts, phase, health, cpu, memory, proportional, cost, spawns)
 
 
 PHASES = tuple(phase.value for phase in Phase)

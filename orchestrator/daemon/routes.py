@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from ..core.gitsync import GitSyncSpec
-from ..core.model import ReplicaId
+from ..core.model import ProcessSpec, ReplicaId
 from ..engine.reconcile import Reconciler
 from ..host.logs import log_path
 from ..host.metrics import Sampler
 from ..manifests import codec
 from ..manifests.cache import SpecCache
+from ..planning.health import limit_health, worst
 from .control import Conflict, NotFound
 from .gitsyncs import GitSyncs
 from .intake import load_sent
@@ -46,7 +47,7 @@ class Routes:
         self.table: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): lambda q, b: health(),
             ("GET", "/openapi.json"): lambda q, b: openapi_document(),
-            ("GET", "/objects"): lambda q, b: _with_usage(call(lambda r: ops.objects(q)), q, sampler),
+            ("GET", "/objects"): lambda q, b: self._objects(q),
             ("GET", "/desired"): lambda q, b: call(lambda r: ops.desired()),
             ("POST", "/apply"): self._apply,
             ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache, syncs=[])]},
@@ -76,10 +77,20 @@ class Routes:
             return handler(query, body)
         if method == "GET" and route.startswith("/objects/"):
             name = unquote(route[len("/objects/"):])
-            return self.call(lambda r: self.ops.describe(name))  # type: ignore[no-any-return]
+            document, spec = self.call(lambda r: self._described(name))
+            return add_usage(document, self.sampler, spec)
         if route.startswith("/gitsyncs/"):
             return self._sync_route(method, unquote(route[len("/gitsyncs/"):]), body)
         raise NotFound(f"no such route: {method} {route}")
+
+    def _objects(self, query: Query) -> dict[str, Any]:
+        answer, specs = self.call(lambda r: (self.ops.objects(query), r.desired.specs))
+        return _with_usage(answer, query, self.sampler, specs)
+
+    def _described(self, name: str) -> tuple[dict[str, Any], ProcessSpec | None]:
+        """On the loop's thread: describe's document, and the desired spec of what it names."""
+        document = self.ops.describe(name)
+        return document, self.ops.reconciler.desired.specs.get(document["key"])
 
     def _apply(self, query: Query, body: Body) -> dict[str, Any]:
         """Manifest texts (or an API client's specs) are read and checked here, on the request's thread; only
@@ -171,25 +182,43 @@ class Routes:
         return self.call(lambda r: self.ops.key(name))  # type: ignore[no-any-return]
 
 
-def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler) -> dict[str, Any]:
-    """Add cpu and memory of each running replica's tree: the sampler's latest pass (cpu over its interval),
-    or, before its first two passes, one look now (cpu averaged over the process's life)."""
-    if not query.get("usage"):
-        return answer
+def _with_usage(answer: dict[str, Any], query: dict[str, str], sampler: Sampler,
+                specs: Mapping[str, ProcessSpec]) -> dict[str, Any]:
+    """With `?usage=1`: cpu and memory of each running replica's tree (add_usage)."""
+    if query.get("usage"):
+        for document in answer["objects"]:
+            add_usage(document, sampler, specs.get(document["key"]))
+    return answer
+
+
+def add_usage(document: dict[str, Any], sampler: Sampler, spec: ProcessSpec | None) -> dict[str, Any]:
+    """Add cpu and memory of each running replica's tree to an object's status document: the sampler's latest
+    pass (cpu over its interval), or, before its first two passes, one look now (cpu averaged over the
+    process's life). With a memory or cpu limit, each replica's health band (planning/health.py) too, and the
+    object's: its worst replica's."""
     from ..host.observe import usage
 
-    for document in answer["objects"]:
-        for replica in document["replica_status"]:
-            if not replica["pid"]:
-                replica["cpu_percent"], replica["memory_bytes"] = None, None
-                continue
-            latest = sampler.latest(ReplicaId(document["key"], replica["index"]))
-            if latest is not None and latest.cpu_percent is not None:
-                replica["cpu_percent"], replica["memory_bytes"] = latest.cpu_percent, latest.memory_bytes
-            else:
-                look = usage(replica["pid"])
-                replica["cpu_percent"], replica["memory_bytes"] = look if look else (None, None)
-    return answer
+    bands = []
+    for replica in document["replica_status"]:
+        if not replica["pid"]:
+            replica["cpu_percent"], replica["memory_bytes"] = None, None
+            continue
+        latest = sampler.latest(ReplicaId(document["key"], replica["index"]))
+        if latest is not None and latest.cpu_percent is not None:
+            replica["cpu_percent"], replica["memory_bytes"] = latest.cpu_percent, latest.memory_bytes
+        else:
+            look = usage(replica["pid"])
+            replica["cpu_percent"], replica["memory_bytes"] = look if look else (None, None)
+        if spec is not None and spec.limits.memory_or_cpu:
+            health = limit_health(replica["cpu_percent"], replica["memory_bytes"], spec.limits.cpu,
+                                  spec.limits.memory_bytes)
+            if health is not None:
+                replica["limit_health"] = {"band": health.band, "resource": health.resource,
+                                           "fraction": round(health.fraction, 4)}
+                bands.append(health.band)
+    if bands:
+        document["limit_health"] = worst(bands)
+    return document
 
 
 @functools.cache

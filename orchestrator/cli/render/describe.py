@@ -173,6 +173,12 @@ def _replica_pairs(status: Mapping[str, Any], now: float) -> list[tuple[str, str
         pairs.append(("CPU", f"{cpu:.1f}%"))
     if isinstance(memory, (int, float)):
         pairs.append(("Memory", human_bytes(int(memory))))
+    health = status.get("limit_health")
+    if isinstance(health, Mapping):
+        fraction = health.get("fraction")
+        shown = f"{float(fraction) * 100:.0f}%" if isinstance(fraction, (int, float)) else "?"
+        text = f"{cell_text(health.get('band'))} ({cell_text(health.get('resource'))} at {shown} of its limit)"
+        pairs.append(("Limit health", text))
     last_exit = status.get("last_exit")
     if isinstance(last_exit, Mapping):
         pairs.append(("Last exit", _exit_text(last_exit, now)))

@@ -22,12 +22,13 @@ def objects_table(
     if show_namespace:
         header.insert(0, "NAMESPACE")
     if wide:
-        header += ["UP-TO-DATE", "REVISION", "PID", "CPU", "MEM", "COMMAND"]
+        header += ["UP-TO-DATE", "REVISION", "HEALTH", "PID", "CPU", "MEM", "COMMAND"]
     rows: list[list[str]] = []
     for obj in objects:
         row = object_cells(obj, wide=wide, now=now)
         if wide:  # (not in `top`'s cells: its columns stay as they are)
-            row[6:6] = [cell_text(obj.get("up_to_date")), cell_text(obj.get("rollout_revision"))]
+            row[6:6] = [cell_text(obj.get("up_to_date")), cell_text(obj.get("rollout_revision")),
+                        cell_text(obj.get("limit_health") or "-")]
         if show_namespace:
             row.insert(0, cell_text(obj.get("namespace")))
         rows.append(row)
