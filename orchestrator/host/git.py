@@ -20,9 +20,7 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import stat
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -31,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import OrchestratorError
-from .subreaper import FORKS, STATE_MARKER
+from .bounded import BoundedChild
+from .subreaper import STATE_MARKER
 
 REASONS = ("AuthFailed", "NetworkError", "RefNotFound", "PathNotFound", "Timeout", "FetchFailed", "UnsafeTree",
            "TooLarge", "CredentialFile")
 MESSAGE_LIMIT = 2000  # characters of a GitError's message
-STDERR_LIMIT = 64 << 10  # bytes of a child's stderr kept (the first ones: git says what failed first)
 STDOUT_LIMIT = 1 << 20  # bytes of ls-remote and the other small answers
 SECRET_LIMIT = 64 << 10  # bytes read of a token file, for redaction
 KEEP = 5  # fetched commits kept per cache, exports kept per repository and path
@@ -110,71 +108,11 @@ def _lock_of(path: Path) -> threading.Lock:
         return _LOCKS.setdefault(str(path), threading.Lock())
 
 
-def _kill_group(pgid: int) -> None:
+def _git(argv: Sequence[str], env: dict[str, str], timeout: float) -> BoundedChild:
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-class _Child:
-    """One git process leading a group of its own, with a deadline: at it the whole group is SIGKILLed.
-    Read its stdout to the end (or abort), then `finish`, which always reaps it."""
-
-    def __init__(self, argv: Sequence[str], env: dict[str, str], timeout: float) -> None:
-        try:
-            with FORKS.forking() as forks:  # not an orphan for the daemon's sweep: this thread reaps it
-                self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, start_new_session=True)
-                forks.add(self.proc.pid)
-        except OSError as error:
-            raise GitError("FetchFailed", f"cannot run git: {error.strerror or error}") from None
-        self.stdout = self.proc.stdout
-        self.timed_out = False
-        self._stderr = bytearray()
-        self._lock = threading.Lock()  # the group id is ours to kill only until the leader is reaped
-        self._reaped = False
-        self._reader = threading.Thread(target=self._drain, name="git-stderr", daemon=True)
-        self._reader.start()
-        self._timer = threading.Timer(timeout, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := os.read(self.proc.stderr.fileno(), 1 << 16):
-            self._stderr += chunk[:max(0, STDERR_LIMIT - len(self._stderr))]
-
-    def _expire(self) -> None:
-        with self._lock:
-            if not self._reaped:
-                self.timed_out = True
-                _kill_group(self.proc.pid)
-
-    def abort(self) -> None:
-        with self._lock:
-            if not self._reaped:
-                _kill_group(self.proc.pid)
-
-    def finish(self) -> tuple[int, str]:
-        """Wait for the leader to end, kill what is left of its group (the zombie still pins the group id),
-        reap it; its exit code and stderr."""
-        pid = self.proc.pid
-        try:
-            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        except ChildProcessError:
-            pass
-        with self._lock:
-            self._timer.cancel()
-            _kill_group(pid)
-            code = self.proc.wait()
-            self._reaped = True
-        FORKS.done(pid)
-        self._reader.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None and not self._reader.is_alive():
-                stream.close()
-        return code, self._stderr.decode(errors="replace")
+        return BoundedChild(argv, env, timeout, name="git")
+    except OSError as error:
+        raise GitError("FetchFailed", f"cannot run git: {error.strerror or error}") from None
 
 
 def _check_file(what: str, path: str, secret: bool) -> None:
@@ -369,7 +307,7 @@ class GitCache:
                  max_files: int) -> None:
         """`git archive` streamed into tarfile, with the "data" filter's rules, within the budgets."""
         argv = ["git", *CONFIG, "--literal-pathspecs", "-C", str(repo), "archive", "--format=tar", sha]
-        child = _Child(argv + ([] if path == "." else ["--", path]), self._environment(GitAuth()), timeout)
+        child = _git(argv + ([] if path == "." else ["--", path]), self._environment(GitAuth()), timeout)
         where = f"{path}/ of commit {sha[:7]}" if path != "." else f"commit {sha[:7]}"
         files = size = 0
         broken: tarfile.TarError | None = None
@@ -462,7 +400,7 @@ class GitCache:
     def _run(self, args: Sequence[str], auth: GitAuth, timeout: float, url: str = "") -> tuple[int, str, str]:
         """git `args` (`url` the remote they talk to, if any): exit code, stdout (at most STDOUT_LIMIT, else a
         FetchFailed), stderr."""
-        child = _Child(["git", *CONFIG, *args], self._environment(auth, url), timeout)
+        child = _git(["git", *CONFIG, *args], self._environment(auth, url), timeout)
         try:
             assert child.stdout is not None
             out = child.stdout.read(STDOUT_LIMIT + 1)
