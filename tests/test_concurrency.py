@@ -66,7 +66,7 @@ def test_thirty_clients_of_ten_requests_each_all_answered(orch: Orchestrator) ->
 
 def test_a_follower_that_stops_reading_is_dropped_at_its_bound_and_the_emitter_never_waits() -> None:
     from orchestrator.core.events import Event, EventBus, EventType
-    from orchestrator.daemon.control import event_queue_iterator
+    from orchestrator.daemon.control import OVERFLOW, event_queue_iterator
 
     bus = EventBus()
     events = event_queue_iterator(bus.subscribe, bus.unsubscribe, list, lambda e: e.to_json(),
@@ -76,7 +76,8 @@ def test_a_follower_that_stops_reading_is_dropped_at_its_bound_and_the_emitter_n
         bus.emit(Event(float(index), EventType.STARTED, "default/a", f"event {index}"))
     assert bus._subscribers == []  # dropped at its bound: the emitter no longer even offers it events
     received = [item for item in events if item is not None]
-    assert [item["message"] for item in received] == [f"event {i}" for i in range(100)]
+    assert received[-1] is OVERFLOW  # said last, so that a stream can tell its client it fell behind
+    assert [item["message"] for item in received[:-1]] == [f"event {i}" for i in range(100)]
 
 
 def test_events_w_streams_live_events_to_a_follower(orch: Orchestrator) -> None:

@@ -85,6 +85,21 @@ BROKEN = [
            "spec.ref.commit", "$.spec.ref.commit", "/spec/ref/commit"),
     Broken("gitsync-unknown-field", _process(f"{_REPO}  ref: {{branch: main}}\n  intervalSecond: 60\n", kind="GitSync"),
            "intervalSecond:", "spec", "$.spec", "/spec"),
+    Broken("alertrule-bad-severity", _process("  selector: {process: api}\n  condition: {down: {}}\n  severity: page\n",
+                                              kind="AlertRule"), "severity:", "spec.severity", "$.spec.severity",
+           "/spec/severity"),
+    Broken("alertrule-cpu-of-what", _process("  selector: {process: api}\n  condition:\n    cpu: {abovePercent: 80, of: host}\n",
+                                             kind="AlertRule"), "cpu:", "spec.condition.cpu.of",
+           "$.spec.condition.cpu.of", "/spec/condition/cpu/of"),
+    Broken("notifier-timeout-too-long", _process("  exec:\n    command: [/bin/true]\n    timeoutSeconds: 7200\n",
+                                                 kind="Notifier"), "timeoutSeconds:", "spec.exec.timeoutSeconds",
+           "$.spec.exec.timeoutSeconds", "/spec/exec/timeoutSeconds"),
+    Broken("cronjob-template-backoff-limit", _process("  schedule: '*/15 * * * *'\n  jobTemplate:\n    command: [x]\n"
+                                                      "    backoffLimit: -1\n", kind="CronJob"), "backoffLimit:",
+           "spec.jobTemplate.backoffLimit", "$.spec.jobTemplate.backoffLimit", "/spec/jobTemplate/backoffLimit"),
+    Broken("cronjob-bad-policy", _process("  intervalSeconds: 60\n  concurrencyPolicy: Skip\n  jobTemplate: {command: [x]}\n",
+                                          kind="CronJob"), "concurrencyPolicy:", "spec.concurrencyPolicy",
+           "$.spec.concurrencyPolicy", "/spec/concurrencyPolicy"),
 ]
 
 
@@ -187,7 +202,8 @@ def node_tool(name: str) -> Path:
 
 
 # Relative references resolve by the names the schemas are given on the command line, so ajv runs in schemas/.
-AJV_SCHEMAS = ["-s", "manifest.v1.json", "-r", "process.v1.json", "-r", "job.v1.json", "-r", "gitsync.v1.json"]
+AJV_SCHEMAS = ["-s", "manifest.v1.json", "-r", "process.v1.json", "-r", "job.v1.json", "-r", "gitsync.v1.json",
+               "-r", "alertrule.v1.json", "-r", "notifier.v1.json", "-r", "cronjob.v1.json"]
 
 
 def ajv(*words: str) -> subprocess.CompletedProcess[str]:
@@ -195,7 +211,9 @@ def ajv(*words: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("schema", [["-s", "process.v1.json"], ["-s", "job.v1.json"], ["-s", "gitsync.v1.json"],
-                                    AJV_SCHEMAS], ids=["process", "job", "gitsync", "manifest"])
+                                    ["-s", "alertrule.v1.json"], ["-s", "notifier.v1.json"], ["-s", "cronjob.v1.json"],
+                                    AJV_SCHEMAS],
+                         ids=["process", "job", "gitsync", "alertrule", "notifier", "cronjob", "manifest"])
 def test_ajv_compiles_every_schema_in_strict_mode(schema: list[str]) -> None:
     result = ajv("compile", *schema)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -363,7 +381,7 @@ def test_yaml_language_server_finds_nothing_in_the_examples(tmp_path: Path) -> N
             broken = copies / example.name
             broken.write_text("".join(lines))
             assert server.diagnostics(broken) == [
-                (last + 1, 'Value is not accepted. Valid values: "Process", "Job", "GitSync".')], example
+                (last + 1, 'Value is not accepted. Valid values: "Process", "Job", "GitSync", "AlertRule", "Notifier", "CronJob".')], example
 
 
 def test_yaml_language_server_with_the_schema_set_for_a_folder(tmp_path: Path) -> None:

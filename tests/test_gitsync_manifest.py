@@ -44,13 +44,13 @@ PROCESS = "apiVersion: orchestrator/v1\nkind: Process\nmetadata:\n  name: {name}
 def load(text: str, syncs: list[GitSyncSpec] | None = None, cache: SpecCache | None = None,
          ) -> tuple[Any, list[GitSyncSpec]]:
     found: list[GitSyncSpec] = [] if syncs is None else syncs
-    specs = load_sources([Source(FILE, text)], ReadLimits(), cache, syncs=found)
+    specs = load_sources([Source(FILE, text)], ReadLimits(), cache, kept=found)
     return specs, found
 
 
 def problems_of(text: str, syncs: list[GitSyncSpec] | None = None) -> list[Problem]:
     with pytest.raises(ManifestError) as caught:
-        load_sources([Source(FILE, text)], ReadLimits(), syncs=syncs)
+        load_sources([Source(FILE, text)], ReadLimits(), kept=syncs)
     return list(caught.value.problems)
 
 

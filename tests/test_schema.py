@@ -93,8 +93,10 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_schema_files_exist() -> None:
-    assert [f.name for f in SCHEMA_FILES] == ["gitsync.v1.json", "job.v1.json", "manifest.v1.json", "process.v1.json"]
-    assert set(schemas()) == {("orchestrator/v1", "Process"), ("orchestrator/v1", "Job"), ("orchestrator/v1", "GitSync")}
+    assert [f.name for f in SCHEMA_FILES] == ["alertrule.v1.json", "cronjob.v1.json", "gitsync.v1.json", "job.v1.json",
+                                              "manifest.v1.json", "notifier.v1.json", "process.v1.json"]
+    assert set(schemas()) == {("orchestrator/v1", kind)
+                              for kind in ("Process", "Job", "GitSync", "AlertRule", "Notifier", "CronJob")}
 
 
 @pytest.mark.parametrize("file", SCHEMA_FILES, ids=lambda f: f.name)
@@ -139,8 +141,8 @@ def test_schema_defaults_match_the_model() -> None:
     """The model's defaults mirror the schema's, so specs built in code mean what manifests mean."""
     spec = ProcessSpec(name="x", command=("x",))
     for (_, kind), schema in schemas().items():
-        if kind == "GitSync":
-            continue  # not a process: tests/test_gitsync_manifest.py holds its defaults to GitSyncSpec's
+        if kind in ("GitSync", "AlertRule", "Notifier", "CronJob"):
+            continue  # not a process: test_gitsync_manifest.py, test_alerting_manifest.py, test_cronjob_manifest.py
         props = schema["properties"]["spec"]["properties"]
         defaults = {name: _resolve(schema, prop).get("default") for name, prop in props.items()}
         assert defaults["shell"] == spec.shell
@@ -607,13 +609,13 @@ def test_invalid_metadata(tmp_path: Path, metadata: str, expected: list[str]) ->
         ),
         (
             "apiVersion: orchestrator/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [x]}\n",
-            ["kind: unknown kind 'Service': expected one of GitSync, Job, Process"],
+            ["kind: unknown kind 'Service': expected one of AlertRule, CronJob, GitSync, Job, Notifier, Process"],
         ),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {}\n",
             [
                 "apiVersion: unknown apiVersion 'v1': expected orchestrator/v1",
-                "kind: unknown kind 'Pod': expected one of GitSync, Job, Process",
+                "kind: unknown kind 'Pod': expected one of AlertRule, CronJob, GitSync, Job, Notifier, Process",
             ],
         ),
         (

@@ -43,7 +43,7 @@ def _load_for_apply(paths: Sequence[str]) -> list[Any]:
 
     from ..manifests.loader import load_specs
 
-    specs = load_specs(paths, syncs=[])  # a GitSync among them is the daemon's: nothing of it runs here
+    specs = load_specs(paths, kept=[])  # a GitSync (AlertRule, Notifier) among them is the daemon's: none runs here
     absolute = []
     for spec in specs:
         if spec.location is not None:
@@ -142,7 +142,8 @@ def apply(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         if await_rollouts(client, answer["results"], deadline, progress=sys.stderr.isatty()) != EXIT_OK:
             return EXIT_FAILED
-        keys = [r["key"] for r in answer["results"] if r["result"] != "pruned"]
+        # What converges: processes and Jobs (a GitSync, an AlertRule, a Notifier, a CronJob is kept as given).
+        keys = [r["key"] for r in answer["results"] if r["result"] != "pruned" and r.get("kind") in ("Process", "Job")]
         return _wait(client, keys, max(0.0, deadline - time.monotonic()), shown=args.timeout)
     return EXIT_OK
 

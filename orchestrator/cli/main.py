@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sync(commands)
     _add_token(commands)
 
+    _add_alerts(commands)
+
     ui = commands.add_parser("ui", help="print (or --open) the URL of the running daemon's web dashboard",
                              description="The dashboard of the daemon's --http listener (/ui/): its URL on stdout, "
                              "how to log in and to tunnel it over SSH on stderr. The page asks for a token of "
@@ -550,6 +552,68 @@ def _add_token(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 
+def _add_alerts(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`orchestrator alerts [VERB]` and `orchestrator notify test NAME` (alerts.py)."""
+    alerts = commands.add_parser(
+        "alerts", help="the alerts of the AlertRules the daemon keeps: pending and firing, history, silences",
+        description="Without a verb: one row per pending or firing alert, NAME (the rule) PROCESS STATE SINCE VALUE "
+        "SEVERITY, `(muted)` when inhibited or silenced; then the silences in force. Rules and Notifiers are "
+        "manifests (kind: AlertRule, kind: Notifier) kept by `orchestrator apply`.")
+    alerts.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help='json: {"alerts", "rules", "notifiers", "silences"}')
+    alerts.set_defaults(handler=_handler("alerts", "alerts"))
+    verbs = alerts.add_subparsers(dest="action", metavar="VERB")
+    history = verbs.add_parser("history", help="the latest alert and notification events",
+                               description="AlertPending, AlertFiring, AlertResolved, AlertSilenced, NotificationSent "
+                               "and NotificationFailed events, oldest first.")
+    history.add_argument("--limit", type=int, default=100, help="at most this many, the latest (default 100)")
+    history.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    history.set_defaults(handler=_handler("alerts", "history"))
+    silence = verbs.add_parser(
+        "silence", help="mute matching alerts for a while",
+        description="Mute the alerts of a rule, or of a process, until --for has passed: they are neither sent "
+        "nor resolved meanwhile (their state goes on). Exit 0 made; 1 when nothing would match.")
+    silence.add_argument("--rule", metavar="RULE", help="an AlertRule, name or namespace/name")
+    silence.add_argument("--process", metavar="NAME", help="a process, name or namespace/name")
+    silence.add_argument("--for", dest="for_seconds", type=_seconds, required=True, metavar="S",
+                         help="how long, in seconds (such as 3600)")
+    silence.add_argument("--reason", default="", help="why (shown by `alerts` and in the event)")
+    silence.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    silence.set_defaults(handler=_handler("alerts", "silence"))
+    unsilence = verbs.add_parser("unsilence", help="end a silence now", description="End the silence ID (as "
+                                 "`alerts` lists it) now.")
+    unsilence.add_argument("id", metavar="ID")
+    unsilence.set_defaults(handler=_handler("alerts", "unsilence"))
+
+    cronjob = commands.add_parser(
+        "cronjob", help="the CronJobs the daemon keeps: list them, or run one now",
+        description="CronJobs are manifests (kind: CronJob) kept by `orchestrator apply`; each run is a Job named "
+        "CRONJOB-UNIXTIME that `get`, `describe` and `logs` show.")
+    cron_verbs = cronjob.add_subparsers(dest="action", metavar="VERB", required=True)
+    cron_list = cron_verbs.add_parser("list", help="NAME SCHEDULE ZONE SUSPEND ACTIVE LAST-SCHEDULE NEXT LAST-SUCCESS",
+                                      description="One row per CronJob.")
+    cron_list.add_argument("-o", "--output", choices=["text", "json"], default="text", help='json: {"cronjobs"}')
+    cron_list.set_defaults(handler=_handler("cronjobs", "list_cronjobs"))
+    cron_trigger = cron_verbs.add_parser(
+        "trigger", help="run it now, whatever its schedule",
+        description="Start a run of the CronJob NAME now (as kubectl create job --from=cronjob/NAME): its "
+        "concurrencyPolicy does not apply to it, and its schedule goes on as before. Exit 0 started; 1 no such "
+        "CronJob.")
+    cron_trigger.add_argument("name", metavar="NAME", help="the CronJob, name or namespace/name")
+    cron_trigger.set_defaults(handler=_handler("cronjobs", "trigger"))
+
+    notify = commands.add_parser("notify", help="try a Notifier", description="Try the Notifiers the daemon keeps.")
+    notify_verbs = notify.add_subparsers(dest="action", metavar="VERB", required=True)
+    test = notify_verbs.add_parser(
+        "test", help="send a test notification through NAME now and say whether it arrived",
+        description="Deliver one test alert (alertname orchestrator/test, severity info) through the Notifier NAME "
+        "now, outside the outbox: nothing is retried. Exit 0 delivered; 1 not (the reason is printed).")
+    test.add_argument("name", metavar="NAME", help="the Notifier, name or namespace/name")
+    test.add_argument("-o", "--output", choices=["text", "json"], default="text", help='json: {"delivered", "error", '
+                      '"seconds"}')
+    test.set_defaults(handler=_handler("alerts", "notify_test"))
+
+
 def _seconds(text: str) -> float:
     """An argument that is a number of seconds, 0 or more (else a usage error, exit 2)."""
     try:
@@ -685,13 +749,12 @@ def _suggest_for_a_mistyped_command(parser: argparse.ArgumentParser, words: list
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..core.gitsync import GitSyncSpec
-    from ..manifests.loader import load_desired
+    from ..manifests.loader import KeptSpec, kept_key, load_desired
     from .render.problems import problems_json, problems_text, validated_text
 
-    syncs: list[GitSyncSpec] = []  # GitSyncs are checked as well, though only the daemon keeps them
+    kept: list[KeptSpec] = []  # GitSyncs, AlertRules, Notifiers are checked as well, though only the daemon keeps them
     try:
-        specs, _ = load_desired(args.paths, syncs=syncs)
+        specs, _ = load_desired(args.paths, kept=kept)
     except ManifestError as error:
         if args.output == "json":
             print(problems_json(error.problems))
@@ -704,13 +767,13 @@ def _validate(args: argparse.Namespace) -> int:
     # Valid all the same: the host that runs them may have these programs; a start-first rollout may be meant.
     warnings = missing_programs(specs) + rollout_warnings(specs)
     if args.output == "json":
-        print(problems_json([], objects=len(specs) + len(syncs), warnings=warnings))
+        print(problems_json([], objects=len(specs) + len(kept), warnings=warnings))
     else:
         for warning in warnings:
             print(f"{warning.location}: warning: {warning.path}: {warning.message}", file=sys.stderr)
         files = len({spec.location.file for spec in specs if spec.location}
-                    | {sync.location.file for sync in syncs if sync.location})
-        print(validated_text([spec.key for spec in specs] + [f"gitsync/{sync.name}" for sync in syncs], files))
+                    | {other.location.file for other in kept if other.location})
+        print(validated_text([spec.key for spec in specs] + [kept_key(other) for other in kept], files))
     return EXIT_OK
 
 

@@ -64,6 +64,15 @@ class EventType(str, Enum):
     SELF_HEALED = "SelfHealed"
     PRUNE_SKIPPED = "PruneSkipped"
     ACCESS_DENIED = "AccessDenied"  # a request refused by the TCP listener (no valid token, a read token, a Host)
+    ALERT_PENDING = "AlertPending"  # an AlertRule's condition holds for a replica; not for long enough yet
+    ALERT_FIRING = "AlertFiring"
+    ALERT_RESOLVED = "AlertResolved"
+    ALERT_SILENCED = "AlertSilenced"  # a silence was made (or ended)
+    NOTIFICATION_SENT = "NotificationSent"
+    NOTIFICATION_FAILED = "NotificationFailed"  # a delivery failed (retried), or was given up
+    CRONJOB_RUN = "CronJobRun"  # a CronJob started a run (a Job of its own)
+    CRONJOB_SKIPPED = "CronJobSkipped"  # a due run not started (Forbid), or a run replaced (Replace)
+    CRONJOB_MISSED = "MissedSchedule"  # scheduled times passed while the daemon was down (or past the deadline)
 
 
 class Event(NamedTuple):

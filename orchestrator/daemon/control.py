@@ -276,8 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             last = self.headers.get("Last-Event-ID")
             app = self.server.app
             if route == "/events":
-                since = int(last) if last and last.strip().isdigit() else int(query.get("since", "0"))
-                frames = app.watch_events(since, query.get("key"))
+                frames = app.watch_events(resume_point(last, query.get("since")), query.get("key"))
             else:
                 frames = app.follow_log(query, last)
             self.send_response(HTTPStatus.OK)
@@ -287,12 +286,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.close_connection = True
-            self.connection.settimeout(FOLLOWER_WRITE_SECONDS)  # a reader that stops reading is let go
+            self.connection.settimeout(STREAM_WRITE_SECONDS)  # a reader that stops reading is let go
             # A small send buffer: a client that stops reading fills it soon, so its queue overflows and it is
             # let go, instead of the kernel holding megabytes of frames for it.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
             try:
                 for data in frames:
+                    if not data:  # a quiet tick: a client that closed gives its slot back now
+                        if client_gone(self.connection):
+                            break
+                        continue
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
@@ -314,8 +317,35 @@ class _Handler(BaseHTTPRequestHandler):
 
 OVERFLOW: Any = object()  # what a follower's iterator yields last when it fell behind and was let go
 FOLLOWER_QUEUE = 10_000  # events a follower may fall behind by; past that it is dropped, never waited for
-FOLLOWER_WRITE_SECONDS = 30.0
-STREAM_SEND_BUFFER = 32 * 1024  # bytes the kernel holds for one SSE client (it doubles it for its bookkeeping)  # a follower that takes no data for this long is disconnected
+FOLLOWER_WRITE_SECONDS = 30.0  # a follower that takes no data for this long is disconnected
+STREAM_WRITE_SECONDS = 10.0  # ... an SSE client (whose reconnect replays what it missed)
+STREAM_SEND_BUFFER = 32 * 1024  # bytes the kernel holds for one SSE client (it doubles it for its bookkeeping)
+
+
+def resume_point(last_event_id: str | None, since: str | None) -> int:
+    """Where a stream resumes: the client's Last-Event-ID (a reconnect), else `since`, else 0. ValueError (a
+    400) for what is not a whole number 0 or more."""
+    for value in (last_event_id, since):
+        if value is not None and value.strip():
+            number = int(value.strip())
+            if number < 0:
+                raise ValueError(f"an event id or offset is never negative: {number}")
+            return number
+    return 0
+
+
+def client_gone(connection: socket.socket) -> bool:
+    """Did the client of this connection close it (or reset it)? Looks without waiting and without taking
+    anything it sent (the raw socket's bytes are peeked, also under TLS)."""
+    raw = socket.socket(connection.family, connection.type, fileno=connection.fileno())
+    try:
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: still there
+    except OSError:
+        return True  # reset
+    finally:
+        raw.detach()  # a follower that takes no data for this long is disconnected
 
 
 def event_queue_iterator(

@@ -407,17 +407,19 @@ class GitSyncs:
 
     def _load(self, name: str, spec: GitSyncSpec, commit: str, tree: Path) -> list[ProcessSpec]:
         """The specs of an exported tree, located in the repo for problems, working dirs made stable."""
-        from ..core.gitsync import GitSyncSpec as Sync
+        from ..manifests.loader import KeptSpec, kept_kind
 
         where = f"gitsync/{name}@{commit[:7]}:"
-        nested: list[Sync] = []
+        nested: list[KeptSpec] = []
         if not any(p.suffix in (".yaml", ".yml") for p in tree.rglob("*")):
             specs: tuple[ProcessSpec, ...] = ()  # no manifest file at all: empty, as allowEmpty decides
         else:
             specs = self._read_tree(name, spec, commit, tree, nested)
         if nested:
             raise ManifestError([_relocated(Problem(s.location or Location(str(tree)), "kind", (
-                "a GitSync inside a synced path is not followed (sync add it on its own)")), tree, spec.path, where)
+                "a GitSync inside a synced path is not followed (sync add it on its own)" if kept_kind(s) == "GitSync"
+                else f"a {kept_kind(s)} inside a synced path is not kept yet: apply it with `orchestrator apply`")),
+                tree, spec.path, where)
                 for s in nested])
         if not specs and not spec.allow_empty:
             raise ManifestError([Problem(Location(f"{where}{spec.path}"), "", (
@@ -433,7 +435,7 @@ class GitSyncs:
 
         where = f"gitsync/{name}@{commit[:7]}:"
         try:  # ${NAME}s are never the daemon's, and envFrom stays inside the commit's tree
-            return load_specs([str(tree)], variables={}, syncs=nested, env_root=str(tree))
+            return load_specs([str(tree)], variables={}, kept=nested, env_root=str(tree))
         except ManifestError as error:
             raise ManifestError([_relocated(p, tree, spec.path, where) for p in error.problems]) from None
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import stat
 from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import UserError
+from ..host.secrets import read_secret as read_file_secret
 from .control import error_document
 
 MAX_BODY_BYTES = 1 << 20  # GitHub's push payloads are far smaller; Argo CD's default cap is 50 MB
-MAX_SECRET_BYTES = 4096
 
 
 class HookTarget:
@@ -32,24 +30,8 @@ class HookTarget:
 
 
 def read_secret(path: str) -> bytes:
-    """The secret of an owner-only regular file (not followed through a symlink), without its trailing newline."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as error:
-        raise UserError(f"webhook secret file {path}: {error.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"webhook secret file {path} is not a regular file")
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise UserError(f"webhook secret file {path} must be the daemon user's and not readable by others "
-                            "(chmod 600)")
-        data = os.read(fd, MAX_SECRET_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SECRET_BYTES or not data.strip():
-        raise UserError(f"webhook secret file {path}: expected one secret of at most {MAX_SECRET_BYTES} bytes")
-    return data.rstrip(b"\r\n")
+    """A sync's webhook secret (host/secrets.py's rules)."""
+    return read_file_secret(path, "webhook secret file")
 
 
 def signature_matches(secret: bytes, body: bytes, headers: Any) -> bool:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.gitsync import GitSyncSpec
 from ..core.model import ProcessSpec
 from ..manifests.cache import SpecCache
 from ..manifests.files import ReadLimits, Source
-from ..manifests.loader import load_sources
+from ..manifests.loader import KeptSpec, load_sources
 
 
 def sent_limits(value: Any) -> ReadLimits:
@@ -45,9 +44,9 @@ def sent_variables(value: Any) -> dict[str, str]:
 
 
 def load_sent(body: dict[str, Any], cache: SpecCache, used: dict[str, str | None] | None = None,
-              syncs: list[GitSyncSpec] | None = None) -> tuple[ProcessSpec, ...]:
+              kept: list[KeptSpec] | None = None) -> tuple[ProcessSpec, ...]:
     """The specs of the manifest texts in `body`; raises ManifestError listing every problem. `used`
-    collects the ${NAME}s they used, with their values; `syncs` the GitSyncs among them (without it, a
-    GitSync is a problem)."""
+    collects the ${NAME}s they used, with their values; `kept` the GitSyncs, AlertRules and Notifiers among
+    them (without it, each is a problem)."""
     return load_sources(sent_sources(body), sent_limits(body.get("limits")), cache,
-                        variables=sent_variables(body.get("variables")), used=used, syncs=syncs)
+                        variables=sent_variables(body.get("variables")), used=used, kept=kept)

@@ -39,7 +39,9 @@ from ..host.statedir import no_link, prepare_state_dir, take_lock
 from ..host.subreaper import wake_on_child_exit
 from ..manifests.cache import SpecCache
 from ..planning import graph
+from .alerting import Alerting
 from .control import PREFIX, Conflict, ControlServer, event_queue_iterator
+from .cronjobs import CronJobs
 from .gitsyncs import GitSyncs
 from .hooks import HookTarget
 from .operations import Operations
@@ -83,6 +85,7 @@ class Daemon:
         self.events = EventBus(itertools.count(self.store.last_event_id() + 1))
         self._unsaved: list[Event] = []  # events wait for the end of the pass, so a respawn never waits on disk
         self._unsaved_lock = threading.Lock()
+        self._saving = threading.Lock()  # held from taking _unsaved to committing it (_event_backlog)
         self._store_busy = False  # the last save met another program's lock
         self._lost_unmended = ""  # what became of state.db, when a new one could not be made
         self._retry: threading.Timer | None = None  # the pass that saves again, while the store is busy
@@ -112,8 +115,14 @@ class Daemon:
         self.gitsyncs = GitSyncs(state_dir, self.ops, self._call, self.events.emit, self.clock.wall)
         self.ops.on_owned_change = self.gitsyncs.note_change
         self.ops.automated = self.gitsyncs.automated
+        self.alerting = Alerting(self.store, self.events.emit, self.clock.wall, self.sampler, self.reconciler.post)
+        self.events.subscribe(self.alerting.on_event)
+        self.sampler.on_pass = self.alerting.after_sampling
+        self.cronjobs = CronJobs(self.store, self.ops, self.events.emit, self.clock.wall, self.reconciler.post,
+                                 state_dir / "logs")
+        self.events.subscribe(self.cronjobs.on_event)
         self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache,
-                             self.gitsyncs, state_dir / "logs")
+                             self.gitsyncs, state_dir / "logs", self.alerting, self.cronjobs)
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
@@ -125,7 +134,8 @@ class Daemon:
         """Load the latest revision and adopt what the records say runs (before anything is started)."""
         latest = self.store.latest_revision()
         records = self.store.load_records()
-        if latest is None and not records:
+        kept = any(self.store.get_meta(name) for name in ("runs", "cronjobs", "alert_rules", "notifiers", "gitsyncs"))
+        if latest is None and not records and not kept:  # (a daemon of CronJobs only has no revision)
             self._refuse_to_start_from_nothing()
         self.ops.restore(latest)
         boot = _boot_id()
@@ -143,6 +153,8 @@ class Daemon:
         if self.role == "daemon":
             self.watches.restore()
             self.gitsyncs.restore()
+            self.alerting.restore()
+            self.cronjobs.restore()
 
     def _refuse_to_start_from_nothing(self) -> None:
         """An empty state database, while processes started for this state dir run: state.db was deleted or
@@ -268,6 +280,8 @@ class Daemon:
         self._closed = True
         self.watches.stop_all()
         self.gitsyncs.stop_all()
+        self.alerting.close()
+        self.cronjobs.close()
         if self.http is not None:
             self.http.stop()
         if self.server is not None:
@@ -299,11 +313,22 @@ class Daemon:
                 return None
             return self.ops.event_json(None, event)
 
-        # Subscribed before the backlog is read, so nothing falls between the two; what is in both (saved
-        # while the backlog was read) is dropped by the iterator.
+        # Subscribed before the backlog is read, so nothing falls between the two (_event_backlog: the saved
+        # events and those not saved yet); what is in both is dropped by the iterator.
         return event_queue_iterator(self.events.subscribe, self.events.unsubscribe,
-                                    lambda: [self.ops.event_json(i, e) for i, e in self.store.events(since=since, key=key)],
+                                    lambda: self._event_backlog(since, key),
                                     convert)
+
+    def _event_backlog(self, since: int, key: str | None) -> list[dict[str, Any]]:
+        """Every event after `since` (of `key`'s object only, if given): those saved, then those emitted and
+        not saved yet (the end of the pass saves them). Read under _saving, so none is in between: taken
+        from _unsaved and not yet committed."""
+        with self._saving:
+            saved = self.store.events(since=since, key=key)
+            with self._unsaved_lock:
+                pending = [e for e in self._unsaved
+                           if e.id is not None and e.id > since and (key is None or e.key == key)]
+        return [self.ops.event_json(i, e) for i, e in saved] + [self.ops.event_json(None, e) for e in pending]
 
     def watch_events(self, since: int, key: str | None) -> Iterator[bytes]:
         """The event log from `since` on, then live, as server-sent events (streams.py)."""
@@ -316,14 +341,15 @@ class Daemon:
             return None if key is not None and event.key != key else self.ops.event_json(None, event)
 
         return event_frames(self.events.subscribe, self.events.unsubscribe,
-                            lambda: [self.ops.event_json(i, e) for i, e in self.store.events(since=since, key=key)],
+                            lambda: self._event_backlog(since, key),
                             convert)
 
     def follow_log(self, query: dict[str, str], last_event_id: str | None) -> Iterator[bytes]:
         """One replica's log, from the client's Last-Event-ID (or `since`, an offset) or its last `tail`
         lines, then as it is written, as server-sent events (streams.py)."""
         from ..host.logread import tail_start
-        from .streams import log_frames, resume_point
+        from .control import resume_point
+        from .streams import log_frames
 
         log = self.routes.log_file(query)
         if last_event_id or query.get("since"):
@@ -367,6 +393,8 @@ class Daemon:
         cache = self.spec_cache
         return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.state_dir), "limits": self.limits_how,
                 "http": self.http.url if self.http is not None else None,
+                "streams": (self.server.streams.open if self.server is not None else 0)
+                + (self.http.streams.open if self.http is not None else 0),
                 "documents": {"cached": len(cache), "hits": cache.hits, "misses": cache.misses}}
 
     def _hooked(self, name: str) -> None:
@@ -402,17 +430,21 @@ class Daemon:
         While another program holds the database's write lock, supervision does not wait for it: what is
         unsaved stays in memory (events up to MAX_UNSAVED_EVENTS) and a pass a second later tries again; one
         event says so, and one says when run state is saved again."""
-        with self._unsaved_lock:
-            events, self._unsaved = self._unsaved, []
         try:
             self.store.save_records(records)
-            self.store.add_events(events)
+            with self._saving:  # a follower's backlog finds each event in the store or in _unsaved
+                with self._unsaved_lock:
+                    events, self._unsaved = self._unsaved, []
+                try:
+                    self.store.add_events(events)
+                except StoreBusy:
+                    with self._unsaved_lock:
+                        self._unsaved = (events + self._unsaved)[-MAX_UNSAVED_EVENTS:]
+                    raise
             if self.reconciler.rollouts_changed:
                 self.ops.rollouts.save()
             self._guard_sockets()
         except StoreBusy as error:
-            with self._unsaved_lock:
-                self._unsaved = (events + self._unsaved)[-MAX_UNSAVED_EVENTS:]
             if not self._store_busy:
                 self._store_busy = True
                 self.events.emit(Event(self.clock.wall(), EventType.STORE_BUSY, "",
@@ -485,9 +517,9 @@ class Daemon:
         have the values the `apply --watch` that started the watch gave them."""
         from ..manifests.loader import load_specs
 
-        syncs: list[Any] = []
+        kept: list[Any] = []
         try:
-            specs = load_specs(paths, cache=self.spec_cache, variables=variables, syncs=syncs)
+            specs = load_specs(paths, cache=self.spec_cache, variables=variables, kept=kept)
         except ManifestError as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", problems_summary(error.problems)))
             return
@@ -500,9 +532,7 @@ class Daemon:
         body = {"paths": paths, "prune": prune, "watched": True, "user": "watch", "git_commit": commit,
                 "git_dirty": dirty}
         try:
-            self._call(lambda r: self.ops.apply(body, specs))
-            for sync in syncs:
-                self.gitsyncs.put(sync)
+            self._call(lambda r: self.routes.apply_kept(body, specs, kept))
         except (ManifestError, UserError, Conflict) as error:
             self.events.emit(Event(self.clock.wall(), EventType.INVALID, "", f"not applied: {error}"))
 

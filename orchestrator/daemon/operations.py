@@ -13,11 +13,11 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.clock import Clock
-from ..core.errors import ManifestError, StoreBusy
+from ..core.errors import ManifestError, OrchestratorError, StoreBusy
 from ..core.events import Event, EventBus, EventType
 from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
 from ..engine.reconcile import Reconciler
@@ -58,18 +58,54 @@ class Operations:
         self._owners_unsaved = False
         # Told of every change not made by a sync that touches an owned object (GitSyncs.note_change: drift),
         # and asked whether a sync applies on its own (then a rollback of its objects is refused).
+        # The Jobs of CronJob runs (daemon/cronjobs.py): desired beside the revision's specs, never in a
+        # revision (a schedule would fill the history; a rollback would bring back old runs). Kept in meta "runs".
+        self.runs: dict[str, ProcessSpec] = {}
         self.on_owned_change: Callable[[set[str]], None] = lambda keys: None
         self.automated: Callable[[str], bool] = lambda owner: False
 
     def restore(self, latest: Revision | None) -> None:
         """Take up the latest revision as the desired state (before anything is started)."""
-        if latest is None:
+        if latest is None:  # CronJob runs are desired without any revision (a daemon of CronJobs only)
+            self.runs = self._runs_from_meta(set())
+            if self.runs:
+                self.reconciler.set_desired(graph.desired_state(self.runs.values()))
+                self.created.update(self._created_from_meta())
             return
         self.revision = latest.number
-        self.reconciler.set_desired(graph.desired_state(latest.specs))
+        self.runs = self._runs_from_meta({spec.key for spec in latest.specs})
+        self.reconciler.set_desired(graph.desired_state([*latest.specs, *self.runs.values()]))
         self.created = {spec.key: latest.at for spec in latest.specs}
         self.created.update(self._created_from_meta())
         self.owners = {k: v for k, v in self._json_meta("owners").items() if isinstance(v, str)}
+
+    def set_runs(self, runs: Mapping[str, ProcessSpec]) -> None:
+        """The CronJob runs now desired (on the loop's thread): those gone are stopped and forgotten, new
+        ones start, as any desired change; no revision is made."""
+        base = [spec for key, spec in self.reconciler.desired.specs.items() if key not in self.runs]
+        self.runs = dict(runs)
+        self.store.set_meta("runs", json.dumps([codec.spec_to_document(spec) for spec in self.runs.values()]))
+        now = self.clock.wall()
+        for key in self.runs:
+            self.created.setdefault(key, now)
+        self.reconciler.set_desired(graph.desired_state([*base, *self.runs.values()],
+                                                        previous=self.reconciler.desired))
+
+    def _runs_from_meta(self, taken: set[str]) -> dict[str, ProcessSpec]:
+        raw = self.store.get_meta("runs")
+        try:
+            documents = json.loads(raw) if raw else []
+        except ValueError:
+            documents = []
+        runs: dict[str, ProcessSpec] = {}
+        for document in documents if isinstance(documents, list) else []:
+            try:
+                spec = codec.spec_from_document(document)
+            except (OrchestratorError, ValueError, KeyError, TypeError):
+                spec = None  # a run this release cannot read is dropped, not fatal
+            if spec is not None and spec.key not in taken:  # a revision's object of the same name wins
+                runs[spec.key] = spec
+        return runs
 
     def objects(self, query: dict[str, str]) -> dict[str, Any]:
         documents = status.objects(self.reconciler.desired, self.reconciler.records, self.reconciler.waiting,
@@ -147,6 +183,8 @@ class Operations:
         applied = {spec.key for spec in specs}
         if body.get("prune"):
             for key, spec in current.items():
+                if key in self.runs:
+                    continue  # a CronJob's run: its CronJob's (pruned with it, daemon/cronjobs.py)
                 if key not in applied and spec.location is not None and _under(spec.location.file, paths):
                     del new[key]
                     results.append(_result(spec, "pruned", spec))
@@ -196,6 +234,8 @@ class Operations:
                                    "first")
         results = [_result(self.reconciler.desired.specs[k], "deleted", None) for k in keys]
         if not body.get("dry_run") and keys:
+            if any(key in self.runs for key in keys):  # a CronJob's run deleted by hand: not desired any more
+                self.set_runs({k: s for k, s in self.runs.items() if k not in keys})
             self._commit(graph.desired_state(remaining.values()), "delete", body, [], ", ".join(keys))
         return {"revision": self.revision, "results": results}
 
@@ -254,7 +294,8 @@ class Operations:
             raise NotFound(f"no revision {target} (see `orchestrator history`)")
         current = self.reconciler.desired.specs
         kept_keys = {s.key for s in revision.specs}
-        touched = [s.key for s in revision.specs if current.get(s.key) != s] + [k for k in current if k not in kept_keys]
+        touched = [s.key for s in revision.specs if current.get(s.key) != s] + [
+            k for k in current if k not in kept_keys and k not in self.runs]
         self._refuse_owned([k for k in touched if self.automated(self.owners.get(k, ""))], "rollback", body)
         # Holds of `orchestrator stop` are the operator's, not a revision's: as an apply, a rollback keeps them.
         revision = dataclasses.replace(revision, specs=tuple(_with_hold(s, current.get(s.key)) for s in revision.specs))
@@ -262,7 +303,7 @@ class Operations:
                            ("unchanged" if current[s.key] == s else "configured"), current.get(s.key))
                    for s in revision.specs]
         kept = {s.key for s in revision.specs}
-        results += [_result(s, "pruned", s) for k, s in current.items() if k not in kept]
+        results += [_result(s, "pruned", s) for k, s in current.items() if k not in kept and k not in self.runs]
         self._commit(graph.desired_state(revision.specs), "rollback", body, list(revision.paths),
                      f"to revision {revision.number}")
         return {"revision": self.revision, "results": results}
@@ -381,10 +422,14 @@ class Operations:
                 message: str = "") -> None:
         before = self.reconciler.desired.specs
         now = self.clock.wall()
-        created = {key: self.created.get(key, now) for key in desired.specs}
+        # CronJob runs are desired beside the revision, never in it (whatever the change started from).
+        kept = [spec for key, spec in desired.specs.items() if key not in self.runs]
+        if self.runs:
+            desired = graph.desired_state([*kept, *self.runs.values()], previous=desired)
+        created = {key: self.created.get(key, now) for key in desired.specs}  # the runs' too (a rollback has none)
         # StoreBusy here (another program holds the database's lock) means: nothing changed, try again.
         self.revision = self.store.add_revision(
-            list(desired.specs.values()), action=action, paths=paths, user=str(body.get("user", "")),
+            kept, action=action, paths=paths, user=str(body.get("user", "")),
             git_commit=body.get("git_commit"), git_dirty=body.get("git_dirty"), message=message,
         )
         self.created = created

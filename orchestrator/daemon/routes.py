@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from ..core.alerting import AlertRuleSpec, NotifierSpec
+from ..core.cronjob import CronJobSpec
 from ..core.gitsync import GitSyncSpec
 from ..core.model import ProcessSpec, ReplicaId
 from ..engine.reconcile import Reconciler
@@ -21,8 +23,11 @@ from ..host.logs import log_path
 from ..host.metrics import Sampler
 from ..manifests import codec
 from ..manifests.cache import SpecCache
+from ..manifests.loader import KeptSpec
 from ..planning.health import limit_health, worst
+from .alerting import HISTORY_TYPES, Alerting
 from .control import Conflict, NotFound
+from .cronjobs import CronJobs
 from .gitsyncs import GitSyncs
 from .intake import load_sent
 from .operations import Operations
@@ -37,8 +42,11 @@ Call = Callable[[Callable[[Reconciler], Any]], Any]  # run on the reconciler's t
 
 class Routes:
     def __init__(self, ops: Operations, call: Call, sampler: Sampler, health: Callable[[], dict[str, Any]],
-                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache, gitsyncs: GitSyncs, log_dir: Path) -> None:
+                 shutdown: Callable[[], dict[str, Any]], cache: SpecCache, gitsyncs: GitSyncs, log_dir: Path,
+                 alerting: Alerting, cronjobs: CronJobs) -> None:
         self.ops = ops
+        self.alerting = alerting
+        self.cronjobs = cronjobs
         self.log_dir = log_dir
         self.gitsyncs = gitsyncs
         self.call = call
@@ -50,7 +58,7 @@ class Routes:
             ("GET", "/objects"): lambda q, b: self._objects(q),
             ("GET", "/desired"): lambda q, b: call(lambda r: ops.desired()),
             ("POST", "/apply"): self._apply,
-            ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache, syncs=[])]},
+            ("POST", "/documents"): lambda q, b: {"specs": [codec.spec_to_json(s) for s in load_sent(b, cache, kept=[])]},
             ("POST", "/delete"): lambda q, b: call(lambda r: ops.delete(b)),
             ("POST", "/restart"): lambda q, b: call(lambda r: ops.restart(b)),
             ("POST", "/stop"): lambda q, b: call(lambda r: ops.hold(b, stopped=True)),
@@ -66,6 +74,14 @@ class Routes:
             ("GET", "/logs"): self._logs,
             ("GET", "/usage"): self._usage,
             ("GET", "/whoami"): lambda q, b: {"scope": "admin", "via": "unix", "read_only": False},
+            ("GET", "/alerts"): lambda q, b: call(lambda r: alerting.listing()),
+            ("GET", "/alerts/history"): lambda q, b: {"events": [ops.event_json(i, e) for i, e in ops.store.events(
+                since=int(q.get("since", "0")), limit=int(q.get("limit", "100")), types=HISTORY_TYPES)]},
+            ("POST", "/alerts/silence"): lambda q, b: call(lambda r: alerting.silence(b)),
+            ("POST", "/alerts/unsilence"): lambda q, b: call(lambda r: alerting.unsilence(b)),
+            ("POST", "/notifiers/test"): lambda q, b: alerting.test(str(b.get("name") or "")),
+            ("GET", "/cronjobs"): lambda q, b: call(lambda r: cronjobs.listing()),
+            ("POST", "/cronjobs/trigger"): lambda q, b: call(lambda r: cronjobs.trigger(str(b.get("name") or ""))),
             ("POST", "/unwatch"): lambda q, b: call(lambda r: ops.watches.remove([str(p) for p in b.get("paths", [])])),
         }
 
@@ -94,16 +110,34 @@ class Routes:
 
     def _apply(self, query: Query, body: Body) -> dict[str, Any]:
         """Manifest texts (or an API client's specs) are read and checked here, on the request's thread; only
-        the result goes to the loop. GitSyncs among them are kept after the specs are applied."""
+        the result goes to the loop. GitSyncs, AlertRules and Notifiers among them are kept after the specs
+        are applied (the alerting ones checked before: a rule naming no notifier refuses the whole apply)."""
         used: dict[str, str | None] = {}
-        syncs: list[GitSyncSpec] = []
-        loaded = load_sent(body, self.cache, used, syncs) if "files" in body else self.ops.decode(body)
+        kept: list[KeptSpec] = []
+        loaded = load_sent(body, self.cache, used, kept) if "files" in body else self.ops.decode(body)
         body = {**body, "variables": used}  # what a watch keeps: the values used, not the whole environment
-        answer: dict[str, Any] = self.call(lambda r: self.ops.apply(body, loaded))
-        for spec in syncs:
-            result = self.gitsyncs.put(spec, dry_run=bool(body.get("dry_run")))["result"]
-            answer["results"].append({"key": f"gitsync/{spec.name}", "kind": "GitSync", "result": result,
-                                      "restart": False, "stopped": False})
+        answer: dict[str, Any] = self.call(lambda r: self.apply_kept(body, loaded, kept))
+        return answer
+
+    def apply_kept(self, body: Body, loaded: Sequence[ProcessSpec], kept: Sequence[KeptSpec]) -> dict[str, Any]:
+        """On the loop's thread: the specs, then what the daemon keeps beside them (apply, and a watch)."""
+        alerting = [spec for spec in kept if isinstance(spec, (AlertRuleSpec, NotifierSpec))]
+        cronjobs = [spec for spec in kept if isinstance(spec, CronJobSpec)]
+        dry_run = bool(body.get("dry_run"))
+        self.alerting.put(alerting, dry_run=True)  # refuses before anything is applied
+        answer: dict[str, Any] = self.ops.apply(body, loaded)
+        for spec in kept:
+            if isinstance(spec, GitSyncSpec):
+                result = self.gitsyncs.put(spec, dry_run=dry_run)["result"]
+                answer["results"].append({"key": spec.name, "kind": "GitSync", "result": result,  # gitsync/NAME
+                                          "restart": False, "stopped": False})
+        answer["results"] += self.alerting.put(alerting, dry_run=dry_run)
+        answer["results"] += self.cronjobs.put(cronjobs, dry_run=dry_run)
+        if body.get("prune"):
+            paths = [str(p) for p in body.get("paths", [])]
+            applied = {f"{'alertrule' if isinstance(s, AlertRuleSpec) else 'notifier'}/{s.key}" for s in alerting}
+            answer["results"] += self.alerting.prune(applied, paths, dry_run)
+            answer["results"] += self.cronjobs.prune({s.key for s in cronjobs}, paths, dry_run)
         return answer
 
     def _put_sync(self, query: Query, body: Body) -> dict[str, Any]:

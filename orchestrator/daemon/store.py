@@ -409,10 +409,15 @@ class Store:
             self._events = count  # after the commit, as the rows are, and before another thread counts
         return ids
 
-    def events(self, since: int = 0, limit: int | None = None, key: str | None = None) -> list[tuple[int, Event]]:
-        """Events with id > `since` (of object `key` only, if given), oldest first; with `limit`, the last ones."""
+    def events(self, since: int = 0, limit: int | None = None, key: str | None = None,
+               types: Sequence[str] = ()) -> list[tuple[int, Event]]:
+        """Events with id > `since` (of object `key` only, if given; of these `types` only, if given), oldest
+        first; with `limit`, the last ones."""
         where = "id > ?" + ("" if key is None else " AND key = ?")
         parameters: list[object] = [since] + ([] if key is None else [key])
+        if types:
+            where += f" AND type IN ({','.join('?' * len(types))})"
+            parameters += list(types)
         with self._read() as db:
             if limit is None:
                 rows = db.execute(f"{_EVENT} WHERE {where} ORDER BY id", parameters).fetchall()

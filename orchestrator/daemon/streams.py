@@ -9,8 +9,10 @@ Bounded: at most MAX_STREAMS streams are open at once on a server (control.py's 
 503). A client is never
 waited for: its events wait in a queue of QUEUE, and one that falls further behind is sent `event: overflow`
 and let go (process-compose drops a slow consumer the same way); its reconnect replays what it missed. A
-client that stops reading is cut when a write has waited WRITE_SECONDS. Keep-alive comments go out every
-KEEPALIVE_SECONDS, only while a stream is open: with no client connected nothing here wakes.
+client that stops reading is cut when a write has waited (control.py's STREAM_WRITE_SECONDS). Keep-alive
+comments go out every KEEPALIVE_SECONDS; a quiet stream yields b"" every TICK_SECONDS, when the server looks
+whether its client closed (so a closed tab gives its slot back within about a second). Only while a stream is
+open: with no client connected nothing here wakes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .control import OVERFLOW, event_queue_iterator
 
 QUEUE = 100  # events one client may fall behind by before it is sent `overflow` and closed
 KEEPALIVE_SECONDS = 15.0
+TICK_SECONDS = 1.0  # while a stream is quiet, how often its server looks whether the client went away
 RETRY_MILLISECONDS = 2000  # how long a browser's EventSource waits before it reconnects
 LOG_POLL_SECONDS = 0.2  # a followed log file is looked at this often (only while a client follows it)
 TAIL_DEFAULT = 100
@@ -45,34 +48,30 @@ def opening() -> bytes:
 KEEPALIVE = b": keepalive\n\n"
 
 
-def resume_point(last_event_id: str | None, since: str | None) -> int:
-    """Where a stream resumes: the client's Last-Event-ID (a reconnect), else `since`, else 0."""
-    for value in (last_event_id, since):
-        if value is not None and value.strip():
-            number = int(value.strip())
-            if number < 0:
-                raise ValueError(f"an event id or offset is never negative: {number}")
-            return number
-    return 0
-
-
 def event_frames(subscribe: Callable[[Callable[[Any], None]], None],
                  unsubscribe: Callable[[Callable[[Any], None]], None],
                  backlog: Callable[[], list[dict[str, Any]]],
                  convert: Callable[[Any], dict[str, Any] | None],
                  keepalive_seconds: float = KEEPALIVE_SECONDS, capacity: int = QUEUE) -> Iterator[bytes]:
     """The event log as SSE frames (`event: event`, id = the event's number), then live events; ends with an
-    `overflow` frame when the client fell `capacity` events behind."""
+    `overflow` frame when the client fell `capacity` events behind. b"" at each quiet tick."""
     yield opening()
     last = None
-    for item in event_queue_iterator(subscribe, unsubscribe, backlog, convert, keepalive_seconds, capacity):
+    quiet = 0.0
+    for item in event_queue_iterator(subscribe, unsubscribe, backlog, convert, TICK_SECONDS, capacity):
         if item is None:
-            yield KEEPALIVE
+            quiet += TICK_SECONDS
+            if quiet >= keepalive_seconds:
+                quiet = 0.0
+                yield KEEPALIVE
+            else:
+                yield b""
         elif item is OVERFLOW:
             yield frame({"message": "this client fell behind: reconnect with Last-Event-ID to replay the rest",
                          "last_id": last}, event="overflow")
             return
         else:
+            quiet = 0.0
             last = item.get("id")
             yield frame(item, event="event", id=last)
 
@@ -107,7 +106,7 @@ def log_frames(log: Path, start: int, still_wanted: Callable[[], bool], poll_sec
     for item in backlog:
         yield frame(item, event="line", id=item["next"])
     cursor = Cursor(log, start)
-    quiet_since = time.monotonic()
+    quiet_since = ticked = time.monotonic()
     held_since: float | None = None
     while still_wanted():
         lines, written = cursor.read()
@@ -126,8 +125,11 @@ def log_frames(log: Path, start: int, still_wanted: Callable[[], bool], poll_sec
                 # resuming at the new file's start.
                 yield frame(document, event="line", id=0 if line.copied else document["next"])
         elif now - quiet_since >= keepalive_seconds:
-            quiet_since = now
+            quiet_since = ticked = now
             yield KEEPALIVE
+        elif now - ticked >= TICK_SECONDS:
+            ticked = now
+            yield b""
         time.sleep(poll_seconds)
 
 

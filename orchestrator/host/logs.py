@@ -40,6 +40,22 @@ def open_log(log_dir: Path, replica: ReplicaId) -> int:
         return os.open(path, flags, 0o600)
 
 
+def remove_logs(log_dir: Path, replica: ReplicaId) -> None:
+    """Delete a replica's log, its index and their rotated copies (a CronJob's run past its history limit:
+    nothing writes them any more)."""
+    path = log_path(log_dir, replica)
+    index = index_path(path)
+    for base in (path, index):
+        base.unlink(missing_ok=True)
+        for copy in base.parent.glob(glob_escape(base.name) + ".*"):
+            if copy.name[len(base.name) + 1:].split(".", 1)[0].isdigit():  # NAME.log.1, NAME.log.1.partial
+                copy.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def index_path(log: Path) -> Path:
     """The time index beside a log file: a.0.log -> a.0.idx, and a rotated a.0.log.2 -> a.0.idx.2."""
     stem, dot, rest = log.name.rpartition(".log")

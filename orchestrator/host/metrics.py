@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..core.model import Autoscale, ProcessIdentity, ReplicaId
 from ..planning.autoscale import recommend
-from .observe import sample_trees
+from .observe import sample_trees, started_at
 
 HISTORY = 60  # samples kept per replica
 
@@ -32,6 +32,17 @@ class Sample:
 ScaleCallback = Callable[[str, int, str], None]
 
 
+def _young_average(identity: ProcessIdentity, cpu_seconds: float, now: float, interval: float) -> float | None:
+    """The first sample's cpu: for a process that started within two intervals, its average since its start
+    (what an interval would have shown: an alert on a process that starts hot need not wait a second pass);
+    None for an older one (adopted after a restart: its lifetime average says little about now)."""
+    started = started_at(identity.start_ticks)
+    if started is None:
+        return None
+    life = now - started
+    return 100.0 * cpu_seconds / life if 0.1 <= life <= 2 * interval else None
+
+
 class Sampler:
     """Also the autoscaler's eyes: after each pass it averages each autoscaled pool's CPU, asks
     autoscale.recommend, and posts a new size through `on_scale(key, size, why)`; it never scales itself."""
@@ -44,6 +55,7 @@ class Sampler:
         self.interval = interval
         self.proportional = proportional
         self.on_scale = on_scale
+        self.on_pass: Callable[[], None] | None = None  # after each pass (alerting evaluates then)
         self.pools_only = pools_only
         self._pools: dict[str, tuple[Autoscale, int]] = {}
         self._pool_history: dict[str, list[tuple[float, float]]] = {}
@@ -121,13 +133,15 @@ class Sampler:
                     elapsed = max(1e-6, now - before.at)
                     percent: float | None = max(0.0, 100.0 * (cpu_seconds - before.cpu_seconds) / elapsed)
                 else:
-                    percent = None
+                    percent = _young_average(identity, cpu_seconds, now, self.interval)
                 history.append(Sample(now, percent, cpu_seconds, rss, pss))
             decisions = self._autoscale(time.monotonic())
         self.last_pass_seconds = time.perf_counter() - started
         if self.on_scale is not None:
             for key, size, why in decisions:
                 self.on_scale(key, size, why)
+        if self.on_pass is not None:
+            self.on_pass()
 
     def _autoscale(self, now: float) -> list[tuple[str, int, str]]:
         """Fold this pass into each pool's history; the pools whose size should change, and why."""

@@ -102,6 +102,23 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def started_at(start_ticks: int) -> float | None:
+    """The wall time a process started, from its start in clock ticks since boot (None without /proc/uptime).
+    The boot time is taken once: a wall clock stepped later shifts it (fine for what it serves: an average
+    over a young process's life)."""
+    global _BOOT
+    if _BOOT is None:  # /proc/uptime to the hundredth of a second (/proc/stat's btime is whole seconds)
+        try:
+            with open("/proc/uptime", "rb") as handle:
+                _BOOT = time.time() - float(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+    return _BOOT + start_ticks / _TICKS
+
+
+_BOOT: float | None = None
+
+
 def proportional_bytes(pid: int) -> int:
     """The process's proportional set size (PSS: its private pages, and its share of pages it shares with
     others) from /proc/PID/smaps_rollup; 0 when it cannot be read. Costs a walk of its page tables: read

@@ -31,6 +31,9 @@ PATTERN_WORDS = {
     r"^(tcp://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}|unix:/.+)$": "a listen "
     "address: tcp://HOST:PORT, tcp://[IPv6]:PORT or unix:/absolute/path",
     "^0?[0-7]{3}$": "an octal mode such as '0660'",
+    "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$": "a name or NAMESPACE/NAME: each "
+    "a DNS label of lowercase letters, digits and '-', starting and ending with a letter or digit",
+    "^[!#\\$%&'*+.^_`|~0-9A-Za-z-]+$": "a valid header name: letters, digits and !#$%&'*+.^_`|~-",
 }
 TYPE_WORDS = {
     "string": "a string",
@@ -136,6 +139,18 @@ def _probe_action(probe: Any) -> tuple[FieldPath, str, bool]:
     return (), f"give only one of {', '.join(map(repr, _ACTIONS))}, got {', '.join(named[:-1])} and {named[-1]}", False
 
 
+def _webhook_or_exec(spec: Any) -> tuple[FieldPath, str, bool]:
+    if isinstance(spec, dict) and "webhook" in spec and "exec" in spec:
+        return ("exec",), "give only one of 'webhook' and 'exec': a Notifier sends one way", True
+    return (), "missing required field: one of 'webhook', 'exec' (how the Notifier sends)", False
+
+
+def _schedule_or_interval(spec: Any) -> tuple[FieldPath, str, bool]:
+    if isinstance(spec, dict) and "schedule" in spec and "intervalSeconds" in spec:
+        return ("intervalSeconds",), "give schedule or intervalSeconds, not both: each says when runs are due", True
+    return (), "missing required field: one of 'schedule', 'intervalSeconds' (when runs are due)", False
+
+
 RULE_WORDS: dict[str, Callable[[Any], tuple[FieldPath, str, bool]]] = {
     "string command needs shell": lambda _: (
         ("command",), "command is a string: set shell: true or give an argv list", False),
@@ -148,6 +163,10 @@ RULE_WORDS: dict[str, Callable[[Any], tuple[FieldPath, str, bool]]] = {
         True),
     "mode only for unix sockets": lambda _: (
         ("mode",), "mode is for unix sockets only: a tcp socket has no file to set it on", True),
+    "forSeconds or consecutive": lambda _: (
+        ("consecutive",), "give forSeconds or consecutive, not both: each says when a breach fires", True),
+    "webhook or exec": _webhook_or_exec,
+    "schedule or intervalSeconds": _schedule_or_interval,
 }
 _RULE_KEYWORDS = {"then", "else", "oneOf", "anyOf", "not"}  # a rule's own combinators: what makes it fail
 _NAMED = {"properties", "patternProperties", "prefixItems"}  # followed by the name or index the value is at
@@ -210,6 +229,11 @@ def _field_hint(key: str, known: Sequence[str], path: FieldPath) -> str:
     if path == ("spec",):
         elsewhere = [kind for (_, kind), s in schemas().items() if key in s["properties"]["spec"]["properties"]]
         if elsewhere:
-            return f" (only a {' or '.join(elsewhere)} has it)"
+            article = "an" if elsewhere[0][0] in "AEIOU" else "a"
+            return f" (only {article} {' or '.join(elsewhere)} has it)"
+    if path == ("spec", "jobTemplate"):  # a CronJob's runs are Jobs: a Process's field is no typo either
+        process = schemas().get(("orchestrator/v1", "Process"), {}).get("properties", {}).get("spec", {})
+        if key in process.get("properties", {}):
+            return " (only a Process has it: each run of a CronJob is a Job)"
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

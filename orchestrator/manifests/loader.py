@@ -2,7 +2,8 @@
 
 Each file's text is cut into its documents (at `---` lines), each read within its budget (documents.py),
 validated against its JSON Schema (schema.py, with errors in words by explain.py), checked across fields
-(rules.py) and built into a spec; envFrom dotenv files are read here. With a cache (cache.py), a document
+(rules.py) and built into a spec (specs.py; the kinds the daemon keeps by their own modules); envFrom dotenv
+files are read here. With a cache (cache.py), a document
 validated before costs a hash. Every problem in every file is collected into one ManifestError.
 
 Never: graph checks beyond calling planning's (missing dependencies, cycles: graph.py), touching processes,
@@ -19,32 +20,12 @@ from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..core.alerting import ALERT_RULE_KIND, NOTIFIER_KIND, AlertRuleSpec, NotifierSpec
+from ..core.cronjob import CRONJOB_KIND, CronJobSpec
 from ..core.errors import Location, ManifestError, Problem
 from ..core.gitsync import GITSYNC_KIND, GitSyncSpec
-from ..core.model import (
-    DEFAULT_NAMESPACE,
-    Backoff,
-    Condition,
-    Dependency,
-    DesiredState,
-    Kind,
-    LogPolicy,
-    Probes,
-    ProcessSpec,
-    RestartPolicy,
-    Shutdown,
-)
-from ..core.reader import Reader
-from ..core.units import parse_quantity
+from ..core.model import DEFAULT_NAMESPACE, DesiredState, ProcessSpec
 from ..planning import graph
-from .codec import (
-    autoscale_from_document,
-    hooks_from_document,
-    limits_from_document,
-    probe_from_document,
-    read_sockets,
-    read_strategy,
-)
 from .documents import Document, FieldPath, dotted, parse_documents, plain_scalar
 from .explain import PATTERN_WORDS, explain
 from .files import (
@@ -60,6 +41,7 @@ from .files import (
 from .interpolate import InterpolationError, interpolate
 from .rules import check_rules, listen_key
 from .schema import full_validator, is_valid, schemas
+from .specs import build_spec
 
 if TYPE_CHECKING:
 
@@ -67,19 +49,46 @@ if TYPE_CHECKING:
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# The kinds the daemon keeps, apart from processes: collected into a `kept` list, never run by the loader's caller.
+KeptSpec = GitSyncSpec | AlertRuleSpec | NotifierSpec | CronJobSpec
+KEPT_KINDS = (GITSYNC_KIND, ALERT_RULE_KIND, NOTIFIER_KIND, CRONJOB_KIND)
+
+
+def kept_key(spec: KeptSpec) -> str:
+    """How a kept spec is named beside processes: `gitsync/NAME`, `alertrule/NS/NAME`, `notifier/NS/NAME`,
+    `cronjob/NS/NAME`."""
+    if isinstance(spec, GitSyncSpec):
+        return f"gitsync/{spec.name}"
+    return f"{kept_kind(spec).lower()}/{spec.key}"
+
+
+def kept_kind(spec: KeptSpec) -> str:
+    """The kind of a kept spec: GitSync, AlertRule, Notifier or CronJob."""
+    return (GITSYNC_KIND if isinstance(spec, GitSyncSpec) else ALERT_RULE_KIND if isinstance(spec, AlertRuleSpec)
+            else CRONJOB_KIND if isinstance(spec, CronJobSpec) else NOTIFIER_KIND)
+
+
+def _kept_by_daemon(kind: str) -> str:
+    from .alerting import ALERT_RULE_KEPT_BY_DAEMON, NOTIFIER_KEPT_BY_DAEMON
+    from .cronjobs import CRONJOB_KEPT_BY_DAEMON
+    from .gitsyncs import KEPT_BY_DAEMON
+
+    return {GITSYNC_KIND: KEPT_BY_DAEMON, ALERT_RULE_KIND: ALERT_RULE_KEPT_BY_DAEMON,
+            NOTIFIER_KIND: NOTIFIER_KEPT_BY_DAEMON, CRONJOB_KIND: CRONJOB_KEPT_BY_DAEMON}[kind]
+
 
 
 def load_desired(paths: Sequence[str], used: dict[str, str | None] | None = None,
-                 syncs: list[GitSyncSpec] | None = None) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
+                 kept: list[KeptSpec] | None = None) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
     """The specs of `paths` and the desired state they make, or a ManifestError listing every problem.
-    `syncs`: where GitSyncs go (load_sources)."""
-    specs = load_specs(paths, used=used, syncs=syncs)
+    `kept`: where GitSyncs, AlertRules, Notifiers and CronJobs go (load_sources)."""
+    specs = load_specs(paths, used=used, kept=kept)
     return specs, graph.desired_state(specs)
 
 
 def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
                variables: Mapping[str, str] | None = None, used: dict[str, str | None] | None = None,
-               syncs: list[GitSyncSpec] | None = None, env_root: str | None = None) -> tuple[ProcessSpec, ...]:
+               kept: list[KeptSpec] | None = None, env_root: str | None = None) -> tuple[ProcessSpec, ...]:
     """Every Process and Job in the files and directories `paths`, in file and document order, with their
     ${NAME}s taken from `variables` (default: this process's environment). `env_root`: envFrom files must
     lie under it, links resolved (a GitSync's tree: a commit may not read the host's files into problems).
@@ -90,7 +99,7 @@ def load_specs(paths: Sequence[str], cache: SpecCache | None = None,
     limits = ReadLimits.from_environment(os.environ)
     sources, problems = read_sources(paths, limits)
     return load_sources(sources, limits, cache, problems, os.environ if variables is None else variables, used,
-                        syncs, env_root)
+                        kept, env_root)
 
 
 def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source], list[Problem]]:
@@ -108,20 +117,24 @@ def read_sources(paths: Sequence[str], limits: ReadLimits) -> tuple[list[Source]
 
 def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache | None = None,
                  problems: Sequence[Problem] = (), variables: Mapping[str, str] | None = None,
-                 used: dict[str, str | None] | None = None, syncs: list[GitSyncSpec] | None = None,
+                 used: dict[str, str | None] | None = None, kept: list[KeptSpec] | None = None,
                  env_root: str | None = None) -> tuple[ProcessSpec, ...]:
     """The specs of manifest texts, checked as load_specs checks files; with a cache, a document validated
     before (same file, same text, same envFrom files, same values of the ${NAME}s it used) costs a hash
     instead of a parse and a validation. `variables`: what ${NAME} means (interpolate.py; none given: every
-    reference is unset); `used` collects the names looked up, with their values. `syncs` collects the
-    GitSyncs, each valid one built (gitsyncs.py); without it (a caller that cannot keep them, such as a
-    foreground run) a GitSync is a problem. Their names are their own: `gitsync/NAME`, apart from processes."""
+    reference is unset); `used` collects the names looked up, with their values. `kept` collects what the
+    daemon keeps, each valid one built: GitSyncs (gitsyncs.py), AlertRules and Notifiers (alerting.py),
+    CronJobs (cronjobs.py); without it (a caller that cannot keep them, such as a foreground run) each of them
+    is a problem. Their names are their own, apart from processes: `gitsync/NAME`, `alertrule/NS/NAME`,
+    `notifier/NS/NAME`, `cronjob/NS/NAME` (kept_key). An AlertRule whose condition needs a limit is checked against the processes of the same load
+    (alerting.check_limits)."""
     given: Mapping[str, str] = variables if variables is not None else {}
     used = used if used is not None else {}
     found = list(problems)
     specs: list[ProcessSpec] = []
     names: dict[str, Location] = {}
-    sync_names: dict[str, Location] = {}  # gitsync/NAME: a GitSync has no namespace, nor a process's name
+    kept_names: dict[str, Location] = {}  # kept_key: apart from processes' (a namespace may be called gitsync)
+    rules: list[tuple[AlertRuleSpec, Location]] = []  # with where each asks for a limit, for check_limits
     listens: dict[str, tuple[str, str, Location]] = {}  # listen address -> the first process, socket and place
     for source in sources:
         chunks = split_documents(source.text)
@@ -146,20 +159,23 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             valid: list[tuple[ProcessSpec, Location]] = []
             env_files: list[str] = []
             names_used: set[str] = set()
-            holds_sync = False  # the cache keeps ProcessSpecs only: a chunk with a GitSync is read afresh
+            holds_kept = False  # the cache keeps ProcessSpecs only: a chunk with a GitSync (...) is read afresh
             for doc in documents:
                 built, doc_problems, read_env = _document_spec(doc, given, names_used, env_root)
                 chunk_problems += doc_problems
                 env_files += read_env
-                if isinstance(doc.value, dict) and doc.value.get("kind") == GITSYNC_KIND:
-                    holds_sync = True
-                    found += _check_unique(doc, sync_names)
-                    if syncs is None:
-                        from .gitsyncs import KEPT_BY_DAEMON
+                kind = doc.value.get("kind") if isinstance(doc.value, dict) else None
+                if kind in KEPT_KINDS:
+                    holds_kept = True
+                    found += _check_unique(doc, kept_names)
+                    if kept is None:
+                        chunk_problems.append(Problem(doc.at(("kind",)), "kind", _kept_by_daemon(str(kind))))
+                    elif isinstance(built, (GitSyncSpec, AlertRuleSpec, NotifierSpec, CronJobSpec)):
+                        kept.append(built)
+                    if isinstance(built, AlertRuleSpec) and built.needs_limit:
+                        from .alerting import limit_field
 
-                        chunk_problems.append(Problem(doc.at(("kind",)), "kind", KEPT_BY_DAEMON))
-                    elif isinstance(built, GitSyncSpec):
-                        syncs.append(built)
+                        rules.append((built, doc.at(limit_field(built))))
                     continue
                 found += _check_unique(doc, names)
                 if isinstance(built, ProcessSpec):
@@ -170,10 +186,14 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             found += chunk_problems
             chunk_used = {name: given.get(name) for name in names_used}
             used.update(chunk_used)
-            if cache is not None and not chunk_problems and not holds_sync:
+            if cache is not None and not chunk_problems and not holds_kept:
                 cache.put(source.file, text, first_line, valid, env_files, chunk_used)
     # A dependency on a document that is itself invalid is not reported as missing a second time.
     found += graph.check(specs, also_defined=frozenset(names))
+    if rules:
+        from .alerting import check_limits
+
+        found += check_limits(rules, specs)
     if found:
         raise ManifestError(list(dict.fromkeys(found)))
     return tuple(specs)
@@ -186,12 +206,14 @@ def _check_unique(doc: Document, names: dict[str, Location]) -> list[Problem]:
     metadata = value.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         return []
-    if value.get("kind") == GITSYNC_KIND:
+    kind = value.get("kind")
+    if kind == GITSYNC_KIND:
         return _check_name(f"gitsync/{metadata['name']}", GITSYNC_KIND, doc.at(("metadata", "name")), names)
     namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str):
         return []
-    return _check_name(f"{namespace}/{metadata['name']}", value.get("kind"), doc.at(("metadata", "name")), names)
+    prefix = f"{str(kind).lower()}/" if kind in KEPT_KINDS else ""  # alertrule/NS/NAME, cronjob/NS/NAME, ...
+    return _check_name(f"{prefix}{namespace}/{metadata['name']}", kind, doc.at(("metadata", "name")), names)
 
 
 def _check_name(key: str, kind: object, where: Location, names: dict[str, Location]) -> list[Problem]:
@@ -216,7 +238,7 @@ def _check_listens(spec: ProcessSpec, locations: Sequence[Location],
 
 
 def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str], env_root: str | None = None,
-                   ) -> tuple[ProcessSpec | GitSyncSpec | None, list[Problem], list[str]]:
+                   ) -> tuple[ProcessSpec | KeptSpec | None, list[Problem], list[str]]:
     """Validate one document; build its spec when nothing is wrong with it. Also: the envFrom files it read."""
     value = doc.value
     if not isinstance(value, dict):
@@ -241,15 +263,37 @@ def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str], 
         if problems:
             return None, list(dict.fromkeys(problems)), []
         return build_gitsync(doc, value), [], []
+    if kind in (ALERT_RULE_KIND, NOTIFIER_KIND):  # as a GitSync: no envFrom, no command of a process
+        from . import alerting  # only where one is
+
+        check, build = ((alerting.check_alert_rule_rules, alerting.build_alert_rule) if kind == ALERT_RULE_KIND
+                        else (alerting.check_notifier_rules, alerting.build_notifier))
+        if isinstance(spec, dict):
+            problems = _one_message_each(problems, check(doc, spec))
+        if problems:
+            return None, list(dict.fromkeys(problems)), []
+        return build(doc, value), [], []
     env: dict[str, str] = {}
     env_files: list[str] = []
+    if kind == CRONJOB_KIND:  # its jobTemplate is read as a Job's spec is: envFrom, env, the Job rules
+        from .cronjobs import TEMPLATE, build_cronjob, check_cronjob_rules
+
+        template = spec.get("jobTemplate") if isinstance(spec, dict) else None
+        if isinstance(spec, dict):
+            problems = _one_message_each(problems, check_cronjob_rules(doc, spec))
+        if isinstance(template, dict):
+            env, env_problems, env_files = _environment(doc, template, variables, used, env_root, TEMPLATE)
+            problems += env_problems
+        if problems:
+            return None, list(dict.fromkeys(problems)), env_files
+        return build_cronjob(doc, value, env), [], env_files
     if isinstance(spec, dict):
         problems = _one_message_each(problems, check_rules(doc, spec))
         env, env_problems, env_files = _environment(doc, spec, variables, used, env_root)
         problems += env_problems
     if problems:
         return None, list(dict.fromkeys(problems)), env_files
-    return _build_spec(doc, value, env), [], env_files
+    return build_spec(doc, value, env), [], env_files
 
 
 def _one_message_each(schema_problems: list[Problem], rule_problems: list[Problem]) -> list[Problem]:
@@ -336,9 +380,10 @@ def _interpolate_document(doc: Document, value: dict[str, Any], variables: Mappi
 
 
 def _environment(doc: Document, spec: dict[str, Any], variables: Mapping[str, str], used: set[str],
-                 env_root: str | None = None) -> tuple[dict[str, str], list[Problem], list[str]]:
+                 env_root: str | None = None, at: FieldPath = ("spec",),
+                 ) -> tuple[dict[str, str], list[Problem], list[str]]:
     """envFrom files in order, then `env` over them, and the files read. Entries the schema refused are
-    skipped, not read."""
+    skipped, not read. `at`: where the spec is in the document (a CronJob's jobTemplate: spec.jobTemplate)."""
     folder = os.path.dirname(doc.file)
     env: dict[str, str] = {}
     problems: list[Problem] = []
@@ -347,7 +392,7 @@ def _environment(doc: Document, spec: dict[str, Any], variables: Mapping[str, st
     for index, source in enumerate(sources if isinstance(sources, list) else ()):
         if not isinstance(source, dict) or not isinstance(source.get("file"), str) or not source["file"]:
             continue
-        path: FieldPath = ("spec", "envFrom", index, "file")
+        path: FieldPath = (*at, "envFrom", index, "file")
         file = os.path.join(folder, source["file"])
         if env_root is not None and not _inside(file, env_root):
             problems.append(Problem(doc.at(path), dotted(path), (
@@ -451,67 +496,3 @@ def _read_env_file(file: str, at: Location, field_path: str, variables: Mapping[
                 continue
         found[name] = value
     return ({}, problems) if problems else (found, [])
-
-
-def _build_spec(doc: Document, value: dict[str, Any], env: dict[str, str]) -> ProcessSpec:
-    metadata: dict[str, Any] = value["metadata"]
-    spec: dict[str, Any] = value["spec"]
-    command = spec["command"]
-    backoff = spec.get("backoff", {})
-    shutdown = spec.get("shutdown", {})
-    logs = spec.get("logs", {})
-    folder = os.path.abspath(os.path.dirname(doc.file))
-    body = Reader(spec, "spec")  # validated: the typed reads cannot fail
-    defaults = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested)
-    return ProcessSpec(
-        name=metadata["name"],
-        namespace=metadata.get("namespace", defaults.namespace),
-        kind=Kind(value["kind"]),
-        labels=tuple(sorted(metadata.get("labels", {}).items())),
-        command=(command,) if isinstance(command, str) else tuple(command),
-        shell=spec.get("shell", defaults.shell),
-        working_dir=os.path.normpath(os.path.join(folder, spec.get("workingDir", "."))),
-        env=tuple(sorted(env.items())),
-        user=spec.get("user"),
-        # An autoscaled pool starts at its minimum; the autoscaler moves it from there.
-        replicas=int(spec["autoscale"]["min"]) if "autoscale" in spec else int(spec.get("replicas", defaults.replicas)),
-        priority=int(spec.get("priority", defaults.priority)),
-        restart_policy=RestartPolicy(spec.get("restartPolicy", defaults.restart_policy)),
-        success_exit_codes=tuple(int(c) for c in spec.get("successExitCodes", defaults.success_exit_codes)),
-        backoff=Backoff(
-            initial_seconds=float(backoff.get("initialSeconds", Backoff.initial_seconds)),
-            max_seconds=float(backoff.get("maxSeconds", Backoff.max_seconds)),
-            multiplier=float(backoff.get("multiplier", Backoff.multiplier)),
-            reset_after_seconds=float(backoff.get("resetAfterSeconds", Backoff.reset_after_seconds)),
-        ),
-        max_restarts=int(spec["maxRestarts"]) if "maxRestarts" in spec else None,
-        restart_window_seconds=float(spec.get("restartWindowSeconds", defaults.restart_window_seconds)),
-        backoff_limit=int(spec.get("backoffLimit", defaults.backoff_limit)),
-        depends_on=tuple(
-            Dependency(
-                name=item["name"],
-                condition=Condition(item.get("condition", Condition.STARTED)),
-                location=doc.at(("spec", "dependsOn", index)),
-            )
-            for index, item in enumerate(spec.get("dependsOn", ()))
-        ),
-        restart_with_dependency=bool(spec.get("restartWithDependency", False)),
-        shutdown=Shutdown(
-            signal=shutdown.get("signal", Shutdown.signal),
-            timeout_seconds=float(shutdown.get("timeoutSeconds", Shutdown.timeout_seconds)),
-        ),
-        logs=LogPolicy(
-            max_bytes=parse_quantity(logs.get("maxBytes", LogPolicy.max_bytes)),
-            keep=int(logs.get("keep", LogPolicy.keep)),
-        ),
-        probes=Probes(**{kind: probe_from_document(spec["probes"][kind])
-                         for kind in ("startup", "readiness", "liveness") if kind in spec.get("probes", {})}),
-        hooks=hooks_from_document(spec.get("hooks", {})),
-        limits=limits_from_document(spec.get("resources", {})),
-        autoscale=autoscale_from_document(spec.get("autoscale")),
-        cpu_affinity=tuple(spec.get("cpuAffinity", ())),
-        io_class=spec.get("ioClass"),
-        sockets=read_sockets(body),
-        strategy=read_strategy(body),
-        location=doc.keys.get(("apiVersion",)) or doc.at(()),
-    )

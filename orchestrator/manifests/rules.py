@@ -104,16 +104,17 @@ def _nul_paths(value: Any, path: FieldPath = ()) -> list[FieldPath]:
     return []
 
 
-def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
-    """The rules JSON Schema cannot say (the module's docstring lists them), each problem located."""
+def check_rules(doc: Document, spec: dict[str, Any], at: FieldPath = ("spec",)) -> list[Problem]:
+    """The rules JSON Schema cannot say (the module's docstring lists them), each problem located; `at` is where
+    the spec is in the document (a CronJob's jobTemplate: spec.jobTemplate)."""
     problems: list[Problem] = []
-    for path in _nul_paths(spec, ("spec",)):
+    for path in _nul_paths(spec, at):
         problems.append(Problem(doc.at(path), dotted(path), "contains a NUL character"))
-    for path in _empty_programs(spec, ("spec",)):
+    for path in _empty_programs(spec, at):
         problems.append(Problem(doc.at(path), dotted(path), _EMPTY_PROGRAM))
-    for path, message in _pattern_problems(spec, ("spec",)):
+    for path, message in _pattern_problems(spec, at):
         problems.append(Problem(doc.at(path), dotted(path), message))
-    for path, message in _rollout_problems(spec, ("spec",)):
+    for path, message in _rollout_problems(spec, at):
         problems.append(Problem(doc.at(path), dotted(path), message))
     command, shell = spec.get("command"), spec.get("shell", False)
     program = command[0] if isinstance(command, list) and command and isinstance(command[0], str) else ""
@@ -121,7 +122,7 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
         # ["python3 app.py"]: execve looks for a program called "python3 app.py", and never finds it.
         words = program.split()
         problems.append(Problem(
-            doc.at(("spec", "command", 0)), "spec.command[0]",
+            doc.at((*at, "command", 0)), dotted((*at, "command", 0)),
             f"the program {program!r} holds a space: give each word its own item ({words!r}), or set shell: true"))
     backoff = spec.get("backoff")
     if isinstance(backoff, dict):
@@ -133,7 +134,7 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
         )
         if numbers and initial > ceiling:
             where: FieldPath = (
-                ("spec", "backoff", "initialSeconds") if "initialSeconds" in backoff else ("spec", "backoff")
+                (*at, "backoff", "initialSeconds") if "initialSeconds" in backoff else (*at, "backoff")
             )
             problems.append(
                 Problem(
@@ -144,12 +145,12 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     size = logs.get("maxBytes") if isinstance(logs, dict) else None
     # Only a size the schema's pattern accepted: one mistake is reported once.
     if isinstance(size, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?", size):
-        at: FieldPath = ("spec", "logs", "maxBytes")
+        size_at: FieldPath = (*at, "logs", "maxBytes")
         try:
             if parse_quantity(size) < 1:
-                problems.append(Problem(doc.at(at), dotted(at), f"must be at least 1 byte, got {size!r}"))
+                problems.append(Problem(doc.at(size_at), dotted(size_at), f"must be at least 1 byte, got {size!r}"))
         except ValueError as error:
-            problems.append(Problem(doc.at(at), dotted(at), str(error)))
+            problems.append(Problem(doc.at(size_at), dotted(size_at), str(error)))
     limits = spec.get("resources", {}).get("limits") if isinstance(spec.get("resources"), dict) else None
     if isinstance(limits, dict):
         for limit, parse in (("memory", parse_quantity), ("cpu", parse_cpu)):
@@ -158,13 +159,13 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
                 try:
                     parse(value)
                 except ValueError as error:
-                    limit_path: FieldPath = ("spec", "resources", "limits", limit)
+                    limit_path: FieldPath = (*at, "resources", "limits", limit)
                     problems.append(Problem(doc.at(limit_path), dotted(limit_path), str(error)))
     auto = spec.get("autoscale")
     if isinstance(auto, dict):
         low, high = auto.get("min"), auto.get("max")
         if isinstance(low, int) and isinstance(high, int) and low > high:
-            problems.append(Problem(doc.at(("spec", "autoscale", "min")), "spec.autoscale.min",
+            problems.append(Problem(doc.at((*at, "autoscale", "min")), dotted((*at, "autoscale", "min")),
                                     f"min ({low}) is larger than max ({high})"))
     seen: dict[str, int] = {}
     listed: FieldPath
@@ -173,8 +174,8 @@ def check_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
         if isinstance(name, str):
             first = seen.setdefault(name, index)
             if first != index:
-                listed = ("spec", "dependsOn", index, "name")
-                message = f"{name!r} is already listed at spec.dependsOn[{first}]"
+                listed = (*at, "dependsOn", index, "name")
+                message = f"{name!r} is already listed at {dotted((*at, 'dependsOn', first))}"
                 problems.append(Problem(doc.at(listed), dotted(listed), message))
     return problems
 
