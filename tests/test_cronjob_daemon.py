@@ -444,3 +444,20 @@ def test_trigger_starts_a_run_at_once_and_names_a_missing_cronjob(orch: Orchestr
     missing = orch("cronjob", "trigger", "nope")
     assert missing.returncode == 1 and "no CronJob nope" in missing.stderr, missing
     assert "Traceback" not in missing.stderr
+
+
+def test_a_run_whose_dependency_is_missing_is_refused_alone(orch: Orchestrator, tmp_path: Path) -> None:
+    """A jobTemplate whose dependsOn names no object: its run is not started (said), and nothing else is held
+    up: other applies go on, and the daemon starts again."""
+    apply(orch, "m/cron.yaml", cronjob("broken", ["true"], job={"dependsOn": [{"name": "missing"}]},
+                                       schedule=NEVER))
+    refused = orch("cronjob", "trigger", "broken")
+    assert refused.returncode == 1 and "no run of default/broken could be started" in refused.stderr, refused
+    [event] = wait_for(lambda: orch.events("CronJobSkipped", "broken"), timeout=5, what="the refusal's event")
+    assert "not started" in event["message"] and "missing" in event["message"]
+    apply(orch, "m/web.yaml", process("web"))  # an unrelated apply is not refused because of it
+    orch.wait_running("web")
+    orch.ok("shutdown")
+    orch.ok("apply", "-f", str(orch.root / "m"))  # a new daemon starts, with the CronJob kept
+    orch.wait_running("web")
+    assert [c["key"] for c in json.loads(orch.ok("cronjob", "list", "-o", "json"))["cronjobs"]] == ["default/broken"]

@@ -135,7 +135,7 @@ class EventBus:
         last), so that every subscriber, a live follower as much as the store, sees the same id."""
         self._subscribers: list[Subscriber] = []
         self._numbers = numbers
-        self._numbering = threading.Lock()
+        self._numbering = threading.RLock()
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers = [*self._subscribers, subscriber]  # copy on write: emit may run on another thread
@@ -144,9 +144,14 @@ class EventBus:
         self._subscribers = [s for s in self._subscribers if s is not subscriber]
 
     def emit(self, event: Event) -> None:
-        if self._numbers is not None and event.id is None:
-            with self._numbering:  # emitted from several threads: one id each, in order
+        # Emitted from several threads: one id each, and every subscriber gets them in that order (a follower
+        # that resumes after id n must have had every id below it). Reentrant: a subscriber may emit.
+        with self._numbering:
+            if self._numbers is not None and event.id is None:
                 event = event._replace(id=next(self._numbers))
+            self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         for subscriber in self._subscribers:
             try:
                 subscriber(event)

@@ -31,12 +31,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.alerting import AlertRuleSpec, NotifierSpec
-from ..core.errors import Location, ManifestError, Problem
+from ..core.errors import Location, ManifestError, Problem, StoreBusy
 from ..core.events import Event, EventType
 from ..core.model import ReplicaId
 from ..host.metrics import Sampler
 from ..planning import alerts as plan
-from ..planning.alert_conditions import Usage, breaching, judge, selection, snapshot
+from ..planning.alert_conditions import Replica, Usage, breaching, judge, selection, snapshot
 from .control import Conflict, NotFound
 
 Post = Callable[[Callable[[Any], None]], None]  # run on the reconciler's thread
@@ -282,11 +282,13 @@ class Alerting:
         for fingerprint, state in self.alerts.items():
             if state.state != plan.AlertStatus.RESOLVED:
                 alerted.setdefault(state.rule, {})[_replica_of(state)] = fingerprint
+        by_key: dict[str, list[Replica]] = {}
+        for replica in table.values():
+            by_key.setdefault(replica.rid.key, []).append(replica)
         for key, rule in self.rules.items():
             policy = self._policies[key]
             restarts = self._restarts_within(rule, now) if rule.condition == "restarts" else {}
-            chosen = set(self._selected.get(key, ()))
-            replicas = [replica for rid, replica in table.items() if rid.key in chosen]
+            replicas = [replica for process in self._selected.get(key, ()) for replica in by_key.get(process, ())]
             found = breaching(rule, replicas, restarts)
             have = alerted.pop(key, {})
             for rid, value in found.items():
@@ -308,9 +310,13 @@ class Alerting:
             if timing is None:
                 continue
             if state.state == plan.AlertStatus.PENDING and timing.consecutive is None:
-                wake.append(state.active_at + timing.for_seconds)
+                due_at: float | None = state.active_at + timing.for_seconds
             elif state.state == plan.AlertStatus.FIRING and timing.keep_firing_for and state.last_true_at:
-                wake.append(state.last_true_at + timing.keep_firing_for)
+                due_at = state.last_true_at + timing.keep_firing_for
+            else:
+                due_at = None
+            if due_at is not None and due_at > now:  # past: decided by the next sample (not a loop now)
+                wake.append(due_at)
         muted = self._muted(now)
         by_rule: dict[str, list[plan.AlertState]] = {}
         for state in self.alerts.values():
@@ -413,6 +419,12 @@ class Alerting:
         self.store.set_meta("notifiers", json.dumps([notifier_to_document(n) for n in self.notifiers.values()]))
 
     def _save_state(self, now: float) -> None:
+        try:
+            self._write_state(now)
+        except StoreBusy:
+            pass  # another program holds the database: the state is in memory, saved with the next change
+
+    def _write_state(self, now: float) -> None:
         self.store.set_meta("alerts", json.dumps({
             "saved_at": now,
             "states": [_state_json(s) for s in self.alerts.values()],
@@ -496,7 +508,14 @@ class Outbox:
                     if self._closed:
                         return
                     now = self.wall()
-                    ready = [e for e in self.entries if e["notifier"] not in self._busy]
+                    # Per notifier, its oldest notification first: a group's later one (a resolve) never
+                    # overtakes an earlier one (its firing) waiting in backoff.
+                    oldest: dict[str, dict[str, Any]] = {}
+                    for e in self.entries:
+                        if e["notifier"] not in self._busy and (e["notifier"] not in oldest or e["created"] <
+                                                                oldest[e["notifier"]]["created"]):
+                            oldest[e["notifier"]] = e
+                    ready = list(oldest.values())
                     if not self.entries:
                         self._thread = None  # nothing left: this thread ends; the next add starts one
                         return
@@ -562,7 +581,10 @@ class Outbox:
                         f"{entry['notifier']} ({entry['group']}): {message}"))
 
     def _save(self) -> None:
-        self.store.set_meta("outbox", json.dumps(self.entries))
+        try:
+            self.store.set_meta("outbox", json.dumps(self.entries))
+        except StoreBusy:
+            pass  # another program holds the database: what waits is in memory, saved with the next change
 
 
 def _instance(rid: ReplicaId, process: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ import queue
 import selectors
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
@@ -337,6 +338,17 @@ def resume_point(last_event_id: str | None, since: str | None) -> int:
 def client_gone(connection: socket.socket) -> bool:
     """Did the client of this connection close it (or reset it)? Looks without waiting and without taking
     anything it sent (the raw socket's bytes are peeked, also under TLS)."""
+    if isinstance(connection, ssl.SSLSocket):  # a TLS close is a close_notify record: data, until TLS reads it
+        timeout = connection.gettimeout()
+        connection.settimeout(0)
+        try:
+            return connection.recv(1) == b""  # a stream's client sends nothing: taking a byte loses nothing
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ssl.SSLError):
+            return True
+        finally:
+            connection.settimeout(timeout)
     raw = socket.socket(connection.family, connection.type, fileno=connection.fileno())
     try:
         return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core.cronjob import RUN_LABEL, CronJobSpec
-from ..core.errors import Location, ManifestError
+from ..core.errors import Location, ManifestError, problems_summary
 from ..core.events import Event, EventType
 from ..core.model import Phase, ProcessSpec, ReplicaId
 from ..host.logs import remove_logs
 from ..planning import cron
 from ..planning.policy import Step, next_step
 from ..planning.status import replica_phase
-from .control import NotFound
+from .control import Conflict, NotFound
 
 Post = Callable[[Callable[[Any], None]], None]
 FINISHED = {EventType.EXITED, EventType.SUCCEEDED, EventType.FAILED, EventType.START_FAILED}
@@ -52,6 +52,7 @@ class CronJobs:
         self.specs: dict[str, CronJobSpec] = {}
         self.states: dict[str, dict[str, Any]] = {}  # key -> {"created", "last_scheduled", "last_success"}
         self.zone = local_zone()
+        self._replaced: dict[str, int] = {}  # runs stopped by Replace -> replicas: their logs go once they ended
         self._timer: threading.Timer | None = None
         self._guard = threading.Lock()
 
@@ -133,7 +134,9 @@ class CronJobs:
         create job --from=cronjob/NAME`)."""
         spec = self.specs[self._key(name)]
         now = self.wall()
-        run = self._start(spec, now, "triggered by hand")
+        run = self._start(spec, now, "triggered by hand", by_hand=True)
+        if run is None:
+            raise Conflict(f"no run of {spec.key} could be started: see `orchestrator events {spec.key}`")
         return {"cronjob": spec.key, "job": run.key}
 
     def listing(self) -> dict[str, Any]:
@@ -187,15 +190,24 @@ class CronJobs:
             return
         if what is cron.Concurrency.REPLACE:
             self.ops.set_runs({k: s for k, s in self.ops.runs.items() if k not in active})
+            self._replaced.update({key: max(1, spec.job.replicas) for key in active})
             self._event(EventType.CRONJOB_SKIPPED, spec.key, f"{', '.join(active)} stopped: replaced by the run of "
                         f"{_when(scheduled)} (concurrencyPolicy Replace)")
         self._start(spec, scheduled, f"scheduled for {_when(scheduled)}")
 
-    def _start(self, spec: CronJobSpec, scheduled: float, why: str) -> ProcessSpec:
+    def _start(self, spec: CronJobSpec, scheduled: float, why: str, by_hand: bool = False) -> ProcessSpec | None:
+        """Start the run for `scheduled` (None when it cannot: said in an event)."""
         run = spec.run(scheduled)
+        if run.key in self.ops.runs and not by_hand:
+            return None  # started already, and adopted (the daemon died before it saved the schedule time)
         if run.key in self.ops.runs or run.key in self.ops.reconciler.desired.specs:
             run = spec.run(max(scheduled, self.wall()) + 1)  # a trigger in the same second as a scheduled run
-        self.ops.set_runs({**self.ops.runs, run.key: run})
+        try:
+            self.ops.set_runs({**self.ops.runs, run.key: run})
+        except ManifestError as error:  # its dependsOn names no object: nothing else is held up by it
+            self._event(EventType.CRONJOB_SKIPPED, spec.key, f"{run.key} not started: "
+                        f"{problems_summary(error.problems)}")
+            return None
         self._event(EventType.CRONJOB_RUN, spec.key, f"started {run.key}: {why}")
         return run
 
@@ -214,11 +226,17 @@ class CronJobs:
                 if phase == Phase.SUCCEEDED and (state.get("last_success") or 0) < at:
                     state["last_success"] = at
             doomed |= set(cron.prune(finished, spec.successful_jobs_history_limit, spec.failed_jobs_history_limit))
-        owners = {spec.name for spec in self.specs.values()}
+        owners = {(spec.namespace, spec.name) for spec in self.specs.values()}
         for key, run in self.ops.runs.items():
-            owner = dict(run.labels).get(RUN_LABEL)
+            owner = (run.namespace, dict(run.labels).get(RUN_LABEL))
             if owner not in owners and self._phase(run) is not None:
                 doomed.add(key)
+        records = self.ops.reconciler.records
+        for key, count in list(self._replaced.items()):  # replaced runs: their logs, once they have stopped
+            if not any(ReplicaId(key, i) in records for i in range(count)):
+                for index in range(count):
+                    remove_logs(self.log_dir, ReplicaId(key, index))
+                del self._replaced[key]
         if doomed:
             replicas = {key: self.ops.runs[key].replicas for key in doomed}
             self.ops.set_runs({k: s for k, s in self.ops.runs.items() if k not in doomed})

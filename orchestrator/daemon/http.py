@@ -384,16 +384,23 @@ UI_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charse
             ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 
-@functools.cache
 def _ui_file(name: str) -> tuple[bytes, str] | None:
-    """A file of daemon/ui/ by its plain name (nothing else is reachable: no folders, no dot files)."""
+    """A file of daemon/ui/ by its plain name; nothing else is reachable (no folders, no dot files), and a
+    name not in the folder costs nothing (they are listed once)."""
+    return _ui_files().get(name)
+
+
+@functools.cache
+def _ui_files() -> dict[str, tuple[bytes, str]]:
     folder = Path(__file__).with_name("ui")
-    if "/" in name or "\\" in name or name.startswith(".") or Path(name).suffix not in UI_TYPES:
-        return None
+    files = {}
     try:
-        return (folder / name).read_bytes(), UI_TYPES[Path(name).suffix]
+        for path in folder.iterdir():
+            if path.is_file() and not path.name.startswith(".") and path.suffix in UI_TYPES:
+                files[path.name] = (path.read_bytes(), UI_TYPES[path.suffix])
     except OSError:
-        return None
+        pass
+    return files
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:

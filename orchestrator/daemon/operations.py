@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.clock import Clock
-from ..core.errors import ManifestError, OrchestratorError, StoreBusy
+from ..core.errors import ManifestError, OrchestratorError, StoreBusy, problems_summary
 from ..core.events import Event, EventBus, EventType
 from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
 from ..engine.reconcile import Reconciler
@@ -69,12 +69,12 @@ class Operations:
         if latest is None:  # CronJob runs are desired without any revision (a daemon of CronJobs only)
             self.runs = self._runs_from_meta(set())
             if self.runs:
-                self.reconciler.set_desired(graph.desired_state(self.runs.values()))
+                self.reconciler.set_desired(self._with_runs([]))
                 self.created.update(self._created_from_meta())
             return
         self.revision = latest.number
         self.runs = self._runs_from_meta({spec.key for spec in latest.specs})
-        self.reconciler.set_desired(graph.desired_state([*latest.specs, *self.runs.values()]))
+        self.reconciler.set_desired(self._with_runs(latest.specs))
         self.created = {spec.key: latest.at for spec in latest.specs}
         self.created.update(self._created_from_meta())
         self.owners = {k: v for k, v in self._json_meta("owners").items() if isinstance(v, str)}
@@ -83,13 +83,34 @@ class Operations:
         """The CronJob runs now desired (on the loop's thread): those gone are stopped and forgotten, new
         ones start, as any desired change; no revision is made."""
         base = [spec for key, spec in self.reconciler.desired.specs.items() if key not in self.runs]
+        # Raises ManifestError (a run whose dependsOn names no object) before anything is changed.
+        desired = graph.desired_state([*base, *runs.values()], previous=self.reconciler.desired)
+        self.store.set_meta("runs", json.dumps([codec.spec_to_document(spec) for spec in runs.values()]))
         self.runs = dict(runs)
-        self.store.set_meta("runs", json.dumps([codec.spec_to_document(spec) for spec in self.runs.values()]))
         now = self.clock.wall()
         for key in self.runs:
             self.created.setdefault(key, now)
-        self.reconciler.set_desired(graph.desired_state([*base, *self.runs.values()],
-                                                        previous=self.reconciler.desired))
+        self.reconciler.set_desired(desired)
+
+    def _with_runs(self, specs: Sequence[ProcessSpec], previous: DesiredState | None = None) -> DesiredState:
+        """The desired state of `specs` and the CronJob runs; a run the graph refuses (its dependsOn names what
+        is gone) is dropped with an event rather than refusing every change after it."""
+        try:
+            return graph.desired_state([*specs, *self.runs.values()], previous=previous)
+        except ManifestError:
+            fitting: dict[str, ProcessSpec] = {}
+            for key, run in self.runs.items():
+                try:
+                    graph.desired_state([*specs, *fitting.values(), run])
+                except ManifestError as error:
+                    self.events.emit(Event(self.clock.wall(), EventType.INVALID, key,
+                                           f"CronJob run {key} dropped: {problems_summary(error.problems)}"))
+                    continue
+                fitting[key] = run
+            self.runs = fitting
+            with contextlib.suppress(StoreBusy):
+                self.store.set_meta("runs", json.dumps([codec.spec_to_document(s) for s in fitting.values()]))
+            return graph.desired_state([*specs, *fitting.values()], previous=previous)
 
     def _runs_from_meta(self, taken: set[str]) -> dict[str, ProcessSpec]:
         raw = self.store.get_meta("runs")
@@ -425,7 +446,7 @@ class Operations:
         # CronJob runs are desired beside the revision, never in it (whatever the change started from).
         kept = [spec for key, spec in desired.specs.items() if key not in self.runs]
         if self.runs:
-            desired = graph.desired_state([*kept, *self.runs.values()], previous=desired)
+            desired = self._with_runs(kept, previous=desired)
         created = {key: self.created.get(key, now) for key in desired.specs}  # the runs' too (a rollback has none)
         # StoreBusy here (another program holds the database's lock) means: nothing changed, try again.
         self.revision = self.store.add_revision(

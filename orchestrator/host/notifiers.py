@@ -49,13 +49,14 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 
 
 def shown_url(url: str) -> str:
-    """The URL as messages show it: no userinfo, no query, no fragment (either may hold a key)."""
+    """The URL as messages show it: scheme, host and port only (a path, a query or userinfo may hold a key,
+    as a Slack hook's path does)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, netloc, "/…" if parts.path not in ("", "/") else "/", "", ""))
 
 
 def post_webhook(url: str, body: bytes, secret_file: str | None, header_files: Sequence[tuple[str, str]],
@@ -64,7 +65,10 @@ def post_webhook(url: str, body: bytes, secret_file: str | None, header_files: S
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     try:
         for name, path in header_files:
-            headers[name] = read_secret(path, f"header {name} file").decode("utf-8", "replace").strip()
+            value = read_secret(path, f"header {name} file").decode("utf-8", "replace").strip()
+            if any(c in value for c in "\r\n\0"):
+                raise UserError(f"header {name} file {path}: its value must be one line (no line break or NUL)")
+            headers[name] = value
         if secret_file:
             key = read_secret(secret_file, "webhook secret file")
             headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
@@ -82,7 +86,9 @@ def post_webhook(url: str, body: bytes, secret_file: str | None, header_files: S
         # 4xx other than 408/429 will not change by itself: still retried (a receiver misconfigured now may be
         # mended), but said so.
         raise DeliveryError(f"{where} answered HTTP {status}", retry=True) from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
+    except ValueError:  # (said without its text: it may quote a header's value)
+        raise DeliveryError(f"{where}: the request could not be made", retry=True) from None
+    except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DeliveryError(f"{where}: {getattr(reason, 'strerror', None) or reason}", retry=True) from None
 
