@@ -69,6 +69,10 @@ FULL = ProcessSpec(
     autoscale=Autoscale(min=2, max=10, target_cpu_percent=70, scale_up_seconds=15, scale_down_seconds=120),
     cpu_affinity=(0, 1),
     io_class="idle",
+    queue="batch",  # a Job's fields (a Process is refused them by its schema), written for whatever has them
+    priority_class="High",
+    requests_cpu=0.25,
+    requests_memory=128 * 1024 * 1024,
     probes=Probes(
         startup=Probe(ProbeAction.TCP, port=8080, host="::1", initial_delay_seconds=0.5, failure_threshold=30),
         readiness=Probe(ProbeAction.HTTP, port=8080, path="/healthz", headers=(("X-A", "1"),), period_seconds=2),
@@ -161,13 +165,14 @@ def spec_fields_written(spec: ProcessSpec) -> set[str]:
     return {"name", "namespace", "labels", "kind"} | set(document["spec"])
 
 
-JOB_ONLY = {"backoffLimit"}
+JOB_ONLY = {"backoffLimit", "queue", "priorityClass"}
 PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "sockets", "strategy",
                 "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
 
 
 def test_every_spec_field_is_written() -> None:
-    renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy", "limits": "resources"}
+    renamed = {"working_dir": "workingDir", "restart_policy": "restartPolicy", "limits": "resources",
+               "requests_cpu": "resources", "requests_memory": "resources"}
     every = {renamed.get(f.name, camel(f.name)) for f in dataclasses.fields(ProcessSpec)} - {
         "location", "stopped", "restartNonce"}
     every |= {"minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}  # the rest of the strategy
@@ -221,7 +226,8 @@ def test_spec_round_trip(spec: ProcessSpec) -> None:
 
 # A manifest gives a shell command as one string (FULL's argv with shell: true only code could make).
 MANIFEST_LIKE = [
-    dataclasses.replace(FULL, backoff_limit=ProcessSpec.backoff_limit, command=("python -m http.server 8080",)),
+    dataclasses.replace(FULL, backoff_limit=ProcessSpec.backoff_limit, command=("python -m http.server 8080",),
+                        queue=None, priority_class=ProcessSpec.priority_class, requests_cpu=None, requests_memory=None),
     dataclasses.replace(
         FULL,
         command=("python -m http.server 8080",),
@@ -278,6 +284,8 @@ def test_job_document_has_backoff_limit_and_no_process_fields() -> None:
     document = codec.spec_to_document(ProcessSpec(name="j", command=("true",), kind=Kind.JOB))
     assert document["kind"] == "Job"
     assert document["spec"]["backoffLimit"] == 6
+    assert document["spec"]["priorityClass"] == "Normal"  # every default of its kind, as diffs show it
+    assert "queue" not in document["spec"] and "resources" not in document["spec"]  # unset: the schema has no null
     assert not PROCESS_ONLY & set(document["spec"])
 
 

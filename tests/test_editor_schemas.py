@@ -100,6 +100,12 @@ BROKEN = [
     Broken("cronjob-bad-policy", _process("  intervalSeconds: 60\n  concurrencyPolicy: Skip\n  jobTemplate: {command: [x]}\n",
                                           kind="CronJob"), "concurrencyPolicy:", "spec.concurrencyPolicy",
            "$.spec.concurrencyPolicy", "/spec/concurrencyPolicy"),
+    Broken("queue-bad-preemption", _process("  maxConcurrent: 2\n  preemption: Kill\n", kind="Queue"), "preemption:",
+           "spec.preemption", "$.spec.preemption", "/spec/preemption"),
+    Broken("job-bad-priority-class", _process("  command: [x]\n  queue: batch\n  priorityClass: Urgent\n", kind="Job"),
+           "priorityClass:", "spec.priorityClass", "$.spec.priorityClass", "/spec/priorityClass"),
+    Broken("queue-field-in-a-process", _process("  command: [x]\n  queue: batch\n"), "queue:", "spec", "$.spec",
+           "/spec"),
 ]
 
 
@@ -203,7 +209,8 @@ def node_tool(name: str) -> Path:
 
 # Relative references resolve by the names the schemas are given on the command line, so ajv runs in schemas/.
 AJV_SCHEMAS = ["-s", "manifest.v1.json", "-r", "process.v1.json", "-r", "job.v1.json", "-r", "gitsync.v1.json",
-               "-r", "alertrule.v1.json", "-r", "notifier.v1.json", "-r", "cronjob.v1.json"]
+               "-r", "alertrule.v1.json", "-r", "notifier.v1.json", "-r", "cronjob.v1.json",
+               "-r", "queue.v1.json"]
 
 
 def ajv(*words: str) -> subprocess.CompletedProcess[str]:
@@ -212,8 +219,8 @@ def ajv(*words: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("schema", [["-s", "process.v1.json"], ["-s", "job.v1.json"], ["-s", "gitsync.v1.json"],
                                     ["-s", "alertrule.v1.json"], ["-s", "notifier.v1.json"], ["-s", "cronjob.v1.json"],
-                                    AJV_SCHEMAS],
-                         ids=["process", "job", "gitsync", "alertrule", "notifier", "cronjob", "manifest"])
+                                    ["-s", "queue.v1.json"], AJV_SCHEMAS],
+                         ids=["process", "job", "gitsync", "alertrule", "notifier", "cronjob", "queue", "manifest"])
 def test_ajv_compiles_every_schema_in_strict_mode(schema: list[str]) -> None:
     result = ajv("compile", *schema)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -381,7 +388,7 @@ def test_yaml_language_server_finds_nothing_in_the_examples(tmp_path: Path) -> N
             broken = copies / example.name
             broken.write_text("".join(lines))
             assert server.diagnostics(broken) == [
-                (last + 1, 'Value is not accepted. Valid values: "Process", "Job", "GitSync", "AlertRule", "Notifier", "CronJob".')], example
+                (last + 1, 'Value is not accepted. Valid values: "Process", "Job", "GitSync", "AlertRule", "Notifier", "CronJob", "Queue".')], example
 
 
 def test_yaml_language_server_with_the_schema_set_for_a_folder(tmp_path: Path) -> None:

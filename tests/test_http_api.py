@@ -70,9 +70,13 @@ def tokens(orch: Orchestrator) -> dict[str, str]:
 
 @pytest.fixture
 def listener(orch: Orchestrator, tokens: dict[str, str]) -> Iterator[Listener]:
-    address = f"127.0.0.1:{_free_port()}"
-    child = start(orch, address=address)
-    wait_for(orch.answers, timeout=15, what="the daemon answering")
+    for _ in range(3):  # a port found free may be taken before the daemon binds it: then another one
+        address = f"127.0.0.1:{_free_port()}"
+        child = start(orch, address=address)
+        if wait_for(lambda child=child: orch.answers() or child.poll() is not None, timeout=15,
+                    what="the daemon answering") and orch.answers():
+            break
+        child.wait(timeout=15)
     try:
         yield Listener(orch, address)
     finally:

@@ -46,7 +46,7 @@ def documented() -> set[tuple[str, str]]:
 
 def served() -> set[tuple[str, str]]:
     nothing: Any = None
-    routes = Routes(*[nothing] * 10)  # the table only: none is called
+    routes = Routes(*[nothing] * 11)  # the table only: none is called
     return set(routes.table) | DYNAMIC
 
 
@@ -184,6 +184,8 @@ def test_answers_of_a_live_daemon_match_their_schemas(orch: Orchestrator, tokens
     check(orch, "GET", "/alerts")
     check(orch, "GET", "/alerts/history?limit=5")
     check(orch, "GET", "/cronjobs")
+    check(orch, "GET", "/queues")
+    check(orch, "GET", "/queues?name=none", "/queues", expect=404)
     check(orch, "POST", "/notifiers/test", body={"name": "none"}, expect=404)
     # Errors: one shape, with problems for manifests.
     check(orch, "GET", "/objects/nothing", "/objects/{name}", expect=404)

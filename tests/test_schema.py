@@ -94,9 +94,10 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 def test_schema_files_exist() -> None:
     assert [f.name for f in SCHEMA_FILES] == ["alertrule.v1.json", "cronjob.v1.json", "gitsync.v1.json", "job.v1.json",
-                                              "manifest.v1.json", "notifier.v1.json", "process.v1.json"]
+                                              "manifest.v1.json", "notifier.v1.json", "process.v1.json",
+                                              "queue.v1.json"]
     assert set(schemas()) == {("orchestrator/v1", kind)
-                              for kind in ("Process", "Job", "GitSync", "AlertRule", "Notifier", "CronJob")}
+                              for kind in ("Process", "Job", "GitSync", "AlertRule", "Notifier", "CronJob", "Queue")}
 
 
 @pytest.mark.parametrize("file", SCHEMA_FILES, ids=lambda f: f.name)
@@ -120,7 +121,15 @@ def test_shared_definitions_are_the_same_in_every_file() -> None:
         json.loads(f.read_text()) for f in (_schema_dir() / "process.v1.json", _schema_dir() / "job.v1.json")
     )
     common = set(process["$defs"]) & set(job["$defs"])
-    assert {name: process["$defs"][name] for name in common} == {name: job["$defs"][name] for name in common}
+    # resources is the one that differs: a Job's has requests beside the same limits (its queue's admission)
+    assert {name: process["$defs"][name] for name in common - {"resources"}} == {
+        name: job["$defs"][name] for name in common - {"resources"}}
+    process_resources, job_resources = process["$defs"]["resources"], job["$defs"]["resources"]
+    assert set(job_resources["properties"]) - set(process_resources["properties"]) == {"requests"}
+    assert job_resources["properties"]["limits"] == process_resources["properties"]["limits"]
+    limits, requests = (job_resources["properties"][group]["properties"] for group in ("limits", "requests"))
+    for quantity in ("cpu", "memory"):  # spelled as limits are
+        assert {**requests[quantity], "description": ""} == {**limits[quantity], "description": ""}
     # probes, sockets and rollouts are a Process's only
     assert set(process["$defs"]) - common == {"probe", "port", "countOrPercent", "socket"}
     shared = set(process["properties"]["spec"]["properties"]) & set(job["properties"]["spec"]["properties"])
@@ -134,15 +143,16 @@ def test_kinds_have_their_own_fields() -> None:
     assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes",
                                           "restartWithDependency", "autoscale", "sockets", "strategy",
                                           "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
-    assert set(job) - set(process) == {"backoffLimit"}
+    assert set(job) - set(process) == {"backoffLimit", "queue", "priorityClass"}
 
 
 def test_schema_defaults_match_the_model() -> None:
     """The model's defaults mirror the schema's, so specs built in code mean what manifests mean."""
     spec = ProcessSpec(name="x", command=("x",))
     for (_, kind), schema in schemas().items():
-        if kind in ("GitSync", "AlertRule", "Notifier", "CronJob"):
-            continue  # not a process: test_gitsync_manifest.py, test_alerting_manifest.py, test_cronjob_manifest.py
+        if kind in ("GitSync", "AlertRule", "Notifier", "CronJob", "Queue"):
+            continue  # not a process: test_gitsync_manifest.py, test_alerting_manifest.py, test_cronjob_manifest.py,
+            # test_queue_manifest.py
         props = schema["properties"]["spec"]["properties"]
         defaults = {name: _resolve(schema, prop).get("default") for name, prop in props.items()}
         assert defaults["shell"] == spec.shell
@@ -170,6 +180,10 @@ def test_schema_defaults_match_the_model() -> None:
             assert "default" not in socket["backlog"] and Socket.backlog is None  # net.core.somaxconn
         else:
             assert defaults["backoffLimit"] == spec.backoff_limit
+            assert defaults["priorityClass"] == spec.priority_class
+            assert "default" not in props["queue"] and spec.queue is None
+            requests = _resolve(schema, props["resources"])["properties"]["requests"]
+            assert requests["default"] == {} and (spec.requests_cpu, spec.requests_memory) == (None, None)
         backoff = _resolve(schema, props["backoff"])["properties"]
         assert {k: _resolve(schema, v)["default"] for k, v in backoff.items()} == {
             "initialSeconds": Backoff.initial_seconds,
@@ -609,13 +623,13 @@ def test_invalid_metadata(tmp_path: Path, metadata: str, expected: list[str]) ->
         ),
         (
             "apiVersion: orchestrator/v1\nkind: Service\nmetadata: {name: a}\nspec: {command: [x]}\n",
-            ["kind: unknown kind 'Service': expected one of AlertRule, CronJob, GitSync, Job, Notifier, Process"],
+            ["kind: unknown kind 'Service': expected one of AlertRule, CronJob, GitSync, Job, Notifier, Process, Queue"],
         ),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {}\n",
             [
                 "apiVersion: unknown apiVersion 'v1': expected orchestrator/v1",
-                "kind: unknown kind 'Pod': expected one of AlertRule, CronJob, GitSync, Job, Notifier, Process",
+                "kind: unknown kind 'Pod': expected one of AlertRule, CronJob, GitSync, Job, Notifier, Process, Queue",
             ],
         ),
         (

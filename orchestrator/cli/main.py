@@ -602,6 +602,15 @@ def _add_alerts(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     cron_trigger.add_argument("name", metavar="NAME", help="the CronJob, name or namespace/name")
     cron_trigger.set_defaults(handler=_handler("cronjobs", "trigger"))
 
+    queue = commands.add_parser(
+        "queue", help="the Queues the daemon keeps, each with its Jobs in admission order and why each waits",
+        description="For each Queue (kind: Queue; NAME alone with NAME): its budget, then its Jobs: those running, "
+        "then the suspended and waiting ones in the order they will be admitted, each with its priority (aging "
+        "included) and why it waits. Exit 0; 1 when there is no Queue NAME.")
+    queue.add_argument("name", metavar="NAME", nargs="?", help="one Queue")
+    queue.add_argument("-o", "--output", choices=["text", "json"], default="text", help='json: {"queues"}')
+    queue.set_defaults(handler=_handler("queues", "queue"))
+
     notify = commands.add_parser("notify", help="try a Notifier", description="Try the Notifiers the daemon keeps.")
     notify_verbs = notify.add_subparsers(dest="action", metavar="VERB", required=True)
     test = notify_verbs.add_parser(

@@ -72,6 +72,8 @@ class EventType(str, Enum):
     NOTIFICATION_FAILED = "NotificationFailed"  # a delivery failed (retried), or was given up
     CRONJOB_RUN = "CronJobRun"  # a CronJob started a run (a Job of its own)
     CRONJOB_SKIPPED = "CronJobSkipped"  # a due run not started (Forbid), or a run replaced (Replace)
+    QUEUE_PREEMPTED = "Preempted"  # a queued Job suspended (frozen) or stopped for a higher one (Requeue)
+    QUEUE_RESUMED = "Resumed"  # a suspended Job thawed
     CRONJOB_MISSED = "MissedSchedule"  # scheduled times passed while the daemon was down (or past the deadline)
 
 

@@ -275,6 +275,12 @@ class ProcessSpec:
     io_class: str | None = None
     sockets: tuple[Socket, ...] = ()
     strategy: Strategy = Strategy()
+    # Jobs only: the Queue a Job is admitted under (None: it starts at once), its class there (one of
+    # core/queue.py's PRIORITY_CLASSES) and what it is admitted with (cores, bytes; None: 0).
+    queue: str | None = None
+    priority_class: str = "Normal"
+    requests_cpu: float | None = None
+    requests_memory: int | None = None
     # Set by `orchestrator rollout restart` (when it was asked): a new revision of the same manifest, rolled
     # out with the strategy. Not a manifest field: an apply keeps it as it is.
     restart_nonce: str = ""

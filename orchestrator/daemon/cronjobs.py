@@ -32,8 +32,7 @@ from ..core.events import Event, EventType
 from ..core.model import Phase, ProcessSpec, ReplicaId
 from ..host.logs import remove_logs
 from ..planning import cron
-from ..planning.policy import Step, next_step
-from ..planning.status import replica_phase
+from ..planning.status import settled_phase
 from .control import Conflict, NotFound
 
 Post = Callable[[Callable[[Any], None]], None]
@@ -261,12 +260,7 @@ class CronJobs:
         """As `get` says, but at once when it has just exited: the tick its exit event posts runs before the
         pass that notes it Succeeded or Failed (nothing would look again at a pruned CronJob's run)."""
         reconciler = self.ops.reconciler
-        record = reconciler.records.get(replica)
-        if record is not None and record.process is None and record.last_exit is not None:
-            step = next_step(run, record).step
-            if step in (Step.SUCCEEDED, Step.FAILED):
-                return Phase.SUCCEEDED if step is Step.SUCCEEDED else Phase.FAILED
-        return replica_phase(record, reconciler.waiting.get(replica))
+        return settled_phase(run, reconciler.records.get(replica), reconciler.waiting.get(replica))
 
     def _finished_at(self, key: str) -> float | None:
         record = self.ops.reconciler.records.get(ReplicaId(key, 0))

@@ -45,6 +45,7 @@ from .cronjobs import CronJobs
 from .gitsyncs import GitSyncs
 from .hooks import HookTarget
 from .operations import Operations
+from .queues import Queues
 from .routes import Routes
 from .store import Store
 from .watches import Watches, encode_watch
@@ -121,8 +122,10 @@ class Daemon:
         self.cronjobs = CronJobs(self.store, self.ops, self.events.emit, self.clock.wall, self.reconciler.post,
                                  state_dir / "logs")
         self.events.subscribe(self.cronjobs.on_event)
+        self.queues = Queues(self.store, self.ops, self.events.emit, self.clock.wall, self.reconciler.post)
+        self.events.subscribe(self.queues.on_event)
         self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache,
-                             self.gitsyncs, state_dir / "logs", self.alerting, self.cronjobs)
+                             self.gitsyncs, state_dir / "logs", self.alerting, self.cronjobs, self.queues)
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
@@ -134,7 +137,8 @@ class Daemon:
         """Load the latest revision and adopt what the records say runs (before anything is started)."""
         latest = self.store.latest_revision()
         records = self.store.load_records()
-        kept = any(self.store.get_meta(name) for name in ("runs", "cronjobs", "alert_rules", "notifiers", "gitsyncs"))
+        kept = any(self.store.get_meta(name) for name in ("runs", "cronjobs", "alert_rules", "notifiers", "gitsyncs",
+                                                          "queues"))
         if latest is None and not records and not kept:  # (a daemon of CronJobs only has no revision)
             self._refuse_to_start_from_nothing()
         self.ops.restore(latest)
@@ -155,6 +159,7 @@ class Daemon:
             self.gitsyncs.restore()
             self.alerting.restore()
             self.cronjobs.restore()
+            self.queues.restore()
 
     def _refuse_to_start_from_nothing(self) -> None:
         """An empty state database, while processes started for this state dir run: state.db was deleted or
@@ -282,6 +287,7 @@ class Daemon:
         self.gitsyncs.stop_all()
         self.alerting.close()
         self.cronjobs.close()
+        self.queues.close()
         if self.http is not None:
             self.http.stop()
         if self.server is not None:

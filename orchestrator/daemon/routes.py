@@ -18,6 +18,7 @@ from ..core.alerting import AlertRuleSpec, NotifierSpec
 from ..core.cronjob import CronJobSpec
 from ..core.gitsync import GitSyncSpec
 from ..core.model import ProcessSpec, ReplicaId
+from ..core.queue import QueueSpec
 from ..engine.reconcile import Reconciler
 from ..host.logs import log_path
 from ..host.metrics import Sampler
@@ -31,6 +32,7 @@ from .cronjobs import CronJobs
 from .gitsyncs import GitSyncs
 from .intake import load_sent
 from .operations import Operations
+from .queues import Queues
 from .streams import TAIL_DEFAULT, TAIL_MAX, log_tail
 
 T = TypeVar("T")
@@ -43,8 +45,9 @@ Call = Callable[[Callable[[Reconciler], Any]], Any]  # run on the reconciler's t
 class Routes:
     def __init__(self, ops: Operations, call: Call, sampler: Sampler, health: Callable[[], dict[str, Any]],
                  shutdown: Callable[[], dict[str, Any]], cache: SpecCache, gitsyncs: GitSyncs, log_dir: Path,
-                 alerting: Alerting, cronjobs: CronJobs) -> None:
+                 alerting: Alerting, cronjobs: CronJobs, queues: Queues) -> None:
         self.ops = ops
+        self.queues = queues
         self.alerting = alerting
         self.cronjobs = cronjobs
         self.log_dir = log_dir
@@ -80,6 +83,7 @@ class Routes:
             ("POST", "/alerts/silence"): lambda q, b: call(lambda r: alerting.silence(b)),
             ("POST", "/alerts/unsilence"): lambda q, b: call(lambda r: alerting.unsilence(b)),
             ("POST", "/notifiers/test"): lambda q, b: alerting.test(str(b.get("name") or "")),
+            ("GET", "/queues"): lambda q, b: call(lambda r: queues.listing(q.get("name") or None)),
             ("GET", "/cronjobs"): lambda q, b: call(lambda r: cronjobs.listing()),
             ("POST", "/cronjobs/trigger"): lambda q, b: call(lambda r: cronjobs.trigger(str(b.get("name") or ""))),
             ("POST", "/unwatch"): lambda q, b: call(lambda r: ops.watches.remove([str(p) for p in b.get("paths", [])])),
@@ -123,6 +127,7 @@ class Routes:
         """On the loop's thread: the specs, then what the daemon keeps beside them (apply, and a watch)."""
         alerting = [spec for spec in kept if isinstance(spec, (AlertRuleSpec, NotifierSpec))]
         cronjobs = [spec for spec in kept if isinstance(spec, CronJobSpec)]
+        queues = [spec for spec in kept if isinstance(spec, QueueSpec)]
         dry_run = bool(body.get("dry_run"))
         self.alerting.put(alerting, dry_run=True)  # refuses before anything is applied
         answer: dict[str, Any] = self.ops.apply(body, loaded)
@@ -133,11 +138,13 @@ class Routes:
                                           "restart": False, "stopped": False})
         answer["results"] += self.alerting.put(alerting, dry_run=dry_run)
         answer["results"] += self.cronjobs.put(cronjobs, dry_run=dry_run)
+        answer["results"] += self.queues.put(queues, dry_run=dry_run)
         if body.get("prune"):
             paths = [str(p) for p in body.get("paths", [])]
             applied = {f"{'alertrule' if isinstance(s, AlertRuleSpec) else 'notifier'}/{s.key}" for s in alerting}
             answer["results"] += self.alerting.prune(applied, paths, dry_run)
             answer["results"] += self.cronjobs.prune({s.key for s in cronjobs}, paths, dry_run)
+            answer["results"] += self.queues.prune({s.name for s in queues}, paths, dry_run)
         return answer
 
     def _put_sync(self, query: Query, body: Body) -> dict[str, Any]:

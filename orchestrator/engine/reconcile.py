@@ -131,6 +131,7 @@ class Reconciler:
         # (`rollout pause`); where each stands. Restored by the daemon from its store after a restart.
         self.rollouts: dict[str, RolloutState] = {}
         self.paused: set[str] = set()
+        self.held: dict[str, str] = {}  # keys not to start now, and why (Jobs a queue has not admitted)
         self.rollout_progress: dict[str, Progress] = {}
         self.rollout_owner = RolloutOwner()
         self.rollouts_changed = False  # since the daemon last saved them
@@ -291,7 +292,7 @@ class Reconciler:
     def reconcile(self, now: float) -> Plan:
         """Plan and act until the plan has nothing more to start at `now` (dependents start in later rounds)."""
         while True:
-            current = plan(self.desired, self.records, now, self.rollouts, frozenset(self.paused))
+            current = plan(self.desired, self.records, now, self.rollouts, frozenset(self.paused), self.held)
             self._note_rollouts(current, now)
             self._note_waiting(current.waiting)
             if not current.actions:
@@ -299,7 +300,7 @@ class Reconciler:
             for action in current.actions:
                 self._guarded(f"{type(action).__name__} {action.replica}", functools.partial(self._execute, action, now))
             if current.starts == 0:
-                current = plan(self.desired, self.records, now, self.rollouts, frozenset(self.paused))
+                current = plan(self.desired, self.records, now, self.rollouts, frozenset(self.paused), self.held)
                 self._note_rollouts(current, now)
                 return current
 

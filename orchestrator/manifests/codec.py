@@ -100,8 +100,12 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
     limits = {name: value for name, value in (("memory", spec.limits.memory_bytes), ("cpu", spec.limits.cpu),
                                               ("openFiles", spec.limits.open_files),
                                               ("processes", spec.limits.processes)) if value is not None}
-    if limits:
-        body["resources"] = {"limits": limits}
+    requests = {name: value for name, value in (("memory", spec.requests_memory), ("cpu", spec.requests_cpu))
+                if value is not None}
+    if limits or requests:
+        body["resources"] = {**({"limits": limits} if limits else {}), **({"requests": requests} if requests else {})}
+    put("queue", spec.queue, None, not process)
+    put("priorityClass", spec.priority_class, _DEFAULTS.priority_class, not process)
     if spec.autoscale is not None:
         auto = spec.autoscale
         body["autoscale"] = {"min": auto.min, "max": auto.max, "targetCPUPercent": auto.target_cpu_percent,
@@ -163,6 +167,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
     probes = Probes(**{kind: probe_from_document(value) for kind, value in probes_document.items()})
     hooks = hooks_from_document(body.raw("hooks", {}))
     limits = limits_from_document(body.raw("resources", {}))
+    requests_cpu, requests_memory = requests_from_document(body.raw("resources", {}))
     depends_on = tuple(_dependency(item) for item in body.readers("dependsOn"))
     spec = ProcessSpec(
         name=metadata.text("name"),
@@ -197,6 +202,10 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         probes=probes,
         hooks=hooks,
         limits=limits,
+        queue=body.text("queue", None),
+        priority_class=body.text("priorityClass", defaults.priority_class),
+        requests_cpu=requests_cpu,
+        requests_memory=requests_memory,
         autoscale=autoscale_from_document(body.raw("autoscale", None)),
         cpu_affinity=tuple(body.integers("cpuAffinity", ())),
         io_class=body.text("ioClass", None),
@@ -322,8 +331,8 @@ def autoscale_from_document(document: object) -> Autoscale | None:
 
 def limits_from_document(document: object) -> Limits:
     """Limits from a validated `resources` (quantities are parsed: `256Mi`, `500m`); ValueError if garbled."""
-    if not isinstance(document, Mapping) or set(document) - {"limits"}:
-        raise ValueError(f"spec.resources: expected {{limits: ...}}, got {document!r}")
+    if not isinstance(document, Mapping) or set(document) - {"limits", "requests"}:
+        raise ValueError(f"spec.resources: expected {{limits: ..., requests: ...}}, got {document!r}")
     limits = document.get("limits", {})
     if not isinstance(limits, Mapping) or set(limits) - {"memory", "cpu", "openFiles", "processes"}:
         raise ValueError(f"spec.resources.limits: unexpected {limits!r}")
@@ -333,6 +342,16 @@ def limits_from_document(document: object) -> Limits:
         open_files=int(limits["openFiles"]) if "openFiles" in limits else None,
         processes=int(limits["processes"]) if "processes" in limits else None,
     )
+
+
+def requests_from_document(document: object) -> tuple[float | None, int | None]:
+    """A Job's (cpu cores, memory bytes) requests from a validated `resources`, None where not given (quantities
+    are parsed: `2Gi`, `500m`); ValueError if garbled."""
+    requests = document.get("requests", {}) if isinstance(document, Mapping) else {}
+    if not isinstance(requests, Mapping) or set(requests) - {"memory", "cpu"}:
+        raise ValueError(f"spec.resources.requests: unexpected {requests!r}")
+    return (parse_cpu(requests["cpu"]) if "cpu" in requests else None,
+            parse_quantity(requests["memory"]) if "memory" in requests else None)
 
 
 def probe_to_document(probe: Probe) -> JSONDict:

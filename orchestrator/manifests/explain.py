@@ -224,10 +224,21 @@ def _explain_alternatives(doc: Document, error: ValidationError, path: FieldPath
     ]
 
 
+def _properties_at(schema: dict[str, Any], path: FieldPath) -> dict[str, Any]:
+    """The fields a kind's schema knows of the object at `path` (local $refs followed); none if it has none."""
+    node: Any = schema
+    for step in path:
+        properties = node.get("properties", {}) if isinstance(node, dict) else {}
+        node = properties.get(step)
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/$defs/"):
+            node = schema.get("$defs", {}).get(node["$ref"].removeprefix("#/$defs/"))
+    return node.get("properties", {}) if isinstance(node, dict) else {}
+
+
 def _field_hint(key: str, known: Sequence[str], path: FieldPath) -> str:
     # A field of another kind is no typo: saying so beats suggesting a look-alike (backoffLimit -> backoff).
-    if path == ("spec",):
-        elsewhere = [kind for (_, kind), s in schemas().items() if key in s["properties"]["spec"]["properties"]]
+    if path[:1] == ("spec",) and all(isinstance(step, str) for step in path):  # spec or spec.resources
+        elsewhere = [kind for (_, kind), s in schemas().items() if key in _properties_at(s, path)]
         if elsewhere:
             article = "an" if elsewhere[0][0] in "AEIOU" else "a"
             return f" (only {article} {' or '.join(elsewhere)} has it)"

@@ -24,7 +24,8 @@ from ..core.alerting import ALERT_RULE_KIND, NOTIFIER_KIND, AlertRuleSpec, Notif
 from ..core.cronjob import CRONJOB_KIND, CronJobSpec
 from ..core.errors import Location, ManifestError, Problem
 from ..core.gitsync import GITSYNC_KIND, GitSyncSpec
-from ..core.model import DEFAULT_NAMESPACE, DesiredState, ProcessSpec
+from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
+from ..core.queue import QUEUE_KIND, QueueSpec
 from ..planning import graph
 from .documents import Document, FieldPath, dotted, parse_documents, plain_scalar
 from .explain import PATTERN_WORDS, explain
@@ -50,38 +51,44 @@ if TYPE_CHECKING:
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # The kinds the daemon keeps, apart from processes: collected into a `kept` list, never run by the loader's caller.
-KeptSpec = GitSyncSpec | AlertRuleSpec | NotifierSpec | CronJobSpec
-KEPT_KINDS = (GITSYNC_KIND, ALERT_RULE_KIND, NOTIFIER_KIND, CRONJOB_KIND)
+KeptSpec = GitSyncSpec | AlertRuleSpec | NotifierSpec | CronJobSpec | QueueSpec
+KEPT_KINDS = (GITSYNC_KIND, ALERT_RULE_KIND, NOTIFIER_KIND, CRONJOB_KIND, QUEUE_KIND)
+HOST_KINDS = (GITSYNC_KIND, QUEUE_KIND)  # kept kinds without a namespace: `kind/NAME`
 
 
 def kept_key(spec: KeptSpec) -> str:
     """How a kept spec is named beside processes: `gitsync/NAME`, `alertrule/NS/NAME`, `notifier/NS/NAME`,
-    `cronjob/NS/NAME`."""
+    `cronjob/NS/NAME`, `queue/NAME`."""
     if isinstance(spec, GitSyncSpec):
         return f"gitsync/{spec.name}"
+    if isinstance(spec, QueueSpec):
+        return spec.key
     return f"{kept_kind(spec).lower()}/{spec.key}"
 
 
 def kept_kind(spec: KeptSpec) -> str:
-    """The kind of a kept spec: GitSync, AlertRule, Notifier or CronJob."""
+    """The kind of a kept spec: GitSync, AlertRule, Notifier, CronJob or Queue."""
     return (GITSYNC_KIND if isinstance(spec, GitSyncSpec) else ALERT_RULE_KIND if isinstance(spec, AlertRuleSpec)
-            else CRONJOB_KIND if isinstance(spec, CronJobSpec) else NOTIFIER_KIND)
+            else CRONJOB_KIND if isinstance(spec, CronJobSpec) else QUEUE_KIND if isinstance(spec, QueueSpec)
+            else NOTIFIER_KIND)
 
 
 def _kept_by_daemon(kind: str) -> str:
     from .alerting import ALERT_RULE_KEPT_BY_DAEMON, NOTIFIER_KEPT_BY_DAEMON
     from .cronjobs import CRONJOB_KEPT_BY_DAEMON
     from .gitsyncs import KEPT_BY_DAEMON
+    from .queues import QUEUE_KEPT_BY_DAEMON
 
     return {GITSYNC_KIND: KEPT_BY_DAEMON, ALERT_RULE_KIND: ALERT_RULE_KEPT_BY_DAEMON,
-            NOTIFIER_KIND: NOTIFIER_KEPT_BY_DAEMON, CRONJOB_KIND: CRONJOB_KEPT_BY_DAEMON}[kind]
+            NOTIFIER_KIND: NOTIFIER_KEPT_BY_DAEMON, CRONJOB_KIND: CRONJOB_KEPT_BY_DAEMON,
+            QUEUE_KIND: QUEUE_KEPT_BY_DAEMON}[kind]
 
 
 
 def load_desired(paths: Sequence[str], used: dict[str, str | None] | None = None,
                  kept: list[KeptSpec] | None = None) -> tuple[tuple[ProcessSpec, ...], DesiredState]:
     """The specs of `paths` and the desired state they make, or a ManifestError listing every problem.
-    `kept`: where GitSyncs, AlertRules, Notifiers and CronJobs go (load_sources)."""
+    `kept`: where GitSyncs, AlertRules, Notifiers, CronJobs and Queues go (load_sources)."""
     specs = load_specs(paths, used=used, kept=kept)
     return specs, graph.desired_state(specs)
 
@@ -124,10 +131,12 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
     instead of a parse and a validation. `variables`: what ${NAME} means (interpolate.py; none given: every
     reference is unset); `used` collects the names looked up, with their values. `kept` collects what the
     daemon keeps, each valid one built: GitSyncs (gitsyncs.py), AlertRules and Notifiers (alerting.py),
-    CronJobs (cronjobs.py); without it (a caller that cannot keep them, such as a foreground run) each of them
-    is a problem. Their names are their own, apart from processes: `gitsync/NAME`, `alertrule/NS/NAME`,
-    `notifier/NS/NAME`, `cronjob/NS/NAME` (kept_key). An AlertRule whose condition needs a limit is checked against the processes of the same load
-    (alerting.check_limits)."""
+    CronJobs (cronjobs.py), Queues (queues.py); without it (a caller that cannot keep them, such as a
+    foreground run) each of them is a problem. Their names are their own, apart from processes:
+    `gitsync/NAME`, `alertrule/NS/NAME`, `notifier/NS/NAME`, `cronjob/NS/NAME`, `queue/NAME` (kept_key). An
+    AlertRule whose condition needs a limit is checked against the processes of the same load
+    (alerting.check_limits); a Job (or a CronJob's jobTemplate) whose requests can never fit a Queue of the
+    same load, at its requests (queues.check_requests)."""
     given: Mapping[str, str] = variables if variables is not None else {}
     used = used if used is not None else {}
     found = list(problems)
@@ -136,6 +145,8 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
     kept_names: dict[str, Location] = {}  # kept_key: apart from processes' (a namespace may be called gitsync)
     rules: list[tuple[AlertRuleSpec, Location]] = []  # with where each asks for a limit, for check_limits
     listens: dict[str, tuple[str, str, Location]] = {}  # listen address -> the first process, socket and place
+    queues: list[QueueSpec] = []  # the Queues of this load, and the queued Jobs with where their requests are
+    queued: list[tuple[ProcessSpec, dict[str, Location], FieldPath]] = []
     for source in sources:
         chunks = split_documents(source.text)
         # Every part after the first starts with `---`, a document; the first is one if it holds more than comments.
@@ -151,6 +162,8 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
             if cached is not None:
                 for known, where in cached:
                     found += _check_name(known.key, known.kind.value, where, names)
+                    if known.queue is not None:  # no positions inside a cached document: at its start
+                        queued.append((known, {}, _REQUESTS))
                     # A document read from the cache has no positions inside it: its listens are at its start.
                     found += _check_listens(known, [known.location or where] * len(known.sockets), listens)
                     specs.append(known)
@@ -170,8 +183,15 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
                     found += _check_unique(doc, kept_names)
                     if kept is None:
                         chunk_problems.append(Problem(doc.at(("kind",)), "kind", _kept_by_daemon(str(kind))))
-                    elif isinstance(built, (GitSyncSpec, AlertRuleSpec, NotifierSpec, CronJobSpec)):
+                    elif isinstance(built, (GitSyncSpec, AlertRuleSpec, NotifierSpec, CronJobSpec, QueueSpec)):
                         kept.append(built)
+                    if isinstance(built, QueueSpec):
+                        queues.append(built)
+                    if isinstance(built, CronJobSpec) and built.job.queue is not None:
+                        from .cronjobs import TEMPLATE
+
+                        queued.append((built.job, _request_places(doc, (*TEMPLATE, "resources", "requests")),
+                                       (*TEMPLATE, "resources", "requests")))
                     if isinstance(built, AlertRuleSpec) and built.needs_limit:
                         from .alerting import limit_field
 
@@ -180,6 +200,8 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
                 found += _check_unique(doc, names)
                 if isinstance(built, ProcessSpec):
                     specs.append(built)
+                    if built.kind is Kind.JOB and built.queue is not None:
+                        queued.append((built, _request_places(doc, _REQUESTS), _REQUESTS))
                     valid.append((built, doc.at(("metadata", "name"))))
                     found += _check_listens(
                         built, [doc.at(("spec", "sockets", i, "listen")) for i in range(len(built.sockets))], listens)
@@ -194,9 +216,21 @@ def load_sources(sources: Sequence[Source], limits: ReadLimits, cache: SpecCache
         from .alerting import check_limits
 
         found += check_limits(rules, specs)
+    if queues and queued:
+        from .queues import check_requests
+
+        found += check_requests(queued, queues)
     if found:
         raise ManifestError(list(dict.fromkeys(found)))
     return tuple(specs)
+
+
+_REQUESTS: FieldPath = ("spec", "resources", "requests")
+
+
+def _request_places(doc: Document, path: FieldPath) -> dict[str, Location]:
+    """Where a Job's requests' cpu and memory are written in `doc`, those it gives."""
+    return {name: doc.at((*path, name)) for name in ("cpu", "memory") if (*path, name) in doc.keys}
 
 
 def _check_unique(doc: Document, names: dict[str, Location]) -> list[Problem]:
@@ -207,8 +241,8 @@ def _check_unique(doc: Document, names: dict[str, Location]) -> list[Problem]:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         return []
     kind = value.get("kind")
-    if kind == GITSYNC_KIND:
-        return _check_name(f"gitsync/{metadata['name']}", GITSYNC_KIND, doc.at(("metadata", "name")), names)
+    if kind in HOST_KINDS:  # gitsync/NAME, queue/NAME: no namespace
+        return _check_name(f"{str(kind).lower()}/{metadata['name']}", kind, doc.at(("metadata", "name")), names)
     namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(namespace, str):
         return []
@@ -273,6 +307,14 @@ def _document_spec(doc: Document, variables: Mapping[str, str], used: set[str], 
         if problems:
             return None, list(dict.fromkeys(problems)), []
         return build(doc, value), [], []
+    if kind == QUEUE_KIND:  # as a GitSync: host-level, no envFrom, no command
+        from .queues import build_queue, check_queue_rules
+
+        if isinstance(spec, dict):
+            problems = _one_message_each(problems, check_queue_rules(doc, spec))
+        if problems:
+            return None, list(dict.fromkeys(problems)), []
+        return build_queue(doc, value), [], []
     env: dict[str, str] = {}
     env_files: list[str] = []
     if kind == CRONJOB_KIND:  # its jobTemplate is read as a Job's spec is: envFrom, env, the Job rules

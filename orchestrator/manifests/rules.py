@@ -4,7 +4,7 @@ manifests: nothing runs unvalidated).
 NUL characters (no command line or environment can carry one), an empty program name (only `prefixItems`
 could say "the first item", and ajv's strict mode refuses an open tuple), a program name with a space (one
 string split wrongly, unless a file of that name exists), backoff bounds and autoscale min and max (one value
-against another), log sizes and limits (a quantity's value), duplicate dependencies (items alike by one
+against another), log sizes, limits and a Job's requests (a quantity's value), duplicate dependencies (items alike by one
 field), log probe patterns RE2 cannot match in linear time, and a Process's rollout and sockets: maxSurge and
 maxUnavailable that come to 0 together, progressDeadlineSeconds within minReadySeconds, socket names listed
 twice, ports and unix paths a socket cannot have, probes aimed at the process's own shared socket. A listen
@@ -151,15 +151,19 @@ def check_rules(doc: Document, spec: dict[str, Any], at: FieldPath = ("spec",)) 
                 problems.append(Problem(doc.at(size_at), dotted(size_at), f"must be at least 1 byte, got {size!r}"))
         except ValueError as error:
             problems.append(Problem(doc.at(size_at), dotted(size_at), str(error)))
-    limits = spec.get("resources", {}).get("limits") if isinstance(spec.get("resources"), dict) else None
-    if isinstance(limits, dict):
+    given = spec.get("resources")
+    resources: dict[str, Any] = given if isinstance(given, dict) else {}
+    for group in ("limits", "requests"):  # a Job's requests are quantities as its limits are
+        quantities = resources.get(group)
+        if not isinstance(quantities, dict):
+            continue
         for limit, parse in (("memory", parse_quantity), ("cpu", parse_cpu)):
-            value = limits.get(limit)
+            value = quantities.get(limit)
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 try:
                     parse(value)
                 except ValueError as error:
-                    limit_path: FieldPath = (*at, "resources", "limits", limit)
+                    limit_path: FieldPath = (*at, "resources", group, limit)
                     problems.append(Problem(doc.at(limit_path), dotted(limit_path), str(error)))
     auto = spec.get("autoscale")
     if isinstance(auto, dict):

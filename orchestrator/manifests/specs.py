@@ -31,6 +31,7 @@ from .codec import (
     probe_from_document,
     read_sockets,
     read_strategy,
+    requests_from_document,
 )
 from .documents import Document, FieldPath
 
@@ -48,6 +49,7 @@ def build_spec(doc: Document, value: dict[str, Any], env: dict[str, str], at: Fi
     folder = os.path.abspath(os.path.dirname(doc.file))
     body = Reader(spec, "spec")  # validated: the typed reads cannot fail
     defaults = ProcessSpec(name="", command=())  # the model's defaults mirror the schemas' (tested)
+    requests_cpu, requests_memory = requests_from_document(spec.get("resources", {}))
     return ProcessSpec(
         name=metadata["name"],
         namespace=metadata.get("namespace", defaults.namespace),
@@ -93,6 +95,10 @@ def build_spec(doc: Document, value: dict[str, Any], env: dict[str, str], at: Fi
                          for kind in ("startup", "readiness", "liveness") if kind in spec.get("probes", {})}),
         hooks=hooks_from_document(spec.get("hooks", {})),
         limits=limits_from_document(spec.get("resources", {})),
+        queue=spec.get("queue"),
+        priority_class=spec.get("priorityClass", defaults.priority_class),
+        requests_cpu=requests_cpu,
+        requests_memory=requests_memory,
         autoscale=autoscale_from_document(spec.get("autoscale")),
         cpu_affinity=tuple(spec.get("cpuAffinity", ())),
         io_class=spec.get("ioClass"),

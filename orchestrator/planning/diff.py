@@ -58,6 +58,11 @@ FIELDS: dict[str, FieldRule] = {
     "sockets": FieldRule("spec.sockets", True),
     # How a change rolls out is read by the planner as it goes: changing it never makes a revision.
     "strategy": FieldRule("spec.strategy", False),
+    # Read when a Job is admitted to its queue: a running Job keeps running; a waiting one is ordered anew.
+    "queue": FieldRule("spec.queue", False),
+    "priority_class": FieldRule("spec.priorityClass", False),
+    "requests_cpu": FieldRule("spec.resources.requests.cpu", False),
+    "requests_memory": FieldRule("spec.resources.requests.memory", False),
     "restart_nonce": FieldRule("restart (orchestrator rollout restart)", True),
     "stopped": FieldRule("stopped (orchestrator stop / start)", False),
 }

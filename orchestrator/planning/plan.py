@@ -114,9 +114,11 @@ class Plan:
 
 
 def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now: float,
-         rollouts: Mapping[str, RolloutState] = NO_ROLLOUTS, paused: frozenset[str] = frozenset()) -> Plan:
+         rollouts: Mapping[str, RolloutState] = NO_ROLLOUTS, paused: frozenset[str] = frozenset(),
+         held: Mapping[str, str] | None = None) -> Plan:
     """`rollouts`: the state of each rollout under way (as the last plan left it); `paused`: keys whose
-    rollout is paused (`orchestrator rollout pause`)."""
+    rollout is paused (`orchestrator rollout pause`); `held`: keys not to be started now, and why (Jobs a
+    queue has not admitted yet): what of them runs goes on."""
     actions: list[Action] = []
     waiting: list[Waiting] = []
     wake: list[float] = []
@@ -222,6 +224,9 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
             blocked = blocked_by(spec) if spec.depends_on else None
             if blocked is not None:
                 waiting.append(Waiting(rid, Phase.WAITING, None, blocked))
+                continue
+            if held and spec.key in held:
+                waiting.append(Waiting(rid, Phase.WAITING, None, held[spec.key]))
                 continue
             actions.append(Start(rid, spec))
     return Plan(tuple(actions), tuple(waiting), min(wake) if wake else None, updates, tuple(notes), progress)

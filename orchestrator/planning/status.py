@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.model import DesiredState, Exit, Kind, Phase, ProcessSpec, ReplicaId, ReplicaRecord
 from .plan import Waiting
-from .policy import is_ready
+from .policy import Step, is_ready, next_step
 
 # The object's state is its least healthy replica's phase, in this order.
 _SEVERITY = [Phase.FAILED, Phase.BACKOFF, Phase.STOPPING, Phase.WAITING, Phase.PENDING, Phase.RUNNING,
@@ -25,6 +25,18 @@ def replica_phase(record: ReplicaRecord | None, waiting: Waiting | None) -> Phas
     if waiting is not None:
         return waiting.phase
     return Phase.PENDING
+
+
+def settled_phase(spec: ProcessSpec, record: ReplicaRecord | None, waiting: Waiting | None) -> Phase:
+    """replica_phase, but Succeeded or Failed at once for a replica that has just exited for good (before
+    the pass that notes it: what looks at an exit event sees how it ended)."""
+    if record is not None and record.process is None and record.last_exit is not None:
+        step = next_step(spec, record).step
+        if step is Step.SUCCEEDED:
+            return Phase.SUCCEEDED
+        if step is Step.FAILED:
+            return Phase.FAILED
+    return replica_phase(record, waiting)
 
 
 def objects(
