@@ -139,3 +139,23 @@ def test_a_frozen_job_that_is_deleted_ends_at_once(orch: Orchestrator, tmp_path:
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
              timeout=10, what="the frozen Job gone")
     assert time.monotonic() - started < 3  # not the kill timeout of a signal left pending
+
+
+def test_requeue_stops_the_lower_job_and_runs_it_again_from_the_start(orch: Orchestrator, tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    docs = [queue("rq", maxConcurrent=1, preemption="Requeue"), job("low", recorder(log, "low", 2), "rq", "Low")]
+    orch.write("m/q.yaml", "---\n".join(docs))
+    orch.ok("apply", "-f", str(orch.root / "m"))
+    wait_for(lambda: ("start", "low") in events_of(log), timeout=15, what="the Low Job started")
+    first = pid_of(orch, "low")
+    orch.write("m/urgent.yaml", job("urgent", recorder(log, "urgent", 0.3), "rq", "Critical"))
+    orch.ok("apply", "-f", str(orch.root / "m"))
+    wait_for(lambda: ("end", "urgent") in events_of(log), timeout=20, what="the Critical Job done")
+    wait_for(lambda: ("end", "low") in events_of(log), timeout=30, what="the Low Job run again, to its end")
+    order = events_of(log)
+    assert order.index(("start", "urgent")) > order.index(("start", "low"))
+    assert [e for e in order if e == ("start", "low")] == [("start", "low")] * 2, order  # from the start again
+    assert order.index(("end", "urgent")) < order.index(("end", "low"))
+    assert first is not None and not psutil.pid_exists(first)
+    described = json.loads(orch.ok("describe", "low", "-o", "json"))
+    assert described["state"] == "Succeeded", described["state"]  # the requeue was not a failure

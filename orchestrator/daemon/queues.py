@@ -173,6 +173,8 @@ class Queues:
                 self.requeued.discard(key)
             for key in plan.resume:
                 self._thaw(reconciler, key, "it fits again")
+            if plan.preempt and queue.preemption == "Suspend":
+                self._soon()  # frozen now: the next look admits what it was frozen for
             for victim, by in plan.preempt:
                 if queue.preemption == "Suspend":
                     self._freeze(reconciler, victim, by)
