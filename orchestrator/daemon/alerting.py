@@ -84,7 +84,7 @@ class Alerting:
 
         now = self.wall()
         for meta in ("alert_rules", "notifiers"):
-            for document in _json_meta(self.store, meta, []):
+            for document in self.store.json_meta(meta, []):
                 try:
                     spec = kept_from_document(document, where=f"<state: {meta}>")
                 except ManifestError as error:  # a document this release no longer reads: said, not fatal
@@ -95,7 +95,7 @@ class Alerting:
                 else:
                     self.notifiers[spec.key] = spec
         self._policies = {key: plan.policy_from_spec(rule) for key, rule in self.rules.items()}
-        saved = _json_meta(self.store, "alerts", {})
+        saved = self.store.json_meta("alerts", {})
         states = [_state_from_json(item) for item in saved.get("states", [])]
         self.alerts = {s.fingerprint: s for s in plan.restore(states, float(saved.get("saved_at", now)), now)}
         self.groups = {(g["notifier"], g["rule"]): _group_from_json(g) for g in saved.get("groups", [])}
@@ -455,7 +455,7 @@ class Outbox:
         self._busy: set[str] = set()  # notifiers with a delivery under way (one at a time each)
 
     def restore(self) -> None:
-        self.entries = [e for e in _json_meta(self.store, "outbox", []) if isinstance(e, dict) and "body" in e]
+        self.entries = [e for e in self.store.json_meta("outbox", []) if isinstance(e, dict) and "body" in e]
         if self.entries:
             self._start()
 
@@ -641,16 +641,6 @@ def _body(notifier: NotifierSpec, notification: plan.Notification, now: float) -
                    "generatorURL": ""} for a in notification.alerts]
         return json.dumps(alerts).encode()
     return json.dumps(plan.webhook_payload(notification, notifier.key, max_alerts=notifier.max_alerts)).encode()
-
-
-def _json_meta(store: Any, key: str, default: Any) -> Any:
-    text = store.get_meta(key)
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
 
 
 def _state_json(state: plan.AlertState) -> dict[str, Any]:

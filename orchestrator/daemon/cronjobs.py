@@ -60,8 +60,8 @@ class CronJobs:
     def restore(self) -> None:
         from ..manifests.cronjobs import kept_from_document
 
-        saved = _json_meta(self.store, "cronjob_state", {})
-        for document in _json_meta(self.store, "cronjobs", []):
+        saved = self.store.json_meta("cronjob_state", {})
+        for document in self.store.json_meta("cronjobs", []):
             try:
                 spec = kept_from_document(document, where="<state: cronjobs>")
             except ManifestError as error:
@@ -334,14 +334,3 @@ def local_zone() -> str:
 
 def _when(moment: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(moment))
-
-
-def _json_meta(store: Any, key: str, default: Any) -> Any:
-    text = store.get_meta(key)
-    if not text:
-        return default
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return default
-    return value if isinstance(value, type(default)) else default

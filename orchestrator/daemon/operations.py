@@ -113,13 +113,8 @@ class Operations:
             return graph.desired_state([*specs, *fitting.values()], previous=previous)
 
     def _runs_from_meta(self, taken: set[str]) -> dict[str, ProcessSpec]:
-        raw = self.store.get_meta("runs")
-        try:
-            documents = json.loads(raw) if raw else []
-        except ValueError:
-            documents = []
         runs: dict[str, ProcessSpec] = {}
-        for document in documents if isinstance(documents, list) else []:
+        for document in self.store.json_meta("runs", []):
             try:
                 spec = codec.spec_from_document(document)
             except (OrchestratorError, ValueError, KeyError, TypeError):
@@ -475,12 +470,7 @@ class Operations:
         return {str(k): float(v) for k, v in self._json_meta("created").items()}
 
     def _json_meta(self, name: str) -> dict[str, Any]:
-        raw = self.store.get_meta(name)
-        try:
-            value = json.loads(raw) if raw else {}
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+        return self.store.json_meta(name, {})  # type: ignore[no-any-return]
 
     # -- what GitSyncs own ------------------------------------------------------------------------
 

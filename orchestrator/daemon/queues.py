@@ -59,14 +59,14 @@ class Queues:
     def restore(self) -> None:
         from ..manifests.queues import kept_from_document
 
-        for document in _json_meta(self.store, "queues", []):
+        for document in self.store.json_meta("queues", []):
             try:
                 spec = kept_from_document(document, where="<state: queues>")
             except Exception as error:  # noqa: BLE001 - a kept Queue this release cannot read: said, not fatal
                 self._event(EventType.INTERNAL_ERROR, "", f"a kept Queue is not read: {error}")
                 continue
             self.specs[spec.name] = spec
-        state = _json_meta(self.store, "queue_state", {})
+        state = self.store.json_meta("queue_state", {})
         self.arrived = {k: float(v) for k, v in (state.get("arrived") or {}).items()}
         self.suspended = {k: str(v) for k, v in (state.get("suspended") or {}).items()}
         self.requeued = set(state.get("requeued") or [])
@@ -280,15 +280,3 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # each replica leads a group of its own: its whole tree
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _json_meta(store: Any, key: str, default: Any) -> Any:
-    text = store.get_meta(key)
-    if not text:
-        return default
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return default
-    return value if isinstance(value, type(default)) else default
-

@@ -451,6 +451,18 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def json_meta(self, key: str, default: Any) -> Any:
+        """The meta value `key` read as JSON, when it is of `default`'s type (a list, a dict); else `default`
+        (missing, or not readable: what a later release or a hand edit left)."""
+        text = self.get_meta(key)
+        if not text:
+            return default
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return default
+        return value if isinstance(value, type(default)) else default
+
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
