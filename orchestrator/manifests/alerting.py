@@ -19,7 +19,6 @@ notifier_to_document. Never: reading the files a Notifier names (the daemon does
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -44,14 +43,13 @@ from ..core.alerting import (
     AlertRuleSpec,
     NotifierSpec,
 )
-from ..core.errors import Location, ManifestError, Problem
+from ..core.errors import Location, Problem
 from ..core.model import DEFAULT_NAMESPACE, ProcessSpec
 from ..core.units import parse_quantity
 from .codec import API_VERSION
 from .documents import Document, FieldPath, dotted
-from .explain import explain
 from .rules import _EMPTY_PROGRAM, _nul_paths
-from .schema import full_validator, is_valid
+from .stored import checked_document, number
 
 ALERT_RULE_KEPT_BY_DAEMON = "an AlertRule is kept by the daemon: apply it with `orchestrator apply`"
 NOTIFIER_KEPT_BY_DAEMON = "a Notifier is kept by the daemon: apply it with `orchestrator apply`"
@@ -379,39 +377,14 @@ def kept_from_document(document: Mapping[str, Any], where: str = "<request>") ->
     """The spec of an AlertRule or Notifier document given as a plain dict (the daemon's store, a client's
     request), checked against the same schema and rules as a manifest file's; raises ManifestError with every
     problem, each at `where` and its field path."""
-    location = Location(where)
-    if not isinstance(document, Mapping):
-        raise ManifestError([Problem(location, "", f"a document must be a mapping, got {type(document).__name__}")])
-    kind = document.get("kind")
-    problems = [Problem(location, "apiVersion", f"expected {API_VERSION}, got {document.get('apiVersion')!r}")
-                for _ in range(document.get("apiVersion") != API_VERSION)]
-    if kind not in (ALERT_RULE_KIND, NOTIFIER_KIND):
-        problems.append(Problem(location, "kind", f"expected {ALERT_RULE_KIND} or {NOTIFIER_KIND}, got {kind!r}"))
-    if problems:
-        raise ManifestError(problems)
-    value = copy.deepcopy(dict(document))
-    doc = Document(where, value=value)
-    schema: list[Problem] = []
-    if not is_valid(API_VERSION, str(kind), value):
-        for error in full_validator(API_VERSION, str(kind)).iter_errors(value):
-            schema += explain(doc, error)
-    spec = value.get("spec")
-    check = check_alert_rule_rules if kind == ALERT_RULE_KIND else check_notifier_rules
-    rules = check(doc, spec) if isinstance(spec, dict) else []
-    explained = {problem.path for problem in rules}  # a field a rule explains: the schema's word on it goes
-    problems = [p for p in schema if p.path not in explained or p.message.startswith("unknown field")] + rules
-    if problems:
-        raise ManifestError(list(dict.fromkeys(p._replace(location=location) for p in problems)))
+    kind, value, location = checked_document(document, where, {ALERT_RULE_KIND: check_alert_rule_rules,
+                                                                NOTIFIER_KIND: check_notifier_rules})
     return _build_rule(value, location) if kind == ALERT_RULE_KIND else _build_notifier(value, location)
 
 
-def _number(value: float) -> float | int:
-    """60.0 as 60: the document reads as it would be written."""
-    return int(value) if float(value).is_integer() else value
-
 
 def _percent(fraction: float) -> float | int:
-    return _number(round(fraction * 100, 9))  # 0.07 * 100 is 7.000000000000001
+    return number(round(fraction * 100, 9))  # 0.07 * 100 is 7.000000000000001
 
 
 def _bare(key: str, namespace: str) -> str:
@@ -439,17 +412,17 @@ def alert_rule_to_document(spec: AlertRuleSpec) -> dict[str, Any]:
     elif spec.condition == MEMORY and spec.above is not None:
         body = ({"above": int(spec.above)} if spec.of == OF_BYTES else {"abovePercent": _percent(spec.above)})
     elif spec.condition == RESTARTS:
-        body = {"moreThan": spec.more_than, "withinSeconds": _number(spec.within_seconds or 0)}
+        body = {"moreThan": spec.more_than, "withinSeconds": number(spec.within_seconds or 0)}
     elif spec.condition == LIMIT_HEALTH and spec.band != DEFAULT_BAND:
         body = {"band": spec.band}
     document: dict[str, Any] = {"selector": selector, "condition": {spec.condition: body}}
     defaults = AlertRuleSpec(name="", condition=CPU)
     if spec.for_seconds != defaults.for_seconds:
-        document["forSeconds"] = _number(spec.for_seconds)
+        document["forSeconds"] = number(spec.for_seconds)
     if spec.consecutive is not None:
         document["consecutive"] = spec.consecutive
     if spec.keep_firing_for_seconds != defaults.keep_firing_for_seconds:
-        document["keepFiringForSeconds"] = _number(spec.keep_firing_for_seconds)
+        document["keepFiringForSeconds"] = number(spec.keep_firing_for_seconds)
     if spec.severity != defaults.severity:
         document["severity"] = spec.severity
     for name, pairs in (("labels", spec.labels), ("annotations", spec.annotations)):
@@ -473,7 +446,7 @@ def notifier_to_document(spec: NotifierSpec) -> dict[str, Any]:
         if spec.header_files:
             webhook["headerFiles"] = dict(spec.header_files)
         if spec.timeout_seconds != WEBHOOK_TIMEOUT:
-            webhook["timeoutSeconds"] = _number(spec.timeout_seconds)
+            webhook["timeoutSeconds"] = number(spec.timeout_seconds)
         if spec.max_alerts != defaults.max_alerts:
             webhook["maxAlerts"] = spec.max_alerts
         if spec.payload != defaults.payload:
@@ -482,7 +455,7 @@ def notifier_to_document(spec: NotifierSpec) -> dict[str, Any]:
     else:
         run: dict[str, Any] = {"command": list(spec.command)}
         if spec.timeout_seconds != EXEC_TIMEOUT:
-            run["timeoutSeconds"] = _number(spec.timeout_seconds)
+            run["timeoutSeconds"] = number(spec.timeout_seconds)
         document["exec"] = run
     for name, value, default in (
         ("sendResolved", spec.send_resolved, defaults.send_resolved),
@@ -491,6 +464,6 @@ def notifier_to_document(spec: NotifierSpec) -> dict[str, Any]:
         ("repeatIntervalSeconds", spec.repeat_interval_seconds, defaults.repeat_interval_seconds),
     ):
         if value != default:
-            document[name] = _number(value) if isinstance(value, float) else value
+            document[name] = number(value) if isinstance(value, float) else value
     return {"apiVersion": API_VERSION, "kind": NOTIFIER_KIND,
             "metadata": _metadata(spec.name, spec.namespace, spec.metadata_labels), "spec": document}

@@ -17,21 +17,19 @@ cronjob_to_document. Never: deciding when a run is due (planning/cron.py), start
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from ..core.cronjob import CRONJOB_KIND, RUN_LABEL, CronJobSpec
-from ..core.errors import Location, ManifestError, Problem
+from ..core.errors import Location, Problem
 from ..core.model import DEFAULT_NAMESPACE, Kind, ProcessSpec
 from ..planning import cron
 from .codec import API_VERSION, spec_to_document
 from .documents import Document, FieldPath, dotted
-from .explain import explain
 from .rules import _nul_paths, check_rules
-from .schema import full_validator, is_valid
 from .specs import build_spec
+from .stored import checked_document
 
 CRONJOB_KEPT_BY_DAEMON = "a CronJob is kept by the daemon: apply it with `orchestrator apply`"
 TEMPLATE: FieldPath = ("spec", "jobTemplate")  # where a CronJob's Job spec is
@@ -128,36 +126,23 @@ def kept_from_document(document: Mapping[str, Any], where: str = "<request>") ->
     against the same schema and rules as a manifest file's; raises ManifestError with every problem, each at
     `where` and its field path. Having no file, its jobTemplate must give an absolute workingDir and may not
     name envFrom files (cronjob_to_document writes env merged, and workingDir)."""
-    location = Location(where)
-    if not isinstance(document, Mapping):
-        raise ManifestError([Problem(location, "", f"a document must be a mapping, got {type(document).__name__}")])
-    problems = [Problem(location, "apiVersion", f"expected {API_VERSION}, got {document.get('apiVersion')!r}")
-                for _ in range(document.get("apiVersion") != API_VERSION)]
-    if document.get("kind") != CRONJOB_KIND:
-        problems.append(Problem(location, "kind", f"expected {CRONJOB_KIND}, got {document.get('kind')!r}"))
-    if problems:
-        raise ManifestError(problems)
-    value = copy.deepcopy(dict(document))
+    _, value, location = checked_document(document, where, {CRONJOB_KIND: _stored_rules})
+    template = value["spec"]["jobTemplate"]
     doc = Document(where, value=value)
-    schema: list[Problem] = []
-    if not is_valid(API_VERSION, CRONJOB_KIND, value):
-        for error in full_validator(API_VERSION, CRONJOB_KIND).iter_errors(value):
-            schema += explain(doc, error)
-    spec = value.get("spec")
-    rules = check_cronjob_rules(doc, spec) if isinstance(spec, dict) else []
-    template = spec.get("jobTemplate") if isinstance(spec, dict) else None
+    return _build(value, build_spec(doc, job_document(value), dict(template.get("env", {})), TEMPLATE), location)
+
+
+def _stored_rules(doc: Document, spec: dict[str, Any]) -> list[Problem]:
+    """A stored CronJob's rules: a manifest's, and what a document without a file cannot have."""
+    rules = check_cronjob_rules(doc, spec)
+    template = spec.get("jobTemplate")
     if isinstance(template, dict):
         working = template.get("workingDir")
         for field, wrong in (("envFrom", "envFrom" in template),
                              ("workingDir", not (isinstance(working, str) and working.startswith("/")))):
             if wrong:
-                rules.append(Problem(location, dotted((*TEMPLATE, field)), NOT_FROM_A_FILE[field]))
-    explained = {problem.path for problem in rules}  # a field a rule explains: the schema's word on it goes
-    problems = [p for p in schema if p.path not in explained or p.message.startswith("unknown field")] + rules
-    if problems:
-        raise ManifestError(list(dict.fromkeys(p._replace(location=location) for p in problems)))
-    env = template.get("env", {}) if isinstance(template, dict) else {}
-    return _build(value, build_spec(doc, job_document(value), dict(env), TEMPLATE), location)
+                rules.append(Problem(doc.at(()), dotted((*TEMPLATE, field)), NOT_FROM_A_FILE[field]))
+    return rules
 
 
 def _seconds(value: float) -> float | int:

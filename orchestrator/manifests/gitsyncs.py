@@ -15,7 +15,6 @@ gitsync_to_document. Never: reading the files auth names (the daemon does, at ea
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import posixpath
@@ -25,13 +24,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.addresses import is_loopback
-from ..core.errors import Location, ManifestError, Problem
+from ..core.errors import Location, Problem
 from ..core.gitsync import DEFAULT_USERNAME, GITSYNC_KIND, REF_KINDS, GitSyncSpec, SyncWindow
 from .codec import API_VERSION
 from .documents import Document, FieldPath, dotted
-from .explain import explain
 from .rules import _nul_paths
-from .schema import full_validator, is_valid
+from .stored import checked_document, number
 
 KEPT_BY_DAEMON = "a GitSync is kept by the daemon: apply it with `orchestrator apply` (or `orchestrator sync add`)"
 CREDENTIALS_IN_URL = "credentials in the repo URL: put the token in a file and name it in auth.tokenFile"
@@ -337,32 +335,9 @@ def gitsync_from_document(document: Mapping[str, Any], where: str = "<request>")
     """The spec of a GitSync document given as a plain dict (the daemon's store, a client's request), checked
     against the same schema and rules as a manifest file's; raises ManifestError with every problem, each at
     `where` and its field path."""
-    location = Location(where)
-    if not isinstance(document, Mapping):
-        raise ManifestError([Problem(location, "", f"a GitSync must be a mapping, got {type(document).__name__}")])
-    problems = [Problem(location, name, f"expected {expected}, got {document.get(name)!r}")
-                for name, expected in (("apiVersion", API_VERSION), ("kind", GITSYNC_KIND))
-                if document.get(name) != expected]
-    if problems:
-        raise ManifestError(problems)
-    value = copy.deepcopy(dict(document))
-    doc = Document(where, value=value)
-    schema: list[Problem] = []
-    if not is_valid(API_VERSION, GITSYNC_KIND, value):
-        for error in full_validator(API_VERSION, GITSYNC_KIND).iter_errors(value):
-            schema += explain(doc, error)
-    spec = value.get("spec")
-    rules = check_gitsync_rules(doc, spec) if isinstance(spec, dict) else []
-    explained = {problem.path for problem in rules}  # a field a rule explains: the schema's word on it goes
-    problems = [p for p in schema if p.path not in explained or p.message.startswith("unknown field")] + rules
-    if problems:
-        raise ManifestError(list(dict.fromkeys(p._replace(location=location) for p in problems)))
+    _, value, location = checked_document(document, where, {GITSYNC_KIND: check_gitsync_rules}, "a GitSync")
     return _build(value, location)
 
-
-def _number(value: float) -> float | int:
-    """60.0 as 60: the document reads as it would be written."""
-    return int(value) if float(value).is_integer() else value
 
 
 def gitsync_to_document(spec: GitSyncSpec) -> dict[str, Any]:
@@ -385,7 +360,7 @@ def gitsync_to_document(spec: GitSyncSpec) -> dict[str, Any]:
     )
     for name, value, default in fields:
         if value != default:
-            body[name] = _number(value) if isinstance(value, float) else value
+            body[name] = number(value) if isinstance(value, float) else value
     if spec.windows:
         body["windows"] = [_window_document(window) for window in spec.windows]
     auth: dict[str, Any] = {}
@@ -407,7 +382,7 @@ def gitsync_to_document(spec: GitSyncSpec) -> dict[str, Any]:
 
 def _window_document(window: SyncWindow) -> dict[str, Any]:
     document: dict[str, Any] = {"kind": window.kind, "schedule": window.schedule,
-                                "durationSeconds": _number(window.duration_seconds)}
+                                "durationSeconds": number(window.duration_seconds)}
     if window.time_zone != SyncWindow.time_zone:
         document["timeZone"] = window.time_zone
     if window.manual_sync:

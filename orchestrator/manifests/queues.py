@@ -16,20 +16,18 @@ queue_to_document. Never: admitting, suspending or stopping Jobs (planning/admis
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..core.errors import Location, ManifestError, Problem
+from ..core.errors import Location, Problem
 from ..core.model import ProcessSpec
 from ..core.queue import QUEUE_KIND, QueueSpec
 from ..core.units import parse_cpu, parse_quantity
 from ..planning.admission import Preemption, QueuePolicy, fits_ever
 from .codec import API_VERSION
 from .documents import Document, FieldPath, dotted
-from .explain import explain
 from .rules import _nul_paths
-from .schema import full_validator, is_valid
+from .stored import checked_document, number
 
 QUEUE_KEPT_BY_DAEMON = "a Queue is kept by the daemon: apply it with `orchestrator apply`"
 CAPACITY: FieldPath = ("spec", "capacity")
@@ -116,33 +114,9 @@ def kept_from_document(document: Mapping[str, Any], where: str = "<request>") ->
     """The spec of a Queue document given as a plain dict (the daemon's store, a client's request), checked
     against the same schema and rules as a manifest file's; raises ManifestError with every problem, each at
     `where` and its field path."""
-    location = Location(where)
-    if not isinstance(document, Mapping):
-        raise ManifestError([Problem(location, "", f"a document must be a mapping, got {type(document).__name__}")])
-    problems = [Problem(location, "apiVersion", f"expected {API_VERSION}, got {document.get('apiVersion')!r}")
-                for _ in range(document.get("apiVersion") != API_VERSION)]
-    if document.get("kind") != QUEUE_KIND:
-        problems.append(Problem(location, "kind", f"expected {QUEUE_KIND}, got {document.get('kind')!r}"))
-    if problems:
-        raise ManifestError(problems)
-    value = copy.deepcopy(dict(document))
-    doc = Document(where, value=value)
-    schema: list[Problem] = []
-    if not is_valid(API_VERSION, QUEUE_KIND, value):
-        for error in full_validator(API_VERSION, QUEUE_KIND).iter_errors(value):
-            schema += explain(doc, error)
-    spec = value.get("spec")
-    rules = check_queue_rules(doc, spec) if isinstance(spec, dict) else []
-    explained = {problem.path for problem in rules}  # a field a rule explains: the schema's word on it goes
-    problems = [p for p in schema if p.path not in explained or p.message.startswith("unknown field")] + rules
-    if problems:
-        raise ManifestError(list(dict.fromkeys(p._replace(location=location) for p in problems)))
+    _, value, location = checked_document(document, where, {QUEUE_KIND: check_queue_rules})
     return _build(value, location)
 
-
-def _number(value: float) -> float | int:
-    """60.0 as 60: the document reads as it would be written."""
-    return int(value) if float(value).is_integer() else value
 
 
 def queue_to_document(spec: QueueSpec) -> dict[str, Any]:
@@ -154,13 +128,13 @@ def queue_to_document(spec: QueueSpec) -> dict[str, Any]:
         body["maxConcurrent"] = spec.max_concurrent
     capacity: dict[str, Any] = {}
     if spec.capacity_cpu is not None:
-        capacity["cpu"] = _number(spec.capacity_cpu)
+        capacity["cpu"] = number(spec.capacity_cpu)
     if spec.capacity_memory is not None:
         capacity["memory"] = spec.capacity_memory
     if capacity:
         body["capacity"] = capacity
     if spec.aging_seconds_per_level is not None:
-        body["agingSecondsPerLevel"] = _number(spec.aging_seconds_per_level)
+        body["agingSecondsPerLevel"] = number(spec.aging_seconds_per_level)
     if spec.preemption != defaults.preemption:
         body["preemption"] = spec.preemption
     metadata: dict[str, Any] = {"name": spec.name}
