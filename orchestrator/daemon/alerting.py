@@ -37,6 +37,7 @@ from ..core.model import ReplicaId
 from ..host.metrics import Sampler
 from ..planning import alerts as plan
 from ..planning.alert_conditions import Replica, Usage, breaching, judge, selection, snapshot
+from . import kept
 from .control import Conflict, NotFound
 
 Post = Callable[[Callable[[Any], None]], None]  # run on the reconciler's thread
@@ -131,15 +132,10 @@ class Alerting:
         if problems:
             raise ManifestError(problems)
         results = []
-        for spec in specs:
-            kept: dict[str, Any] = self.rules if isinstance(spec, AlertRuleSpec) else self.notifiers
-            kind = "AlertRule" if isinstance(spec, AlertRuleSpec) else "Notifier"
-            old = kept.get(spec.key)
-            result = "created" if old is None else ("unchanged" if old == spec else "configured")
-            results.append({"key": spec.key, "kind": kind, "result": result, "restart": False, "stopped": False})
-            if not dry_run and result != "unchanged":
-                kept[spec.key] = spec
-        if not dry_run and any(r["result"] != "unchanged" for r in results):
+        for spec in specs:  # in the order given
+            results += kept.put(self.rules if isinstance(spec, AlertRuleSpec) else self.notifiers, [spec], _key,
+                                _kind, dry_run)
+        if not dry_run and kept.changed(results):
             self._policies = {key: plan.policy_from_spec(rule) for key, rule in self.rules.items()}
             self._selected_for = None
             self._save_kept()
@@ -149,18 +145,13 @@ class Alerting:
     def prune(self, applied: set[str], paths: list[str], dry_run: bool) -> list[dict[str, Any]]:
         """Forget the rules and notifiers read from under `paths` that this apply no longer has (apply
         --prune, as for processes)."""
-        from .operations import _under
-
         results = []
         kinds: tuple[tuple[str, dict[str, Any]], ...] = (("AlertRule", self.rules), ("Notifier", self.notifiers))
-        for kind, kept in kinds:
-            for key, spec in list(kept.items()):
-                qualified = f"{kind.lower()}/{key}"
-                if qualified in applied or spec.location is None or not _under(spec.location.file, paths):
-                    continue
-                results.append({"key": key, "kind": kind, "result": "pruned", "restart": False, "stopped": False})
-                if not dry_run:
-                    del kept[key]
+        for kind, specs in kinds:
+            def keep(key: str, kind: str = kind) -> bool:
+                return f"{kind.lower()}/{key}" in applied
+
+            results += kept.prune(specs, kind, keep, paths, dry_run)
         if results and not dry_run:
             self._policies = {key: plan.policy_from_spec(rule) for key, rule in self.rules.items()}
             self._selected_for = None
@@ -200,10 +191,10 @@ class Alerting:
 
     def unsilence(self, body: dict[str, Any]) -> dict[str, Any]:
         ident = str(body.get("id") or "")
-        kept = [s for s in self.silences if s.id != ident]
-        if len(kept) == len(self.silences):
+        remaining = [s for s in self.silences if s.id != ident]
+        if len(remaining) == len(self.silences):
             raise NotFound(f"no silence {ident}")
-        self.silences = kept
+        self.silences = remaining
         self._event(EventType.ALERT_SILENCED, "", f"silence {ident} ended")
         self._save_state(self.wall())
         self._evaluate_at(time.monotonic())
@@ -597,13 +588,21 @@ def _replica_of(state: plan.AlertState) -> ReplicaId:
     return ReplicaId(f"{labels.get('namespace')}/{labels.get('process')}", int(replica) if replica.isdigit() else -1)
 
 
-def _resolve(name: str, kept: Mapping[str, Any], kind: str) -> str:
-    """The key of what `name` (name, or namespace/name) names among `kept`; NotFound, or Conflict when a bare
+def _key(spec: AlertRuleSpec | NotifierSpec) -> str:
+    return spec.key
+
+
+def _kind(spec: AlertRuleSpec | NotifierSpec) -> str:
+    return "AlertRule" if isinstance(spec, AlertRuleSpec) else "Notifier"
+
+
+def _resolve(name: str, known: Mapping[str, Any], kind: str) -> str:
+    """The key of what `name` (name, or namespace/name) names among `known`; NotFound, or Conflict when a bare
     name is in several namespaces."""
-    if name in kept:
+    if name in known:
         return name
     if "/" not in name:
-        matches = [key for key in kept if key.split("/", 1)[1] == name]
+        matches = [key for key in known if key.split("/", 1)[1] == name]
         if len(matches) == 1:
             return matches[0]
         if matches:

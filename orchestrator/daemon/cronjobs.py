@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..core.model import Phase, ProcessSpec, ReplicaId
 from ..host.logs import remove_logs
 from ..planning import cron
 from ..planning.status import settled_phase
+from . import kept
 from .control import Conflict, NotFound
 
 Post = Callable[[Callable[[Any], None]], None]
@@ -52,8 +52,7 @@ class CronJobs:
         self.states: dict[str, dict[str, Any]] = {}  # key -> {"created", "last_scheduled", "last_success"}
         self.zone = local_zone()
         self._replaced: dict[str, int] = {}  # runs stopped by Replace -> replicas: their logs go once they ended
-        self._timer: threading.Timer | None = None
-        self._guard = threading.Lock()
+        self._alarm = kept.Alarm(lambda: self.post(self.tick))  # the soonest next time of all CronJobs
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -78,10 +77,7 @@ class CronJobs:
             self.post(self.tick)
 
     def close(self) -> None:
-        with self._guard:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        self._alarm.cancel()
 
     def on_event(self, event: Event) -> None:
         """A Job ended: if it is a run, see to the history and to what waited for it, on the loop."""
@@ -95,9 +91,8 @@ class CronJobs:
         now = self.wall()
         for spec in specs:
             old = self.specs.get(spec.key)
-            result = "created" if old is None else ("unchanged" if old == spec else "configured")
-            results.append({"key": spec.key, "kind": "CronJob", "result": result, "restart": False,
-                            "stopped": False})
+            result = kept.outcome(self.specs, spec.key, spec)
+            results.append(kept.result(spec.key, "CronJob", result))
             if dry_run or result == "unchanged":
                 continue
             self.specs[spec.key] = spec
@@ -105,7 +100,7 @@ class CronJobs:
             state["file"] = spec.location.file if spec.location is not None else None  # kept for restore
             if old is not None and _times(old) != _times(spec):
                 state["last_scheduled"] = now  # a new schedule counts from now: no catch-up of the old one
-        if not dry_run and any(r["result"] != "unchanged" for r in results):
+        if not dry_run and kept.changed(results):
             self._save()
             self.tick(None)
         return results
@@ -113,17 +108,10 @@ class CronJobs:
     def prune(self, applied: set[str], paths: list[str], dry_run: bool) -> list[dict[str, Any]]:
         """Forget the CronJobs read from under `paths` that this apply no longer has (apply --prune); their
         runs under way go on to their end, then go with the history."""
-        from .operations import _under
-
-        results = []
-        for key, spec in list(self.specs.items()):
-            if key in applied or spec.location is None or not _under(spec.location.file, paths):
-                continue
-            results.append({"key": key, "kind": "CronJob", "result": "pruned", "restart": False, "stopped": False})
-            if not dry_run:
-                del self.specs[key]
-                self.states.pop(key, None)
+        results = kept.prune(self.specs, "CronJob", applied.__contains__, paths, dry_run)
         if results and not dry_run:
+            for gone in results:
+                self.states.pop(gone["key"], None)
             self._save()
             self.tick(None)
         return results
@@ -178,7 +166,7 @@ class CronJobs:
                 soonest = decision.next_at if soonest is None else min(soonest, decision.next_at)
         if changed:
             self._save()
-        self._wake_at(soonest)
+        self._alarm.set(None if soonest is None else soonest - now)
 
     def _due_run(self, spec: CronJobSpec, scheduled: float) -> None:
         active = [k for k, phase in self._runs_of(spec).items() if phase is None]
@@ -267,18 +255,6 @@ class CronJobs:
         if record is None or record.last_exit is None:
             return None
         return float(record.last_exit.at) + self.ops._wall_offset()
-
-    def _wake_at(self, at: float | None) -> None:
-        with self._guard:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if at is None:
-                return
-            delay = max(0.0, at - self.wall()) + 0.01
-            self._timer = threading.Timer(delay, lambda: self.post(self.tick))
-            self._timer.daemon = True
-            self._timer.start()
 
     def _key(self, name: str) -> str:
         if name in self.specs:

@@ -30,6 +30,7 @@ from ..core.model import Kind, Phase, ProcessSpec, ReplicaId
 from ..core.queue import QueueSpec
 from ..planning import admission
 from ..planning.status import settled_phase
+from . import kept
 from .control import NotFound
 
 Post = Callable[[Callable[[Any], None]], None]
@@ -50,7 +51,7 @@ class Queues:
         self.suspended: dict[str, str] = {}  # Job key -> the Job it was frozen for
         self.requeued: set[str] = set()  # Jobs stopped to be run again later
         self.plans: dict[str, admission.Plan] = {}
-        self._timer: threading.Timer | None = None
+        self._alarm = kept.Alarm(self._soon)  # the plan's next aging step
         self._guard = threading.Lock()
         self._posted = False
 
@@ -74,9 +75,7 @@ class Queues:
             self.post(self.evaluate)
 
     def close(self) -> None:
-        with self._guard:
-            if self._timer is not None:
-                self._timer.cancel()
+        self._alarm.cancel()
 
     def on_event(self, event: Event) -> None:
         if self.specs and event.type in LOOK_AGAIN:
@@ -87,28 +86,14 @@ class Queues:
     # -- kept objects (the loop's thread) ----------------------------------------------------------
 
     def put(self, specs: list[QueueSpec], dry_run: bool = False) -> list[dict[str, Any]]:
-        results = []
-        for spec in specs:
-            old = self.specs.get(spec.name)
-            result = "created" if old is None else ("unchanged" if old == spec else "configured")
-            results.append({"key": spec.name, "kind": "Queue", "result": result, "restart": False, "stopped": False})
-            if not dry_run and result != "unchanged":
-                self.specs[spec.name] = spec
-        if not dry_run and any(r["result"] != "unchanged" for r in results):
+        results = kept.put(self.specs, specs, lambda spec: spec.name, lambda spec: "Queue", dry_run)
+        if not dry_run and kept.changed(results):
             self._save()
             self._soon()
         return results
 
     def prune(self, applied: set[str], paths: list[str], dry_run: bool) -> list[dict[str, Any]]:
-        from .operations import _under
-
-        results = []
-        for name, spec in list(self.specs.items()):
-            if name in applied or spec.location is None or not _under(spec.location.file, paths):
-                continue
-            results.append({"key": name, "kind": "Queue", "result": "pruned", "restart": False, "stopped": False})
-            if not dry_run:
-                del self.specs[name]
+        results = kept.prune(self.specs, "Queue", applied.__contains__, paths, dry_run)
         if results and not dry_run:
             self._save()
             self._soon()
@@ -197,7 +182,7 @@ class Queues:
         self._save_state()
         if changed:
             reconciler.post(lambda r: None)  # a pass with the new holds
-        self._wake_at(min(wake) if wake else None)
+        self._alarm.set(min(wake) - now if wake else None)
 
     def _entries(self, queue: QueueSpec, now: float) -> list[admission.Entry]:
         reconciler = self.ops.reconciler
@@ -243,17 +228,6 @@ class Queues:
         del self.suspended[key]
         self._save_state()
         self._event(EventType.QUEUE_RESUMED, key, f"resumed: {why}")
-
-    def _wake_at(self, at: float | None) -> None:
-        with self._guard:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if at is None:
-                return
-            self._timer = threading.Timer(max(0.0, at - self.wall()) + 0.01, self._soon)
-            self._timer.daemon = True
-            self._timer.start()
 
     def _save(self) -> None:
         from ..manifests.queues import queue_to_document

@@ -31,6 +31,7 @@ from .control import Conflict, NotFound
 from .cronjobs import CronJobs
 from .gitsyncs import GitSyncs
 from .intake import load_sent
+from .kept import result as kept_result
 from .operations import Operations
 from .queues import Queues
 from .streams import TAIL_DEFAULT, TAIL_MAX, log_tail
@@ -134,8 +135,7 @@ class Routes:
         for spec in kept:
             if isinstance(spec, GitSyncSpec):
                 result = self.gitsyncs.put(spec, dry_run=dry_run)["result"]
-                answer["results"].append({"key": spec.name, "kind": "GitSync", "result": result,  # gitsync/NAME
-                                          "restart": False, "stopped": False})
+                answer["results"].append(kept_result(spec.name, "GitSync", result))  # shown as gitsync/NAME
         answer["results"] += self.alerting.put(alerting, dry_run=dry_run)
         answer["results"] += self.cronjobs.put(cronjobs, dry_run=dry_run)
         answer["results"] += self.queues.put(queues, dry_run=dry_run)
