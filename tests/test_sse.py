@@ -826,3 +826,23 @@ def test_errors_have_one_shape(orch: Orchestrator, tokens: dict[str, str], liste
     status, _, raw = request(listener, "GET", "/api/v1/objects", "orch_wrong")
     assert status == 401
     error_shape(raw, "Unauthorized")
+
+
+def test_a_log_answer_is_bounded_and_goes_past_a_long_line(tmp_path: Path) -> None:
+    """A line longer than MAX_LINE comes in pieces (it never stops the answer where it begins), and one
+    answer holds about ANSWER_BYTES of text at most: `next` says where to ask again."""
+    from orchestrator.daemon.streams import ANSWER_BYTES, log_tail
+    from orchestrator.host.logread import MAX_LINE
+
+    log = tmp_path / "a.0.log"
+    long_line = b"x" * (MAX_LINE * 2 + 10)
+    log.write_bytes(b"first\n" + long_line + b"\nlast\n")
+    lines, end = log_tail(log, None, 0)
+    assert [len(line["text"]) for line in lines] == [5, MAX_LINE, MAX_LINE, 10, 4]
+    assert lines[-1]["text"] == "last" and end == log.stat().st_size
+    big = tmp_path / "b.0.log"
+    big.write_bytes((b"y" * (MAX_LINE - 1) + b"\n") * 200)  # 12.8 MiB
+    lines, end = log_tail(big, None, 0)
+    assert ANSWER_BYTES <= sum(len(line["text"]) for line in lines) < ANSWER_BYTES + MAX_LINE
+    again, _ = log_tail(big, None, end)
+    assert again and again[0]["offset"] == end  # the next answer begins where this one ended

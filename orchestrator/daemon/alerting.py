@@ -48,6 +48,7 @@ RETRY_MAX_SECONDS = 300.0
 GIVE_UP_SECONDS = 24 * 3600.0
 MAX_OUTBOX = 1000  # notifications waiting at most; past that the oldest is given up (an event says so)
 MAX_SILENCES = 1000
+MAX_MATCHERS = 50  # labels one silence matches
 HISTORY_TYPES = ("AlertPending", "AlertFiring", "AlertResolved", "AlertSilenced", "NotificationSent",
                  "NotificationFailed")
 STATE_CHANGES = {EventType.EXITED, EventType.STARTED, EventType.BACKOFF, EventType.FAILED, EventType.SUCCEEDED,
@@ -166,7 +167,10 @@ class Alerting:
         seconds = float(body.get("for_seconds") or 0)
         if not 0 < seconds <= 365 * 86400:
             raise ValueError("for_seconds: a silence lasts more than 0 seconds and at most a year")
-        matchers: dict[str, str] = {str(k): str(v) for k, v in (body.get("matchers") or {}).items()}
+        given = body.get("matchers") or {}
+        if not isinstance(given, dict) or len(given) > MAX_MATCHERS:
+            raise ValueError(f"matchers: at most {MAX_MATCHERS} label: value pairs")
+        matchers: dict[str, str] = {str(k)[:256]: str(v)[:1024] for k, v in given.items()}
         if body.get("rule"):
             matchers["alertname"] = self._rule_key(str(body["rule"]))
         if body.get("process"):

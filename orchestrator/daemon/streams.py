@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..host.logread import Cursor, Line, line_start_at_or_after, read_lines, read_times, tail_start
+from ..host.logread import MAX_LINE, Cursor, Line, line_start_at_or_after, read_lines, read_times, tail_start
 from .control import OVERFLOW, event_queue_iterator
 
 QUEUE = 100  # events one client may fall behind by before it is sent `overflow` and closed
@@ -33,6 +33,7 @@ RETRY_MILLISECONDS = 2000  # how long a browser's EventSource waits before it re
 LOG_POLL_SECONDS = 0.2  # a followed log file is looked at this often (only while a client follows it)
 TAIL_DEFAULT = 100
 TAIL_MAX = 10_000
+ANSWER_BYTES = 4 << 20  # of log text in one answer (TAIL_MAX lines of 64 KiB would be 640 MiB)
 
 
 def frame(data: Any, event: str | None = None, id: str | int | None = None) -> bytes:
@@ -78,7 +79,8 @@ def event_frames(subscribe: Callable[[Callable[[Any], None]], None],
 
 def log_tail(log: Path, tail: int | None, since: int | None) -> tuple[list[dict[str, Any]], int]:
     """The last `tail` lines of `log` (or those from offset `since` on, at most TAIL_MAX), and the offset
-    where its next line will begin. Reads at most TAIL_MAX lines whatever was asked."""
+    where its next line will begin. Reads at most TAIL_MAX lines and about ANSWER_BYTES of them whatever was
+    asked: what is left is asked for from the offset returned."""
     if since is not None:
         start = line_start_at_or_after(log, since) if since else 0
         count = TAIL_MAX
@@ -87,12 +89,15 @@ def log_tail(log: Path, tail: int | None, since: int | None) -> tuple[list[dict[
         start = tail_start(log, count)
     times = read_times(log)
     lines: list[dict[str, Any]] = []
-    end = start
+    end, size = start, 0
     for line in read_lines(log, start):
-        if len(lines) >= count or not line.complete:
+        if len(lines) >= count or size >= ANSWER_BYTES:
+            break  # the rest from `end` on: the next ask, or the follow
+        if not line.complete and len(line.text) < MAX_LINE:
             break  # an unfinished last line comes when its newline does (or with the follow)
-        lines.append(_line_json(line, times.at(line.offset)))
-        end = line.offset + len(line.text) + 1
+        document = _line_json(line, times.at(line.offset))  # (a piece of a longer line is a line of its own)
+        lines.append(document)
+        end, size = document["next"], size + len(line.text)
     return lines, end
 
 
