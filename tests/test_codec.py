@@ -61,6 +61,7 @@ FULL = ProcessSpec(
     max_restarts=5,
     restart_window_seconds=0.1 + 0.2,  # not representable shortly: must come back bit for bit
     backoff_limit=2,
+    active_deadline_seconds=90.5,
     depends_on=(Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED)),
     shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
     logs=LogPolicy(max_bytes=1024, keep=2),
@@ -116,6 +117,9 @@ FULL_RECORD = ReplicaRecord(
     cgroup="/sys/fs/cgroup/orchestrator-0123456789/default.web.0",
     slot_since=2.5,
     ready_since=2.75,
+    deadline_from=1.25,
+    frozen_since=2.5,
+    deadline_exceeded=True,
 )
 
 
@@ -165,7 +169,7 @@ def spec_fields_written(spec: ProcessSpec) -> set[str]:
     return {"name", "namespace", "labels", "kind"} | set(document["spec"])
 
 
-JOB_ONLY = {"backoffLimit", "queue", "priorityClass"}
+JOB_ONLY = {"backoffLimit", "activeDeadlineSeconds", "queue", "priorityClass"}
 PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "sockets", "strategy",
                 "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
 
@@ -227,7 +231,7 @@ def test_spec_round_trip(spec: ProcessSpec) -> None:
 # A manifest gives a shell command as one string (FULL's argv with shell: true only code could make).
 MANIFEST_LIKE = [
     dataclasses.replace(FULL, backoff_limit=ProcessSpec.backoff_limit, command=("python -m http.server 8080",),
-                        queue=None, priority_class=ProcessSpec.priority_class, requests_cpu=None, requests_memory=None),
+                        active_deadline_seconds=None, queue=None, priority_class=ProcessSpec.priority_class, requests_cpu=None, requests_memory=None),
     dataclasses.replace(
         FULL,
         command=("python -m http.server 8080",),

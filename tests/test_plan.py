@@ -311,3 +311,20 @@ def test_a_dependency_scaled_up_is_not_a_restart() -> None:
         rid("db", 1): ReplicaRecord(spec=db, process=ProcessIdentity(4, 1), started_at=NOW - 5, slot_since=NOW - 5),
     }
     assert plan(desired_state([db, api]), records, NOW).actions == ()
+
+
+def test_a_job_past_its_active_deadline_is_stopped_and_before_it_the_plan_wakes_at_it() -> None:
+    job = spec("batch", kind=Kind.JOB, active_deadline_seconds=30.0)
+    young = running(job, deadline_from=NOW - 10)
+    result = plan(desired_state([job]), {rid("batch"): young}, NOW)
+    assert result.actions == () and result.wake_at == NOW + 20
+    old = running(job, deadline_from=NOW - 30)
+    result = plan(desired_state([job]), {rid("batch"): old}, NOW)
+    assert [(type(a).__name__, a.reason) for a in result.actions] == [("Stop", StopReason.DEADLINE_EXCEEDED)]  # type: ignore[attr-defined]
+
+
+def test_a_frozen_job_is_not_stopped_at_its_deadline() -> None:
+    job = spec("batch", kind=Kind.JOB, active_deadline_seconds=30.0)
+    frozen = running(job, deadline_from=NOW - 300, frozen_since=NOW - 290)
+    result = plan(desired_state([job]), {rid("batch"): frozen}, NOW)
+    assert result.actions == () and result.wake_at is None

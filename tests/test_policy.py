@@ -153,3 +153,62 @@ def test_an_adopted_job_that_ended_unseen_is_not_run_again() -> None:
 def test_an_adopted_process_that_ended_unseen_is_restarted() -> None:
     record = record_exit(record_start(None, SPEC, PID, 0.0), Exit(None, None, Reason.UNKNOWN, 5.0, 5.0))
     assert next_step(SPEC, record).step is Step.START
+
+
+# -- activeDeadlineSeconds: active time from the first start, retries and backoff included, frozen time not --
+
+def deadline_job(seconds: float = 10.0) -> ProcessSpec:
+    from orchestrator.core.model import Kind
+
+    return ProcessSpec(name="batch", command=("x",), kind=Kind.JOB, active_deadline_seconds=seconds,
+                       backoff=Backoff(initial_seconds=2.0, multiplier=1.0))
+
+
+def test_the_deadline_counts_from_the_first_start_across_retries() -> None:
+    from orchestrator.planning.policy import deadline_at
+
+    job = deadline_job()
+    first = record_start(None, job, PID, 100.0)
+    assert deadline_at(job, first) == 110.0
+    retried = record_start(record_exit(first, crash(103.0, 3.0)), job, PID, 105.0)
+    assert deadline_at(job, retried) == 110.0  # a retry goes on with the same deadline
+    assert deadline_at(dataclasses.replace(job, active_deadline_seconds=None), retried) is None
+
+
+def test_a_start_asked_for_runs_the_job_afresh_with_a_new_deadline() -> None:
+    from orchestrator.planning.policy import deadline_at
+
+    job = deadline_job()
+    first = record_start(None, job, PID, 100.0)
+    stopped = record_exit(dataclasses.replace(first, stop_requested_at=104.0), crash(104.5, 4.5))
+    assert deadline_at(job, record_start(stopped, job, PID, 200.0)) == 210.0
+
+
+def test_a_retry_that_would_start_past_the_deadline_fails_with_deadline_exceeded() -> None:
+    job = deadline_job()
+    record = record_exit(record_start(None, job, PID, 100.0), crash(108.5, 8.5))  # retry at 110.5 > 110
+    step = next_step(job, record)
+    assert step.step is Step.FAILED and step.why.startswith("DeadlineExceeded")
+    early = record_exit(record_start(None, job, PID, 100.0), crash(101.0, 1.0))  # retry at 103: in time
+    assert next_step(job, early) == next_step(job, early) and next_step(job, early).step is Step.START
+
+
+def test_a_job_stopped_past_its_deadline_is_failed_whatever_its_backoff_limit() -> None:
+    job = dataclasses.replace(deadline_job(), backoff_limit=100)
+    record = record_start(None, job, PID, 100.0)
+    stopping = dataclasses.replace(record, stop_requested_at=110.0, deadline_exceeded=True)
+    ended = record_exit(stopping, Exit(None, 15, Reason.DEADLINE_EXCEEDED, 110.2, 10.2, "10 s"))
+    assert not ended.stopped_on_purpose and ended.failures == 1
+    step = next_step(job, ended)
+    assert step.step is Step.FAILED
+    assert step.why == "DeadlineExceeded: stopped past its activeDeadlineSeconds (10 s)"
+
+
+def test_frozen_time_up_to_an_exit_moves_the_deadline_on() -> None:
+    from orchestrator.planning.policy import deadline_at
+
+    job = deadline_job()
+    frozen = dataclasses.replace(record_start(None, job, PID, 100.0), frozen_since=104.0)
+    assert deadline_at(job, frozen) is None  # frozen: no deadline runs
+    ended = record_exit(frozen, Exit(None, 9, Reason.KILLED, 130.0, 30.0))  # killed while frozen for 26 s
+    assert ended.frozen_since is None and deadline_at(job, ended) == 136.0

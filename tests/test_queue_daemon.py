@@ -159,3 +159,46 @@ def test_requeue_stops_the_lower_job_and_runs_it_again_from_the_start(orch: Orch
     assert first is not None and not psutil.pid_exists(first)
     described = json.loads(orch.ok("describe", "low", "-o", "json"))
     assert described["state"] == "Succeeded", described["state"]  # the requeue was not a failure
+
+
+def test_a_job_past_its_active_deadline_is_stopped_and_failed_with_deadline_exceeded(
+        orch: Orchestrator, tmp_path: Path) -> None:
+    body = {"command": ["sleep", "60"], "activeDeadlineSeconds": 1.5, "backoffLimit": 5,
+            "shutdown": {"timeoutSeconds": 5}}
+    orch.write("m/deadline.yaml", f"apiVersion: orchestrator/v1\nkind: Job\nmetadata: {{name: capped}}\n"
+                                  f"spec: {json.dumps(body)}\n")
+    started = time.monotonic()
+    orch.ok("apply", "-f", str(orch.root / "m"))
+    pid = wait_for(lambda: pid_of(orch, "capped"), timeout=10, what="the Job running")
+    described = wait_for(lambda: (d := json.loads(orch.ok("describe", "capped", "-o", "json")))["state"] == "Failed"
+                         and d, timeout=15, what="the Job Failed")
+    took = time.monotonic() - started
+    assert 1.5 <= took < 6, took  # at its deadline (SIGTERM ends sleep at once), not at 60 s
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    status = described["replica_status"][0]
+    assert status["last_exit"]["reason"] == "DeadlineExceeded", status
+    assert status["reason"].startswith("DeadlineExceeded"), status  # and not retried, backoffLimit 5 or not
+    events = orch.api("GET", "/events")["events"]
+    assert any(e["type"] == "Stopping" and "activeDeadlineSeconds" in e["message"] for e in events), events
+    assert sum(1 for e in events if e["type"] == "Started" and e["object"] == "default/capped") == 1
+
+
+def test_time_frozen_by_its_queue_does_not_count_against_a_jobs_deadline(orch: Orchestrator, tmp_path: Path) -> None:
+    """2.5 s of work under a 4 s deadline, frozen for about 3 s in between: more than 4 s pass, it succeeds."""
+    log = tmp_path / "runs"
+    docs = [queue("solo", maxConcurrent=1, preemption="Suspend"),
+            job("low", recorder(log, "low", 2.5), "solo", "Low", activeDeadlineSeconds=4)]
+    orch.write("m/q.yaml", "---\n".join(docs))
+    orch.ok("apply", "-f", str(orch.root / "m"))
+    wait_for(lambda: ("start", "low") in events_of(log), timeout=15, what="the Low Job started")
+    started = time.monotonic()
+    pid = pid_of(orch, "low")
+    assert pid is not None
+    orch.write("m/urgent.yaml", job("urgent", recorder(log, "urgent", 3), "solo", "Critical"))
+    orch.ok("apply", "-f", str(orch.root / "m"))
+    wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, timeout=10, what="the Low Job frozen")
+    described = wait_for(lambda: (d := json.loads(orch.ok("describe", "low", "-o", "json")))["state"]
+                         in ("Succeeded", "Failed") and d, timeout=40, what="the Low Job done")
+    assert time.monotonic() - started > 4  # its deadline would have passed, had frozen time counted
+    assert described["state"] == "Succeeded", described["replica_status"]
+    assert ("end", "low") in events_of(log)

@@ -143,7 +143,7 @@ def test_kinds_have_their_own_fields() -> None:
     assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes",
                                           "restartWithDependency", "autoscale", "sockets", "strategy",
                                           "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
-    assert set(job) - set(process) == {"backoffLimit", "queue", "priorityClass"}
+    assert set(job) - set(process) == {"backoffLimit", "activeDeadlineSeconds", "queue", "priorityClass"}
 
 
 def test_schema_defaults_match_the_model() -> None:

@@ -60,6 +60,7 @@ class Reason(str, Enum):
     LIVENESS_FAILED = "LivenessFailed"  # stopped because its liveness (or startup) probe failed
     HOOK_FAILED = "HookFailed"  # its preStart hook failed or timed out: the start did not happen
     OOM_KILLED = "OOMKilled"  # killed for staying over its memory limit
+    DEADLINE_EXCEEDED = "DeadlineExceeded"  # a Job stopped for running past its activeDeadlineSeconds
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,9 @@ class ProcessSpec:
     max_restarts: int | None = None
     restart_window_seconds: float = 60.0
     backoff_limit: int = 6  # Jobs only: retries after the first failure
+    # Jobs only: the longest a Job may be active (from its first start, retries and backoff included, time
+    # frozen by its queue not), in seconds; past it the Job is stopped and Failed (DeadlineExceeded).
+    active_deadline_seconds: float | None = None
     depends_on: tuple[Dependency, ...] = ()
     restart_with_dependency: bool = False
     shutdown: Shutdown = Shutdown()
@@ -379,6 +383,11 @@ class ReplicaRecord:
     cgroup: str = ""  # the cgroup its process runs in, where the kernel enforces its memory and cpu limits
     slot_since: float | None = None  # monotonic start of this slot's first process, kept across restarts
     ready_since: float | None = None  # monotonic; when it last became ready (None while it is not)
+    # A Job's activeDeadlineSeconds counts from `deadline_from` (monotonic: its first start, moved on by each
+    # time it was frozen); `frozen_since` is set while its queue has it frozen (the deadline does not run).
+    deadline_from: float | None = None
+    frozen_since: float | None = None
+    deadline_exceeded: bool = False  # stopped for running past its deadline: the exit is DeadlineExceeded
 
     @property
     def alive(self) -> bool:

@@ -216,6 +216,7 @@ class Queues:
     def _freeze(self, reconciler: Any, key: str, by: str) -> None:
         for pid in self._groups(reconciler, key):
             _signal_group(pid, signal.SIGSTOP)
+        reconciler.frozen(key, True)
         self.suspended[key] = by
         self._event(EventType.QUEUE_PREEMPTED, key, f"suspended (frozen) so that {by} runs: it keeps its memory "
                     "and goes on where it was when it fits again")
@@ -225,6 +226,7 @@ class Queues:
             return
         for pid in self._groups(reconciler, key):
             _signal_group(pid, signal.SIGCONT)
+        reconciler.frozen(key, False)
         del self.suspended[key]
         self._save_state()
         self._event(EventType.QUEUE_RESUMED, key, f"resumed: {why}")

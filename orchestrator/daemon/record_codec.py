@@ -49,6 +49,9 @@ def record_to_json(record: ReplicaRecord) -> JSONDict:
         "slotSince": record.slot_since,
         "readySince": record.ready_since,
         "preStartPassed": record.pre_start_passed,
+        "deadlineFrom": record.deadline_from,
+        "frozenSince": record.frozen_since,
+        "deadlineExceeded": record.deadline_exceeded,
     }
 
 
@@ -100,6 +103,9 @@ def record_from_json(value: object) -> ReplicaRecord:
         slot_since=reader.number("slotSince", None),
         ready_since=reader.number("readySince", None),
         pre_start_passed=reader.flag("preStartPassed", False),
+        deadline_from=reader.number("deadlineFrom", None),
+        frozen_since=reader.number("frozenSince", None),
+        deadline_exceeded=reader.flag("deadlineExceeded", False),
     )
     reader.done()
     return record

@@ -49,6 +49,7 @@ STOP_WORDS = {
     StopReason.DEPENDENCY_RESTARTED: "a dependency started anew",
     StopReason.HELD: "stop asked for",
     StopReason.ROLLOUT: "rolling update done with its surge replica",
+    StopReason.DEADLINE_EXCEEDED: "past its activeDeadlineSeconds (DeadlineExceeded)",
 }
 
 
@@ -68,6 +69,8 @@ def exit_reason(record: ReplicaRecord, status: ExitStatus) -> tuple[Reason, str]
         return Reason.OOM_KILLED, kernel_oom_message(record.spec.limits)
     if record.unhealthy:
         return Reason.LIVENESS_FAILED, record.unhealthy
+    if record.deadline_exceeded:
+        return Reason.DEADLINE_EXCEEDED, f"{record.spec.active_deadline_seconds:g} s"
     return classify_exit(record.spec, status.code, status.signal), ""
 
 

@@ -249,6 +249,18 @@ class Reconciler:
                 self._pre_start_for.pop(rid, None)
         return count
 
+    def frozen(self, key: str, frozen: bool) -> None:
+        """Its queue froze (or thawed) every running replica of `key`: a Job's deadline does not run meanwhile."""
+        now = self.clock.monotonic()
+        for rid, record in list(self.records.items()):
+            if rid.key != key or record.process is None:
+                continue
+            if frozen and record.frozen_since is None:
+                self.records[rid] = replace(record, frozen_since=now)
+            elif not frozen and record.frozen_since is not None:
+                moved = None if record.deadline_from is None else record.deadline_from + (now - record.frozen_since)
+                self.records[rid] = replace(record, frozen_since=None, deadline_from=moved)
+
     @property
     def alive(self) -> int:
         """Processes and hooks still running (a shut-down loop waits for both)."""
@@ -416,7 +428,8 @@ class Reconciler:
             self.executor.kill_group(record.hook)
             record = without_hook(record)
         pre_stop = record.spec.hooks.pre_stop
-        record = replace(record, stop_requested_at=now)
+        record = replace(record, stop_requested_at=now,
+                         deadline_exceeded=record.deadline_exceeded or action.reason is StopReason.DEADLINE_EXCEEDED)
         if pre_stop is not None:
             try:
                 hook = self.executor.spawn_hook(rid, record.spec, pre_stop)

@@ -86,6 +86,7 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
     put("maxRestarts", spec.max_restarts, None, process)
     put("restartWindowSeconds", spec.restart_window_seconds, _DEFAULTS.restart_window_seconds, process)
     put("backoffLimit", spec.backoff_limit, _DEFAULTS.backoff_limit, not process)
+    put("activeDeadlineSeconds", spec.active_deadline_seconds, None, not process)
     body["dependsOn"] = [{"name": d.name, "condition": d.condition.value} for d in spec.depends_on]
     put("restartWithDependency", spec.restart_with_dependency, False, process)
     body["shutdown"] = {"signal": spec.shutdown.signal, "timeoutSeconds": spec.shutdown.timeout_seconds}
@@ -192,6 +193,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         max_restarts=body.integer("maxRestarts", None),
         restart_window_seconds=body.number("restartWindowSeconds", defaults.restart_window_seconds),
         backoff_limit=body.integer("backoffLimit", defaults.backoff_limit),
+        active_deadline_seconds=body.number("activeDeadlineSeconds", None),
         depends_on=depends_on,
         restart_with_dependency=body.flag("restartWithDependency", False),
         shutdown=Shutdown(

@@ -74,6 +74,7 @@ def build_spec(doc: Document, value: dict[str, Any], env: dict[str, str], at: Fi
         max_restarts=int(spec["maxRestarts"]) if "maxRestarts" in spec else None,
         restart_window_seconds=float(spec.get("restartWindowSeconds", defaults.restart_window_seconds)),
         backoff_limit=int(spec.get("backoffLimit", defaults.backoff_limit)),
+        active_deadline_seconds=(float(spec["activeDeadlineSeconds"]) if "activeDeadlineSeconds" in spec else None),
         depends_on=tuple(
             Dependency(
                 name=item["name"],

@@ -38,6 +38,8 @@ FIELDS: dict[str, FieldRule] = {
     "max_restarts": FieldRule("spec.maxRestarts", False),
     "restart_window_seconds": FieldRule("spec.restartWindowSeconds", False),
     "backoff_limit": FieldRule("spec.backoffLimit", False),
+    # The deadline is checked by the reconciler against the running Job: a new one applies to it as it runs.
+    "active_deadline_seconds": FieldRule("spec.activeDeadlineSeconds", False),
     # Dependencies gate starting only; a running dependent keeps running.
     "depends_on": FieldRule("spec.dependsOn", False),
     "restart_with_dependency": FieldRule("spec.restartWithDependency", False),

@@ -28,7 +28,7 @@ from ..core.model import (
     ReplicaRecord,
 )
 from .diff import needs_restart
-from .policy import Step, is_ready, next_step
+from .policy import Step, deadline_at, is_ready, next_step
 from .rollout import Note, Progress, RollingStep, RolloutState, needs_rolling, rolls
 from .rollout import step as rolling_step
 
@@ -44,6 +44,7 @@ class StopReason(str, Enum):
     DEPENDENCY_RESTARTED = "DependencyRestarted"  # restartWithDependency, and a dependency started anew
     HELD = "Held"  # `orchestrator stop`: held stopped until `orchestrator start`
     ROLLOUT = "Rollout"  # a rolling update no longer needs it (a surge instance, once the pool is new)
+    DEADLINE_EXCEEDED = "DeadlineExceeded"  # a Job past its activeDeadlineSeconds: it ends Failed
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,12 @@ def plan(desired: DesiredState, records: Mapping[ReplicaId, ReplicaRecord], now:
                       and _dependency_restarted(spec, current, desired, records)):
                     actions.append(Stop(rid, current.process, running_as.signal, running_as.timeout_seconds,
                                         StopReason.DEPENDENCY_RESTARTED))
+                elif current.stop_requested_at is None and (due := deadline_at(spec, current)) is not None:
+                    if now >= due:
+                        actions.append(Stop(rid, current.process, running_as.signal, running_as.timeout_seconds,
+                                            StopReason.DEADLINE_EXCEEDED))
+                    else:
+                        wake.append(due)
                 continue
             if current is not None and current.last_exit is not None and not needs_restart(current.spec, spec):
                 step = next_step(spec, current)

@@ -71,7 +71,8 @@ def record_start(
     started = spec.probes.startup is None  # until its startup probe passes, nothing else is probed
     slot_since = record.slot_since if record is not None and record.slot_since is not None else now
     if record is None or record.spec != spec:
-        return ReplicaRecord(spec=spec, process=process, started_at=now, started=started, slot_since=slot_since)
+        return ReplicaRecord(spec=spec, process=process, started_at=now, started=started, slot_since=slot_since,
+                             deadline_from=now)
     restart = record.last_exit is not None and not record.stopped_on_purpose
     times = record.restart_times
     if restart:
@@ -101,6 +102,11 @@ def record_start(
         over_memory="",
         cgroup="",
         slot_since=slot_since,
+        # A retry after a failure goes on with the deadline of the run so far; a start we asked for
+        # (`orchestrator restart`, a requeue, `start` after `stop`) runs the Job afresh, deadline included.
+        deadline_from=record.deadline_from if restart and record.deadline_from is not None else now,
+        frozen_since=None,
+        deadline_exceeded=False,
     )
 
 
@@ -117,7 +123,7 @@ def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
 
     A stop we asked for is not a crash, unless we asked because a probe found the replica unhealthy.
     """
-    on_purpose = record.stop_requested_at is not None and not record.unhealthy
+    on_purpose = record.stop_requested_at is not None and not record.unhealthy and not record.deadline_exceeded
     if on_purpose:
         streak, failures = record.crash_streak, record.failures
     else:
@@ -134,6 +140,11 @@ def record_exit(record: ReplicaRecord, exit: Exit) -> ReplicaRecord:
         failures=failures,
         last_exit=exit,
         stopped_on_purpose=on_purpose,
+        # Time frozen up to the exit (a SIGKILL reaches a stopped process) is not active time either.
+        deadline_from=(record.deadline_from + max(0.0, exit.at - record.frozen_since)
+                       if record.deadline_from is not None and record.frozen_since is not None
+                       else record.deadline_from),
+        frozen_since=None,
     )
 
 
@@ -148,6 +159,14 @@ def is_ready(spec: ProcessSpec, record: ReplicaRecord) -> bool:
     return True
 
 
+def deadline_at(spec: ProcessSpec, record: ReplicaRecord) -> float | None:
+    """When a Job running as `record` passes its activeDeadlineSeconds; None without one, or while frozen
+    (a frozen Job's deadline does not run: thawing moves `deadline_from` on by the time it was frozen)."""
+    if spec.active_deadline_seconds is None or record.deadline_from is None or record.frozen_since is not None:
+        return None
+    return record.deadline_from + spec.active_deadline_seconds
+
+
 def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
     """What comes next for a replica of `spec` whose process has exited (record.last_exit is set).
 
@@ -158,6 +177,8 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
         return Next(Step.START, 0.0)
     success = exit.reason is Reason.COMPLETED
     policy = spec.effective_restart_policy
+    if exit.reason is Reason.DEADLINE_EXCEEDED:
+        return Next(Step.FAILED, why=f"DeadlineExceeded: {_describe(exit)}")
     if success and policy is not RestartPolicy.ALWAYS:
         return Next(Step.SUCCEEDED, why=f"exited with code {exit.code}")
     if not success and policy is RestartPolicy.NEVER:
@@ -181,6 +202,10 @@ def next_step(spec: ProcessSpec, record: ReplicaRecord) -> Next:
     if record.crash_streak >= 2 and record.started_at is not None:
         # Short runs in a row, even with no backoff: a slot starts at most once per MIN_START_INTERVAL.
         at = max(at, record.started_at + MIN_START_INTERVAL)
+    due = deadline_at(spec, record)
+    if spec.kind is Kind.JOB and due is not None and at >= due:
+        return Next(Step.FAILED, why=f"DeadlineExceeded: {_describe(exit)}, and its next try would start past "
+                    f"its activeDeadlineSeconds ({spec.active_deadline_seconds:g} s)")
     return Next(Step.START, at, _describe(exit))
 
 
@@ -191,6 +216,9 @@ def _describe(exit: Exit) -> str:
         return f"killed over its memory limit ({exit.message})" if exit.message else "killed over its memory limit"
     if exit.reason is Reason.LIVENESS_FAILED:
         return f"stopped as unhealthy ({exit.message})" if exit.message else "stopped as unhealthy"
+    if exit.reason is Reason.DEADLINE_EXCEEDED:
+        return f"stopped past its activeDeadlineSeconds ({exit.message})" if exit.message else \
+            "stopped past its activeDeadlineSeconds"
     if exit.reason is Reason.UNKNOWN:
         return "ended while no orchestrator watched it (exit status unknown)"
     if exit.signal is not None:

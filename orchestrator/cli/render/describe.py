@@ -72,6 +72,8 @@ def describe_text(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], n
         pairs.append(("Env from", env_files))
     if kind == "Job":
         pairs.append(("Backoff limit", cell_text(spec.get("backoffLimit", ProcessSpec.backoff_limit))))
+        if spec.get("activeDeadlineSeconds") is not None:
+            pairs.append(("Active deadline", duration_text(spec["activeDeadlineSeconds"])))
     else:
         pairs.append(("Restart policy", cell_text(spec.get("restartPolicy", ProcessSpec.restart_policy.value))))
         if spec.get("maxRestarts") is not None:
