@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 
 from orchestrator.core.errors import Location
 from orchestrator.core.events import Event, EventType
+from orchestrator.core.fleet import LabelExpression, Placement
 from orchestrator.core.model import (
     Autoscale,
     Backoff,
@@ -62,6 +63,9 @@ FULL = ProcessSpec(
     restart_window_seconds=0.1 + 0.2,  # not representable shortly: must come back bit for bit
     backoff_limit=2,
     active_deadline_seconds=90.5,
+    placement=Placement(match_labels=(("disk", "ssd"),),
+                        match_expressions=(LabelExpression("zone", "In", ("a", "b")), LabelExpression("gpu", "Exists")),
+                        mode="Spread", replicas=7, max_per_node=3, lost_after_seconds=2.5),
     depends_on=(Dependency("db", Condition.READY), Dependency("migrate", Condition.COMPLETED)),
     shutdown=Shutdown(signal="SIGINT", timeout_seconds=2.25),
     logs=LogPolicy(max_bytes=1024, keep=2),
@@ -170,7 +174,7 @@ def spec_fields_written(spec: ProcessSpec) -> set[str]:
 
 
 JOB_ONLY = {"backoffLimit", "activeDeadlineSeconds", "queue", "priorityClass"}
-PROCESS_ONLY = {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "sockets", "strategy",
+PROCESS_ONLY = {"placement", "replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "sockets", "strategy",
                 "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
 
 
@@ -240,7 +244,8 @@ MANIFEST_LIKE = [
         restart_policy=RestartPolicy.ALWAYS,
         max_restarts=None,
         restart_window_seconds=ProcessSpec.restart_window_seconds,
-        probes=Probes(),  # a Job has none, nor sockets or a strategy
+        probes=Probes(),  # a Job has none, nor sockets, a strategy or a placement
+        placement=None,
         sockets=(),
         strategy=Strategy(),
         autoscale=None,

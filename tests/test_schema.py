@@ -142,7 +142,7 @@ def test_kinds_have_their_own_fields() -> None:
     job = schemas()[("orchestrator/v1", "Job")]["properties"]["spec"]["properties"]
     assert set(process) - set(job) == {"replicas", "restartPolicy", "maxRestarts", "restartWindowSeconds", "probes",
                                           "restartWithDependency", "autoscale", "sockets", "strategy",
-                                          "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit"}
+                                          "minReadySeconds", "progressDeadlineSeconds", "revisionHistoryLimit", "placement"}
     assert set(job) - set(process) == {"backoffLimit", "activeDeadlineSeconds", "queue", "priorityClass"}
 
 

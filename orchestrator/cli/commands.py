@@ -105,6 +105,10 @@ _MAX_SENT = 48 * 1024 * 1024  # below the control API's body limit, with room fo
 
 
 def apply(args: argparse.Namespace) -> int:
+    if _fleet(args):
+        from . import fleet
+
+        return fleet.apply(args)
     refuse_stdin_for(args.paths, prune=args.prune, watch=args.watch)
     manifests = _Manifests(args.paths)
     commit, dirty = git_commit_of(args.paths) if "-" not in args.paths else (None, None)
@@ -146,6 +150,14 @@ def apply(args: argparse.Namespace) -> int:
         keys = [r["key"] for r in answer["results"] if r["result"] != "pruned" and r.get("kind") in ("Process", "Job")]
         return _wait(client, keys, max(0.0, deadline - time.monotonic()), shown=args.timeout)
     return EXIT_OK
+
+
+def _fleet(args: argparse.Namespace) -> bool:
+    """--fleet, or one of its etcd options (cli/fleet.py refuses those without --fleet, rather than ignore them)."""
+    return any(getattr(args, option, None) for option in ("fleet", *_ETCD_OPTIONS))
+
+
+_ETCD_OPTIONS = ("etcd", "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
 
 
 def _object_named(client: Client, name: str, missing_ok: bool = False) -> dict[str, Any] | None:
@@ -238,6 +250,10 @@ def _reason(obj: dict[str, Any]) -> str:
 
 
 def diff(args: argparse.Namespace) -> int:
+    if _fleet(args):
+        from . import fleet
+
+        return fleet.diff(args)
     from ..manifests.codec import spec_from_json, spec_to_document
 
     refuse_stdin_for(args.paths, prune=args.prune)
@@ -279,6 +295,10 @@ def diff(args: argparse.Namespace) -> int:
 
 
 def get(args: argparse.Namespace) -> int:
+    if _fleet(args):
+        from . import fleet
+
+        return fleet.get(args)
     query = []
     if args.selector:
         query.append(f"selector={_quote(args.selector)}")
@@ -300,6 +320,10 @@ def get(args: argparse.Namespace) -> int:
 
 
 def describe(args: argparse.Namespace) -> int:
+    if _fleet(args):
+        from . import fleet
+
+        return fleet.describe(args)
     document = _client(args).request("GET", "/objects/" + _quote(args.name))
     if args.output in ("json", "yaml"):
         _print_document(document, args.output)
@@ -341,6 +365,10 @@ def _last_event_id(client: Client) -> int:
 
 
 def delete(args: argparse.Namespace) -> int:
+    if _fleet(args):
+        from . import fleet
+
+        return fleet.delete(args)
     names = list(args.names)
     if args.paths:
         names += [spec.key for spec in _load_for_apply(args.paths)]
@@ -470,9 +498,11 @@ def daemon(args: argparse.Namespace) -> int:
     if (args.tls_cert or args.read_only or args.allowed_hosts) and not args.http_addr:
         raise UserError("--tls-cert, --tls-key, --read-only and --allowed-host are options of the --http listener: "
                         "add --http HOST:PORT")
+    from .fleet import daemon_config
+
     return main(args.state_dir, args.metrics_interval, args.metrics_addr, args.limits, args.pass_env,
                 http_addr=args.http_addr, read_only=args.read_only, allowed_hosts=args.allowed_hosts,
-                tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+                tls=(args.tls_cert, args.tls_key) if args.tls_cert else None, fleet=daemon_config(args))
 
 
 def top(args: argparse.Namespace) -> int:

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--watch", action="store_true",
                        help="the daemon re-applies these paths whenever their files change")
     apply.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    _add_fleet(apply)
     apply.set_defaults(handler=_command("apply"))
 
     diff = commands.add_parser(
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--prune", action="store_true", help="also show objects apply --prune would remove")
     diff.add_argument("-o", "--output", choices=["text", "json"], default="text",
                       help='json: {"changes": [{"key", "change", "fields": [{"path", "live", "manifest"}]}]}')
+    _add_fleet(diff, "compare with the fleet's etcd instead of the local daemon")
     diff.set_defaults(handler=_command("diff"), exit_on_error=EXIT_ERROR)
 
     get = commands.add_parser("get", help="list objects with their state",
@@ -129,12 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", help="only objects of this namespace")
     scope.add_argument("-A", "--all-namespaces", action="store_true",
                        help="objects of every namespace (what get shows without -n)")
+    _add_fleet(get, "list the fleet's objects from its etcd, one row per node running each, instead of the local "
+               "daemon's")
     get.set_defaults(handler=_command("get"))
 
     describe = commands.add_parser("describe", help="show one object in detail",
                                    description="Spec, each replica's state and last exit, and recent events.")
     describe.add_argument("name", help="NAME or NAMESPACE/NAME")
     describe.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    _add_fleet(describe, "show the fleet's object from its etcd (spec, placement, each node's status) instead of "
+               "the local daemon's")
     describe.set_defaults(handler=_command("describe"))
 
     logs = commands.add_parser("logs", help="print processes' captured stdout and stderr",
@@ -171,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("names", nargs="*", metavar="NAME")
     delete.add_argument("-f", "--filename", dest="paths", action="append", default=[], metavar="PATH",
                         help="delete the objects these manifests define")
+    _add_fleet(delete, "delete from the fleet's etcd instead of the local daemon (every node stops them)")
     delete.set_defaults(handler=_command("delete"))
 
     restart = commands.add_parser("restart", help="restart every replica of processes",
@@ -265,7 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
                         "pools are judged at this pace too)")
     _add_limits(daemon)
+    _add_etcd(daemon, "fleet mode: join the fleet whose etcd is at URLS, and run this node's share of its objects "
+              "besides the local ones. URLS", default=" (default: off; $ORCHESTRATOR_ETCD does not "
+              "count here, so that a daemon `apply` starts never joins a fleet)")
+    daemon.add_argument("--node-name", type=_node_name, metavar="NAME",
+                        help="with --etcd, this node's name in the fleet: a DNS label (1-63 lowercase letters, "
+                        "digits and '-', not starting or ending with '-'); default: the host name")
+    daemon.add_argument("--node-label", type=_node_label, action="append", default=[], metavar="KEY=VALUE",
+                        dest="node_labels",
+                        help="with --etcd, a label of this node that placement.nodeSelector matches (repeatable; "
+                        "keys as manifest label keys, values at most 63 letters, digits, '-', '_', '.')")
+    daemon.add_argument("--lease-ttl", type=_lease_ttl, default=None, metavar="SECONDS",
+                        help="with --etcd, the TTL of this node's lease: how long after losing etcd (or dying) the "
+                        "node is lost to the fleet, 4 to 300 (default 10)")
     daemon.set_defaults(handler=_command("daemon"))
+
+    nodes = commands.add_parser(
+        "nodes", help="list the fleet's nodes",
+        description="One row per node of the fleet in etcd: NAME STATUS (Ready while its lease lives, NotReady once "
+        "it is lost) LABELS PROCESSES (how many objects it reports running) VERSION AGE; wide adds its LEASE. Needs "
+        "no local daemon. Exit 0; 1 when etcd cannot be reached.")
+    nodes.add_argument("-o", "--output", choices=["text", "wide", "json"], default="text",
+                       help='wide adds the lease id (hex); json: {"nodes": [{"name", "status", "labels", "processes", '
+                       '"version", "startedAt", "firstSeen", "lease"}]}')
+    _add_etcd(nodes)
+    nodes.set_defaults(handler=_handler("fleet", "nodes"))
 
     top = commands.add_parser("top", help="live table of cpu and memory per process",
                               description="Redraw `get -o wide` (cpu over the last sampling interval, resident "
@@ -697,6 +728,75 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                         help="how memory and cpu limits are enforced: auto (by the kernel, in a cgroup per replica, "
                         "where this process can manage a cgroup tree; else by sampling) or watchdog (always by "
                         "sampling: a tree over its memory limit is killed, one over its cpu limit reniced)")
+
+
+def _add_fleet(parser: argparse.ArgumentParser,
+               text: str = "record them in the fleet's etcd instead of the local daemon") -> None:
+    parser.add_argument("--fleet", action="store_true", help=f"{text} (needs --etcd or $ORCHESTRATOR_ETCD)")
+    _add_etcd(parser)
+
+
+def _add_etcd(parser: argparse.ArgumentParser, text: str = "the fleet's etcd",
+              default: str = " (default: $ORCHESTRATOR_ETCD)") -> None:
+    """How to reach the fleet's etcd (cli/fleet.py reads them). Credentials are file paths only: a password
+    on the command line would show in ps and in shell history."""
+    parser.add_argument("--etcd", metavar="URLS",
+                        help=f"{text}: client URLs of one etcd cluster, comma-separated, such as "
+                        f"http://10.0.0.1:2379,http://10.0.0.2:2379{default}")
+    parser.add_argument("--etcd-ca", metavar="FILE", help="with --etcd https URLs: the CA certificates (PEM) that "
+                        "etcd's server certificate is checked against (default: the system's)")
+    parser.add_argument("--etcd-cert", metavar="FILE",
+                        help="with --etcd-key: a client certificate (PEM) for etcd's client TLS authentication")
+    parser.add_argument("--etcd-key", metavar="FILE", help="with --etcd-cert: the client certificate's private key "
+                        "(PEM; keep it 0600)")
+    parser.add_argument("--etcd-user", metavar="NAME",
+                        help="with --etcd-password-file: the etcd user to authenticate as (etcd's auth)")
+    parser.add_argument("--etcd-password-file", metavar="FILE",
+                        help="with --etcd-user: a file holding that user's password (owner-only, 0600; never give "
+                        "a password on the command line)")
+
+
+# The syntax of manifest label keys (schemas/process.v1.json metadata.labels) and of values a nodeSelector can match.
+_LABEL_KEY = (r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+
+
+def _node_name(text: str) -> str:
+    """A node's name in the fleet: a DNS label, as etcd keys and `nodes` show it."""
+    import re
+
+    if not re.fullmatch(_DNS_LABEL, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a DNS label: 1-63 lowercase letters, digits and '-', "
+                                         "not starting or ending with '-'")
+    return text
+
+
+def _node_label(text: str) -> tuple[str, str]:
+    import re
+
+    key, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if len(key) > 317 or not re.fullmatch(_LABEL_KEY, key):
+        raise argparse.ArgumentTypeError(f"label key {key!r}: an optional DNS-subdomain prefix and '/', then at most "
+                                         "63 letters, digits, '-', '_', '.', starting and ending with a letter or "
+                                         "digit")
+    if not re.fullmatch(_LABEL_VALUE, value):
+        raise argparse.ArgumentTypeError(f"label value {value!r} (of {key}): at most 63 letters, digits, '-', '_', "
+                                         "'.', starting and ending with a letter or digit (or empty)")
+    return key, value
+
+
+def _lease_ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if not 4 <= value <= 300:
+        raise argparse.ArgumentTypeError(f"must be 4 to 300 seconds, got {value}")
+    return value
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:

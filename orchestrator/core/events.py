@@ -75,6 +75,13 @@ class EventType(str, Enum):
     QUEUE_PREEMPTED = "Preempted"  # a queued Job suspended (frozen) or stopped for a higher one (Requeue)
     QUEUE_RESUMED = "Resumed"  # a suspended Job thawed
     CRONJOB_MISSED = "MissedSchedule"  # scheduled times passed while the daemon was down (or past the deadline)
+    FLEET_JOINED = "NodeRegistered"  # fleet mode: this node registered under a lease (a new one, or its own again)
+    ETCD_UNREACHABLE = "EtcdUnreachable"  # fleet mode: etcd not reached; what runs goes on running
+    ETCD_REACHABLE = "EtcdReachable"
+    FLEET_CLAIMED = "Claimed"  # a mode One election won, or a Spread replica claimed, by this node
+    FLEET_RELEASED = "Released"  # a claim given back (the object moved away, or left this node's selector)
+    FENCED = "Fenced"  # etcd not reached for TTL less the margin: mode One processes stopped here
+    FLEET_REFUSED = "FleetSpecRefused"  # a spec in etcd that does not validate: not run (the last good one is kept)
 
 
 class Event(NamedTuple):

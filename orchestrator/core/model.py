@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from .errors import Location
+from .fleet import Placement
 
 DEFAULT_NAMESPACE = "default"
 
@@ -285,6 +286,9 @@ class ProcessSpec:
     priority_class: str = "Normal"
     requests_cpu: float | None = None
     requests_memory: int | None = None
+    # Fleet mode only: which nodes run this Process (core/fleet.py). The agent of a node applies its share
+    # without it; a single-host apply refuses it.
+    placement: Placement | None = None
     # Set by `orchestrator rollout restart` (when it was asked): a new revision of the same manifest, rolled
     # out with the strategy. Not a manifest field: an apply keeps it as it is.
     restart_nonce: str = ""

@@ -25,6 +25,7 @@ from .. import __version__
 from ..core.clock import SystemClock
 from ..core.errors import ManifestError, StoreBusy, UserError, problems_summary
 from ..core.events import Event, EventBus, EventType, event_line
+from ..core.fleet import FleetConfig
 from ..core.model import ReplicaId, ReplicaRecord
 from ..engine.reconcile import Reconciler
 from ..host.cgroups import choose_host
@@ -66,7 +67,7 @@ class Daemon:
     def __init__(self, state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
                  limits: str = "auto", role: str = "daemon", pass_env: Sequence[str] = (),
                  http_addr: str | None = None, read_only: bool = False, allowed_hosts: Sequence[str] = (),
-                 tls: tuple[str, str] | None = None) -> None:
+                 tls: tuple[str, str] | None = None, fleet: FleetConfig | None = None) -> None:
         """`limits`: "auto" lets the kernel enforce memory and cpu limits where a cgroup tree can be
         managed (cgroups.py), "watchdog" always samples instead. `pass_env`: variables of this process's
         environment that replicas get too (patterns; host/environment.py says what else they get). `role` "run": a foreground `orchestrator
@@ -126,6 +127,12 @@ class Daemon:
         self.events.subscribe(self.queues.on_event)
         self.routes = Routes(self.ops, self._call, self.sampler, self._health, self._shutdown, self.spec_cache,
                              self.gitsyncs, state_dir / "logs", self.alerting, self.cronjobs, self.queues)
+        self.fleet: Any = None  # fleet.py's FleetAgent, imported only with --etcd
+        if fleet is not None:
+            from .fleet import FleetAgent
+
+            self.fleet = FleetAgent(fleet, self.ops, self._call, self.events.emit, self.clock.wall)
+            self.events.subscribe(self.fleet.on_event)
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
@@ -139,7 +146,7 @@ class Daemon:
         records = self.store.load_records()
         kept = any(self.store.get_meta(name) for name in ("runs", "cronjobs", "alert_rules", "notifiers", "gitsyncs",
                                                           "queues"))
-        if latest is None and not records and not kept:  # (a daemon of CronJobs only has no revision)
+        if latest is None and not records and not kept and self.fleet is None:  # (CronJobs only: no revision)
             self._refuse_to_start_from_nothing()
         self.ops.restore(latest)
         boot = _boot_id()
@@ -254,6 +261,10 @@ class Daemon:
                  "POST /hooks/git/NAME", out)
         if self.role == "daemon" or any(spec.limits.memory_or_cpu for spec in self.reconciler.desired.specs.values()):
             _say(f"{'' if self.role == 'daemon' else 'orchestrator: '}memory and cpu limits: {self.limits_how}", out)
+        if self.fleet is not None:
+            self.fleet.start()
+            _say(f"fleet node {self.fleet.node}: etcd {','.join(self.fleet.config.etcd.endpoints)}, lease TTL "
+                 f"{self.fleet.ttl} s", out)
         notify_service_manager("READY=1")  # a Type=notify unit is started once its socket answers
         self.events.subscribe(_tell_service_manager_when_stopping)
         try:
@@ -283,6 +294,8 @@ class Daemon:
         if self._closed:
             return  # a run's error path closes after serve's own close
         self._closed = True
+        if self.fleet is not None:
+            self.fleet.stop(leaving=True)  # what ran here was stopped: its claims go to other nodes now
         self.watches.stop_all()
         self.gitsyncs.stop_all()
         self.alerting.close()
@@ -399,6 +412,7 @@ class Daemon:
         cache = self.spec_cache
         return {"pid": os.getpid(), "version": __version__, "state_dir": str(self.state_dir), "limits": self.limits_how,
                 "http": self.http.url if self.http is not None else None,
+                "fleet": self.fleet.health() if self.fleet is not None else None,
                 "streams": (self.server.streams.open if self.server is not None else 0)
                 + (self.http.streams.open if self.http is not None else 0),
                 "documents": {"cached": len(cache), "hits": cache.hits, "misses": cache.misses}}
@@ -574,10 +588,11 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
 
 def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,
          limits: str = "auto", pass_env: Sequence[str] = (), http_addr: str | None = None, read_only: bool = False,
-         allowed_hosts: Sequence[str] = (), tls: tuple[str, str] | None = None) -> int:
+         allowed_hosts: Sequence[str] = (), tls: tuple[str, str] | None = None,
+         fleet: FleetConfig | None = None) -> int:
     try:
         daemon = Daemon(state_dir, metrics_interval, metrics_addr, limits, pass_env=pass_env, http_addr=http_addr,
-                        read_only=read_only, allowed_hosts=allowed_hosts, tls=tls)
+                        read_only=read_only, allowed_hosts=allowed_hosts, tls=tls, fleet=fleet)
     except UserError as error:
         print(f"orchestrator: {error}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.clock import Clock
-from ..core.errors import ManifestError, OrchestratorError, StoreBusy, problems_summary
+from ..core.errors import Location, ManifestError, OrchestratorError, Problem, StoreBusy, problems_summary
 from ..core.events import Event, EventBus, EventType
 from ..core.model import DEFAULT_NAMESPACE, DesiredState, Kind, ProcessSpec
 from ..engine.reconcile import Reconciler
@@ -225,6 +225,12 @@ class Operations:
                 ) -> tuple[dict[str, ProcessSpec], list[dict[str, Any]]]:
         """`current` with `specs` applied over it (each keeping its object's holds and pool size, and a failed
         rollout's hold), and each spec's result: created, configured or unchanged."""
+        placed = [spec for spec in specs if spec.placement is not None]
+        if placed:  # a fleet's agent applies its node's share without it
+            raise ManifestError([Problem(spec.location or Location("<request>"), "spec.placement",
+                                         f"{spec.key}: a placement is for a fleet: apply it with `orchestrator apply "
+                                         "--fleet` (to etcd), or leave it out to run it on this host")
+                                 for spec in placed])
         new = dict(current)
         results = []
         for given in specs:

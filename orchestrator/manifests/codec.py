@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import Location
+from ..core.fleet import Placement, placement_from_document
 from ..core.model import (
     Autoscale,
     Backoff,
@@ -111,6 +112,8 @@ def spec_to_document(spec: ProcessSpec) -> JSONDict:
         auto = spec.autoscale
         body["autoscale"] = {"min": auto.min, "max": auto.max, "targetCPUPercent": auto.target_cpu_percent,
                              "scaleUpSeconds": auto.scale_up_seconds, "scaleDownSeconds": auto.scale_down_seconds}
+    if spec.placement is not None:
+        body["placement"] = spec.placement.to_document()
     if spec.cpu_affinity:
         body["cpuAffinity"] = list(spec.cpu_affinity)
     if spec.io_class is not None:
@@ -209,6 +212,7 @@ def spec_from_document(document: Mapping[str, Any], location: Location | None = 
         requests_cpu=requests_cpu,
         requests_memory=requests_memory,
         autoscale=autoscale_from_document(body.raw("autoscale", None)),
+        placement=_placement(body.raw("placement", None)),
         cpu_affinity=tuple(body.integers("cpuAffinity", ())),
         io_class=body.text("ioClass", None),
         sockets=read_sockets(body),
@@ -314,6 +318,17 @@ def hooks_from_document(document: object) -> Hooks:
             raise ValueError(f"spec.hooks.{name}: {error}") from error
         found[_HOOK_FIELDS[kind]] = Hook(command, timeout)
     return Hooks(**found)
+
+
+def _placement(document: object) -> Placement | None:
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise ValueError(f"spec.placement: expected a mapping, got {document!r}")  # noqa: TRY004 - garbled input
+    try:
+        return placement_from_document(document)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"spec.placement: {error}") from None
 
 
 def autoscale_from_document(document: object) -> Autoscale | None:

@@ -7,7 +7,8 @@ string split wrongly, unless a file of that name exists), backoff bounds and aut
 against another), log sizes, limits and a Job's requests (a quantity's value), duplicate dependencies (items alike by one
 field), log probe patterns RE2 cannot match in linear time, and a Process's rollout and sockets: maxSurge and
 maxUnavailable that come to 0 together, progressDeadlineSeconds within minReadySeconds, socket names listed
-twice, ports and unix paths a socket cannot have, probes aimed at the process's own shared socket. A listen
+twice, ports and unix paths a socket cannot have, probes aimed at the process's own shared socket, and a placement's fields that belong to another mode (or
+selector expressions without values). A listen
 address used twice across documents is the loader's to find (listen_key); maxSurge without sockets is only a
 warning (rollout_warnings), as `validate` gives them. Rules the schemas do say (a string command needs
 `shell: true`, a shell command is one string, replicas or autoscale, one action per probe, rollingUpdate only
@@ -171,6 +172,8 @@ def check_rules(doc: Document, spec: dict[str, Any], at: FieldPath = ("spec",)) 
         if isinstance(low, int) and isinstance(high, int) and low > high:
             problems.append(Problem(doc.at((*at, "autoscale", "min")), dotted((*at, "autoscale", "min")),
                                     f"min ({low}) is larger than max ({high})"))
+    for path, message in _placement_problems(spec, at):
+        problems.append(Problem(doc.at(path), dotted(path), message))
     seen: dict[str, int] = {}
     listed: FieldPath
     for index, dependency in enumerate(spec.get("dependsOn") or ()):
@@ -181,6 +184,39 @@ def check_rules(doc: Document, spec: dict[str, Any], at: FieldPath = ("spec",)) 
                 listed = (*at, "dependsOn", index, "name")
                 message = f"{name!r} is already listed at {dotted((*at, 'dependsOn', first))}"
                 problems.append(Problem(doc.at(listed), dotted(listed), message))
+    return problems
+
+
+def _placement_problems(spec: dict[str, Any], at: FieldPath) -> list[tuple[FieldPath, str]]:
+    """A placement's fields that belong to another mode, and selector expressions without (or with) values."""
+    placement = spec.get("placement")
+    if not isinstance(placement, dict):
+        return []
+    here: FieldPath = (*at, "placement")
+    mode = placement.get("mode", "Each")
+    problems: list[tuple[FieldPath, str]] = []
+    for name in ("replicas", "maxPerNode", "lostAfterSeconds"):
+        if name in placement and mode != "Spread":
+            problems.append(((*here, name), f"is for mode Spread only (this placement's mode is {mode})"))
+    if "onQuorumLoss" in placement and mode != "One":
+        problems.append(((*here, "onQuorumLoss"), f"is for mode One only (this placement's mode is {mode})"))
+    if mode == "Spread":
+        for name, why in (("replicas", "placement.replicas says how many the fleet runs"),
+                          ("autoscale", "a Spread pool's size is placement.replicas")):
+            if name in spec:
+                problems.append(((*at, name), f"cannot go with placement mode Spread: {why}"))
+    selector = placement.get("nodeSelector")
+    expressions = selector.get("matchExpressions") if isinstance(selector, dict) else None
+    for index, item in enumerate(expressions if isinstance(expressions, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        operator, values = item.get("operator"), item.get("values")
+        where: FieldPath = (*here, "nodeSelector", "matchExpressions", index)
+        if operator in ("In", "NotIn") and not values:
+            problems.append(((*where, "values") if "values" in item else where,
+                             f"operator {operator} needs at least one value"))
+        if operator in ("Exists", "DoesNotExist") and values:
+            problems.append(((*where, "values"), f"operator {operator} takes no values"))
     return problems
 
 

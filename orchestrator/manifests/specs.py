@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..core.fleet import placement_from_document
 from ..core.model import (
     Backoff,
     Condition,
@@ -101,6 +102,7 @@ def build_spec(doc: Document, value: dict[str, Any], env: dict[str, str], at: Fi
         requests_cpu=requests_cpu,
         requests_memory=requests_memory,
         autoscale=autoscale_from_document(spec.get("autoscale")),
+        placement=placement_from_document(spec["placement"]) if "placement" in spec else None,
         cpu_affinity=tuple(spec.get("cpuAffinity", ())),
         io_class=spec.get("ioClass"),
         sockets=read_sockets(body),

@@ -61,6 +61,8 @@ FIELDS: dict[str, FieldRule] = {
     # How a change rolls out is read by the planner as it goes: changing it never makes a revision.
     "strategy": FieldRule("spec.strategy", False),
     # Read when a Job is admitted to its queue: a running Job keeps running; a waiting one is ordered anew.
+    # Read by the fleet's agents to choose the nodes; on a node the Process runs without it.
+    "placement": FieldRule("spec.placement", False),
     "queue": FieldRule("spec.queue", False),
     "priority_class": FieldRule("spec.priorityClass", False),
     "requests_cpu": FieldRule("spec.resources.requests.cpu", False),

@@ -1,0 +1,236 @@
+"""Fleet mode with a real 3-member etcd on loopback and three real agents (daemons with their own state dirs,
+node names and labels): Each on the matching nodes only, One exactly once with its fencing token and failing
+over when its node dies, Spread spread and moved from a dead node without restarting the others, etcd paused
+(every Each and Spread process keeps its pid, the singleton fences itself and comes back), and an agent crash
+within its lease (the same lease, no failover, no duplicate)."""
+
+# ruff: noqa: F811 - the etcd_cluster fixture is imported and redefined as an argument
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import wait_for
+from etcdcluster import EtcdCluster, etcd_cluster  # noqa: F401 - etcd_cluster is a fixture
+
+pytestmark = pytest.mark.timeout(150)
+TTL = 4  # seconds: the fence margin is then 1.33 s (fenced 2.67 s after the last keepalive)
+FENCE_AFTER = TTL - TTL / 3
+
+
+class Agent:
+    """One node: `orchestrator daemon --etcd ...` in a session of its own, with its own state dir."""
+
+    def __init__(self, root: Path, name: str, endpoints: list[str], labels: dict[str, str]) -> None:
+        self.name = name
+        self.state = root / name
+        self.endpoints = endpoints
+        self.labels = labels
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.state.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "orchestrator", "--state-dir", str(self.state), "daemon",
+                   "--etcd", ",".join(self.endpoints), "--node-name", self.name, "--lease-ttl", str(TTL)]
+        for key, value in self.labels.items():
+            command += ["--node-label", f"{key}={value}"]
+        log = open(self.state / "agent.log", "ab")  # noqa: SIM115 - the daemon's, closed with it
+        self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_for(lambda: (self.state / "orchestrator.sock").exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                 timeout=20, what=f"{self.name} serving")
+        assert self.proc.poll() is None, (self.state / "agent.log").read_text()
+
+    def processes(self) -> list[psutil.Process]:
+        """What this node started (every process marked with its state dir), the agent not included."""
+        marker = str(self.state.resolve())
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("ORCH_STATE_DIR") == marker:
+                    found.append(process)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def crash(self) -> None:
+        """SIGKILL of the agent alone: what it started goes on running."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def die(self) -> None:
+        """Node death: the agent and every process group it started, SIGKILLed together."""
+        started = self.processes()
+        self.crash()
+        for process in started:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for process in self.processes():  # whatever a crash left
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def fleet(etcd_cluster: EtcdCluster, tmp_path: Path) -> Iterator[dict[str, Agent]]:
+    labels = {"n1": {"disk": "ssd"}, "n2": {"disk": "ssd"}, "n3": {"disk": "hdd"}}
+    agents = {name: Agent(tmp_path, name, etcd_cluster.endpoints, labels[name]) for name in labels}
+    try:
+        for agent in agents.values():
+            agent.start()
+        yield agents
+    finally:
+        for agent in agents.values():
+            agent.close()
+
+
+def cli(etcd: EtcdCluster, tmp_path: Path, *words: str) -> str:
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path / "cli-home")}
+    done = subprocess.run([sys.executable, "-m", "orchestrator", *words, "--etcd", ",".join(etcd.endpoints)],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def manifests(directory: Path, lost_after: float = 1.0) -> Path:
+    directory.mkdir(exist_ok=True)
+    docs = [
+        {"kind": "Process", "metadata": {"name": "agent"},
+         "spec": {"command": ["sleep", "600"], "placement": {"nodeSelector": {"matchLabels": {"disk": "ssd"}}}}},
+        {"kind": "Process", "metadata": {"name": "leader"},
+         "spec": {"command": ["sleep", "600"], "placement": {"mode": "One"}}},
+        {"kind": "Process", "metadata": {"name": "web"},
+         "spec": {"command": ["sleep", "600"], "shutdown": {"timeoutSeconds": 2},
+                  "placement": {"mode": "Spread", "replicas": 6, "maxPerNode": 4, "lostAfterSeconds": lost_after}}},
+    ]
+    text = "---\n".join(json.dumps({"apiVersion": "orchestrator/v1", **d}) + "\n" for d in docs)
+    (directory / "fleet.yaml").write_text(text)
+    return directory
+
+
+def copies(agents: dict[str, Agent], name: str) -> dict[int, str]:
+    """pid -> node of every running copy of `name` on any node."""
+    found = {}
+    for node, agent in agents.items():
+        for process in agent.processes():
+            try:
+                env = process.environ()
+                if env.get("ORCH_NAME") == name and process.status() != psutil.STATUS_ZOMBIE:
+                    found[process.pid] = node
+            except (psutil.Error, OSError):
+                continue
+    return found
+
+
+def settled(agents: dict[str, Agent]) -> dict[str, dict[int, str]] | None:
+    now = {name: copies(agents, name) for name in ("agent", "leader", "web")}
+    ok = (sorted(now["agent"].values()) == ["n1", "n2"] and len(now["leader"]) == 1 and len(now["web"]) == 6)
+    return now if ok else None
+
+
+def test_each_one_and_spread_through_the_death_of_the_singletons_node(
+        etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
+    out = cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
+    assert "created" in out
+    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="Each on n1 and n2, One once, 6 web")
+    [(leader_pid, holder)] = before["leader"].items()
+    token = psutil.Process(leader_pid).environ()["ORCH_FENCING_TOKEN"]
+    assert int(token) > 0
+    assert max(list(before["web"].values()).count(n) for n in fleet) <= 4  # maxPerNode
+    nodes = json.loads(cli(etcd_cluster, tmp_path, "nodes", "-o", "json"))["nodes"]
+    assert sorted((n["name"], n["status"]) for n in nodes) == [("n1", "Ready"), ("n2", "Ready"), ("n3", "Ready")]
+
+    survivors_web = {pid for pid, node in before["web"].items() if node != holder}
+    fleet[holder].die()
+    died = time.monotonic()
+    elsewhere = None
+    while time.monotonic() - died < TTL + 3:  # sampled every 100 ms: never two copies
+        leaders = copies(fleet, "leader")
+        assert len(leaders) <= 1, leaders
+        if leaders and holder not in leaders.values():
+            elsewhere = time.monotonic() - died
+            break
+        time.sleep(0.1)
+    assert elsewhere is not None, f"the singleton did not fail over within {TTL + 3} s"
+    [new_pid] = copies(fleet, "leader")
+    assert int(psutil.Process(new_pid).environ()["ORCH_FENCING_TOKEN"]) > int(token)  # a later holder: higher
+    alive = [n for n in fleet if n != holder]
+    def six() -> dict[int, str] | None:
+        web = copies(fleet, "web")
+        return web if len(web) == 6 else None
+
+    moved = wait_for(six, timeout=TTL + 1 + 5, interval=0.2, what="the dead node's web replicas running elsewhere")
+    moved_after = time.monotonic() - died
+    assert set(moved.values()) <= set(alive)
+    assert survivors_web <= set(moved), "a web replica on a surviving node was restarted"
+    print(f"singleton elsewhere after {elsewhere:.2f} s, web replicas after {moved_after:.2f} s (TTL {TTL} s)")
+    nodes = json.loads(cli(etcd_cluster, tmp_path, "nodes", "-o", "json"))["nodes"]
+    assert {n["name"]: n["status"] for n in nodes}[holder] == "NotReady"
+
+
+def test_etcd_paused_keeps_each_and_spread_and_fences_the_singleton(
+        etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
+    cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
+    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="the fleet settled")
+    etcd_cluster.pause()
+    paused = time.monotonic()
+    try:
+        fenced_at = None
+        while time.monotonic() - paused < 8:
+            if fenced_at is None and not copies(fleet, "leader"):
+                fenced_at = time.monotonic() - paused
+            time.sleep(0.1)
+        assert fenced_at is not None and fenced_at < TTL, fenced_at  # stopped before its lease could expire
+        assert copies(fleet, "agent") == before["agent"]  # same pids: nothing else was touched
+        assert copies(fleet, "web") == before["web"]
+    finally:
+        etcd_cluster.resume()
+    wait_for(lambda: len(copies(fleet, "leader")) == 1, timeout=TTL + 10, interval=0.2,
+             what="the singleton back once etcd answers")
+    time.sleep(1)
+    assert len(copies(fleet, "leader")) == 1
+    assert copies(fleet, "agent") == before["agent"] and copies(fleet, "web") == before["web"]
+
+
+def test_an_agent_crash_within_its_lease_resumes_it_with_no_failover(
+        etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
+    cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
+    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="the fleet settled")
+    [(leader_pid, holder)] = before["leader"].items()
+    lease = _lease_of(etcd_cluster, tmp_path, holder)
+    fleet[holder].crash()
+    fleet[holder].start()  # well within the TTL
+    started = time.monotonic()
+    while time.monotonic() - started < TTL + 2:  # past the old lease's expiry, had it not been resumed
+        assert copies(fleet, "leader") == {leader_pid: holder}
+        time.sleep(0.1)
+    assert _lease_of(etcd_cluster, tmp_path, holder) == lease
+    assert copies(fleet, "web") == before["web"] and copies(fleet, "agent") == before["agent"]
+
+
+def _lease_of(etcd: EtcdCluster, tmp_path: Path, node: str) -> Any:
+    nodes = json.loads(cli(etcd, tmp_path, "nodes", "-o", "json"))["nodes"]
+    return {n["name"]: n.get("lease") for n in nodes}[node]
