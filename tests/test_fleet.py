@@ -22,6 +22,7 @@ import psutil
 import pytest
 from conftest import wait_for
 from etcdcluster import EtcdCluster, etcd_cluster  # noqa: F401 - etcd_cluster is a fixture
+from test_daemon import Orchestrator, orch  # noqa: F401 - orch is a fixture
 
 pytestmark = pytest.mark.timeout(150)
 TTL = 4  # seconds: the fence margin is then 1.33 s (fenced 2.67 s after the last keepalive)
@@ -234,3 +235,45 @@ def test_an_agent_crash_within_its_lease_resumes_it_with_no_failover(
 def _lease_of(etcd: EtcdCluster, tmp_path: Path, node: str) -> Any:
     nodes = json.loads(cli(etcd, tmp_path, "nodes", "-o", "json"))["nodes"]
     return {n["name"]: n.get("lease") for n in nodes}[node]
+
+
+def test_a_bad_spec_in_etcd_is_refused_and_the_last_good_one_goes_on(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
+    from orchestrator.core.fleet import spec_key
+    from orchestrator.host.etcd import Etcd
+
+    agent = Agent(tmp_path, "solo", etcd_cluster.endpoints, {})
+    agent.start()
+    etcd = Etcd(etcd_cluster.endpoints)
+    try:
+        directory = tmp_path / "m"
+        directory.mkdir()
+        (directory / "p.yaml").write_text("apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: steady}\n"
+                                          "spec: {command: [sleep, '600']}\n")
+        cli(etcd_cluster, tmp_path, "apply", "-f", str(directory), "--fleet")
+        [pid] = wait_for(lambda: list(copies({"solo": agent}, "steady")), timeout=20, interval=0.2,
+                         what="steady running")
+        key = spec_key("default", "steady")
+        good = json.loads(etcd.get(key).value)  # type: ignore[union-attr]
+        hostile = [b"not json", json.dumps({"document": {**good["document"], "spec": {"command": []}}}).encode(),
+                   json.dumps({"document": {**good["document"], "spec": {**good["document"]["spec"],
+                                                                         "command": ["sleep\x00", "1"]}}}).encode(),
+                   b"[" * 100000, b"x" * (1 << 20 | 1)]
+        for value in hostile:
+            etcd.put(key, value)
+            time.sleep(TTL / 5 + 0.5)  # a pass of the agent (every TTL/5): it must see it
+            assert list(copies({"solo": agent}, "steady")) == [pid]  # what runs is not disturbed
+        events = (agent.state / "agent.log").read_text()
+        assert events.count("FleetSpecRefused") >= len(hostile), events[-3000:]
+        assert "Traceback" not in events
+    finally:
+        etcd.close()
+        agent.close()
+
+
+def test_a_single_host_apply_refuses_a_placement_at_its_field(orch: Orchestrator) -> None:
+    orch.write("m/p.yaml", "apiVersion: orchestrator/v1\nkind: Process\nmetadata: {name: placed}\n"
+                           "spec:\n  command: [sleep, '600']\n  placement: {mode: One}\n")
+    done = orch("apply", "-f", str(orch.root / "m"))
+    assert done.returncode != 0
+    assert "spec.placement" in done.stderr and "--fleet" in done.stderr and "p.yaml" in done.stderr, done.stderr
+    assert "placed" not in orch.ok("get")
