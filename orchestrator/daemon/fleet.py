@@ -84,6 +84,7 @@ class FleetAgent:
         self.lost: dict[str, tuple[placement.Node, float]] = {}  # node -> (node, monotonic when it went)
         self.seen: dict[str, placement.Node] = {}
         self.status_dirty = True
+        self._share_lock = threading.Lock()  # the agent's apply and the fence's, one at a time
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._fence = threading.Condition()
@@ -170,6 +171,8 @@ class FleetAgent:
 
     def _pass(self) -> bool:
         """One look at etcd and what follows from it; True to look again at once (a claim was taken)."""
+        from ..host.etcd import EtcdError
+
         etcd = self._etcd
         sent = time.monotonic()
         self._keep_lease(sent)
@@ -183,10 +186,16 @@ class FleetAgent:
         if self._watch is None or not self._watch.alive:
             if self._watch is not None:
                 self._watch.stop()
-            self._watch = etcd.watch(CLAIMS, STATUS, self._wake.set, start_revision=revision + 1)
+            try:
+                self._watch = etcd.watch(CLAIMS, STATUS, self._wake.set, start_revision=revision + 1)
+            except EtcdError:
+                self._watch = None  # only a way to look sooner: the periodic pass goes on without it
         by_key = {kv.key: kv for kv in kvs}
         specs = self._specs(kv for kv in kvs if kv.key.startswith(SPECS))
         nodes = self._nodes(kv for kv in kvs if kv.key.startswith(NODES))
+        if self.node not in nodes:  # our node key was deleted (by hand?): registered again before deciding
+            self.registered = False
+            return True
         claims = {kv.key: placement.Claim(_json(kv.value).get("node", ""), kv.create_revision)
                   for kv in kvs if kv.key.startswith(CLAIMS)}
         running = self._running() if any(c.node == self.node for c in claims.values()) else {}
@@ -212,6 +221,8 @@ class FleetAgent:
         etcd = self._etcd
         ttl = etcd.keepalive(self.lease) if self.lease else -1
         if ttl <= 0:
+            if self.lease:  # expired: its claims are gone, so nothing of mode One may go on running on it
+                self._fence_now(time.monotonic() - (self.last_ok or sent))
             self.lease = etcd.grant(self.ttl)
             self.registered = False
             self.published = {}
@@ -261,7 +272,7 @@ class FleetAgent:
                     raise ValueError("; ".join(str(p) for p in problems[:5]))
                 if spec.key != key:
                     raise ValueError(f"its metadata names {spec.key}")
-            except (ValueError, KeyError, TypeError) as error:
+            except (ValueError, KeyError, TypeError, RecursionError) as error:
                 if self.refused.get(key) != kv.mod_revision:
                     self.refused[key] = kv.mod_revision
                     kept = " (the last good one goes on)" if known is not None else ""
@@ -308,6 +319,16 @@ class FleetAgent:
         return self.call(count)  # type: ignore[no-any-return]
 
     def _apply(self, run: Mapping[str, ProcessSpec], waiting: Mapping[str, str]) -> None:
+        with self._share_lock:
+            if self._fence_due():
+                run = placement.fenced(run)  # the deadline passed during this pass: no singleton starts on it
+            self._apply_locked(run)
+
+    def _fence_due(self) -> bool:
+        with self._fence:
+            return self._fence_at is None or time.monotonic() >= self._fence_at
+
+    def _apply_locked(self, run: Mapping[str, ProcessSpec]) -> None:
         if dict(run) == self.applied:
             return
         added = sorted(set(run) - set(self.applied))
@@ -385,19 +406,23 @@ class FleetAgent:
                 self._fence.wait(None if at is None else at - now)
 
     def _fence_now(self, silent: float) -> None:
-        singletons = self._singletons()
-        if not singletons:
-            return
-        kept = placement.fenced(self.applied)
-        specs = list(kept.values())
-        try:
-            self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
-                                                    message=f"fenced: etcd not reached for {silent:.1f} s"))
-        except OrchestratorError as error:
-            self._say(EventType.FENCED, "", f"self-fence failed: {error}")
-            return
-        self.applied = kept
-        self.fenced = True
+        with self._share_lock:
+            singletons = self._singletons()
+            if not singletons:
+                return
+            kept = placement.fenced(self.applied)
+            specs = list(kept.values())
+            try:
+                self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
+                                                        message=f"fenced: etcd not reached for {silent:.1f} s"))
+            except Exception as error:  # noqa: BLE001 - tried again at once: a singleton must not outlive its lease
+                self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
+                with self._fence:
+                    if self._fence_at is None:
+                        self._fence_at = time.monotonic() + 0.2
+                return
+            self.applied = kept
+            self.fenced = True
         for key in singletons:
             self._say(EventType.FENCED, key, f"stopped: etcd not reached for {silent:.1f} s, so its election may "
                       f"pass to another node once this node's lease expires ({self.ttl} s)")
@@ -407,9 +432,11 @@ class FleetAgent:
 
 
 def _json(value: bytes) -> dict[str, Any]:
+    if len(value) > MAX_SPEC_BYTES:
+        return {}
     try:
         loaded = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
 

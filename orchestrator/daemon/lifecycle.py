@@ -581,9 +581,11 @@ def _after_reboot(record: ReplicaRecord) -> ReplicaRecord:
     if record.process is not None:
         return dataclasses.replace(record, process=None, started_at=None, stop_requested_at=None, killed=False,
                                    restart_times=(), last_exit=None, crash_streak=0, started=False, ready=False,
-                                   ready_since=None, unhealthy="")
+                                   ready_since=None, unhealthy="", deadline_from=None, frozen_since=None)
     last_exit = dataclasses.replace(record.last_exit, at=0.0) if record.last_exit else None
-    return dataclasses.replace(record, restart_times=(), crash_streak=0, last_exit=last_exit)
+    # A Job's deadline counted on the old boot's clock: it starts afresh with its next run.
+    return dataclasses.replace(record, restart_times=(), crash_streak=0, last_exit=last_exit, deadline_from=None,
+                               frozen_since=None)
 
 
 def main(state_dir: Path, metrics_interval: float = 20.0, metrics_addr: str | None = None,

@@ -9,7 +9,8 @@ scheduler is needed and none can be lost:
 - Spread: `replicas` replicas over the ready matching nodes by rendezvous (highest random weight) hashing of
   (object, replica index, node), at most maxPerNode on one: the same owners on every agent, and a node
   joining or leaving moves only the replicas it gains or loses. An owner runs replica i only once it holds
-  claim i, so two views of the node list that differ for a moment cannot run it twice; a node that is no
+  claim i, so two views of the node list that differ for a moment cannot run it twice (a node cut off from
+  etcd keeps its replicas, which may then run elsewhere too: Spread is at least once); a node that is no
   longer the owner stops its replica first and gives the claim back after. A lost node still counts for
   lostAfterSeconds (its replicas wait, a flapping link does not move work back and forth).
 A claim is given back only once the node runs no more of the object than it still holds claims for.
@@ -119,6 +120,7 @@ def local_spec(spec: ProcessSpec, node: str, replicas: int | None = None, token:
     if token is not None:
         env[FENCING_VARIABLE] = str(token)
     labels = dict(spec.labels)
+    labels.pop("orchestrator.io/prune", None)  # the fleet's share is the fleet's to prune, singletons above all
     placement = spec.placement or Placement()
     labels[MODE_LABEL] = placement.mode
     if placement.mode == "One":
@@ -200,5 +202,11 @@ def fenced(local: Mapping[str, ProcessSpec]) -> dict[str, ProcessSpec]:
     """The local share of a node cut off from etcd past its self-fence deadline: without its mode One
     Processes (but those whose placement says onQuorumLoss Keep); Each and Spread go on running. From the
     local specs' labels alone, so that a daemon restarted without etcd can fence from its store."""
-    return {key: spec for key, spec in local.items()
-            if dict(spec.labels).get(MODE_LABEL) != "One" or dict(spec.labels).get(QUORUM_LOSS_LABEL) == "Keep"}
+    gone = {key for key, spec in local.items()
+            if dict(spec.labels).get(MODE_LABEL) == "One" and dict(spec.labels).get(QUORUM_LOSS_LABEL) != "Keep"}
+    while True:  # and what depends on them: a share without its dependency would not be applied
+        more = {key for key, spec in local.items() if key not in gone
+                and any(spec.dependency_key(d) in gone for d in spec.depends_on)}
+        if not more:
+            return {key: spec for key, spec in local.items() if key not in gone}
+        gone |= more
