@@ -282,7 +282,12 @@ def diff(args: argparse.Namespace) -> int:
             real = os.path.realpath(spec.location.file)
             if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
                 pairs.append((key, spec_to_document(spec), None))
-    if args.output == "json":
+    return print_diff(pairs, args.output)
+
+
+def print_diff(pairs: list[tuple[str, Any, Any]], output: str) -> int:
+    """Each (key, live document, manifest document) field by field, as text or JSON; 1 if anything differs."""
+    if output == "json":
         found = [d for d in (spec_diff_json(*pair) for pair in pairs) if d is not None]
         print(json.dumps({"changes": found}, sort_keys=True, default=str))
         return 1 if found else 0

@@ -319,7 +319,6 @@ def apply(args: argparse.Namespace) -> int:
 def diff(args: argparse.Namespace) -> int:
     """`diff --fleet`: the manifests against the fleet's documents, as the local diff shows them (exit 0/1)."""
     from ..manifests.codec import spec_to_document
-    from .render.diffs import spec_diff, spec_diff_json
 
     _require_fleet(args)
     specs = _load(args.paths, args.prune)
@@ -334,16 +333,9 @@ def diff(args: argparse.Namespace) -> int:
     if args.prune:
         applied = {spec_key(s.namespace, s.name) for s in specs}
         pairs += [(_object_key(kv.key), _document(kv), None) for kv in _pruned(current, applied, args.paths)]
-    if args.output == "json":
-        found = [d for d in (spec_diff_json(*pair) for pair in pairs) if d is not None]
-        print(json.dumps({"changes": found}, sort_keys=True, default=str))
-        return 1 if found else 0
-    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    out = [text for text in (spec_diff(key, old, new, color) for key, old, new in pairs) if text]
-    if out:
-        print("\n".join(text.rstrip("\n") for text in out))
-        return 1
-    return 0
+    from .commands import print_diff
+
+    return print_diff(pairs, args.output)
 
 
 def _objects(specs: Sequence[KeyValue], statuses: Sequence[KeyValue]) -> list[dict[str, Any]]:
