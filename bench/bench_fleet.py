@@ -40,11 +40,11 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchlib import BenchError, environment, figure_row, log, run_bench, table_lines  # noqa: E402
+from benchlib import BenchError, environment, figure_row, log, run_bench, table_lines
+from etcdcluster import EtcdCluster, etcd_binary
+from test_fleet import TTL, Agent, cli, copies
 
-from etcdcluster import EtcdCluster, etcd_binary  # noqa: E402
-from orchestrator.cli.client import Client  # noqa: E402
-from test_fleet import TTL, Agent, cli, copies  # noqa: E402
+from orchestrator.cli.client import Client
 
 T = TypeVar("T")
 REPLICAS, MAX_PER_NODE, LOST_AFTER = 30, 15, 1.0
