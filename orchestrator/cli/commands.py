@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
 import time
@@ -23,7 +22,7 @@ from .exit_codes import EXIT_FAILED, EXIT_OK
 from .paths import default_state_dir, refuse_stdin_for
 from .render.common import to_json, to_json_line, to_yaml
 from .render.describe import describe_text
-from .render.diffs import spec_diff, spec_diff_json
+from .render.diffs import print_diff
 from .render.events import event_dict_line, events_table
 from .render.systemd import installed_systemd_version, systemd_unit, unit_name
 from .render.tables import apply_results, history_table, objects_table, restart_result
@@ -284,19 +283,6 @@ def diff(args: argparse.Namespace) -> int:
                 pairs.append((key, spec_to_document(spec), None))
     return print_diff(pairs, args.output)
 
-
-def print_diff(pairs: list[tuple[str, Any, Any]], output: str) -> int:
-    """Each (key, live document, manifest document) field by field, as text or JSON; 1 if anything differs."""
-    if output == "json":
-        found = [d for d in (spec_diff_json(*pair) for pair in pairs) if d is not None]
-        print(json.dumps({"changes": found}, sort_keys=True, default=str))
-        return 1 if found else 0
-    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    out = [text for text in (spec_diff(key, old, new, color) for key, old, new in pairs) if text]
-    if out:
-        print("\n".join(text.rstrip("\n") for text in out))
-        return 1
-    return 0
 
 
 def get(args: argparse.Namespace) -> int:

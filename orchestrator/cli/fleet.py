@@ -333,7 +333,7 @@ def diff(args: argparse.Namespace) -> int:
     if args.prune:
         applied = {spec_key(s.namespace, s.name) for s in specs}
         pairs += [(_object_key(kv.key), _document(kv), None) for kv in _pruned(current, applied, args.paths)]
-    from .commands import print_diff
+    from .render.diffs import print_diff
 
     return print_diff(pairs, args.output)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,3 +110,17 @@ def _diff_value(path: str, value: Any, changed: bool) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def print_diff(pairs: list[tuple[str, Any, Any]], output: str) -> int:
+    """Each (key, live document, manifest document) field by field, as text or JSON; 1 if anything differs."""
+    if output == "json":
+        found = [d for d in (spec_diff_json(*pair) for pair in pairs) if d is not None]
+        print(json.dumps({"changes": found}, sort_keys=True, default=str))
+        return 1 if found else 0
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    out = [text for text in (spec_diff(key, old, new, color) for key, old, new in pairs) if text]
+    if out:
+        print("\n".join(text.rstrip("\n") for text in out))
+        return 1
+    return 0
