@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import socket
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,10 +28,10 @@ import etcd3gw
 import requests
 from etcd3gw import exceptions as gw_errors
 
-from ..core.errors import OrchestratorError
+from ..core.errors import OrchestratorError, UserError
+from .secrets import read_secret
 
 API_PATH = "/v3/"  # etcd >= 3.4 serves the gateway here; naming it saves etcd3gw a GET /version per endpoint
-MAX_PASSWORD_BYTES = 4096
 MAX_WATCH_MESSAGE_BYTES = 64 * 1024 * 1024  # one watch response (a batch of events); etcd's own request limit is 1.5 MiB
 WATCH_PROBE_SECONDS = 10.0  # how often a watch checks that its member still answers (a stopped member sends nothing)
 STOP_JOIN_SECONDS = 1.0
@@ -191,33 +189,17 @@ class Etcd:
     # -- requests, failover and authentication
 
     def _read_password(self) -> str:
-        """The password in the file, stripped: read at each authentication, so a rotated file is used. Only
-        from an owner-only regular file of this user, not through a symlink, at most 4 KiB."""
-        path = self._password_file
-        assert path is not None
+        """The password in the file, stripped: read at each authentication, so a rotated file is used. Read as
+        every secret file is (host/secrets.py: owner-only, no symlink, at most 4 KiB)."""
+        assert self._password_file is not None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as error:
-            raise EtcdError(f"etcd password file {path}: {error.strerror}") from None
+            data = read_secret(self._password_file, "etcd password file")
+        except UserError as error:
+            raise EtcdError(str(error)) from None
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise EtcdError(f"etcd password file {path} is not a regular file")
-            if info.st_uid != os.getuid() or info.st_mode & 0o077:
-                raise EtcdError(f"etcd password file {path} must be this user's and not readable by others "
-                                f"(chmod 600)")
-            data = os.read(fd, MAX_PASSWORD_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(data) > MAX_PASSWORD_BYTES:
-            raise EtcdError(f"etcd password file {path} is longer than {MAX_PASSWORD_BYTES} bytes")
-        try:
-            password = data.decode("utf-8").strip()
+            return data.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise EtcdError(f"etcd password file {path} is not utf-8") from None
-        if not password:
-            raise EtcdError(f"etcd password file {path} is empty")
-        return password
+            raise EtcdError(f"etcd password file {self._password_file} is not utf-8") from None
 
     def _post(self, endpoint: _Endpoint, path: str, payload: dict[str, Any],
               secret: str | None = None) -> dict[str, Any]:
