@@ -767,6 +767,8 @@ def test_a_state_database_locked_by_another_program_does_not_stall_supervision(o
         assert refused.returncode == 1, refused
         assert "locked by another program" in refused.stderr and "nothing was changed" in refused.stderr
         assert orch.running("a") == again and len(orch.revisions()) == 1
+        # Not saved yet, the restart's events are in the log a client reads all the same (as on a stream).
+        assert any(e["pid"] == again["a"][0] for e in orch.events("Started", "a"))
     finally:
         admin.execute("ROLLBACK")
         admin.close()

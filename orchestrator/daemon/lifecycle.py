@@ -116,6 +116,7 @@ class Daemon:
         self.spec_cache = SpecCache()
         self.gitsyncs = GitSyncs(state_dir, self.ops, self._call, self.events.emit, self.clock.wall)
         self.ops.on_owned_change = self.gitsyncs.note_change
+        self.ops.events_after = self._events_after
         self.ops.automated = self.gitsyncs.automated
         self.alerting = Alerting(self.store, self.events.emit, self.clock.wall, self.sampler, self.reconciler.post)
         self.events.subscribe(self.alerting.on_event)
@@ -339,15 +340,22 @@ class Daemon:
                                     convert)
 
     def _event_backlog(self, since: int, key: str | None) -> list[dict[str, Any]]:
-        """Every event after `since` (of `key`'s object only, if given): those saved, then those emitted and
-        not saved yet (the end of the pass saves them). Read under _saving, so none is in between: taken
+        return [self.ops.event_json(i, e) for i, e in self._events_after(since, key)]
+
+    def _events_after(self, since: int, key: str | None, limit: int | None = None,
+                      types: Sequence[str] = ()) -> list[tuple[int, Event]]:
+        """Every event after `since` (of `key`'s object only, of these `types` only, if given; with `limit`,
+        the last ones): those saved, then those emitted and not saved yet (the end of the pass saves them),
+        so that what a stream has shown, a read finds. Read under _saving, so none is in between: taken
         from _unsaved and not yet committed."""
         with self._saving:
-            saved = self.store.events(since=since, key=key)
+            saved = self.store.events(since=since, key=key, limit=limit, types=types)
             with self._unsaved_lock:
-                pending = [e for e in self._unsaved
-                           if e.id is not None and e.id > since and (key is None or e.key == key)]
-        return [self.ops.event_json(i, e) for i, e in saved] + [self.ops.event_json(None, e) for e in pending]
+                pending = [(e.id, e) for e in self._unsaved
+                           if e.id is not None and e.id > since and (key is None or e.key == key)
+                           and (not types or e.type.value in types)]
+        found = saved + pending
+        return found[-limit:] if limit is not None else found
 
     def watch_events(self, since: int, key: str | None) -> Iterator[bytes]:
         """The event log from `since` on, then live, as server-sent events (streams.py)."""

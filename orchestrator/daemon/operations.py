@@ -63,6 +63,9 @@ class Operations:
         self.runs: dict[str, ProcessSpec] = {}
         self.on_owned_change: Callable[[set[str]], None] = lambda keys: None
         self.automated: Callable[[str], bool] = lambda owner: False
+        # The event log, saved and not yet saved (lifecycle.Daemon._events_after); the store alone elsewhere.
+        self.events_after: Callable[..., list[tuple[int, Event]]] = (
+            lambda since, key, limit=None, types=(): self.store.events(since=since, key=key, limit=limit, types=types))
 
     def restore(self, latest: Revision | None) -> None:
         """Take up the latest revision as the desired state (before anything is started)."""
@@ -158,7 +161,7 @@ class Operations:
         shown["spec"]["env"] = {name: "<hidden>" for name in shown["spec"].get("env", {})}
         document["spec"] = shown
         document["events"] = [self.event_json(i, e) for i, e in
-                              self.store.events(key=document["key"], limit=20)]
+                              self.events_after(0, document["key"], 20)]
         return document
 
     def desired(self) -> dict[str, Any]:
@@ -174,9 +177,10 @@ class Operations:
         ]}
 
     def event_history(self, query: dict[str, str], key: str | None) -> dict[str, Any]:
-        """Saved events (`key`: resolved on the loop thread by the caller); reads the store only."""
+        """The event log (`key`: resolved on the loop thread by the caller); reads the store and the events
+        not saved yet, off the loop."""
         limit = int(query["limit"]) if query.get("limit") else None
-        events = self.store.events(since=int(query.get("since", "0")), limit=limit, key=key)
+        events = self.events_after(int(query.get("since", "0")), key, limit)
         return {"events": [self.event_json(i, e) for i, e in events]}
 
     def decode(self, body: dict[str, Any]) -> list[ProcessSpec]:

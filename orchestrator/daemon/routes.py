@@ -79,8 +79,8 @@ class Routes:
             ("GET", "/usage"): self._usage,
             ("GET", "/whoami"): lambda q, b: {"scope": "admin", "via": "unix", "read_only": False},
             ("GET", "/alerts"): lambda q, b: call(lambda r: alerting.listing()),
-            ("GET", "/alerts/history"): lambda q, b: {"events": [ops.event_json(i, e) for i, e in ops.store.events(
-                since=int(q.get("since", "0")), limit=int(q.get("limit", "100")), types=HISTORY_TYPES)]},
+            ("GET", "/alerts/history"): lambda q, b: {"events": [ops.event_json(i, e) for i, e in ops.events_after(
+                int(q.get("since", "0")), None, int(q.get("limit", "100")), HISTORY_TYPES)]},
             ("POST", "/alerts/silence"): lambda q, b: call(lambda r: alerting.silence(b)),
             ("POST", "/alerts/unsilence"): lambda q, b: call(lambda r: alerting.unsilence(b)),
             ("POST", "/notifiers/test"): lambda q, b: alerting.test(str(b.get("name") or "")),
