@@ -108,6 +108,16 @@ def fleet(etcd_cluster: EtcdCluster, tmp_path: Path) -> Iterator[dict[str, Agent
             agent.close()
 
 
+def logs(agents: dict[str, Agent], lines: int = 40) -> str:
+    """The last lines of every agent's log, for a failure's message."""
+    parts = []
+    for agent in agents.values():
+        path = agent.state / "agent.log"
+        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+        parts.append(f"--- {agent.name}\n" + "\n".join(text))
+    return "\n".join(parts)
+
+
 def cli(etcd: EtcdCluster, tmp_path: Path, *words: str) -> str:
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path / "cli-home")}
     done = subprocess.run([sys.executable, "-m", "orchestrator", *words, "--etcd", ",".join(etcd.endpoints)],
@@ -168,14 +178,17 @@ def test_each_one_and_spread_through_the_death_of_the_singletons_node(
     fleet[holder].die()
     died = time.monotonic()
     elsewhere = None
-    while time.monotonic() - died < TTL + 3:  # sampled every 100 ms: never two copies
+    # The invariant is checked here (sampled every 100 ms: never two copies) and the failover's coming at
+    # all; how soon (TTL + lostAfter on an idle machine) is bench/bench_fleet.py's figure: a loaded CI
+    # machine's etcd stalls on fsync, and a test with the bench's bound would fail on that, not on a bug.
+    while time.monotonic() - died < TTL + 20:
         leaders = copies(fleet, "leader")
         assert len(leaders) <= 1, leaders
         if leaders and holder not in leaders.values():
             elsewhere = time.monotonic() - died
             break
         time.sleep(0.1)
-    assert elsewhere is not None, f"the singleton did not fail over within {TTL + 3} s"
+    assert elsewhere is not None, f"the singleton did not fail over within {TTL + 20} s:\n" + logs(fleet)
     [new_pid] = copies(fleet, "leader")
     assert int(psutil.Process(new_pid).environ()["ORCH_FENCING_TOKEN"]) > int(token)  # a later holder: higher
     alive = [n for n in fleet if n != holder]
@@ -183,7 +196,7 @@ def test_each_one_and_spread_through_the_death_of_the_singletons_node(
         web = copies(fleet, "web")
         return web if len(web) == 6 else None
 
-    moved = wait_for(six, timeout=TTL + 1 + 5, interval=0.2, what="the dead node's web replicas running elsewhere")
+    moved = wait_for(six, timeout=TTL + 1 + 20, interval=0.2, what="the dead node's web replicas running elsewhere")
     moved_after = time.monotonic() - died
     assert set(moved.values()) <= set(alive)
     assert survivors_web <= set(moved), "a web replica on a surviving node was restarted"

@@ -3,20 +3,25 @@
 The desired state of the fleet lives in etcd (core/fleet.py's layout); each node's agent decides its own
 share (planning/placement.py) and applies it to the local engine as the owner "fleet" (the same path a
 GitSync takes: Operations.sync_apply), so the engine, its store and its adoption are those of a single host.
-One thread, `fleet`, does everything with etcd:
-- the node's lease (TTL --lease-ttl, kept alive every TTL/5), resumed after a daemon restart from the store
-  (no failover, no duplicate); a lease found expired is replaced, the node registered again, its claims
-  taken anew;
-- each pass: one range of the whole prefix (one revision: specs, nodes and claims agree), the share, the
-  claims it takes (a txn create bound to the lease) and gives back, the apply when the share changed, and
-  the status of what runs here (under the lease, written when it changed);
-- a watch of [claims/, status/) wakes it early on any change of specs, nodes or claims (another node's status
-  does not); the periodic pass covers a watch that died.
+Two threads:
+- `fleet-lease` keeps the node's lease (TTL --lease-ttl): a keepalive every TTL/3 (etcd's own client's
+  pace), again after a short pause when one fails; a daemon restarted within the lease resumes it from the
+  store (no failover, no duplicate); a lease found expired is replaced and the node registered again. It is
+  also the self-fence clock: a slow pass of the other thread cannot cost the lease or delay the fence.
+- `fleet` makes the passes: one range of the whole prefix (one revision: specs, nodes and claims agree), the
+  share, the claims it takes (a txn create bound to the lease) and gives back, the apply when the share
+  changed, and the status of what runs here (under the lease, written when it changed). A watch of
+  [claims/, status/) starts a pass on any change of specs, nodes or claims (another node's status does
+  not), as does any change of what runs here; without a live watch a pass runs every retry interval, with
+  one every RESYNC_SECONDS (and when a lost node's grace ends), so an idle node costs little.
 etcd unreachable changes nothing that runs (fleet's #1181, #1186, #1289): the last share stays applied and
-converged. Only mode One fences: a separate clock stops it when etcd has not answered a keepalive for TTL less
-the margin (min(3 s, TTL/3)), measured from when the last successful keepalive was sent, so it is stopped
-(its stop capped at half the margin, SIGKILL after) before its lease can expire in etcd and another node can
-be elected. A spec in etcd that does not validate is refused with an event and the last good one is kept.
+converged. Only mode One fences: when etcd has not confirmed the lease for TTL less the margin (min(3 s,
+TTL/3)), measured from when the last successful keepalive was sent, it is stopped (its stop capped at half the
+margin, SIGKILL after) before its lease can expire in etcd and another node can be elected. When that
+keepalive was sent is stamped in the state dir, so a daemon restarted after a long stop fences at once rather
+than running a singleton another node may hold by now. A spec in etcd that does not validate is refused with
+an event and the last good one is kept. When the daemon shuts down, the passes end at once (nothing is
+claimed or applied while it stops what runs) and the lease is kept until it is revoked at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -45,11 +51,13 @@ from ..core.fleet import (
     status_key,
 )
 from ..core.model import ProcessSpec
+from ..host.stamp import Stamp
 from ..manifests import codec
 from ..manifests.rules import check_spec
 from ..planning import placement
 
 OWNER = "fleet"
+RESYNC_SECONDS = 30.0  # a pass at least this often with a live watch (a missed event costs no more than this)
 MAX_SPEC_BYTES = 1 << 20  # a fleet spec larger than this is refused (etcd's own limit is 1.5 MiB)
 
 Call = Callable[[Callable[[Any], Any]], Any]
@@ -62,7 +70,7 @@ def fence_margin(ttl: int) -> float:
 
 class FleetAgent:
     def __init__(self, config: FleetConfig, ops: Any, call: Call, emit: Callable[[Event], None],
-                 wall: Callable[[], float]) -> None:
+                 wall: Callable[[], float], stamp: Path | None = None, boot: str = "") -> None:
         self.config = config
         self.node = config.node
         self.ops = ops
@@ -70,8 +78,11 @@ class FleetAgent:
         self.emit = emit
         self.wall = wall
         self.ttl = config.lease_ttl
-        self.tick = max(0.5, self.ttl / 5)
+        self.renew_every = self.ttl / 3
+        self.retry = max(0.25, min(1.0, self.ttl / 10))  # after a failed keepalive or pass
         self.margin = fence_margin(self.ttl)
+        self.stamp = Stamp(stamp) if stamp is not None else None
+        self.boot = boot
         self.lease = 0
         self.registered = False
         self.reachable: bool | None = None
@@ -85,12 +96,13 @@ class FleetAgent:
         self.seen: dict[str, placement.Node] = {}
         self.status_dirty = True
         self._share_lock = threading.Lock()  # the agent's apply and the fence's, one at a time
+        self._reach_lock = threading.Lock()  # reachable, said once per change by either thread
         self._wake = threading.Event()
+        self._halted = threading.Event()  # no more passes (the daemon shuts down); the lease is kept
         self._stopping = threading.Event()
-        self._fence = threading.Condition()
-        self._fence_at: float | None = None
+        self._fence_at: float | None = None  # monotonic; None: fenced (or never confirmed) until a keepalive
         self._thread: threading.Thread | None = None
-        self._fence_thread: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
         self._etcd: Any = None
         self._watch: Any = None
 
@@ -110,24 +122,45 @@ class FleetAgent:
             self.lease = int(state.get("lease") or 0)
         self.applied = {k: s for k, s in self.ops.reconciler.desired.specs.items() if self.ops.owners.get(k) == OWNER}
         # Until etcd confirms the lease, a restarted daemon cannot know it still holds its elections: its mode
-        # One processes (adopted from the store) are fenced unless a keepalive succeeds within the margin.
-        self._arm_fence(time.monotonic() - self.ttl + 2 * self.margin)
-        self._fence_thread = threading.Thread(target=self._fence_clock, name="fleet-fence", daemon=True)
-        self._fence_thread.start()
+        # One processes (adopted from the store) are fenced at the deadline of the last keepalive its stamp
+        # says succeeded (at once if that is long past), else within the margin.
+        now = time.monotonic()
+        renewed = self._stamped_renewal()
+        self._fence_at = now + self.margin if renewed is None else min(now + self.margin,
+                                                                       renewed + self.ttl - self.margin)
+        self._keeper = threading.Thread(target=self._keep_lease, name="fleet-lease", daemon=True)
+        self._keeper.start()
         self._thread = threading.Thread(target=self._run, name="fleet", daemon=True)
         self._thread.start()
+
+    def _stamped_renewal(self) -> float | None:
+        """When the last keepalive of this lease that succeeded was sent (monotonic), if this boot's stamp says."""
+        text = self.stamp.read() if self.stamp is not None else None
+        words = text.split() if text else []
+        if len(words) != 4 or words[0] != self.boot or words[1] != self.node or not self.lease:
+            return None
+        try:
+            lease, sent = int(words[2], 16), float(words[3])
+        except ValueError:
+            return None
+        return sent if lease == self.lease and sent <= time.monotonic() else None
+
+    def halt(self) -> None:
+        """No more passes: nothing is claimed, given back or applied from now on (the daemon shuts down and
+        stops what runs here); the lease is kept alive until stop()."""
+        self._halted.set()
+        self._wake.set()
 
     def stop(self, leaving: bool) -> None:
         """End the agent. `leaving` (a shutdown that stopped what runs here): the lease is revoked, so that its
         claims and status go at once and other nodes take over now rather than at its expiry."""
+        self._halted.set()
         self._stopping.set()
         self._wake.set()
-        with self._fence:
-            self._fence.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._fence_thread is not None:
-            self._fence_thread.join(timeout=2)
+        if self._keeper is not None:
+            self._keeper.join(timeout=10)
         if self._watch is not None:
             self._watch.stop()
         if self._etcd is not None:
@@ -137,12 +170,16 @@ class FleetAgent:
                 except OrchestratorError:
                     pass  # it expires by itself
             self._etcd.close()
+        if self.stamp is not None:
+            self.stamp.close()
 
     def on_event(self, event: Event) -> None:
-        """Any change of what runs here: its status is written again at the next pass."""
-        if event.key and event.type in (EventType.STARTED, EventType.EXITED, EventType.PROBE_PASSED,
-                                        EventType.PROBE_FAILED, EventType.SUCCEEDED, EventType.FAILED,
-                                        EventType.BACKOFF, EventType.START_FAILED):
+        """Any change of what runs here: its status is written again at the next pass. A shutdown halts."""
+        if event.type is EventType.SHUTDOWN:
+            self.halt()
+        elif event.key and event.type in (EventType.STARTED, EventType.EXITED, EventType.PROBE_PASSED,
+                                          EventType.PROBE_FAILED, EventType.SUCCEEDED, EventType.FAILED,
+                                          EventType.BACKOFF, EventType.START_FAILED):
             self.status_dirty = True
             self._wake.set()
 
@@ -150,56 +187,153 @@ class FleetAgent:
         return {"node": self.node, "lease": f"{self.lease:x}" if self.lease else None, "reachable": self.reachable,
                 "fenced": self.fenced, "share": sorted(self.applied)}
 
-    # -- the loop ----------------------------------------------------------------------------------
+    # -- the lease and the self-fence (thread fleet-lease) ----------------------------------------
+
+    def _keep_lease(self) -> None:
+        from ..host.etcd import EtcdError
+
+        renew_at = time.monotonic()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            fence_at = self._fence_at
+            if fence_at is not None and now >= fence_at:
+                self._fence_at = None
+                self._fence_now(now - (fence_at - self.ttl + self.margin))
+                continue
+            if now < renew_at:
+                self._stopping.wait((renew_at if fence_at is None else min(renew_at, fence_at)) - now)
+                continue
+            try:
+                self._renew(fence_at)
+                renew_at = (self.last_ok or now) + self.renew_every
+            except EtcdError as error:
+                self._unreachable(str(error))
+                renew_at = time.monotonic() + self.retry
+            except Exception as error:  # noqa: BLE001 - a bug must not end the lease: said, then retried
+                self._say(EventType.FLEET_REFUSED, "", f"fleet lease error: {error!r}")
+                renew_at = time.monotonic() + self.retry
+
+    def _renew(self, fence_at: float | None) -> None:
+        """One keepalive (bounded so that it ends before the fence deadline), or a new lease for an expired one."""
+        etcd = self._etcd
+        sent = time.monotonic()
+        ttl = etcd.keepalive(self.lease, deadline=fence_at) if self.lease else -1
+        if ttl <= 0:
+            if self.lease:  # expired: its claims are gone, so nothing of mode One may go on running on it
+                self._fence_now(time.monotonic() - (self.last_ok or sent))
+            lease = etcd.grant(self.ttl)
+            self.call(lambda r: self.ops.store.set_meta("fleet", json.dumps({"node": self.node, "lease": lease})))
+            self.lease = lease
+            self.registered = False
+            self.published = {}
+        self.last_ok = sent
+        self._fence_at = sent + self.ttl - self.margin
+        if self.stamp is not None:
+            self.stamp.write(f"{self.boot} {self.node} {self.lease:x} {sent:.3f}")
+        self._reached()
+        if self.fenced or not self.registered:
+            self.fenced = False  # the next share is applied as usual (what was fenced is claimed again)
+            self._wake.set()
+
+    def _fence_due(self) -> bool:
+        fence_at = self._fence_at
+        return fence_at is None or time.monotonic() >= fence_at
+
+    def _fence_now(self, silent: float) -> None:
+        with self._share_lock:
+            singletons = self._singletons()
+            if not singletons:
+                return
+            kept = placement.fenced(self.applied)
+            specs = list(kept.values())
+            try:
+                self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
+                                                        message=f"fenced: etcd not reached for {silent:.1f} s"))
+            except Exception as error:  # noqa: BLE001 - tried again at once: a singleton must not outlive its lease
+                self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
+                if self._fence_at is None:
+                    self._fence_at = time.monotonic() + 0.2
+                return
+            self.applied = kept
+            self.fenced = True
+        for key in singletons:
+            self._say(EventType.FENCED, key, f"stopped: etcd not reached for {silent:.1f} s, so its election may "
+                      f"pass to another node once this node's lease expires ({self.ttl} s)")
+
+    def _singletons(self) -> list[str]:
+        return sorted(set(self.applied) - set(placement.fenced(self.applied)))
+
+    def _reached(self) -> None:
+        with self._reach_lock:
+            was, self.reachable = self.reachable, True
+        if was is False:
+            self._say(EventType.ETCD_REACHABLE, "", "etcd reached again")
+
+    def _unreachable(self, why: str) -> None:
+        with self._reach_lock:
+            was, self.reachable = self.reachable, False
+        if was is not False:
+            self._say(EventType.ETCD_UNREACHABLE, "", f"etcd unreachable: {why[:500]}; what runs here goes on"
+                      + (f" (mode One processes stop {self.ttl - self.margin:g} s after the last keepalive)"
+                         if self._singletons() else ""))
+
+    # -- the passes (thread fleet) -----------------------------------------------------------------
 
     def _run(self) -> None:
         from ..host.etcd import EtcdError
 
-        while not self._stopping.is_set():
+        while not self._halted.is_set():
             self._wake.clear()
-            again = False
+            lease = self.lease
+            wait: float | None = self.retry
             try:
-                again = self._pass()
+                # Not before the keeper has confirmed (or granted) the lease: it wakes this thread then.
+                wait = self._pass() if self.last_ok is not None else None
             except EtcdError as error:
-                self._unreachable(str(error))
+                if self.lease == lease:  # (else: the lease was replaced under this pass; look again)
+                    self._unreachable(str(error))
+                    self._drop_watch()
+                else:
+                    wait = 0
             except OrchestratorError as error:  # the local apply refused (a port taken, a dependency): said, retried
                 self._say(EventType.FLEET_REFUSED, "", f"fleet share not applied: {error}")
             except Exception as error:  # noqa: BLE001 - a bug must not end fleet mode: said, then retried
                 self._say(EventType.FLEET_REFUSED, "", f"fleet agent error: {error!r}")
-            if not again:
-                self._wake.wait(self.tick)
+            if wait is None or wait > 0:
+                self._wake.wait(wait)
 
-    def _pass(self) -> bool:
-        """One look at etcd and what follows from it; True to look again at once (a claim was taken)."""
+    def _drop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def _pass(self) -> float:
+        """One look at etcd and what follows from it; how long until the next look is needed unwoken (0: at
+        once, a claim was taken)."""
         from ..host.etcd import EtcdError
 
         etcd = self._etcd
-        sent = time.monotonic()
-        self._keep_lease(sent)
         if not self.registered:
             self._register()
         revision, kvs = etcd.range(PREFIX)
-        if self.reachable is not True:
-            if self.reachable is False:
-                self._say(EventType.ETCD_REACHABLE, "", "etcd reached again")
-            self.reachable = True
+        self._reached()
         if self._watch is None or not self._watch.alive:
-            if self._watch is not None:
-                self._watch.stop()
+            self._drop_watch()
             try:
                 self._watch = etcd.watch(CLAIMS, STATUS, self._wake.set, start_revision=revision + 1)
             except EtcdError:
-                self._watch = None  # only a way to look sooner: the periodic pass goes on without it
+                self._watch = None  # only a way to look sooner: the passes go on without it
         by_key = {kv.key: kv for kv in kvs}
         specs = self._specs(kv for kv in kvs if kv.key.startswith(SPECS))
         nodes = self._nodes(kv for kv in kvs if kv.key.startswith(NODES))
         if self.node not in nodes:  # our node key was deleted (by hand?): registered again before deciding
             self.registered = False
-            return True
+            return 0
         claims = {kv.key: placement.Claim(_json(kv.value).get("node", ""), kv.create_revision)
                   for kv in kvs if kv.key.startswith(CLAIMS)}
         running = self._running() if any(c.node == self.node for c in claims.values()) else {}
-        share = placement.share(list(specs.values()), self.node, nodes, claims, running, lost=self._lost_for(),
+        lost = self._lost_for()
+        share = placement.share(list(specs.values()), self.node, nodes, claims, running, lost=lost,
                                 fence_grace=self.margin / 2)
         took = False
         for key in share.claim:
@@ -212,26 +346,12 @@ class FleetAgent:
             if kv is not None and etcd.delete(key, mod_revision=kv.mod_revision):
                 self._say(EventType.FLEET_RELEASED, _object_of(key), f"gave back {key[len(CLAIMS):]}")
         if took:
-            return True  # a fresh look: the claims just taken start their processes now
-        self._apply(share.run, share.waiting)
+            return 0  # a fresh look: the claims just taken start their processes now
+        self._apply(share.run)
         self._publish()
-        return False
-
-    def _keep_lease(self, sent: float) -> None:
-        etcd = self._etcd
-        ttl = etcd.keepalive(self.lease) if self.lease else -1
-        if ttl <= 0:
-            if self.lease:  # expired: its claims are gone, so nothing of mode One may go on running on it
-                self._fence_now(time.monotonic() - (self.last_ok or sent))
-            self.lease = etcd.grant(self.ttl)
-            self.registered = False
-            self.published = {}
-            lease = self.lease
-            self.call(lambda r: self.ops.store.set_meta("fleet", json.dumps({"node": self.node, "lease": lease})))
-        self.last_ok = sent
-        self._arm_fence(sent)
-        if self.fenced:
-            self.fenced = False  # the next share is applied as usual (what was fenced is claimed again)
+        if self._watch is None or not self._watch.alive:
+            return self.retry
+        return min([RESYNC_SECONDS, *placement.grace_left(specs.values(), lost)])
 
     def _register(self) -> None:
         etcd = self._etcd
@@ -318,15 +438,11 @@ class FleetAgent:
 
         return self.call(count)  # type: ignore[no-any-return]
 
-    def _apply(self, run: Mapping[str, ProcessSpec], waiting: Mapping[str, str]) -> None:
+    def _apply(self, run: Mapping[str, ProcessSpec]) -> None:
         with self._share_lock:
             if self._fence_due():
-                run = placement.fenced(run)  # the deadline passed during this pass: no singleton starts on it
+                run = placement.fenced(run)  # not confirmed, or the deadline passed: no singleton starts here
             self._apply_locked(run)
-
-    def _fence_due(self) -> bool:
-        with self._fence:
-            return self._fence_at is None or time.monotonic() >= self._fence_at
 
     def _apply_locked(self, run: Mapping[str, ProcessSpec]) -> None:
         if dict(run) == self.applied:
@@ -345,7 +461,14 @@ class FleetAgent:
         """The status of what runs here, under the lease; written only when it changed."""
         if not self.status_dirty:
             return
-        self.status_dirty = False
+        self.status_dirty = False  # (before reading: a change meanwhile makes it dirty again)
+        try:
+            self._write_status()
+        except BaseException:
+            self.status_dirty = True  # not all written: again at the next pass
+            raise
+
+    def _write_status(self) -> None:
         keys = set(self.applied)
         objects = self.call(lambda r: self.ops.objects({}))["objects"]
         values: dict[str, bytes] = {}
@@ -368,64 +491,6 @@ class FleetAgent:
         for key in [k for k in self.published if k not in values]:
             self._etcd.delete(key)
             del self.published[key]
-
-    # -- etcd lost, and the self-fence ------------------------------------------------------------
-
-    def _unreachable(self, why: str) -> None:
-        if self.reachable is not False:
-            self.reachable = False
-            self._say(EventType.ETCD_UNREACHABLE, "", f"etcd unreachable: {why[:500]}; what runs here goes on "
-                      + ("(mode One processes stop "
-                         f"{self.ttl - self.margin:g} s after the last keepalive)" if self._singletons() else ""))
-        if self._watch is not None:
-            self._watch.stop()
-            self._watch = None
-
-    def _singletons(self) -> list[str]:
-        return sorted(set(self.applied) - set(placement.fenced(self.applied)))
-
-    def _arm_fence(self, sent: float) -> None:
-        with self._fence:
-            self._fence_at = sent + self.ttl - self.margin
-            self._fence.notify_all()
-
-    def _fence_clock(self) -> None:
-        """Waits for the self-fence deadline (moved on by each keepalive that succeeds) and fences at it."""
-        with self._fence:
-            while not self._stopping.is_set():
-                at = self._fence_at
-                now = time.monotonic()
-                if at is not None and now >= at:
-                    self._fence_at = None
-                    self._fence.release()
-                    try:
-                        self._fence_now(now - (at - self.ttl + self.margin))
-                    finally:
-                        self._fence.acquire()
-                    continue
-                self._fence.wait(None if at is None else at - now)
-
-    def _fence_now(self, silent: float) -> None:
-        with self._share_lock:
-            singletons = self._singletons()
-            if not singletons:
-                return
-            kept = placement.fenced(self.applied)
-            specs = list(kept.values())
-            try:
-                self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
-                                                        message=f"fenced: etcd not reached for {silent:.1f} s"))
-            except Exception as error:  # noqa: BLE001 - tried again at once: a singleton must not outlive its lease
-                self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
-                with self._fence:
-                    if self._fence_at is None:
-                        self._fence_at = time.monotonic() + 0.2
-                return
-            self.applied = kept
-            self.fenced = True
-        for key in singletons:
-            self._say(EventType.FENCED, key, f"stopped: etcd not reached for {silent:.1f} s, so its election may "
-                      f"pass to another node once this node's lease expires ({self.ttl} s)")
 
     def _say(self, kind: EventType, key: str, message: str) -> None:
         self.emit(Event(self.wall(), kind, key, message))

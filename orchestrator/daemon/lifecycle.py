@@ -132,12 +132,14 @@ class Daemon:
         if fleet is not None:
             from .fleet import FleetAgent
 
-            self.fleet = FleetAgent(fleet, self.ops, self._call, self.events.emit, self.clock.wall)
+            self.fleet = FleetAgent(fleet, self.ops, self._call, self.events.emit, self.clock.wall,
+                                    stamp=state_dir / "fleet.lease", boot=_boot_id())
             self.events.subscribe(self.fleet.on_event)
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
         self._loop_thread = threading.current_thread()
+        self._loop_ended = threading.Event()  # the reconciler's loop returned: a call would wait for nothing
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -270,9 +272,11 @@ class Daemon:
         self.events.subscribe(_tell_service_manager_when_stopping)
         try:
             self.reconciler.run(until)
+            self._loop_ended.set()
             if self.role == "run" and not self.reconciler.alive:
                 self._run_ended()
         finally:
+            self._loop_ended.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
             wake_on_child_exit(False)
@@ -404,8 +408,13 @@ class Daemon:
             finally:
                 done.set()
 
+        if self._loop_ended.is_set():
+            raise Conflict("the daemon is stopping: its reconciler no longer answers; nothing was changed")
         self.reconciler.post(run)
-        if not done.wait(timeout):
+        waited = 0.0
+        while not done.wait(0.25) and not self._loop_ended.is_set() and waited < timeout:
+            waited += 0.25
+        if not done.is_set():
             with guard:
                 if not state["started"]:
                     state["cancelled"] = True

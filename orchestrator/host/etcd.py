@@ -19,6 +19,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ API_PATH = "/v3/"  # etcd >= 3.4 serves the gateway here; naming it saves etcd3g
 MAX_WATCH_MESSAGE_BYTES = 64 * 1024 * 1024  # one watch response (a batch of events); etcd's own request limit is 1.5 MiB
 WATCH_PROBE_SECONDS = 10.0  # how often a watch checks that its member still answers (a stopped member sends nothing)
 STOP_JOIN_SECONDS = 1.0
+RANGE_PAGE_KEYS = 500  # keys per range request: a big fleet is read in pages at one revision
+MAX_RANGE_BYTES = 256 * 1024 * 1024  # a range larger than this is refused rather than held in memory
 
 
 class EtcdError(OrchestratorError):
@@ -154,6 +157,7 @@ class _Endpoint:
         self.client = etcd3gw.Etcd3Client(host=parts.hostname, port=port, protocol=parts.scheme, timeout=timeout,
                                           api_path=API_PATH, session=self.session)
         self.authenticated = False
+        self.answered_at: float | None = None  # monotonic: when this member last answered a request
 
 
 class Etcd:
@@ -216,6 +220,7 @@ class Etcd:
             raise _Unreachable(self._redact(_network_cause(error, None, self._timeout), secret)) from None
         except (requests.RequestException, ValueError) as error:  # a broken answer (bad JSON, chunking, URL)
             raise _Refused(self._redact(f"{type(error).__name__}: {error}"[:300], secret)) from None
+        endpoint.answered_at = time.monotonic()
         if not isinstance(answer, dict):
             raise _Refused("answer is not a JSON object")
         return answer
@@ -254,9 +259,14 @@ class Etcd:
             index = (start + offset) % len(self._endpoints)
             yield index, self._endpoints[index]
 
-    def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, path: str, payload: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """`payload` to the first endpoint that answers. With `deadline` (monotonic), no endpoint is tried that
+        could not answer before it (an attempt takes at most twice the timeout: connecting, then reading)."""
         failures = []
         for index, endpoint in self._each_endpoint():
+            if deadline is not None and time.monotonic() + 2 * self._timeout > deadline:
+                failures.append(f"{endpoint.url}: not tried, no time left before the deadline")
+                break
             try:
                 answer = self._on_endpoint(endpoint, path, payload)
             except _Unreachable as error:
@@ -271,12 +281,32 @@ class Etcd:
 
     # -- keys
 
-    def range(self, prefix: str) -> tuple[int, list[KeyValue]]:
-        """Every key starting with `prefix`, sorted by key, and the revision of the store they were read at."""
+    def range(self, prefix: str, *, page: int = RANGE_PAGE_KEYS,
+              max_bytes: int = MAX_RANGE_BYTES) -> tuple[int, list[KeyValue]]:
+        """Every key starting with `prefix`, sorted by key, and the revision of the store they were read at:
+        read `page` keys at a time, every page at the first one's revision, so that they agree; more than
+        `max_bytes` of keys and values is an EtcdError, not an unbounded answer."""
         start = _key_bytes(prefix) or b"\0"  # etcd's "every key": an empty key is refused
-        answer = self._call("kv/range", {"key": _b64(start), "range_end": _b64(_prefix_end(prefix)),
-                                         "sort_order": "ASCEND", "sort_target": "KEY"})
-        return _int(answer.get("header", {}).get("revision")), [_kv(item) for item in answer.get("kvs", [])]
+        end = _b64(_prefix_end(prefix))
+        revision = 0
+        found: list[KeyValue] = []
+        size = 0
+        while True:
+            request = {"key": _b64(start), "range_end": end, "sort_order": "ASCEND", "sort_target": "KEY",
+                       "limit": str(page)}
+            if revision:
+                request["revision"] = str(revision)
+            answer = self._call("kv/range", request)
+            if not revision:
+                revision = _int(answer.get("header", {}).get("revision"))
+            items = [_kv(item) for item in answer.get("kvs", [])]
+            size += sum(len(kv.key) + len(kv.value) for kv in items)
+            if size > max_bytes:
+                raise EtcdError(f"etcd range {prefix}: more than {max_bytes:,} bytes of keys and values")
+            found += items
+            if not answer.get("more") or not items:
+                return revision, found
+            start = _key_bytes(items[-1].key) + b"\0"
 
     def get(self, key: str) -> KeyValue | None:
         answer = self._call("kv/range", {"key": _b64(_key_bytes(key))})
@@ -345,9 +375,10 @@ class Etcd:
             raise EtcdError(f"etcd refused lease/grant: {answer['error']}")
         return _int(answer.get("ID"))
 
-    def keepalive(self, lease: int) -> int:
-        """Renew `lease`: its new TTL in seconds, or -1 when it no longer exists (expired or revoked)."""
-        answer = self._call("lease/keepalive", {"ID": str(lease)})
+    def keepalive(self, lease: int, deadline: float | None = None) -> int:
+        """Renew `lease`: its new TTL in seconds, or -1 when it no longer exists (expired or revoked). With
+        `deadline` (monotonic), an EtcdError rather than an answer after it (see _call)."""
+        answer = self._call("lease/keepalive", {"ID": str(lease)}, deadline)
         result = answer.get("result", answer)
         ttl = result.get("TTL") if isinstance(result, dict) else None
         return int(ttl) if ttl is not None and int(ttl) > 0 else -1
@@ -368,8 +399,9 @@ class Etcd:
 
         on_event() is called from the watch's thread after each batch of events, and once more when the stream
         ends other than by stop(): it only means "look again" (and see `.alive`). Every `probe_every` seconds
-        the watch checks that its member still answers a linearizable read: a stopped or partitioned member
-        sends nothing and would leave a stream that looks alive. Opening fails over like any request.
+        the watch checks that its member still answers a linearizable read (unless it answered another request
+        of this client meanwhile): a stopped or partitioned member sends nothing and would leave a stream that
+        looks alive. Opening fails over like any request.
         """
         create: dict[str, Any] = {"key": _b64(_key_bytes(start) or b"\0"), "progress_notify": True}
         if end:
@@ -413,6 +445,9 @@ class Etcd:
                 raise _Refused(f"watch not created: {reason}")
 
         def probe() -> None:
+            answered = endpoint.answered_at
+            if answered is not None and time.monotonic() - answered < probe_every:
+                return  # it answered another request lately (a keepalive): no need to ask
             self._post(endpoint, "kv/range", {"key": _b64(_key_bytes(probe_key) or b"\0"), "keys_only": True,
                                               "limit": "1"})
 

@@ -21,7 +21,7 @@ processes because etcd is unreachable); only the self-fence of mode One (daemon/
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..core.fleet import (
@@ -195,7 +195,26 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         if len(owners) < placement.replicas and matches:
             result.waiting[spec.key] = (f"{placement.replicas - len(owners)} replica(s) fit on no ready node "
                                         f"(maxPerNode {placement.max_per_node})")
+    fleet_keys = {spec.key for spec in specs}
+    while True:  # a dependency on a fleet Process that does not run here: the dependent waits, not the apply
+        missing = {key: dep for key, local in result.run.items() for dep in
+                   (local.dependency_key(d) for d in local.depends_on) if dep in fleet_keys and dep not in result.run}
+        if not missing:
+            break
+        for key, dep in missing.items():
+            del result.run[key]
+            result.waiting[key] = f"depends on {dep}, which does not run on this node"
     return replace(result, claim=tuple(claim), release=tuple(release))
+
+
+def grace_left(specs: Iterable[ProcessSpec], lost: Mapping[str, tuple[Node, float]]) -> list[float]:
+    """Seconds until a lost node stops counting as an owner of some Spread spec (when its replicas move)."""
+    left = []
+    for spec in specs:
+        if spec.placement is not None and spec.placement.mode == "Spread":
+            left += [spec.placement.lost_after_seconds - gone for _, gone in lost.values()
+                     if gone < spec.placement.lost_after_seconds]
+    return left
 
 
 def fenced(local: Mapping[str, ProcessSpec]) -> dict[str, ProcessSpec]:

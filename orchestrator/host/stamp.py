@@ -1,0 +1,46 @@
+"""A one-line stamp file in the state dir, rewritten in place as often as a thread likes at the cost of one
+write system call (no rename, no fsync, no other thread woken): for a fact that only matters to the next
+daemon of the same boot, such as when the fleet agent's lease was last renewed. A crash of the daemon keeps it
+(the page cache outlives the process); a crash of the host loses what it says, and with it its meaning.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STAMP_BYTES = 256
+
+
+class Stamp:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def read(self) -> str | None:
+        """What was written last, or None (no file, unreadable, or not text)."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read(STAMP_BYTES)
+        except OSError:
+            return None
+        try:
+            return data.decode("ascii").strip() or None
+        except UnicodeDecodeError:
+            return None
+
+    def write(self, text: str) -> None:
+        """Replace the stamp by `text` (ascii, shorter than STAMP_BYTES); a failure to write is no error (the
+        stamp then says less)."""
+        data = text.encode("ascii")[: STAMP_BYTES - 1].ljust(STAMP_BYTES - 1) + b"\n"
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            os.pwrite(self._fd, data, 0)
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
