@@ -368,3 +368,25 @@ def test_daemon_config() -> None:
 def test_daemon_options_are_checked(tmp_path: Path, words: list[str]) -> None:
     result = cli(tmp_path / "s", "daemon", "--etcd", "http://127.0.0.1:1", *words)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_startup_writes_a_unit_whose_daemon_joins_the_fleet_with_the_same_options(tmp_path: Path) -> None:
+    import shlex
+
+
+    words = ["startup", "--systemd-version", "250", "--etcd", "http://10.0.0.1:2379,http://10.0.0.2:2379",
+             "--node-name", "n1", "--node-label", "disk=ssd", "--node-label", "zone=a", "--lease-ttl", "6",
+             "--etcd-user", "ops", "--etcd-password-file", str(tmp_path / "pass 100% $x")]
+    args = build_parser().parse_args(["--state-dir", str(tmp_path / "s"), *words])
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "--state-dir", str(tmp_path / "s"), *words],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("ExecStart=")]
+    # systemd's quoting: % and $ doubled in the unit, single in what the daemon is given.
+    given = shlex.split(line[len("ExecStart="):].replace("%%", "%").replace("$$", "$"))
+    daemon = build_parser().parse_args(given[given.index("-m") + 2:])
+    assert fleet.daemon_config(daemon) == fleet.daemon_config(args)  # the same node, labels, TTL and etcd
+    assert fleet.daemon_config(daemon).lease_ttl == 6  # type: ignore[union-attr]
+    refused = subprocess.run([sys.executable, "-m", "orchestrator", "startup", "--node-name", "n1"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode == 1 and "needs --etcd URLS" in refused.stderr, refused

@@ -535,11 +535,15 @@ def top(args: argparse.Namespace) -> int:
 
 
 def startup(args: argparse.Namespace) -> int:
+    from .fleet import daemon_config, daemon_words
+
     root = os.geteuid() == 0
     state_dir = str(args.state_dir.resolve())
     try:
         version = args.systemd_version if args.systemd_version is not None else installed_systemd_version()
-        unit = systemd_unit(sys.executable, state_dir, user_unit=not root, systemd_version=version)
+        fleet = daemon_config(args)  # fleet mode's options, checked as `daemon` checks them
+        unit = systemd_unit(sys.executable, state_dir, user_unit=not root, systemd_version=version,
+                            daemon_options=daemon_words(fleet) if fleet is not None else ())
     except ValueError as error:
         raise UserError(str(error)) from None
     if not args.install:

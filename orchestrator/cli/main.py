@@ -272,19 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds between samples of every replica's cpu and memory (default 20; autoscaled "
                         "pools are judged at this pace too)")
     _add_limits(daemon)
-    _add_etcd(daemon, "fleet mode: join the fleet whose etcd is at URLS, and run this node's share of its objects "
-              "besides the local ones. URLS", default=" (default: off; $ORCHESTRATOR_ETCD does not "
-              "count here, so that a daemon `apply` starts never joins a fleet)")
-    daemon.add_argument("--node-name", type=_node_name, metavar="NAME",
-                        help="with --etcd, this node's name in the fleet: a DNS label (1-63 lowercase letters, "
-                        "digits and '-', not starting or ending with '-'); default: the host name")
-    daemon.add_argument("--node-label", type=_node_label, action="append", default=[], metavar="KEY=VALUE",
-                        dest="node_labels",
-                        help="with --etcd, a label of this node that placement.nodeSelector matches (repeatable; "
-                        "keys as manifest label keys, values at most 63 letters, digits, '-', '_', '.')")
-    daemon.add_argument("--lease-ttl", type=_lease_ttl, default=None, metavar="SECONDS",
-                        help="with --etcd, the TTL of this node's lease: how long after losing etcd (or dying) the "
-                        "node is lost to the fleet, 4 to 300 (default 10)")
+    _add_fleet_node(daemon)
     daemon.set_defaults(handler=_command("daemon"))
 
     nodes = commands.add_parser(
@@ -316,11 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     startup = commands.add_parser("startup", help="print or install a systemd unit for the daemon",
                                   description="Print a systemd unit that runs the daemon at boot with this state "
-                                  "dir; --install writes it (system unit as root, user unit otherwise).")
+                                  "dir (and, with --etcd and the node options, in fleet mode as `daemon` would); "
+                                  "--install writes it (system unit as root, user unit otherwise).")
     startup.add_argument("--install", action="store_true", help="write the unit where systemd looks for it")
     startup.add_argument("--systemd-version", type=int, metavar="N",
                          help="the systemd the unit is for (default: this host's, from systemctl --version); "
                          "254 and later get a delegated cgroup, so the kernel enforces limits")
+    _add_fleet_node(startup)
     startup.set_defaults(handler=_command("startup"))
 
     completion = commands.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
@@ -734,6 +724,23 @@ def _add_fleet(parser: argparse.ArgumentParser,
                text: str = "record them in the fleet's etcd instead of the local daemon") -> None:
     parser.add_argument("--fleet", action="store_true", help=f"{text} (needs --etcd or $ORCHESTRATOR_ETCD)")
     _add_etcd(parser)
+
+
+def _add_fleet_node(parser: argparse.ArgumentParser) -> None:
+    """The options of a daemon's fleet mode (`daemon`, and `startup`, whose unit passes them on)."""
+    _add_etcd(parser, "fleet mode: join the fleet whose etcd is at URLS, and run this node's share of its objects "
+              "besides the local ones. URLS", default=" (default: off; $ORCHESTRATOR_ETCD does not "
+              "count here, so that a daemon `apply` starts never joins a fleet)")
+    parser.add_argument("--node-name", type=_node_name, metavar="NAME",
+                        help="with --etcd, this node's name in the fleet: a DNS label (1-63 lowercase letters, "
+                        "digits and '-', not starting or ending with '-'); default: the host name")
+    parser.add_argument("--node-label", type=_node_label, action="append", default=[], metavar="KEY=VALUE",
+                        dest="node_labels",
+                        help="with --etcd, a label of this node that placement.nodeSelector matches (repeatable; "
+                        "keys as manifest label keys, values at most 63 letters, digits, '-', '_', '.')")
+    parser.add_argument("--lease-ttl", type=_lease_ttl, default=None, metavar="SECONDS",
+                        help="with --etcd, the TTL of this node's lease: how long after losing etcd (or dying) the "
+                        "node is lost to the fleet, 4 to 300 (default 10)")
 
 
 def _add_etcd(parser: argparse.ArgumentParser, text: str = "the fleet's etcd",

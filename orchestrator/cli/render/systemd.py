@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 
 def unit_name(state_dir: str, default_state_dir: str) -> str:
@@ -34,19 +35,22 @@ def _exec_word(text: str, what: str) -> str:
 SUBGROUP_SINCE = 254  # the first systemd that knows DelegateSubgroup=
 
 
-def systemd_unit(python: str, state_dir: str, user_unit: bool, systemd_version: int | None = None) -> str:
+def systemd_unit(python: str, state_dir: str, user_unit: bool, systemd_version: int | None = None,
+                 daemon_options: Sequence[str] = ()) -> str:
     """A unit that runs the daemon at boot with this state dir, stopping its processes gracefully on stop.
 
     `systemd_version`: the systemd it is for (None: not known, so one that works on every systemd since 240).
     From 254 on the daemon gets a delegated cgroup with its own subgroup, and the kernel enforces replica
     limits; before, a daemon in a delegated cgroup could not be restarted after a crash (systemd cannot put
     a process into a cgroup that hands controllers down), so the daemon runs with `--limits watchdog`.
+    `daemon_options`: more words for `orchestrator daemon` (fleet mode's), each quoted for ExecStart=.
     Raises ValueError for a path no unit can hold."""
     delegated = systemd_version is not None and systemd_version >= SUBGROUP_SINCE
     words = [_exec_word(python, "the interpreter's path"), "-m", "orchestrator", "--state-dir",
              _exec_word(state_dir, "the state dir"), "daemon"]
     if not delegated:
         words += ["--limits", "watchdog"]
+    words += [_exec_word(word, "a daemon option") for word in daemon_options]
     if delegated:
         cgroup = (
             "# A cgroup of its own to hand down: the kernel then enforces memory and cpu limits per replica.\n"
