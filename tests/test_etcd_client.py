@@ -46,6 +46,30 @@ def test_put_get_and_range_by_prefix_sorted_with_a_growing_revision(client: Etcd
     assert updated is not None and updated.create_revision == first and updated.mod_revision > revision
 
 
+def test_a_range_is_read_in_pages_at_one_revision_and_bounded_in_size(client: Etcd) -> None:
+    for i in range(23):
+        client.put(f"many/{i:02d}", f"v{i}".encode())
+    whole = client.range("many/")
+    calls = []
+    real = client._call
+
+    def call(path: str, payload: dict, deadline: float | None = None) -> dict:  # type: ignore[type-arg]
+        calls.append(payload.get("revision"))
+        answer = real(path, payload, deadline)
+        if len(calls) == 1:  # between the first page and the next: a write the pages must not see
+            real("kv/put", client._put_request("many/05x", b"later", 0))
+        return answer
+
+    client._call = call  # type: ignore[method-assign]
+    revision, paged = client.range("many/", page=4)
+    client._call = real  # type: ignore[method-assign]
+    assert (revision, paged) == whole  # 6 pages, one answer, the store as it was at the first page
+    assert len(calls) == 6 and calls[0] is None and set(calls[1:]) == {str(revision)}
+    assert "many/05x" in [kv.key for kv in client.range("many/")[1]]
+    with pytest.raises(EtcdError, match="more than 100 bytes"):
+        client.range("many/", page=4, max_bytes=100)
+
+
 def test_utf8_keys_and_empty_values_round_trip(client: Etcd) -> None:
     revision = client.put("hôtes/zoë", b"")
     assert client.get("hôtes/zoë") == KeyValue("hôtes/zoë", b"", revision, revision, 0)

@@ -64,6 +64,19 @@ class Agent:
                 continue
         return found
 
+    def guards(self) -> list[psutil.Process]:
+        """This node's fence guards (host/fenceguard.py): started by the agent, outliving it on purpose."""
+        stamp = str(self.state / "fleet.lease")
+        found = []
+        for process in psutil.process_iter():
+            try:
+                line = process.cmdline()
+            except (psutil.Error, OSError):
+                continue
+            if "orchestrator.host.fenceguard" in line and stamp in line and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        return found
+
     def crash(self) -> None:
         """SIGKILL of the agent alone: what it started goes on running."""
         assert self.proc is not None
@@ -88,7 +101,7 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for process in self.processes():  # whatever a crash left
+        for process in [*self.processes(), *self.guards()]:  # whatever a crash left
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -207,25 +220,35 @@ def test_each_one_and_spread_through_the_death_of_the_singletons_node(
 
 def test_etcd_paused_keeps_each_and_spread_and_fences_the_singleton(
         etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
-    cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
-    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="the fleet settled")
+    directory = manifests(tmp_path / "m")
+    (directory / "pay.yaml").write_text(json.dumps({  # a Spread pool that asks for exclusivity over availability
+        "apiVersion": "orchestrator/v1", "kind": "Process", "metadata": {"name": "pay"},
+        "spec": {"command": ["sleep", "600"], "placement": {"mode": "Spread", "replicas": 2, "lostAfterSeconds": 1,
+                                                            "onQuorumLoss": "Stop"}}}))
+    cli(etcd_cluster, tmp_path, "apply", "-f", str(directory), "--fleet")
+    before = wait_for(lambda: settled(fleet) if len(copies(fleet, "pay")) == 2 else None, timeout=30,
+                      interval=0.2, what="the fleet settled")
     etcd_cluster.pause()
     paused = time.monotonic()
     try:
-        fenced_at = None
+        fenced_at = pay_fenced_at = None
         while time.monotonic() - paused < 8:
             if fenced_at is None and not copies(fleet, "leader"):
                 fenced_at = time.monotonic() - paused
+            if pay_fenced_at is None and not copies(fleet, "pay"):
+                pay_fenced_at = time.monotonic() - paused
             time.sleep(0.1)
         assert fenced_at is not None and fenced_at < TTL, fenced_at  # stopped before its lease could expire
+        # onQuorumLoss Stop: a Spread replica too, lostAfterSeconds later (before another node may claim it).
+        assert pay_fenced_at is not None and FENCE_AFTER <= pay_fenced_at < TTL + 1, pay_fenced_at
         assert copies(fleet, "agent") == before["agent"]  # same pids: nothing else was touched
         assert copies(fleet, "web") == before["web"]
     finally:
         etcd_cluster.resume()
-    wait_for(lambda: len(copies(fleet, "leader")) == 1, timeout=TTL + 10, interval=0.2,
-             what="the singleton back once etcd answers")
+    wait_for(lambda: len(copies(fleet, "leader")) == 1 and len(copies(fleet, "pay")) == 2, timeout=TTL + 10,
+             interval=0.2, what="the singleton and the pay pool back once etcd answers")
     time.sleep(1)
-    assert len(copies(fleet, "leader")) == 1
+    assert len(copies(fleet, "leader")) == 1 and len(copies(fleet, "pay")) == 2
     assert copies(fleet, "agent") == before["agent"] and copies(fleet, "web") == before["web"]
 
 
@@ -243,6 +266,38 @@ def test_an_agent_crash_within_its_lease_resumes_it_with_no_failover(
         time.sleep(0.1)
     assert _lease_of(etcd_cluster, tmp_path, holder) == lease
     assert copies(fleet, "web") == before["web"] and copies(fleet, "agent") == before["agent"]
+    # The crashed agent's guard saw the new agent's stamp and ended; the new agent has its own.
+    wait_for(lambda: len(fleet[holder].guards()) == 1, timeout=TTL + 5, interval=0.2, what="one guard")
+    assert fleet[holder].guards()[0].ppid() == fleet[holder].proc.pid  # type: ignore[union-attr]
+
+
+def test_a_singleton_outliving_its_killed_agent_is_fenced_by_the_guard_before_another_node_runs_it(
+        etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
+    cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
+    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="the fleet settled")
+    [(leader_pid, holder)] = before["leader"].items()
+    assert len(fleet[holder].guards()) == 1  # the holder of a singleton has its guard; one only
+    assert all(not fleet[n].guards() for n in fleet if n != holder)
+    killed = time.monotonic()
+    fleet[holder].crash()  # the agent alone, not restarted: its singleton would otherwise run on
+    gone = elsewhere = None
+    while time.monotonic() - killed < TTL + 20 and elsewhere is None:  # sampled every 100 ms
+        leaders = copies(fleet, "leader")
+        assert len(leaders) <= 1, f"two copies: {leaders}\n" + logs(fleet)
+        if gone is None and leader_pid not in leaders:
+            gone = time.monotonic() - killed
+        if leaders and holder not in leaders.values():
+            elsewhere = time.monotonic() - killed
+        time.sleep(0.1)
+    assert gone is not None and elsewhere is not None, logs(fleet)
+    assert gone <= FENCE_AFTER + 1, gone  # at the deadline of its last keepalive (2.67 s after it, at TTL 4)
+    assert gone < elsewhere
+    print(f"orphaned singleton stopped by the guard {gone:.2f} s after its agent was killed; "
+          f"running elsewhere after {elsewhere:.2f} s")
+    mine = {pid for pid, node in before["agent"].items() if node == holder}
+    assert mine <= set(copies(fleet, "agent"))  # an Each process of the dead agent is not the guard's
+    wait_for(lambda: not fleet[holder].guards(), timeout=TTL + 5, interval=0.2,
+             what="the guard ending once nothing is left to guard")
 
 
 def _lease_of(etcd: EtcdCluster, tmp_path: Path, node: str) -> Any:

@@ -4,14 +4,17 @@ one node for Each, One and Spread, claims taken and given back, and the self-fen
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from orchestrator.core.fleet import FENCING_VARIABLE, NODE_VARIABLE, LabelExpression, Placement
-from orchestrator.core.model import ProcessSpec, Shutdown
+from orchestrator.core.model import Dependency, ProcessSpec, Shutdown
 from orchestrator.planning.placement import (
     Claim,
     Node,
+    fence_after,
     fenced,
     local_spec,
     one_slot,
@@ -121,11 +124,78 @@ def test_a_spread_replica_no_longer_owned_is_stopped_before_its_claim_is_given_b
     assert set(done.release) == {spread_slot(spec, i) for i, n in everyone.items() if n != "n1"}
 
 
-def test_a_fenced_node_stops_its_singletons_and_keeps_the_rest() -> None:
+def test_a_fenced_node_stops_what_fences_at_its_deadline_and_keeps_the_rest() -> None:
     one = process("cron", Placement(mode="One"))
     keep = process("leader", Placement(mode="One", on_quorum_loss="Keep"))
     each = process("agent", None)
-    spread = process("web", Placement(mode="Spread", replicas=2))
+    spread = process("web", Placement(mode="Spread", replicas=2))  # Keep: Spread's default
+    strict = process("pay", Placement(mode="Spread", replicas=2, lost_after_seconds=5, on_quorum_loss="Stop"))
+    after_cron = process("report", None, depends_on=(Dependency("cron"),))
     local = {s.key: local_spec(s, "n1", token=1 if s.placement and s.placement.mode == "One" else None)
-             for s in (one, keep, each, spread)}
-    assert set(fenced(local)) == {"default/leader", "default/agent", "default/web"}
+             for s in (one, keep, each, spread, strict, after_cron)}
+    ttl, margin = 10, 3
+    # From the labels alone (a daemon restarted without etcd reads them from its store).
+    assert fence_after(local, ttl, margin) == {"default/cron": 7, "default/report": 7, "default/pay": 12}
+    everything = set(local)
+    assert set(fenced(local, ttl, margin, silent=6.9)) == everything
+    assert set(fenced(local, ttl, margin, silent=7)) == everything - {"default/cron", "default/report"}
+    assert set(fenced(local, ttl, margin, silent=12)) == {"default/leader", "default/agent", "default/web"}
+    assert set(fenced(local, ttl, margin)) == {"default/leader", "default/agent", "default/web"}  # never confirmed
+    hand = replace(local["default/agent"], labels=(("fleet.orchestrator.io/on-quorum-loss", "Stop"),))
+    assert fence_after({"default/agent": hand}, ttl, margin) == {}  # a label alone makes no Each fence
+    # The placement writes the labels, whatever the manifest's own say; a Spread replica's stop is bounded too.
+    forged = process("web", Placement(mode="Spread", replicas=2),
+                     labels=(("fleet.orchestrator.io/on-quorum-loss", "Stop"),))
+    assert fence_after({forged.key: local_spec(forged, "n1")}, ttl, margin) == {}
+    claims = {spread_slot(strict, i): Claim("n1", 3 + i) for i in range(2)}
+    alone = {"n1": NODES["n1"]}  # every replica is n1's
+    held = share([replace(strict, shutdown=Shutdown("SIGTERM", 30))], "n1", alone, claims, {}, fence_grace=1.5)
+    assert held.run["default/pay"].shutdown.timeout_seconds == 1.5
+
+
+def test_a_dependency_on_a_fleet_process_not_on_this_node_holds_the_dependent_back_and_its_claims_too() -> None:
+    api = process("api", Placement(match_labels=(("disk", "ssd"),)))
+    worker = process("worker", None, depends_on=(Dependency("api"),))  # Each, every node
+    report = process("report", None, depends_on=(Dependency("worker"),))  # a chain: held back in turn
+    local = process("local", None, depends_on=(Dependency("cache"),))  # not a fleet Process: not this rule's
+    on_ssd = share([api, worker, report, local], "n1", NODES, {}, {})
+    assert set(on_ssd.run) == {"default/api", "default/worker", "default/report", "default/local"}
+    on_hdd = share([api, worker, report, local], "n3", NODES, {}, {})
+    assert set(on_hdd.run) == {"default/local"}
+    assert on_hdd.waiting["default/worker"] == "depends on default/api, which does not run on this node"
+    assert on_hdd.waiting["default/report"] == "depends on default/worker, which does not run on this node"
+
+    db = process("db", Placement(mode="One"))
+    migrate = process("migrate", Placement(mode="One"), depends_on=(Dependency("db"),))
+    claims = {one_slot(db): Claim("n2", 5)}
+    elsewhere = share([db, migrate], "n1", NODES, claims, {})  # db runs on n2: migrate claims nothing here
+    assert elsewhere.claim == () and elsewhere.run == {}
+    assert "depends on default/db" in elsewhere.waiting["default/migrate"]
+    holding = {**claims, one_slot(migrate): Claim("n1", 6)}  # taken before db went to n2: given back once stopped
+    assert share([db, migrate], "n1", NODES, holding, {"default/migrate": 1}).release == ()
+    assert share([db, migrate], "n1", NODES, holding, {"default/migrate": 0}).release == (one_slot(migrate),)
+    with_db = share([db, migrate], "n2", NODES, claims, {})  # where db runs, migrate claims and then runs
+    assert set(with_db.run) == {"default/db"} and with_db.claim == (one_slot(migrate),)
+    both = share([db, migrate], "n2", NODES, {**claims, one_slot(migrate): Claim("n2", 7)}, {})
+    assert set(both.run) == {"default/db", "default/migrate"}
+
+
+def test_on_quorum_loss_is_for_one_and_spread_and_spread_keeps_by_default(tmp_path: Path) -> None:
+    from orchestrator.core.errors import ManifestError
+    from orchestrator.manifests.loader import load_specs
+
+    def placed(name: str, placement: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"apiVersion: orchestrator/v1\nkind: Process\nmetadata: {{name: {name}}}\n"
+                        f"spec:\n  command: [sleep, '60']\n  placement: {placement}\n")
+        return path
+
+    (strict,) = load_specs([str(placed("pay", "{mode: Spread, replicas: 2, onQuorumLoss: Stop}"))])
+    (loose,) = load_specs([str(placed("web", "{mode: Spread, replicas: 2}"))])
+    (one,) = load_specs([str(placed("cron", "{mode: One}"))])
+    assert strict.placement is not None and strict.placement.quorum_loss == "Stop"
+    assert loose.placement is not None and loose.placement.quorum_loss == "Keep"
+    assert one.placement is not None and one.placement.quorum_loss == "Stop"
+    assert strict.placement.to_document()["onQuorumLoss"] == "Stop" and "onQuorumLoss" not in loose.placement.to_document()
+    with pytest.raises(ManifestError, match=r"each.yaml:6:\d+: spec.placement.onQuorumLoss: is for modes One and Spread"):
+        load_specs([str(placed("each", "{mode: Each, onQuorumLoss: Stop}"))])

@@ -18,9 +18,11 @@ QUORUM_LOSS = ("Stop", "Keep")
 NODE_VARIABLE = "ORCH_NODE"
 FENCING_VARIABLE = "ORCH_FENCING_TOKEN"
 # Labels a node's local copy of a fleet Process carries (`get -l fleet.orchestrator.io/mode=One`): its mode, and
-# for mode One what to do when etcd is lost. They let a daemon restarted without etcd fence from its store alone.
+# for mode One (and Spread) what to do when etcd is lost (and a Spread replica's lostAfterSeconds, when it is
+# stopped then). They let a daemon restarted without etcd fence from its store alone.
 MODE_LABEL = "fleet.orchestrator.io/mode"
 QUORUM_LOSS_LABEL = "fleet.orchestrator.io/on-quorum-loss"
+LOST_AFTER_LABEL = "fleet.orchestrator.io/lost-after"
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class Placement:
     """Where a Process runs in a fleet. `mode` Each: every selected node runs the spec's replicas; One: one
     selected node at a time (by election); Spread: `replicas` in all over the selected nodes, at most
     `max_per_node` on one (None: no limit), moved `lost_after_seconds` after their node is lost.
-    `on_quorum_loss` (One): Stop it on a node cut off from etcd, or Keep it."""
+    `on_quorum_loss`: Stop it on a node cut off from etcd before another node may run it, or Keep it; ""
+    is the mode's default (`quorum_loss`): Stop for One (exclusivity), Keep for Spread (availability)."""
 
     match_labels: tuple[tuple[str, str], ...] = ()
     match_expressions: tuple[LabelExpression, ...] = ()
@@ -65,7 +68,11 @@ class Placement:
     replicas: int = 1
     max_per_node: int | None = None
     lost_after_seconds: float = 5.0
-    on_quorum_loss: str = "Stop"
+    on_quorum_loss: str = ""
+
+    @property
+    def quorum_loss(self) -> str:
+        return self.on_quorum_loss or ("Stop" if self.mode == "One" else "Keep")
 
     def to_document(self) -> dict[str, object]:
         """The manifest's `spec.placement` for it, defaults left out."""
@@ -85,8 +92,8 @@ class Placement:
             if self.max_per_node is not None:
                 document["maxPerNode"] = self.max_per_node
             document["lostAfterSeconds"] = self.lost_after_seconds
-        if self.mode == "One":
-            document["onQuorumLoss"] = self.on_quorum_loss
+        if self.mode == "One" or self.mode == "Spread" and self.on_quorum_loss:
+            document["onQuorumLoss"] = self.quorum_loss
         return document
 
 
@@ -106,7 +113,7 @@ def placement_from_document(value: dict[str, object]) -> Placement:
         replicas=int(value.get("replicas", 1)),  # type: ignore[call-overload]
         max_per_node=int(max_per_node) if isinstance(max_per_node, int) else None,
         lost_after_seconds=float(value.get("lostAfterSeconds", 5.0)),  # type: ignore[arg-type]
-        on_quorum_loss=str(value.get("onQuorumLoss", "Stop")),
+        on_quorum_loss=str(value.get("onQuorumLoss", "")),
     )
 
 

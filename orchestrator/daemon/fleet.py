@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
+import os
 import socket
 import threading
 import time
@@ -70,7 +72,8 @@ def fence_margin(ttl: int) -> float:
 
 class FleetAgent:
     def __init__(self, config: FleetConfig, ops: Any, call: Call, emit: Callable[[Event], None],
-                 wall: Callable[[], float], stamp: Path | None = None, boot: str = "") -> None:
+                 wall: Callable[[], float], stamp: Path | None = None, boot: str = "",
+                 fence_list: Path | None = None, marker: str = "") -> None:
         self.config = config
         self.node = config.node
         self.ops = ops
@@ -83,6 +86,12 @@ class FleetAgent:
         self.margin = fence_margin(self.ttl)
         self.stamp = Stamp(stamp) if stamp is not None else None
         self.boot = boot
+        # The fence guard (host/fenceguard.py), while this node runs a singleton that fences: it stops them
+        # at their deadline if this process is killed or stopped and cannot. Needs the stamp.
+        self.fence_list = fence_list if stamp is not None else None
+        self.marker = marker
+        self._guard: Any = None  # its subprocess.Popen
+        self._guarded: list[str] | None = None  # the fence list's lines as written
         self.lease = 0
         self.registered = False
         self.reachable: bool | None = None
@@ -100,7 +109,12 @@ class FleetAgent:
         self._wake = threading.Event()
         self._halted = threading.Event()  # no more passes (the daemon shuts down); the lease is kept
         self._stopping = threading.Event()
-        self._fence_at: float | None = None  # monotonic; None: fenced (or never confirmed) until a keepalive
+        # The self-fence clock: silence counts from _basis (monotonic: when the last keepalive that etcd
+        # confirmed was sent); what fences was stopped up to _fenced_upto seconds of it (placement.fence_after).
+        self._basis = time.monotonic()
+        self._fenced_upto = -math.inf
+        self._fence_pause = 0.0  # monotonic: a fence that failed is tried again from then
+        self._keeper_wake = threading.Event()  # the share changed (new deadlines), or the agent stops
         self._thread: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         self._etcd: Any = None
@@ -121,13 +135,14 @@ class FleetAgent:
         if state.get("node") == self.node:
             self.lease = int(state.get("lease") or 0)
         self.applied = {k: s for k, s in self.ops.reconciler.desired.specs.items() if self.ops.owners.get(k) == OWNER}
-        # Until etcd confirms the lease, a restarted daemon cannot know it still holds its elections: its mode
-        # One processes (adopted from the store) are fenced at the deadline of the last keepalive its stamp
-        # says succeeded (at once if that is long past), else within the margin.
+        # Until etcd confirms the lease, a restarted daemon cannot know it still holds its elections: what
+        # fences (adopted from the store) is fenced at its deadline from the last keepalive its stamp says
+        # succeeded (at once if that is long past); mode One within the margin at the latest.
         now = time.monotonic()
         renewed = self._stamped_renewal()
-        self._fence_at = now + self.margin if renewed is None else min(now + self.margin,
-                                                                       renewed + self.ttl - self.margin)
+        latest = now + 2 * self.margin - self.ttl  # mode One then fences `margin` from now
+        self._basis = latest if renewed is None else min(renewed, latest)
+        self._guard_singletons()
         self._keeper = threading.Thread(target=self._keep_lease, name="fleet-lease", daemon=True)
         self._keeper.start()
         self._thread = threading.Thread(target=self._run, name="fleet", daemon=True)
@@ -137,7 +152,7 @@ class FleetAgent:
         """When the last keepalive of this lease that succeeded was sent (monotonic), if this boot's stamp says."""
         text = self.stamp.read() if self.stamp is not None else None
         words = text.split() if text else []
-        if len(words) != 4 or words[0] != self.boot or words[1] != self.node or not self.lease:
+        if len(words) != 5 or words[0] != self.boot or words[1] != self.node or not self.lease:
             return None
         try:
             lease, sent = int(words[2], 16), float(words[3])
@@ -157,6 +172,7 @@ class FleetAgent:
         self._halted.set()
         self._stopping.set()
         self._wake.set()
+        self._keeper_wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._keeper is not None:
@@ -170,6 +186,11 @@ class FleetAgent:
                 except OrchestratorError:
                     pass  # it expires by itself
             self._etcd.close()
+        if self._guard is not None:
+            from ..host import fenceguard
+
+            fenceguard.end(self._guard)  # what ran here is stopped: nothing is left to guard
+            self._guard = None
         if self.stamp is not None:
             self.stamp.close()
 
@@ -195,17 +216,17 @@ class FleetAgent:
         renew_at = time.monotonic()
         while not self._stopping.is_set():
             now = time.monotonic()
-            fence_at = self._fence_at
+            fence_at = self._next_fence()
             if fence_at is not None and now >= fence_at:
-                self._fence_at = None
-                self._fence_now(now - (fence_at - self.ttl + self.margin))
+                self._fence_now(now - self._basis)
                 continue
             if now < renew_at:
-                self._stopping.wait((renew_at if fence_at is None else min(renew_at, fence_at)) - now)
+                self._keeper_wake.wait((renew_at if fence_at is None else min(renew_at, fence_at)) - now)
+                self._keeper_wake.clear()
                 continue
             try:
                 self._renew(fence_at)
-                renew_at = (self.last_ok or now) + self.renew_every
+                renew_at = self._basis + self.renew_every
             except EtcdError as error:
                 self._unreachable(str(error))
                 renew_at = time.monotonic() + self.retry
@@ -213,55 +234,61 @@ class FleetAgent:
                 self._say(EventType.FLEET_REFUSED, "", f"fleet lease error: {error!r}")
                 renew_at = time.monotonic() + self.retry
 
+    def _next_fence(self) -> float | None:
+        """When (monotonic) something that runs here must be fenced next, if etcd stays silent."""
+        later = [after for after in placement.fence_after(self.applied, self.ttl, self.margin).values()
+                 if after > self._fenced_upto]
+        return max(self._basis + min(later), self._fence_pause) if later else None
+
     def _renew(self, fence_at: float | None) -> None:
         """One keepalive (bounded so that it ends before the fence deadline), or a new lease for an expired one."""
         etcd = self._etcd
         sent = time.monotonic()
         ttl = etcd.keepalive(self.lease, deadline=fence_at) if self.lease else -1
         if ttl <= 0:
-            if self.lease:  # expired: its claims are gone, so nothing of mode One may go on running on it
-                self._fence_now(time.monotonic() - (self.last_ok or sent))
+            if self.lease:  # expired: its claims are gone, so nothing of mode One may go on running on it (a
+                # Spread replica that fences is another node's only lostAfterSeconds after its node was lost)
+                self._fence_now(max(time.monotonic() - self._basis, self.ttl - self.margin))
             lease = etcd.grant(self.ttl)
             self.call(lambda r: self.ops.store.set_meta("fleet", json.dumps({"node": self.node, "lease": lease})))
             self.lease = lease
             self.registered = False
             self.published = {}
         self.last_ok = sent
-        self._fence_at = sent + self.ttl - self.margin
+        self._basis = sent
+        self._fenced_upto = -math.inf
         if self.stamp is not None:
-            self.stamp.write(f"{self.boot} {self.node} {self.lease:x} {sent:.3f}")
+            self.stamp.write(f"{self.boot} {self.node} {self.lease:x} {sent:.3f} {os.getpid()}")
         self._reached()
         if self.fenced or not self.registered:
             self.fenced = False  # the next share is applied as usual (what was fenced is claimed again)
             self._wake.set()
 
-    def _fence_due(self) -> bool:
-        fence_at = self._fence_at
-        return fence_at is None or time.monotonic() >= fence_at
-
     def _fence_now(self, silent: float) -> None:
+        """Stop what must not run after `silent` seconds without etcd (and what depends on it)."""
         with self._share_lock:
-            singletons = self._singletons()
-            if not singletons:
-                return
-            kept = placement.fenced(self.applied)
-            specs = list(kept.values())
-            try:
-                self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
-                                                        message=f"fenced: etcd not reached for {silent:.1f} s"))
-            except Exception as error:  # noqa: BLE001 - tried again at once: a singleton must not outlive its lease
-                self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
-                if self._fence_at is None:
-                    self._fence_at = time.monotonic() + 0.2
-                return
-            self.applied = kept
-            self.fenced = True
-        for key in singletons:
-            self._say(EventType.FENCED, key, f"stopped: etcd not reached for {silent:.1f} s, so its election may "
-                      f"pass to another node once this node's lease expires ({self.ttl} s)")
+            kept = placement.fenced(self.applied, self.ttl, self.margin, silent)
+            stopped = sorted(set(self.applied) - set(kept))
+            if stopped:
+                specs = list(kept.values())
+                try:
+                    self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
+                                                            message=f"fenced: etcd not reached for {silent:.1f} s"))
+                except Exception as error:  # noqa: BLE001 - tried again soon: a singleton must not outlive its lease
+                    self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
+                    self._fence_pause = time.monotonic() + 0.2
+                    return
+                self.applied = kept
+                self.fenced = True
+                self._guard_singletons()
+            self._fenced_upto = max(self._fenced_upto, silent)
+        for key in stopped:
+            self._say(EventType.FENCED, key, f"stopped: etcd not reached for {silent:.1f} s, so another node may "
+                      f"run it once this node's lease expires ({self.ttl} s)")
 
-    def _singletons(self) -> list[str]:
-        return sorted(set(self.applied) - set(placement.fenced(self.applied)))
+    def _singletons(self) -> dict[str, float]:
+        """What runs here and fences: key -> seconds after the last keepalive when it is stopped."""
+        return placement.fence_after(self.applied, self.ttl, self.margin)
 
     def _reached(self) -> None:
         with self._reach_lock:
@@ -274,8 +301,8 @@ class FleetAgent:
             was, self.reachable = self.reachable, False
         if was is not False:
             self._say(EventType.ETCD_UNREACHABLE, "", f"etcd unreachable: {why[:500]}; what runs here goes on"
-                      + (f" (mode One processes stop {self.ttl - self.margin:g} s after the last keepalive)"
-                         if self._singletons() else ""))
+                      + (f" (but {', '.join(f'{k} stops {a:g} s' for k, a in sorted(self._singletons().items()))}"
+                         " after the last keepalive)" if self._singletons() else ""))
 
     # -- the passes (thread fleet) -----------------------------------------------------------------
 
@@ -440,8 +467,8 @@ class FleetAgent:
 
     def _apply(self, run: Mapping[str, ProcessSpec]) -> None:
         with self._share_lock:
-            if self._fence_due():
-                run = placement.fenced(run)  # not confirmed, or the deadline passed: no singleton starts here
+            # Nothing starts here that would be past its fence deadline (etcd silent since the basis).
+            run = placement.fenced(run, self.ttl, self.margin, time.monotonic() - self._basis)
             self._apply_locked(run)
 
     def _apply_locked(self, run: Mapping[str, ProcessSpec]) -> None:
@@ -456,6 +483,37 @@ class FleetAgent:
                                                 message=message))
         self.applied = dict(run)
         self.status_dirty = True
+        self._guard_singletons()
+
+    def _guard_singletons(self) -> None:
+        """Tell the fence guard which singletons are this node's (the fence list, replaced whole) and make
+        sure one runs while there are any; called with the share lock held, or before the threads start."""
+        if self.fence_list is None:
+            return
+        from ..host import fenceguard
+
+        self._keeper_wake.set()  # new deadlines, maybe sooner
+        fencing = self._singletons()
+        keys = [f"{key} {after:.3f}" for key, after in sorted(fencing.items())]
+        if keys != self._guarded:
+            temporary = self.fence_list.with_name(self.fence_list.name + ".new")
+            try:
+                descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    handle.write("".join(f"{key}\n" for key in keys))
+                os.replace(temporary, self.fence_list)
+                self._guarded = keys
+            except OSError as error:
+                self._say(EventType.FLEET_REFUSED, "", f"the fence guard's list could not be written: {error}")
+        if self._guard is not None and self._guard.poll() is not None:
+            fenceguard.end(self._guard)  # it ended (another agent's stamp?): reaped, and started again
+            self._guard = None
+        if keys and self._guard is None and self.stamp is not None:
+            try:
+                self._guard = fenceguard.start(str(self.stamp.path), str(self.fence_list), self.marker,
+                                               self.ttl, self.margin)
+            except OSError as error:
+                self._say(EventType.FLEET_REFUSED, "", f"the fence guard could not be started: {error}")
 
     def _publish(self) -> None:
         """The status of what runs here, under the lease; written only when it changed."""

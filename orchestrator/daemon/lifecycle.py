@@ -36,6 +36,7 @@ from ..host.logindex import LogIndexer
 from ..host.metrics import Sampler
 from ..host.probes import Prober
 from ..host.sockets import notify_service_manager, socket_path
+from ..host.stamp import boot_id
 from ..host.statedir import no_link, prepare_state_dir, take_lock
 from ..host.subreaper import wake_on_child_exit
 from ..manifests.cache import SpecCache
@@ -54,13 +55,6 @@ from .watches import Watches, encode_watch
 T = TypeVar("T")
 MAX_UNSAVED_EVENTS = 50_000  # kept in memory while the state database is locked (the oldest go first)
 PERSIST_RETRY_SECONDS = 1.0
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 class Daemon:
@@ -133,7 +127,8 @@ class Daemon:
             from .fleet import FleetAgent
 
             self.fleet = FleetAgent(fleet, self.ops, self._call, self.events.emit, self.clock.wall,
-                                    stamp=state_dir / "fleet.lease", boot=_boot_id())
+                                    stamp=state_dir / "fleet.lease", boot=boot_id(),
+                                    fence_list=state_dir / "fleet.fence", marker=self.marker)
             self.events.subscribe(self.fleet.on_event)
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
@@ -152,7 +147,7 @@ class Daemon:
         if latest is None and not records and not kept and self.fleet is None:  # (CronJobs only: no revision)
             self._refuse_to_start_from_nothing()
         self.ops.restore(latest)
-        boot = _boot_id()
+        boot = boot_id()
         if self.store.get_meta("boot_id") not in (None, boot):
             records = {rid: _after_reboot(r) for rid, r in records.items()}
         same_boot = self.store.get_meta("boot_id") in (None, boot)
@@ -518,7 +513,7 @@ class Daemon:
                 self.ops.revision = fresh.add_revision(specs, action="recovered", paths=[], user="daemon",
                                                        message=f"state.db was {lost}: written anew from memory")
             fresh.save_records(self.reconciler.records)
-            fresh.set_meta("boot_id", _boot_id())
+            fresh.set_meta("boot_id", boot_id())
             fresh.set_watches([encode_watch(w) for w in self.watches.kept()])
             fresh.set_meta("owners", json.dumps(self.ops.owners, sort_keys=True))
             self.gitsyncs.written_anew(self.ops.revision)

@@ -12,6 +12,15 @@ from pathlib import Path
 STAMP_BYTES = 256
 
 
+def boot_id() -> str:
+    """This boot's id (the kernel's): a stamp of a monotonic time means something on the same boot only."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 class Stamp:
     def __init__(self, path: Path) -> None:
         self.path = path

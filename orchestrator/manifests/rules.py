@@ -198,8 +198,9 @@ def _placement_problems(spec: dict[str, Any], at: FieldPath) -> list[tuple[Field
     for name in ("replicas", "maxPerNode", "lostAfterSeconds"):
         if name in placement and mode != "Spread":
             problems.append(((*here, name), f"is for mode Spread only (this placement's mode is {mode})"))
-    if "onQuorumLoss" in placement and mode != "One":
-        problems.append(((*here, "onQuorumLoss"), f"is for mode One only (this placement's mode is {mode})"))
+    if "onQuorumLoss" in placement and mode not in ("One", "Spread"):
+        why = f"is for modes One and Spread only (this placement's mode is {mode})"
+        problems.append(((*here, "onQuorumLoss"), why))
     if mode == "Spread":
         for name, why in (("replicas", "placement.replicas says how many the fleet runs"),
                           ("autoscale", "a Spread pool's size is placement.replicas")):

@@ -21,11 +21,13 @@ processes because etcd is unreachable); only the self-fence of mode One (daemon/
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..core.fleet import (
     FENCING_VARIABLE,
+    LOST_AFTER_LABEL,
     MODE_LABEL,
     NODE_VARIABLE,
     ONE_SLOT,
@@ -123,8 +125,13 @@ def local_spec(spec: ProcessSpec, node: str, replicas: int | None = None, token:
     labels.pop("orchestrator.io/prune", None)  # the fleet's share is the fleet's to prune, singletons above all
     placement = spec.placement or Placement()
     labels[MODE_LABEL] = placement.mode
+    labels.pop(QUORUM_LOSS_LABEL, None)  # the placement's say, not a label the manifest set by hand
+    labels.pop(LOST_AFTER_LABEL, None)
     if placement.mode == "One":
-        labels[QUORUM_LOSS_LABEL] = placement.on_quorum_loss
+        labels[QUORUM_LOSS_LABEL] = placement.quorum_loss
+    elif placement.mode == "Spread" and placement.quorum_loss == "Stop":
+        labels[QUORUM_LOSS_LABEL] = "Stop"
+        labels[LOST_AFTER_LABEL] = f"{placement.lost_after_seconds:g}"
     local = replace(spec, placement=None, env=tuple(sorted(env.items())), labels=tuple(sorted(labels.items())),
                     replicas=spec.replicas if replicas is None else replicas)
     if fence_grace is not None and spec.shutdown.timeout_seconds > fence_grace:
@@ -182,7 +189,8 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         keep = [i for i in held if i in mine]
         stale = [i for i in held if i not in mine]  # another node's now, or past placement.replicas
         if keep:
-            result.run[spec.key] = local_spec(spec, me, replicas=len(keep))
+            result.run[spec.key] = local_spec(spec, me, replicas=len(keep),
+                                              fence_grace=fence_grace if placement.quorum_loss == "Stop" else None)
         if stale and running.get(spec.key, 0) <= len(keep):
             release.extend(spread_slot(spec, i) for i in stale)  # stopped first: then another node may start it
         for index in mine:
@@ -195,16 +203,33 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         if len(owners) < placement.replicas and matches:
             result.waiting[spec.key] = (f"{placement.replicas - len(owners)} replica(s) fit on no ready node "
                                         f"(maxPerNode {placement.max_per_node})")
-    fleet_keys = {spec.key for spec in specs}
-    while True:  # a dependency on a fleet Process that does not run here: the dependent waits, not the apply
-        missing = {key: dep for key, local in result.run.items() for dep in
-                   (local.dependency_key(d) for d in local.depends_on) if dep in fleet_keys and dep not in result.run}
-        if not missing:
+    # A dependency on a fleet Process that does not run here: the dependent waits (not the apply), takes no
+    # claim here and gives back, once stopped, those it holds, so that a node where both run can take them
+    # (of two mode One Processes, one depending on the other, the dependent follows to the other's node).
+    by_key = {spec.key: spec for spec in specs}
+    blocked: dict[str, str] = {}
+    while True:
+        found = {key: dep for key, spec in by_key.items() if key not in blocked
+                 and (key in result.run or any(_slot_of(spec, slot) for slot in claim)
+                      or any(c.node == me and _slot_of(spec, slot) for slot, c in claims.items()))
+                 for dep in (spec.dependency_key(d) for d in spec.depends_on)
+                 if dep in by_key and (dep not in result.run or dep in blocked)}
+        if not found:
             break
-        for key, dep in missing.items():
-            del result.run[key]
-            result.waiting[key] = f"depends on {dep}, which does not run on this node"
+        blocked.update(found)
+    for key, dep in blocked.items():
+        spec = by_key[key]
+        result.run.pop(key, None)
+        result.waiting[key] = f"depends on {dep}, which does not run on this node"
+        claim = [slot for slot in claim if not _slot_of(spec, slot)]
+        if running.get(key, 0) == 0:
+            release += [slot for slot, c in claims.items() if c.node == me and _slot_of(spec, slot)
+                        and slot not in release]
     return replace(result, claim=tuple(claim), release=tuple(release))
+
+
+def _slot_of(spec: ProcessSpec, slot: str) -> bool:
+    return slot.startswith(claim_key(spec.namespace, spec.name, ""))
 
 
 def grace_left(specs: Iterable[ProcessSpec], lost: Mapping[str, tuple[Node, float]]) -> list[float]:
@@ -217,15 +242,39 @@ def grace_left(specs: Iterable[ProcessSpec], lost: Mapping[str, tuple[Node, floa
     return left
 
 
-def fenced(local: Mapping[str, ProcessSpec]) -> dict[str, ProcessSpec]:
-    """The local share of a node cut off from etcd past its self-fence deadline: without its mode One
-    Processes (but those whose placement says onQuorumLoss Keep); Each and Spread go on running. From the
-    local specs' labels alone, so that a daemon restarted without etcd can fence from its store."""
-    gone = {key for key, spec in local.items()
-            if dict(spec.labels).get(MODE_LABEL) == "One" and dict(spec.labels).get(QUORUM_LOSS_LABEL) != "Keep"}
-    while True:  # and what depends on them: a share without its dependency would not be applied
-        more = {key for key, spec in local.items() if key not in gone
-                and any(spec.dependency_key(d) in gone for d in spec.depends_on)}
-        if not more:
-            return {key: spec for key, spec in local.items() if key not in gone}
-        gone |= more
+def fence_after(local: Mapping[str, ProcessSpec], ttl: float, margin: float) -> dict[str, float]:
+    """Seconds after the last keepalive etcd confirmed at which a node cut off from etcd stops each local spec
+    that fences: mode One (but onQuorumLoss Keep) at TTL less the margin, before its lease can expire and
+    another node be elected; a Spread replica with onQuorumLoss Stop lostAfterSeconds later, before another
+    node may claim it; what depends on one of these with it (a share without its dependency would not be
+    applied). Each, and Spread without Stop, go on running. From the local specs' labels alone, so that a
+    daemon restarted without etcd can fence from its store."""
+    after: dict[str, float] = {}
+    for key, spec in local.items():
+        labels = dict(spec.labels)
+        mode, loss = labels.get(MODE_LABEL), labels.get(QUORUM_LOSS_LABEL)
+        if mode == "One" and loss != "Keep":
+            after[key] = ttl - margin
+        elif mode == "Spread" and loss == "Stop":
+            try:
+                lost_after = max(0.0, float(labels.get(LOST_AFTER_LABEL, "0")))
+            except ValueError:
+                lost_after = 0.0  # (a label by hand): the soonest
+            after[key] = ttl + lost_after - margin
+    while True:
+        sooner = {}
+        for key, spec in local.items():
+            deadlines = [after[d] for d in (spec.dependency_key(x) for x in spec.depends_on) if d in after]
+            if deadlines and min(deadlines) < after.get(key, math.inf):
+                sooner[key] = min(deadlines)
+        if not sooner:
+            return after
+        after.update(sooner)
+
+
+def fenced(local: Mapping[str, ProcessSpec], ttl: float, margin: float,
+           silent: float = math.inf) -> dict[str, ProcessSpec]:
+    """The local share of a node whose lease etcd has not confirmed for `silent` seconds (inf: not at all
+    since it started): without what fence_after says must be stopped by then."""
+    after = fence_after(local, ttl, margin)
+    return {key: spec for key, spec in local.items() if key not in after or after[key] > silent}
