@@ -14,9 +14,12 @@ lostAfterSeconds 1.
    surviving nodes changed pid (target 0). Target: TTL + lostAfterSeconds.
 3. etcd paused (every member SIGSTOPped) for PAUSE_SECONDS: Each and Spread pids changed (target 0), when the
    singleton stopped (expected TTL - TTL/3 s) and how long after the resume it ran again.
-4. Idle: wake-ups per second (voluntary + involuntary context switches of all threads) of the fleet agent n1
-   over IDLE_SECONDS, beside a single-host daemon (`orchestrator --state-dir X daemon`) with the same processes
-   n1 runs applied locally without placement, measured over the same window (the floor). Target: <= floor + 1/s.
+4. Idle: wake-ups per second (voluntary + involuntary context switches of all threads) of the fleet agent that
+   holds the singleton, and of its fence guard, over IDLE_SECONDS, beside a single-host daemon (`orchestrator
+   --state-dir X daemon`) with the same processes that node runs applied locally without placement, measured
+   over the same window (the floor): at TTL 4 (a keepalive
+   every 1.33 s) for information, then with every agent restarted at the default TTL (10 s), which the target
+   is for. Target: <= floor + 1/s.
 
 This script makes itself a child subreaper: whatever the agents leave behind is killed and reaped.
 """
@@ -45,6 +48,7 @@ from etcdcluster import EtcdCluster, etcd_binary
 from test_fleet import TTL, Agent, cli, copies
 
 from orchestrator.cli.client import Client
+from orchestrator.cli.fleet import DEFAULT_LEASE_TTL
 
 T = TypeVar("T")
 REPLICAS, MAX_PER_NODE, LOST_AFTER = 30, 15, 1.0
@@ -85,10 +89,20 @@ def settled(agents: dict[str, Agent]) -> dict[str, dict[int, str]] | None:
     return now if ok else None
 
 
+def steady(agents: dict[str, Agent], hold: float = 3.0) -> dict[str, dict[int, str]] | None:
+    """Settled, and the same pids `hold` seconds later: a node that rejoined has taken back its replicas (the
+    counts are right for a moment while they move, and a kill then would count the move as a restart)."""
+    first = settled(agents)
+    if first is None:
+        return None
+    time.sleep(hold)
+    return first if settled(agents) == first else None
+
+
 def failovers(agents: dict[str, Agent], runs: int) -> dict[str, Any]:
     leader_s, spread_s, restarted, most = [], [], [], 0
     for run in range(runs):
-        before = wait(lambda: settled(agents), 60, "the fleet settled", 0.2)
+        before = wait(lambda: steady(agents), 90, "the fleet settled and steady", 0.2)
         [(_, holder)] = before["leader"].items()
         survivors = {pid for pid, node in before["web"].items() if node != holder}
         agents[holder].die()
@@ -156,7 +170,7 @@ def switches(pid: int) -> int:
 
 def idle(agents: dict[str, Agent], root: Path, seconds: float) -> dict[str, Any]:
     now = wait(lambda: settled(agents), 60, "the fleet settled", 0.2)
-    node = "n1"
+    [node] = now["leader"].values()  # the singleton's node: it runs the fence guard too
     mine = {name: list(now[name].values()).count(node) for name in ("agent", "leader", "web")}
     local = root / "local"
     (local / "m").mkdir(parents=True)
@@ -179,10 +193,11 @@ def idle(agents: dict[str, Agent], root: Path, seconds: float) -> dict[str, Any]
         if done.returncode != 0:
             raise BenchError(f"local apply: {done.stderr.strip()}")
         time.sleep(3)  # settle: the starts' work is done
-        agent_pid = agents[node].proc.pid  # type: ignore[union-attr]
-        a0, d0 = switches(agent_pid), switches(daemon.pid)
+        # The agent and its fence guard (host/fenceguard.py): what fleet mode costs this node.
+        pids = [agents[node].proc.pid, *(g.pid for g in agents[node].guards())]  # type: ignore[union-attr]
+        a0, d0 = sum(switches(pid) for pid in pids), switches(daemon.pid)
         time.sleep(seconds)
-        a1, d1 = switches(agent_pid), switches(daemon.pid)
+        a1, d1 = sum(switches(pid) for pid in pids), switches(daemon.pid)
         if settled(agents) is None:
             raise BenchError("the fleet changed during the idle window")
     finally:
@@ -195,7 +210,7 @@ def idle(agents: dict[str, Agent], root: Path, seconds: float) -> dict[str, Any]
             daemon.kill()
             daemon.wait()
         out.close()
-    return {"node": node, "processes": mine, "seconds": seconds,
+    return {"node": node, "processes": mine, "seconds": seconds, "guards": len(pids) - 1,
             "agent_wakeups_per_s": (a1 - a0) / seconds, "local_wakeups_per_s": (d1 - d0) / seconds}
 
 
@@ -220,6 +235,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             log(json.dumps(report["idle"]))
             report["paused"] = paused(cluster, agents, args.pause_seconds)
             log(json.dumps(report["paused"]))
+            for agent in agents.values():  # the idle cost again at the default TTL, the one the target is for
+                agent.close()
+                agent.ttl = DEFAULT_LEASE_TTL
+                agent.start()
+            report["idle_default"] = idle(agents, root / "default", args.idle_seconds)
+            log(json.dumps(report["idle_default"]))
         finally:
             for agent in agents.values():
                 try:
@@ -236,7 +257,8 @@ def table(report: dict[str, Any]) -> str:
     runs = len(fo["leader_s"])
     fence = ttl - ttl / 3
     changed = pause["changed"]["agent"] + pause["changed"]["web"]
-    extra = quiet["agent_wakeups_per_s"] - quiet["local_wakeups_per_s"]
+    default = report["idle_default"]
+    extra = default["agent_wakeups_per_s"] - default["local_wakeups_per_s"]
     rows = [
         figure_row("singleton failover, median (s)", runs, ttl + 3, leader_m, "{:.2f}", "<= TTL + 3 s",
                    leader_m <= ttl + 3),
@@ -251,9 +273,11 @@ def table(report: dict[str, Any]) -> str:
         figure_row("etcd paused: singleton stopped after (s)", 1, fence, pause["stopped_s"], "{:.2f}",
                    "about TTL - TTL/3, < TTL", pause["stopped_s"] is not None and pause["stopped_s"] < ttl),
         figure_row("etcd resumed: singleton back after (s)", 1, None, pause["back_s"], "{:.2f}", "-", None),
-        figure_row(f"idle wake-ups/s, agent {quiet['node']} vs local daemon", sum(quiet["processes"].values()),
-                   quiet["local_wakeups_per_s"], quiet["agent_wakeups_per_s"], "{:.2f}", "<= floor + 1/s",
-                   extra <= 1.0),
+        figure_row(f"idle wake-ups/s at TTL {ttl}, {quiet['node']} vs local", sum(quiet["processes"].values()),
+                   quiet["local_wakeups_per_s"], quiet["agent_wakeups_per_s"], "{:.2f}", "-", None),
+        figure_row(f"idle wake-ups/s at TTL {DEFAULT_LEASE_TTL}, {default['node']} vs local",
+                   sum(default["processes"].values()), default["local_wakeups_per_s"],
+                   default["agent_wakeups_per_s"], "{:.2f}", "<= floor + 1/s", extra <= 1.0),
     ]
     env = report["env"]
     head = (f"Python {env['python']}, nproc {env['nproc']}, kernel {env['kernel']}; lease TTL {ttl} s, "

@@ -2,7 +2,9 @@
 node names and labels): Each on the matching nodes only, One exactly once with its fencing token and failing
 over when its node dies, Spread spread and moved from a dead node without restarting the others, etcd paused
 (every Each and Spread process keeps its pid, the singleton fences itself and comes back), and an agent crash
-within its lease (the same lease, no failover, no duplicate)."""
+within its lease (the same lease, no failover, no duplicate), an agent killed for good (its fence guard stops
+the orphaned singleton before another node starts it), and a shutdown (the lease revoked: another node takes
+over at once)."""
 
 # ruff: noqa: F811 - the etcd_cluster fixture is imported and redefined as an argument
 
@@ -32,8 +34,9 @@ FENCE_AFTER = TTL - TTL / 3
 class Agent:
     """One node: `orchestrator daemon --etcd ...` in a session of its own, with its own state dir."""
 
-    def __init__(self, root: Path, name: str, endpoints: list[str], labels: dict[str, str]) -> None:
+    def __init__(self, root: Path, name: str, endpoints: list[str], labels: dict[str, str], ttl: int = TTL) -> None:
         self.name = name
+        self.ttl = ttl
         self.state = root / name
         self.endpoints = endpoints
         self.labels = labels
@@ -42,7 +45,7 @@ class Agent:
     def start(self) -> None:
         self.state.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "orchestrator", "--state-dir", str(self.state), "daemon",
-                   "--etcd", ",".join(self.endpoints), "--node-name", self.name, "--lease-ttl", str(TTL)]
+                   "--etcd", ",".join(self.endpoints), "--node-name", self.name, "--lease-ttl", str(self.ttl)]
         for key, value in self.labels.items():
             command += ["--node-label", f"{key}={value}"]
         log = open(self.state / "agent.log", "ab")  # noqa: SIM115 - the daemon's, closed with it
@@ -298,6 +301,21 @@ def test_a_singleton_outliving_its_killed_agent_is_fenced_by_the_guard_before_an
     assert mine <= set(copies(fleet, "agent"))  # an Each process of the dead agent is not the guard's
     wait_for(lambda: not fleet[holder].guards(), timeout=TTL + 5, interval=0.2,
              what="the guard ending once nothing is left to guard")
+
+
+def test_a_shutdown_gives_the_singleton_to_another_node_at_once_and_leaves_nothing(
+        etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
+    cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
+    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="the fleet settled")
+    [holder] = before["leader"].values()
+    fleet[holder].close()  # SIGTERM: it stops what it runs, then revokes its lease
+    ended = time.monotonic()
+    assert not fleet[holder].processes() and not fleet[holder].guards()  # nothing left, its guard neither
+    moved = wait_for(lambda: [n for n in copies(fleet, "leader").values() if n != holder] or None,
+                     timeout=TTL + 20, interval=0.1, what="the singleton on another node")
+    took = time.monotonic() - ended
+    print(f"singleton elsewhere {took:.2f} s after its node's shutdown (TTL {TTL} s)")
+    assert moved and took < TTL, took  # the lease was revoked: nobody waited for it to expire
 
 
 def _lease_of(etcd: EtcdCluster, tmp_path: Path, node: str) -> Any:

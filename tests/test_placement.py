@@ -57,6 +57,20 @@ def test_rendezvous_owners_are_stable_and_a_lost_node_moves_only_its_replicas() 
     assert all(joined[i] in (owners[i], "n4") for i in owners)  # a joining node only takes
 
 
+def test_under_max_per_node_a_lost_node_moves_only_its_own_replicas() -> None:
+    nodes = ["n1", "n2", "n3"]
+    for number in range(200):  # (greedy in index order, some keys pushed a survivor's replica off it)
+        key = f"default/web{number}"
+        owners = spread_owners(key, 30, nodes, 15)
+        assert len(owners) == 30
+        assert spread_owners(key, 30, nodes, 15, held=owners) == owners  # claimed as placed: nothing moves
+        for lost in nodes:
+            after = spread_owners(key, 30, [n for n in nodes if n != lost], 15, held=owners)  # their claims
+            assert len(after) == 30 and max(Counter(after.values()).values()) <= 15
+            assert {i: n for i, n in owners.items() if n != lost} == {i: after[i] for i, n in owners.items()
+                                                                     if n != lost}, (key, lost)
+
+
 def test_max_per_node_caps_a_node_and_what_fits_nowhere_is_left_out() -> None:
     owners = spread_owners("default/web", 7, ["n1", "n2", "n3"], 2)
     assert len(owners) == 6 and max(Counter(owners.values()).values()) == 2

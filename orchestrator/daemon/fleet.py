@@ -4,8 +4,8 @@ The desired state of the fleet lives in etcd (core/fleet.py's layout); each node
 share (planning/placement.py) and applies it to the local engine as the owner "fleet" (the same path a
 GitSync takes: Operations.sync_apply), so the engine, its store and its adoption are those of a single host.
 Two threads:
-- `fleet-lease` keeps the node's lease (TTL --lease-ttl): a keepalive every TTL/3 (etcd's own client's
-  pace), again after a short pause when one fails; a daemon restarted within the lease resumes it from the
+- `fleet-lease` keeps the node's lease (TTL --lease-ttl): a keepalive every 0.4 TTL (sooner for a short
+  TTL, so that a retry still fits before the self-fence), again after a short pause when one fails; a daemon restarted within the lease resumes it from the
   store (no failover, no duplicate); a lease found expired is replaced and the node registered again. It is
   also the self-fence clock: a slow pass of the other thread cannot cost the lease or delay the fence.
 - `fleet` makes the passes: one range of the whole prefix (one revision: specs, nodes and claims agree), the
@@ -33,7 +33,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,15 @@ class FleetAgent:
         self.emit = emit
         self.wall = wall
         self.ttl = config.lease_ttl
-        self.renew_every = self.ttl / 3
         self.retry = max(0.25, min(1.0, self.ttl / 10))  # after a failed keepalive or pass
         self.margin = fence_margin(self.ttl)
+        self.request_timeout = min(2.0, max(0.3, self.ttl / 10))  # per etcd request (connect, then read)
+        # A keepalive as late as still leaves a retry before the self-fence: an attempt takes up to twice the
+        # request timeout, and one that could not end before the fence is not sent (host/etcd.py). 4 s at the
+        # default TTL of 10 (attempts at 4 and 5 s, fenced at 7), never sooner than TTL/3 (etcd's client's
+        # pace). TTL/2 was tried: a single attempt left, and a healthy node fenced itself.
+        self.renew_every = max(self.ttl / 3, min(0.4 * self.ttl,
+                                                 self.ttl - self.margin - 2 * self.request_timeout - self.retry))
         self.stamp = Stamp(stamp) if stamp is not None else None
         self.boot = boot
         # The fence guard (host/fenceguard.py), while this node runs a singleton that fences: it stops them
@@ -126,7 +132,7 @@ class FleetAgent:
         from ..host.etcd import Etcd  # etcd3gw: imported in fleet mode only
 
         access = self.config.etcd
-        self._etcd = Etcd(access.endpoints, timeout=min(2.0, max(0.3, self.ttl / 10)), ca_file=access.ca_file,
+        self._etcd = Etcd(access.endpoints, timeout=self.request_timeout, ca_file=access.ca_file,
                           cert_file=access.cert_file, key_file=access.key_file, user=access.user,
                           password_file=access.password_file)
         # On the loop's thread, before the loop runs (Daemon.serve): the store and the desired state are read here.
@@ -358,7 +364,7 @@ class FleetAgent:
             return 0
         claims = {kv.key: placement.Claim(_json(kv.value).get("node", ""), kv.create_revision)
                   for kv in kvs if kv.key.startswith(CLAIMS)}
-        running = self._running() if any(c.node == self.node for c in claims.values()) else {}
+        running = _Lazy(self._running)  # asked of the loop only if a claim may be given back (an idle pass: never)
         lost = self._lost_for()
         share = placement.share(list(specs.values()), self.node, nodes, claims, running, lost=lost,
                                 fence_grace=self.margin / 2)
@@ -562,6 +568,28 @@ def _json(value: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+class _Lazy(Mapping[str, int]):
+    """A mapping read from `load` the first time it is looked into (then kept)."""
+
+    def __init__(self, load: Callable[[], dict[str, int]]) -> None:
+        self._load = load
+        self._data: dict[str, int] | None = None
+
+    def _loaded(self) -> dict[str, int]:
+        if self._data is None:
+            self._data = self._load()
+        return self._data
+
+    def __getitem__(self, key: str) -> int:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 def _object_of(claim: str) -> str:

@@ -89,18 +89,26 @@ def weight(key: str, index: int, node: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def spread_owners(key: str, replicas: int, nodes: Sequence[str], max_per_node: int | None) -> dict[int, str]:
-    """The node of each replica index of a Spread `key` over `nodes`: each replica, in index order, goes to its
-    heaviest node that has room under `max_per_node`; a replica no node has room for is left out."""
+def spread_owners(key: str, replicas: int, nodes: Sequence[str], max_per_node: int | None,
+                  held: Mapping[int, str] | None = None) -> dict[int, str]:
+    """The node of each replica index of a Spread `key` over `nodes`: every replica goes to its heaviest node
+    while that has room under `max_per_node`, then those left to their second heaviest, and so on (rank by
+    rank); a replica no node has room for is left out. Within a rank the replicas a node `held` (its claims)
+    come first there, then the others in index order: so a lost node's replicas never push a surviving node's
+    own off it, and only go where there is room."""
+    held = held or {}
+    ranked = [sorted(nodes, key=lambda node: (weight(key, index, node), node), reverse=True)
+              for index in range(replicas)]
     owners: dict[int, str] = {}
     load: dict[str, int] = {}
-    for index in range(replicas):
-        ranked = sorted(nodes, key=lambda node: (weight(key, index, node), node), reverse=True)
-        for node in ranked:
+    for rank in range(len(nodes)):
+        waiting = sorted((index for index in range(replicas) if index not in owners),
+                         key=lambda index: (held.get(index) != ranked[index][rank], index))
+        for index in waiting:
+            node = ranked[index][rank]
             if max_per_node is None or load.get(node, 0) < max_per_node:
                 owners[index] = node
                 load[node] = load.get(node, 0) + 1
-                break
     return owners
 
 
@@ -181,9 +189,11 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         # Spread
         counted = {name: node for name, (node, gone) in lost.items() if gone < placement.lost_after_seconds}
         candidates = sorted(name for name, node in {**counted, **nodes}.items() if selects(placement, node.labels))
-        owners = spread_owners(spec.key, placement.replicas, candidates, placement.max_per_node)
-        mine = [i for i, owner in owners.items() if owner == me]
         prefix = claim_key(spec.namespace, spec.name, "")
+        holders = {int(k[len(prefix):]): c.node for k, c in claims.items()
+                   if k.startswith(prefix) and k[len(prefix):].isdigit() and c.node in candidates}
+        owners = spread_owners(spec.key, placement.replicas, candidates, placement.max_per_node, holders)
+        mine = [i for i, owner in owners.items() if owner == me]
         held = sorted(int(k[len(prefix):]) for k, c in claims.items()
                       if c.node == me and k.startswith(prefix) and k[len(prefix):].isdigit())
         keep = [i for i in held if i in mine]
@@ -222,9 +232,10 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         result.run.pop(key, None)
         result.waiting[key] = f"depends on {dep}, which does not run on this node"
         claim = [slot for slot in claim if not _slot_of(spec, slot)]
-        if running.get(key, 0) == 0:
-            release += [slot for slot, c in claims.items() if c.node == me and _slot_of(spec, slot)
-                        and slot not in release]
+        held_here = [slot for slot, c in claims.items() if c.node == me and _slot_of(spec, slot)
+                     and slot not in release]
+        if held_here and running.get(key, 0) == 0:
+            release += held_here
     return replace(result, claim=tuple(claim), release=tuple(release))
 
 
