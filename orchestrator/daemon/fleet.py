@@ -120,6 +120,7 @@ class FleetAgent:
         self._basis = time.monotonic()
         self._fenced_upto = -math.inf
         self._fence_pause = 0.0  # monotonic: a fence that failed is tried again from then
+        self._fence_failure = ""  # why the last fence failed (said once)
         self._keeper_wake = threading.Event()  # the share changed (new deadlines), or the agent stops
         self._thread: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
@@ -192,11 +193,11 @@ class FleetAgent:
                 except OrchestratorError:
                     pass  # it expires by itself
             self._etcd.close()
-        if self._guard is not None:
+        if self._guard is not None and leaving:
             from ..host import fenceguard
 
             fenceguard.end(self._guard)  # what ran here is stopped: nothing is left to guard
-            self._guard = None
+            self._guard = None  # (else it stays: what still runs here may outlive this process)
         if self.stamp is not None:
             self.stamp.close()
 
@@ -221,17 +222,17 @@ class FleetAgent:
 
         renew_at = time.monotonic()
         while not self._stopping.is_set():
-            now = time.monotonic()
-            fence_at = self._next_fence()
-            if fence_at is not None and now >= fence_at:
-                self._fence_now(now - self._basis)
-                continue
-            if now < renew_at:
-                self._keeper_wake.wait((renew_at if fence_at is None else min(renew_at, fence_at)) - now)
-                self._keeper_wake.clear()
-                continue
             try:
-                self._renew(fence_at)
+                now = time.monotonic()
+                fence_at = self._next_fence()
+                if fence_at is not None and now >= fence_at:
+                    self._fence_now(now - self._basis)
+                    continue
+                if now < renew_at:
+                    self._keeper_wake.wait((renew_at if fence_at is None else min(renew_at, fence_at)) - now)
+                    self._keeper_wake.clear()
+                    continue
+                self._renew(self._renew_deadline(now, fence_at))
                 renew_at = self._basis + self.renew_every
             except EtcdError as error:
                 self._unreachable(str(error))
@@ -239,6 +240,16 @@ class FleetAgent:
             except Exception as error:  # noqa: BLE001 - a bug must not end the lease: said, then retried
                 self._say(EventType.FLEET_REFUSED, "", f"fleet lease error: {error!r}")
                 renew_at = time.monotonic() + self.retry
+
+    def _renew_deadline(self, now: float, fence_at: float | None) -> float:
+        """By when a keepalive must have ended: before the next fence (a blocked keepalive must not delay it),
+        and before a mode One applied meanwhile would have to fence. Past that, or while a fence that failed
+        waits to be tried again, one attempt all the same: else no keepalive would be sent at all."""
+        hard = fence_at if fence_at is not None and self._fence_pause <= now else math.inf
+        deadline = min(hard, self._basis + self.ttl - self.margin)
+        if deadline < now + 2 * self.request_timeout:
+            deadline = min(now + 2 * self.request_timeout + 0.05, hard)  # (at `hard`: not sent, the fence first)
+        return deadline
 
     def _next_fence(self) -> float | None:
         """When (monotonic) something that runs here must be fenced next, if etcd stays silent."""
@@ -275,15 +286,20 @@ class FleetAgent:
         with self._share_lock:
             kept = placement.fenced(self.applied, self.ttl, self.margin, silent)
             stopped = sorted(set(self.applied) - set(kept))
+            if stopped and self._halted.is_set():
+                stopped = []  # the daemon shuts down: it stops everything itself, and refuses an apply meanwhile
             if stopped:
                 specs = list(kept.values())
                 try:
                     self.call(lambda r: self.ops.sync_apply(OWNER, specs, prune=True, git_commit="", paths=[],
                                                             message=f"fenced: etcd not reached for {silent:.1f} s"))
                 except Exception as error:  # noqa: BLE001 - tried again soon: a singleton must not outlive its lease
-                    self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
+                    if str(error) != self._fence_failure:  # said once per cause, not every 0.2 s
+                        self._fence_failure = str(error)
+                        self._say(EventType.FENCED, "", f"self-fence failed, trying again: {error}")
                     self._fence_pause = time.monotonic() + 0.2
                     return
+                self._fence_failure = ""
                 self.applied = kept
                 self.fenced = True
                 self._guard_singletons()
@@ -494,11 +510,11 @@ class FleetAgent:
     def _guard_singletons(self) -> None:
         """Tell the fence guard which singletons are this node's (the fence list, replaced whole) and make
         sure one runs while there are any; called with the share lock held, or before the threads start."""
+        self._keeper_wake.set()  # new deadlines, maybe sooner
         if self.fence_list is None:
             return
         from ..host import fenceguard
 
-        self._keeper_wake.set()  # new deadlines, maybe sooner
         fencing = self._singletons()
         keys = [f"{key} {after:.3f}" for key, after in sorted(fencing.items())]
         if keys != self._guarded:
@@ -533,15 +549,15 @@ class FleetAgent:
             raise
 
     def _write_status(self) -> None:
-        keys = set(self.applied)
+        applied = self.applied  # one snapshot: the keeper may fence (replace it) meanwhile
         objects = self.call(lambda r: self.ops.objects({}))["objects"]
         values: dict[str, bytes] = {}
         for document in objects:
-            if document["key"] not in keys:
+            if document["key"] not in applied:
                 continue
             namespace, name = document["namespace"], document["name"]
             labels = document.get("labels") or {}
-            env = dict(self.applied[document["key"]].env)
+            env = dict(applied[document["key"]].env)
             values[status_key(self.node, namespace, name)] = json.dumps({
                 "node": self.node, "key": document["key"], "mode": labels.get(placement.MODE_LABEL, "Each"),
                 "state": document["state"], "replicas": document["replicas"], "restarts": document["restarts"],

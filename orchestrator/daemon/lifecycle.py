@@ -295,7 +295,10 @@ class Daemon:
             return  # a run's error path closes after serve's own close
         self._closed = True
         if self.fleet is not None:
-            self.fleet.stop(leaving=True)  # what ran here was stopped: its claims go to other nodes now
+            # What ran here was stopped (a shutdown): its claims go to other nodes now. If something still runs
+            # (the loop failed), the lease is left to expire and the fence guard keeps watching it.
+            running = any(record.process is not None for record in self.reconciler.records.values())
+            self.fleet.stop(leaving=not running)
         self.watches.stop_all()
         self.gitsyncs.stop_all()
         self.alerting.close()
@@ -354,7 +357,7 @@ class Daemon:
                            if e.id is not None and e.id > since and (key is None or e.key == key)
                            and (not types or e.type.value in types)]
         found = saved + pending
-        return found[-limit:] if limit is not None else found
+        return found if limit is None else found[len(found) - max(0, limit):]
 
     def watch_events(self, since: int, key: str | None) -> Iterator[bytes]:
         """The event log from `since` on, then live, as server-sent events (streams.py)."""

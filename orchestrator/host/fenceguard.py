@@ -94,16 +94,18 @@ def running_singletons(marker: str, keys: set[str]) -> list[int]:
     return found
 
 
-def fence(pids: list[int], grace: float) -> None:
-    """SIGTERM the group of each (a replica leads its own), SIGKILL after `grace` what still runs."""
+def fence(marker: str, keys: set[str], grace: float) -> bool:
+    """SIGTERM the group of each process of `keys` (a replica leads its own), SIGKILL after `grace` what still
+    runs of them (looked up again: a pid ended meanwhile may be another process's now); whether any ran."""
+    pids = running_singletons(marker, keys)
     for pid in pids:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+    while pids and time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.05)
-    for pid in pids:
-        if alive(pid):
-            _signal_group(pid, signal.SIGKILL)
+    for pid in set(pids) & set(running_singletons(marker, keys)) if pids else ():
+        _signal_group(pid, signal.SIGKILL)
+    return bool(pids)
 
 
 def _signal_group(pid: int, signum: int) -> None:
@@ -130,10 +132,8 @@ def guard(stamp: str, fence_list: str, marker: str, agent: int, ttl: float, marg
         sent = found[0] if found is not None and found[0] <= now else started - ttl + 2 * margin
         deadlines = {key: sent + after + SLACK for key, after in read_list(fence_list).items()}
         due = {key for key, at in deadlines.items() if now >= at}
-        pids = running_singletons(marker, due) if due else []
-        if pids:
-            fence(pids, margin / 2)
-        elif ended and not running_singletons(marker, set(deadlines)):
+        fenced_some = bool(due) and fence(marker, due, margin / 2)
+        if not fenced_some and ended and not running_singletons(marker, set(deadlines)):
             return "the agent has ended and none of its singletons runs"
         later = [at - now for key, at in deadlines.items() if key not in due]
         time.sleep(min([*later, ttl]) if later or not due else min(1.0, margin / 2))

@@ -191,11 +191,11 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         candidates = sorted(name for name, node in {**counted, **nodes}.items() if selects(placement, node.labels))
         prefix = claim_key(spec.namespace, spec.name, "")
         holders = {int(k[len(prefix):]): c.node for k, c in claims.items()
-                   if k.startswith(prefix) and k[len(prefix):].isdigit() and c.node in candidates}
+                   if k.startswith(prefix) and _index(k[len(prefix):]) and c.node in candidates}
         owners = spread_owners(spec.key, placement.replicas, candidates, placement.max_per_node, holders)
         mine = [i for i, owner in owners.items() if owner == me]
         held = sorted(int(k[len(prefix):]) for k, c in claims.items()
-                      if c.node == me and k.startswith(prefix) and k[len(prefix):].isdigit())
+                      if c.node == me and k.startswith(prefix) and _index(k[len(prefix):]))
         keep = [i for i in held if i in mine]
         stale = [i for i in held if i not in mine]  # another node's now, or past placement.replicas
         if keep:
@@ -237,6 +237,11 @@ def share(specs: Sequence[ProcessSpec], me: str, nodes: Mapping[str, Node], clai
         if held_here and running.get(key, 0) == 0:
             release += held_here
     return replace(result, claim=tuple(claim), release=tuple(release))
+
+
+def _index(text: str) -> bool:
+    """A replica index as a claim key ends with: ASCII digits only (int() would take '²' or '٣' too)."""
+    return text.isascii() and text.isdecimal()
 
 
 def _slot_of(spec: ProcessSpec, slot: str) -> bool:
