@@ -53,7 +53,7 @@ from ..core.fleet import (
     status_key,
 )
 from ..core.model import ProcessSpec
-from ..host.stamp import Stamp
+from ..host.stamp import LeaseStamp, Stamp, lease_stamp
 from ..manifests import codec
 from ..manifests.rules import check_spec
 from ..planning import placement
@@ -157,15 +157,11 @@ class FleetAgent:
 
     def _stamped_renewal(self) -> float | None:
         """When the last keepalive of this lease that succeeded was sent (monotonic), if this boot's stamp says."""
-        text = self.stamp.read() if self.stamp is not None else None
-        words = text.split() if text else []
-        if len(words) != 5 or words[0] != self.boot or words[1] != self.node or not self.lease:
+        found = lease_stamp(self.stamp.read()) if self.stamp is not None else None
+        if found is None or (found.boot, found.node, found.lease) != (self.boot, self.node, self.lease) \
+                or not self.lease:
             return None
-        try:
-            lease, sent = int(words[2], 16), float(words[3])
-        except ValueError:
-            return None
-        return sent if lease == self.lease and sent <= time.monotonic() else None
+        return found.sent if found.sent <= time.monotonic() else None
 
     def halt(self) -> None:
         """No more passes: nothing is claimed, given back or applied from now on (the daemon shuts down and
@@ -275,7 +271,7 @@ class FleetAgent:
         self._basis = sent
         self._fenced_upto = -math.inf
         if self.stamp is not None:
-            self.stamp.write(f"{self.boot} {self.node} {self.lease:x} {sent:.3f} {os.getpid()}")
+            self.stamp.write(LeaseStamp(self.boot, self.node, self.lease, sent, os.getpid()).line())
         self._reached()
         if self.fenced or not self.registered:
             self.fenced = False  # the next share is applied as usual (what was fenced is claimed again)

@@ -14,7 +14,7 @@ state dir with that key, SIGKILLs what is left after half the margin, and watche
 (a stopped agent, resumed, may start one again). It ends once the agent has ended and nothing of the list
 runs, or when the stamp names another live agent (a new daemon, with its own guard). The agent starts it in a
 session of its own (no terminal signal reaches it), reaps it, and ends it when it stops cleanly. It imports
-os and time only: a few MB, and a wake-up per deadline.
+little (os, time, the stamp's parser): a few MB, and a wake-up per deadline.
 """
 
 from __future__ import annotations
@@ -24,26 +24,18 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .stamp import boot_id
+from .stamp import Stamp, boot_id, lease_stamp
 
 SLACK = 0.25  # seconds after the deadline: the agent's own fence (a graceful stop) goes first
 
 
 def read_stamp(path: str, boot: str) -> tuple[float, int] | None:
     """(SENT, PID) of the stamp, or None when there is none, it cannot be read or is of another boot."""
-    try:
-        with open(path, "rb") as handle:
-            words = handle.read(256).decode("ascii").split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if len(words) != 5 or words[0] != boot:
-        return None
-    try:
-        return float(words[3]), int(words[4])
-    except ValueError:
-        return None
+    found = lease_stamp(Stamp(Path(path)).read())
+    return (found.sent, found.pid) if found is not None and found.boot == boot else None
 
 
 def read_list(path: str) -> dict[str, float]:

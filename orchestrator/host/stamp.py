@@ -8,8 +8,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 STAMP_BYTES = 256
+
+
+class LeaseStamp(NamedTuple):
+    """What the fleet agent stamps after each keepalive etcd confirmed (daemon/fleet.py; read by the fence
+    guard too): this boot, the node, its lease, when (CLOCK_MONOTONIC) the keepalive was sent, the agent's pid."""
+
+    boot: str
+    node: str
+    lease: int
+    sent: float
+    pid: int
+
+    def line(self) -> str:
+        return f"{self.boot} {self.node} {self.lease:x} {self.sent:.3f} {self.pid}"
+
+
+def lease_stamp(text: str | None) -> LeaseStamp | None:
+    """The LeaseStamp a stamp's text says, or None (no stamp, or another shape: an older agent's)."""
+    words = text.split() if text else []
+    if len(words) != 5:
+        return None
+    try:
+        return LeaseStamp(words[0], words[1], int(words[2], 16), float(words[3]), int(words[4]))
+    except ValueError:
+        return None
 
 
 def boot_id() -> str:
