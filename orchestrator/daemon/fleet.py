@@ -97,7 +97,7 @@ class FleetAgent:
         self.fence_list = fence_list if stamp is not None else None
         self.marker = marker
         self._guard: Any = None  # its subprocess.Popen
-        self._guarded: list[str] | None = None  # the fence list's lines as written
+        self._guarded: dict[str, float] | None = None  # the fence list as written
         self.lease = 0
         self.registered = False
         self.reachable: bool | None = None
@@ -512,21 +512,16 @@ class FleetAgent:
         from ..host import fenceguard
 
         fencing = self._singletons()
-        keys = [f"{key} {after:.3f}" for key, after in sorted(fencing.items())]
-        if keys != self._guarded:
-            temporary = self.fence_list.with_name(self.fence_list.name + ".new")
+        if fencing != self._guarded:
             try:
-                descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                    handle.write("".join(f"{key}\n" for key in keys))
-                os.replace(temporary, self.fence_list)
-                self._guarded = keys
+                fenceguard.write_list(self.fence_list, fencing)
+                self._guarded = fencing
             except OSError as error:
                 self._say(EventType.FLEET_REFUSED, "", f"the fence guard's list could not be written: {error}")
         if self._guard is not None and self._guard.poll() is not None:
             fenceguard.end(self._guard)  # it ended (another agent's stamp?): reaped, and started again
             self._guard = None
-        if keys and self._guard is None and self.stamp is not None:
+        if fencing and self._guard is None and self.stamp is not None:
             try:
                 self._guard = fenceguard.start(str(self.stamp.path), str(self.fence_list), self.marker,
                                                self.ttl, self.margin)

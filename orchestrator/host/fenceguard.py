@@ -38,6 +38,16 @@ def read_stamp(path: str, boot: str) -> tuple[float, int] | None:
     return (found.sent, found.pid) if found is not None and found.boot == boot else None
 
 
+def write_list(path: Path, deadlines: dict[str, float]) -> None:
+    """Replace the fence list whole (owner-only; a reader sees the old list or the new one): key -> seconds
+    after the stamp's SENT when it must be stopped. Raises OSError."""
+    temporary = path.with_name(path.name + ".new")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{key} {after:.3f}\n" for key, after in sorted(deadlines.items())))
+    os.replace(temporary, path)
+
+
 def read_list(path: str) -> dict[str, float]:
     """The fence list: key -> seconds after the stamp's SENT when it must be stopped ("namespace/name AFTER")."""
     found: dict[str, float] = {}
