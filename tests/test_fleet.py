@@ -26,6 +26,8 @@ from conftest import wait_for
 from etcdcluster import EtcdCluster, etcd_cluster  # noqa: F401 - etcd_cluster is a fixture
 from test_daemon import Orchestrator, orch  # noqa: F401 - orch is a fixture
 
+from orchestrator.host.stamp import lease_stamp
+
 pytestmark = pytest.mark.timeout(150)
 TTL = 4  # seconds: the fence margin is then 1.33 s (fenced 2.67 s after the last keepalive)
 FENCE_AFTER = TTL - TTL / 3
@@ -231,21 +233,35 @@ def test_etcd_paused_keeps_each_and_spread_and_fences_the_singleton(
     cli(etcd_cluster, tmp_path, "apply", "-f", str(directory), "--fleet")
     before = wait_for(lambda: settled(fleet) if len(copies(fleet, "pay")) == 2 else None, timeout=30,
                       interval=0.2, what="the fleet settled")
+    pay = copies(fleet, "pay")
+    watched = {**{pid: ("leader", node) for pid, node in before["leader"].items()},
+               **{pid: ("pay", node) for pid, node in pay.items()}}
     etcd_cluster.pause()
     paused = time.monotonic()
     try:
-        fenced_at = pay_fenced_at = None
-        while time.monotonic() - paused < 8:
-            if fenced_at is None and not copies(fleet, "leader"):
-                fenced_at = time.monotonic() - paused
-            if pay_fenced_at is None and not copies(fleet, "pay"):
-                pay_fenced_at = time.monotonic() - paused
-            time.sleep(0.1)
-        assert fenced_at is not None and fenced_at < TTL, fenced_at  # stopped before its lease could expire
-        # onQuorumLoss Stop: a Spread replica too, lostAfterSeconds later (before another node may claim it).
-        # (Both count from the last keepalive before the pause, which came up to 0.4 TTL before it.)
-        assert pay_fenced_at is not None and fenced_at is not None, (fenced_at, pay_fenced_at)
-        assert 0.5 <= pay_fenced_at - fenced_at and pay_fenced_at < TTL + 1, (fenced_at, pay_fenced_at)
+        time.sleep(0.3)  # a keepalive answered just before the pause is stamped by now; none is answered after it
+        # Each node's fence clock counts from its own last answered keepalive (its stamp), up to 0.4 TTL before
+        # the pause and in a different phase on each node: so each copy is timed against its own node's.
+        basis = {node: lease_stamp((agent.state / "fleet.lease").read_text()) for node, agent in fleet.items()}
+        gone: dict[int, float] = {}
+        while time.monotonic() - paused < 8 and len(gone) < len(watched):
+            for pid in set(watched) - set(gone):
+                try:
+                    alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    alive = False
+                if not alive:
+                    gone[pid] = time.monotonic()
+            time.sleep(0.05)
+        assert set(gone) == set(watched), ("still running 8 s into the pause", watched, gone)
+        for pid, (name, node) in watched.items():
+            stamp = basis[node]
+            assert stamp is not None, node
+            after = gone[pid] - stamp.sent
+            # One: stopped at TTL - margin, before its lease can expire. Spread with onQuorumLoss Stop: at
+            # lostAfterSeconds (1) later, so still before another node may claim the replica (TTL + lostAfter).
+            fence, claimable = (FENCE_AFTER, TTL) if name == "leader" else (FENCE_AFTER + 1, TTL + 1)
+            assert fence - 0.25 <= after < claimable, (name, node, after, fence, claimable)
         assert copies(fleet, "agent") == before["agent"]  # same pids: nothing else was touched
         assert copies(fleet, "web") == before["web"]
     finally:

@@ -486,8 +486,15 @@ class FleetAgent:
     def _apply(self, run: Mapping[str, ProcessSpec]) -> None:
         with self._share_lock:
             # Nothing starts here that would be past its fence deadline (etcd silent since the basis).
-            run = placement.fenced(run, self.ttl, self.margin, time.monotonic() - self._basis)
-            self._apply_locked(run)
+            basis = self._basis
+            kept = placement.fenced(run, self.ttl, self.margin, time.monotonic() - basis)
+            if len(kept) < len(run):
+                # Held back until the keeper's next confirmed keepalive, which then wakes the passes (or did
+                # already, between the look at the basis and this flag: then the passes look again at once).
+                self.fenced = True
+                if self._basis != basis:
+                    self._wake.set()
+            self._apply_locked(kept)
 
     def _apply_locked(self, run: Mapping[str, ProcessSpec]) -> None:
         if dict(run) == self.applied:
