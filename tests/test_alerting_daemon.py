@@ -339,6 +339,55 @@ def test_down_fires_for_a_failed_process_and_not_for_a_stopped_one(daemon: Orche
         assert orch.events("AlertPending", "calm") == [] and alerts_of(orch, "calm-down") == []
 
 
+# --- 3b. memory of the limit (a real hog) and notReady (a real failing readiness probe) ------------------------
+
+HOG = ["python3", "-c", "import time\nheld = b'x' * (30 * 1024 * 1024)\ntime.sleep(600)"]  # every page touched
+
+
+def test_a_memory_hog_fires_memory_of_its_limit_and_a_failing_readiness_probe_fires_not_ready(
+        daemon: Orchestrator) -> None:
+    orch = daemon
+    gate = orch.root / "gate-open"
+    readiness = {"exec": {"command": ["test", "-e", str(gate)]}, "periodSeconds": 0.2, "timeoutSeconds": 1}
+    with Receiver() as receiver:
+        apply(orch, "m/hog.yaml",
+              # ~30 MiB touched plus the interpreter: over 80 % of 44Mi, under 100 % (no OOM kill).
+              process("hog", HOG, resources={"limits": {"memory": "44Mi"}}),
+              process("calm", resources={"limits": {"memory": "64Mi"}}),
+              rule("hog-memory", {"memory": {"abovePercent": 80}}, "hog", ["hook"], consecutive=2,
+                   annotations={"summary": "{{value}}% of the limit"}),
+              rule("calm-memory", {"memory": {"abovePercent": 80}}, "calm", ["hook"]),
+              rule("calm-bytes", {"memory": {"above": "20Mi"}}, "calm", ["hook"]),
+              process("gated", probes={"readiness": readiness}),
+              process("open", probes={"readiness": {**readiness, "exec": {"command": ["true"]}}}),
+              rule("gated-ready", {"notReady": {}}, "gated", ["hook"], forSeconds=1),
+              rule("open-ready", {"notReady": {}}, "open", ["hook"], forSeconds=1),
+              webhook("hook", receiver.url))
+        first = orch.wait_running("hog", timeout=10)
+
+        [hog] = wait_for(lambda: receiver.delivered("firing", "default/hog-memory"), timeout=20,
+                         what="the hog's memory notification")
+        [alert] = [a for a in hog.json()["alerts"] if a["labels"]["alertname"] == "default/hog-memory"]
+        percent = float(alert["annotations"]["summary"].split("%")[0])
+        assert 80 <= percent < 100, alert
+        assert orch.running("hog") == first  # warned, not killed
+
+        [gated] = wait_for(lambda: receiver.delivered("firing", "default/gated-ready"), timeout=20,
+                           what="the not-ready notification")
+        assert [a["labels"]["process"] for a in gated.json()["alerts"]
+                if a["labels"]["alertname"] == "default/gated-ready"] == ["gated"]
+        gate.touch()
+        wait_for(lambda: receiver.delivered("resolved", "default/gated-ready"), timeout=15,
+                 what="the not-ready alert resolved once the probe passes")
+        assert alerts_of(orch, "gated-ready") == []
+        answer = alerts_json(orch)
+        assert [a["state"] for a in alerts_of(orch, "hog-memory", answer)] == ["firing"]
+        for quiet_rule in ("calm-memory", "calm-bytes", "open-ready"):
+            assert alerts_of(orch, quiet_rule, answer) == [], quiet_rule
+            assert not receiver.delivered(alertname=f"default/{quiet_rule}"), quiet_rule
+        assert orch.events("AlertPending", "calm") == [] and orch.events("AlertPending", "open") == []
+
+
 # --- 4. inhibition: a firing down alert mutes the other rules of its process -----------------------------------
 
 def test_a_down_alert_inhibits_the_restarts_alert_of_the_same_process(daemon: Orchestrator) -> None:
