@@ -256,7 +256,8 @@ def test_what_escaped_the_process_group_is_killed_with_the_replica(contained: Ha
         # Waited for, not looked at once: between its fork and its setsid the grandchild is still in the group.
         return [p for p in group.pids() if _pgid(p) not in (None, contained.pid("forker"))]
 
-    escaped = wait_for(escaped_ones, what="the escaped grandchild, in a session of its own")
+    # (An interpreter start-up and a fork: seconds on a loaded 2-core machine.)
+    escaped = wait_for(escaped_ones, timeout=20, what="the escaped grandchild, in a session of its own")
     assert len(escaped) == 1 and len(group.pids()) == 2
     contained.apply([])
 
