@@ -226,8 +226,11 @@ def _load(paths: Sequence[str], prune: bool = False) -> list[ProcessSpec]:
     kept: list[KeptSpec] = []
     specs = load_specs(paths, kept=kept)
     if kept:
+        syncs = any(kept_key(spec).startswith("gitsync/") for spec in kept)
         raise UserError(", ".join(kept_key(spec) for spec in kept) + ": not kept in the fleet yet (only "
-                        f"{' and '.join(FLEET_KINDS)} are); apply them to a daemon without --fleet")
+                        f"{' and '.join(FLEET_KINDS)} are); apply them to a daemon without --fleet" + (
+                            " (a GitSync with target: Fleet is applied to the fleet's daemons that may run it, "
+                            "without --fleet: one of them is elected and writes to the fleet)" if syncs else ""))
     absolute = []
     for spec in specs:
         if spec.location is not None:
@@ -243,13 +246,14 @@ def _under(file: str, roots: Sequence[str]) -> bool:
 
 
 def _pruned(current: Mapping[str, KeyValue], applied: set[str], paths: Sequence[str]) -> list[KeyValue]:
-    """The fleet's specs that came from a file under `paths` and are not among `applied` (etcd keys)."""
+    """The fleet's specs that came from a file under `paths` and are not among `applied` (etcd keys); never
+    those a GitSync wrote (its `owner`): they are its to prune."""
     roots = [os.path.realpath(p) for p in paths]
     found = []
     for key, kv in sorted(current.items()):
         value = _value(kv) if key not in applied else None
-        source = value.get("source") if value else None
-        if isinstance(source, str) and _under(source, roots):
+        source = value.get("source") if value and not value.get("owner") else None
+        if isinstance(source, str) and os.path.isabs(source) and _under(source, roots):
             found.append(kv)
     return found
 

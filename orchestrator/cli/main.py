@@ -446,6 +446,9 @@ def _add_sync(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     add.add_argument("--self-heal-delay", type=_seconds, metavar="SECONDS",
                      help="with --self-heal, seconds between seeing a change and putting it back (default 5)")
     add.add_argument("--suspend", action="store_true", help="add it suspended: it polls and applies nothing")
+    add.add_argument("--target", choices=("Local", "Fleet"), default=None,
+                     help="Fleet: write the commit's objects to the fleet in etcd (a daemon with --etcd; one elected "
+                          "node among those that keep the sync does it); default Local, this daemon")
     credentials = add.add_mutually_exclusive_group()
     credentials.add_argument("--token-file", metavar="PATH", help="https: a file holding the password or token")
     credentials.add_argument("--ssh-key", metavar="PATH", help="ssh: a file holding the private key")

@@ -88,6 +88,8 @@ def sync_document(args: argparse.Namespace, cwd: str) -> dict[str, Any]:
         auth["insecureSkipHostKeyCheck"] = True
     if auth:
         spec["auth"] = auth
+    if getattr(args, "target", None) is not None:
+        spec["target"] = args.target
     if args.webhook_secret_file is not None:
         spec["webhook"] = {"secretFile": _absolute(args.webhook_secret_file, cwd)}
     return {"apiVersion": "orchestrator/v1", "kind": "GitSync", "metadata": {"name": args.sync_name}, "spec": spec}

@@ -128,6 +128,9 @@ CLAIMS = PREFIX + "claims/"  # claims/<ns>/<name>/one (mode One) or /<index> (Sp
 #                              Its create_revision is the fencing token: a later holder always has a higher one.
 STATUS = PREFIX + "status/"  # status/<node>/<ns>/<name>: {"node", "key", "mode", "state", "replicas": {"desired",
 #                              "running", "ready"}, "restarts", "pids", "fencingToken"}; the node's lease
+SYNCS = PREFIX + "syncs/"  # syncs/<name>/leader: {"node"}; the lease of the node that runs the GitSync <name>
+#                            (target Fleet): its create_revision guards every write of that sync. Sorted after
+#                            status/, outside the agents' watch: an election wakes no pass.
 SCHEMA_VERSION_KEY = PREFIX + "meta/schema-version"
 SCHEMA_VERSION = "1"
 ONE_SLOT = "one"
@@ -147,6 +150,10 @@ def member_key(node: str) -> str:
 
 def claim_key(namespace: str, name: str, slot: int | str) -> str:
     return f"{CLAIMS}{namespace}/{name}/{slot}"
+
+
+def sync_leader_key(sync: str) -> str:
+    return f"{SYNCS}{sync}/leader"
 
 
 def status_key(node: str, namespace: str, name: str) -> str:

@@ -14,6 +14,10 @@ from .errors import Location
 GITSYNC_KIND = "GitSync"
 REF_KINDS = ("branch", "tag", "commit")
 ALLOW, DENY = "allow", "deny"  # the kinds of a SyncWindow
+# Where a GitSync applies what it follows: the local engine, or (a daemon in fleet mode) the fleet's desired
+# state in etcd, written by the one node that holds the sync's election (daemon/fleet.py).
+LOCAL, FLEET = "Local", "Fleet"
+TARGETS = (LOCAL, FLEET)
 DEFAULT_USERNAME = "x-access-token"
 
 
@@ -58,6 +62,7 @@ class GitSyncSpec:
     insecure_skip_host_key_check: bool = False
     webhook_secret_file: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    target: str = LOCAL  # one of TARGETS
     location: Location | None = field(default=None, compare=False)
 
     @property

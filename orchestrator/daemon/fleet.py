@@ -47,10 +47,13 @@ from ..core.fleet import (
     PREFIX,
     SPECS,
     STATUS,
+    SYNCS,
     FleetConfig,
     member_key,
     node_key,
+    spec_key,
     status_key,
+    sync_leader_key,
 )
 from ..core.model import ProcessSpec
 from ..host.stamp import LeaseStamp, Stamp, lease_stamp
@@ -126,6 +129,11 @@ class FleetAgent:
         self._keeper: threading.Thread | None = None
         self._etcd: Any = None
         self._watch: Any = None
+        # GitSyncs of target Fleet (daemon/gitsyncs.py): the syncs this node leads (name -> the create revision
+        # of its leader key, which guards every write), and who leads each as the last pass saw it.
+        self.leading: dict[str, int] = {}
+        self.sync_leaders: dict[str, str] | None = None  # (None: not looked since registering)
+        self.on_sync_leaders: Callable[[dict[str, str]], None] | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -376,6 +384,7 @@ class FleetAgent:
             return 0
         claims = {kv.key: placement.Claim(_json(kv.value).get("node", ""), kv.create_revision)
                   for kv in kvs if kv.key.startswith(CLAIMS)}
+        self._saw_sync_leaders(kvs)
         running = _Lazy(self._running)  # asked of the loop only if a claim may be given back (an idle pass: never)
         lost = self._lost_for()
         share = placement.share(list(specs.values()), self.node, nodes, claims, running, lost=lost,
@@ -415,6 +424,7 @@ class FleetAgent:
                                                     "firstSeen": first}).encode())
         self.registered = True
         self.status_dirty = True
+        self.sync_leaders = None  # the syncs are told who leads at the next pass, even if nobody does
         self._say(EventType.FLEET_JOINED, "", f"node {self.node} registered under lease {self.lease:x} "
                   f"(TTL {self.ttl} s, labels {dict(self.config.labels) or 'none'})")
 
@@ -569,6 +579,114 @@ class FleetAgent:
         for key in [k for k in self.published if k not in values]:
             self._etcd.delete(key)
             del self.published[key]
+
+    # -- GitSyncs of target Fleet (their workers' threads) -----------------------------------------
+
+    def _saw_sync_leaders(self, kvs: Any) -> None:
+        """Who leads each fleet GitSync, from a pass's range: the syncs are told when it changed (a leader key
+        gone with its node's lease: another node may take the sync over now, not at its next look)."""
+        leaders = {kv.key[len(SYNCS):].rsplit("/", 1)[0]: str(_json(kv.value).get("node", ""))
+                   for kv in kvs if kv.key.startswith(SYNCS) and kv.key.endswith("/leader")}
+        if leaders != self.sync_leaders:
+            self.sync_leaders = leaders
+            if self.on_sync_leaders is not None:
+                self.on_sync_leaders(leaders)
+
+    def lead(self, sync: str) -> str | None:
+        """Take or keep the election of the GitSync `sync` (its leader key, bound to this node's lease): the
+        node that leads it now (this one's name while it does); None before this node is registered.
+        EtcdError when etcd does not answer."""
+        if self._etcd is None or not self.lease or not self.registered:
+            return None
+        key = sync_leader_key(sync)
+        made, kv = self._etcd.create(key, json.dumps({"node": self.node}).encode(), lease=self.lease)
+        if made or kv is not None and kv.lease == self.lease:
+            revision = kv.create_revision if kv is not None else 0
+            if self.leading.get(sync) != revision:
+                self.leading[sync] = revision
+                self._say(EventType.FLEET_CLAIMED, f"gitsync/{sync}", f"{self.node} leads gitsync/{sync} "
+                          f"(election revision {revision})")
+            return self.node
+        self.leading.pop(sync, None)
+        return str(_json(kv.value).get("node") or "another node") if kv is not None else None
+
+    def resign(self, sync: str) -> None:
+        """Give up the election of `sync` (removed, or its target changed here): another node may take it now."""
+        revision = self.leading.pop(sync, None)
+        if revision is not None and self._etcd is not None:
+            from ..host.etcd import EtcdError
+
+            try:
+                self._etcd.delete(sync_leader_key(sync), guard=(sync_leader_key(sync), revision))
+            except EtcdError:
+                pass  # it goes with the lease
+
+    def write_synced(self, sync: str, commit: str, specs: list[ProcessSpec], prune: bool) -> dict[str, Any]:
+        """Write what a commit of the GitSync `sync` holds to the fleet's specs, as `apply --fleet` does (each
+        spec key compared, created or replaced only while it is as read), owned by the sync: with `prune`, its
+        keys the commit no longer holds are deleted, else named in prune_skipped. Every write is guarded by
+        this node's election of the sync, so a node that lost it (its lease expired in a partition) writes
+        nothing. UserError when it does not lead the sync, or for a key another GitSync owns."""
+        from ..core.errors import UserError
+
+        etcd = self._etcd
+        owner = f"gitsync/{sync}"
+        revision = self.leading.get(sync)
+        if etcd is None or revision is None:
+            raise UserError(f"{self.node} does not lead {owner}: nothing written")
+        guard = (sync_leader_key(sync), revision)
+        _, kvs = etcd.range(SPECS)
+        current = {kv.key: kv for kv in kvs}
+        results: list[dict[str, Any]] = []
+        written: set[str] = set()
+        for spec in specs:
+            key = spec_key(spec.namespace, spec.name)
+            written.add(key)
+            document = json.loads(json.dumps(codec.spec_to_document(spec)))
+            record = json.dumps({"document": document, "source": owner, "owner": owner, "commit": commit,
+                                 "appliedBy": f"{owner}@{self.node}", "appliedAt": self.wall()},
+                                sort_keys=True).encode()
+            result = self._write_owned(key, document, record, current.get(key), owner, guard)
+            results.append({"key": spec.key, "kind": spec.kind.value, "result": result})
+        skipped = []
+        for key, kv in sorted(current.items()):
+            if key in written or _json(kv.value).get("owner") != owner:
+                continue
+            if not prune:
+                skipped.append(key[len(SPECS):])
+            elif etcd.delete(key, kv.mod_revision, guard=guard):
+                results.append({"key": key[len(SPECS):], "kind": str(_json(kv.value).get("document", {}).get(
+                    "kind", "Process")), "result": "pruned"})
+            else:
+                self._check_lead(sync, guard)  # (else: changed or deleted meanwhile by another writer: kept)
+        header = etcd.range(sync_leader_key(sync))[0]
+        return {"results": results, "prune_skipped": skipped, "revision": header}
+
+    def _write_owned(self, key: str, document: Any, record: bytes, kv: Any, owner: str, guard: tuple[str, int],
+                     ) -> str:
+        from ..core.errors import UserError
+
+        for _ in range(3):
+            value = _json(kv.value) if kv is not None else {}
+            held_by = value.get("owner")
+            if held_by not in (None, owner):
+                raise UserError(f"{key[len(SPECS):]} is owned by {held_by} in the fleet: {owner} does not write it")
+            if kv is not None and held_by == owner and value.get("document") == document:
+                return "unchanged"
+            if self._etcd.replace(key, record, kv.mod_revision if kv is not None else 0, guard=guard):
+                return "created" if kv is None else "configured"
+            self._check_lead(owner.split("/", 1)[1], guard)
+            kv = self._etcd.get(key)  # another writer changed it in between: compared again
+        raise UserError(f"{key[len(SPECS):]}: changed by another writer meanwhile: tried again at the next pass")
+
+    def _check_lead(self, sync: str, guard: tuple[str, int]) -> None:
+        from ..core.errors import UserError
+
+        kv = self._etcd.get(guard[0])
+        if kv is None or kv.create_revision != guard[1]:
+            self.leading.pop(sync, None)
+            raise UserError(f"{self.node} no longer leads gitsync/{sync} (its election moved on): nothing more "
+                            "written")
 
     def _say(self, kind: EventType, key: str, message: str) -> None:
         self.emit(Event(self.wall(), kind, key, message))

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..core.errors import Location, ManifestError, OrchestratorError, Problem, UserError
 from ..core.events import Event, EventType
-from ..core.gitsync import GitSyncSpec
+from ..core.gitsync import FLEET, GitSyncSpec
 from ..core.model import ProcessSpec
 from ..planning import gitsync as plan
 from .control import Conflict, NotFound
@@ -38,6 +38,7 @@ MAX_WAIT_SECONDS = 3600.0  # a worker looks at its clock at least this often (Co
 MAX_SHOWN_PROBLEMS = 50  # in one event's message
 MAX_KEPT_PROBLEMS = 500  # in a status (saved with each change) and an answer; the count says how many there were
 WEBHOOK_GAP_SECONDS = 5.0  # webhook-triggered passes of one sync, at most one per this
+STANDBY_SECONDS = 30.0  # a sync of target Fleet that another node leads looks at its election this often at least
 TRANSIENT = {"NetworkError", "Timeout", "AuthFailed", "CredentialFile", "FetchFailed"}  # retried with backoff
 Call = Callable[[Callable[[Any], Any]], Any]
 
@@ -65,6 +66,8 @@ class SyncState:
     suspend_reason: str = ""
     drift: list[str] = dataclasses.field(default_factory=list)
     prune_skipped: list[str] = dataclasses.field(default_factory=list)
+    leader: str | None = None  # target Fleet: the node that leads the sync, as this node last saw it
+    fleet_objects: list[str] = dataclasses.field(default_factory=list)  # target Fleet: the keys it last wrote
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +122,9 @@ class GitSyncs:
         self.applied: dict[str, dict[str, ProcessSpec]] = {}  # name -> what its last pass applied, by key
         self._workers: dict[str, _Worker] = {}
         self._removing: set[str] = set()
+        # A daemon in fleet mode: its agent (daemon/fleet.py), which holds the elections of the syncs of
+        # target Fleet and writes what they apply to etcd; None on a single host.
+        self.fleet: Any = None
         self._lock = threading.RLock()  # specs, states: read by request threads, written by workers and the loop
 
     @property
@@ -173,8 +179,24 @@ class GitSyncs:
         owned = self.ops.owned_by(_owner(name))
         return {s.key: s for s in revision.specs if s.key in owned} if revision is not None else {}
 
+    def refusal(self, spec: GitSyncSpec) -> str | None:
+        """Why this daemon cannot keep `spec` as it is (None: it can): target Fleet without fleet mode, or a
+        kept sync's target changed (what it applied would be left behind where it was)."""
+        if spec.target == FLEET and self.fleet is None:
+            return ("target Fleet writes to a fleet's etcd: this daemon is not in fleet mode (start it with "
+                    "`orchestrator daemon --etcd URL --node-name NAME`), or leave target out to apply here")
+        with self._lock:
+            old = self.specs.get(spec.name)
+        if old is not None and old.target != spec.target:
+            return (f"gitsync/{spec.name} has target {old.target}: a sync does not change target (what it applied "
+                    f"would stay behind); `orchestrator sync remove {spec.name}` first, then add it again")
+        return None
+
     def put(self, spec: GitSyncSpec, dry_run: bool = False) -> dict[str, Any]:
         """Keep `spec` (from `sync add` or an applied manifest): created, configured or unchanged."""
+        refused = self.refusal(spec)
+        if refused is not None:
+            raise ManifestError([Problem(spec.location or Location(f"gitsync/{spec.name}"), "spec.target", refused)])
         with self._lock:
             old = self.specs.get(spec.name)
             result = "created" if old is None else ("unchanged" if old == spec else "configured")
@@ -211,6 +233,8 @@ class GitSyncs:
             self._start(name)  # still kept: it goes on as before
             raise
         self._removing.discard(name)
+        if self.fleet is not None:
+            self.fleet.resign(name)
         with self._lock:
             self.specs.pop(name, None)
             self.states.pop(name, None)
@@ -345,6 +369,10 @@ class GitSyncs:
             return _outcome("refused" if manual else "skipped",
                             f"gitsync/{name} is suspended: `orchestrator sync resume {name}` first"), interval
         self._set(name, remove="Suspended", save=False)
+        if spec.target == FLEET:
+            standby = self._standby(name, spec, interval, manual)
+            if standby is not None:
+                return standby
         auth = _auth(spec)
         try:
             commit = revision or self.git.resolve(spec.repo, spec.ref_kind, spec.ref, auth, spec.timeout_seconds)
@@ -405,6 +433,50 @@ class GitSyncs:
         outcome = self._apply(name, spec, commit, digest, specs, tree)
         return outcome, (self._retry_in(name, spec) if outcome.get("retry") else interval)
 
+    def _standby(self, name: str, spec: GitSyncSpec, interval: float, manual: bool,
+                 ) -> tuple[dict[str, Any], float] | None:
+        """A sync of target Fleet: None when this node leads it (the pass goes on), else the outcome of a pass
+        that stands by (another node leads it, or etcd cannot be asked) and when to look again: at its
+        interval at most, and sooner when the agent sees its leader go (leaders_changed)."""
+        from ..host.etcd import EtcdError
+
+        if self.fleet is None:
+            message = "target Fleet: this daemon is not in fleet mode (--etcd): nothing synced"
+            self._set(name, sync=plan.UNKNOWN, message=message)
+            return _outcome("skipped", message), interval
+        try:
+            leader = self.fleet.lead(name)
+        except EtcdError as error:
+            return self._fetch_failed(name, spec, error, "FetchFailed"), self._retry_in(name, spec)
+        leads = leader is not None and leader == self.fleet.node
+        with self._lock:
+            state = self.states.get(name)
+            if state is None:
+                return _outcome("skipped", "removed"), float("inf")
+            if leads and state.leader != leader:
+                state.applied = None  # another node may have applied since this one last did: written again
+            state.leader = leader
+        if leads:
+            return None
+        message = (f"standing by: {leader} leads this sync" if leader is not None
+                   else "standing by: this node is not registered with etcd yet")
+        self._set(name, sync=plan.UNKNOWN, message=message, save=False)
+        asked = f"{message} (`sync now` there)" if leader is not None else message
+        return _outcome("refused" if manual else "skipped", asked), min(interval, STANDBY_SECONDS)
+
+    def leaders_changed(self, leaders: dict[str, str]) -> None:
+        """The agent saw who leads each fleet sync now: a sync of ours that saw another leader (or none: its
+        node was lost, or this node has just registered) looks at its election at once."""
+        with self._lock:
+            stale = [name for name, spec in self.specs.items() if spec.target == FLEET
+                     and (name not in leaders or self.states[name].leader != leaders[name])]
+        for name in stale:
+            worker = self._workers.get(name)
+            if worker is not None:
+                with worker.wake:
+                    worker.due = min(worker.due, time.monotonic())
+                    worker.wake.notify_all()
+
     def _load(self, name: str, spec: GitSyncSpec, commit: str, tree: Path) -> list[ProcessSpec]:
         """The specs of an exported tree, located in the repo for problems, working dirs made stable."""
         from ..manifests.loader import KeptSpec, kept_kind
@@ -462,11 +534,19 @@ class GitSyncs:
             self.applied[name] = {s.key: s for s in specs}
             return answer
 
+        fleet = spec.target == FLEET
         try:
-            answer = self.call(apply)
+            if fleet:  # written to etcd here, on this sync's thread: the local engine is not touched
+                answer = self.fleet.write_synced(name, commit, [_unrooted(s, str(self.root / "work" / name))
+                                                                for s in specs], spec.prune)
+            else:
+                answer = self.call(apply)
         except (ManifestError, Conflict, UserError) as error:
             # Refused by what runs now, not by the commit (checked whole before): a dependency on an object
-            # deleted by hand, another sync's object, a port taken, a shutdown. Tried again with backoff.
+            # deleted by hand, another sync's object, a port taken, a shutdown; in a fleet, etcd not reached or
+            # this node's election lost meanwhile. Tried again with backoff.
+            return {**self._fetch_failed(name, spec, error, "ApplyFailed"), "retry": True}
+        except OrchestratorError as error:  # (EtcdError)
             return {**self._fetch_failed(name, spec, error, "ApplyFailed"), "retry": True}
         changes = [r for r in answer["results"] if r["result"] != "unchanged"]
         skipped = answer["prune_skipped"]
@@ -476,7 +556,10 @@ class GitSyncs:
             if state.failed is not None and state.failed[0] != state.commit:
                 state.failed = None  # the ref moved on from the commit that failed (a heal keeps it failed)
 
-            state.applied_revision, state.applied_number = text, answer["revision"]
+            state.applied_revision = text
+            state.applied_number = None if fleet else answer["revision"]  # (a revision of this daemon's store)
+            if fleet:
+                state.fleet_objects = sorted(r["key"] for r in answer["results"] if r["result"] != "pruned")
             state.last_sync_at = self.wall()
             healed = bool(state.drift)
             state.drift, state.prune_skipped = [], skipped
@@ -489,11 +572,12 @@ class GitSyncs:
             else:
                 self._drop_condition(state, "PruneSkipped")
             self._record(state, text, commit, "applied" if changes else "unchanged", word,
-                         answer["revision"] if changes else None)
+                         answer["revision"] if changes and not fleet else None)
             self._set(name, sync=plan.UNKNOWN if state.failed else plan.OUT_OF_SYNC if skipped else plan.SYNCED,
                       message=f"applied {text}: {word}" + (f"; not pruned: {', '.join(skipped)}" if skipped else ""))
         if changes:
-            self._event(EventType.SYNC_APPLIED, name, f"rev={answer['revision']} commit={commit} {word}")
+            where = f"fleet etcd revision={answer['revision']}" if fleet else f"rev={answer['revision']}"
+            self._event(EventType.SYNC_APPLIED, name, f"{where} commit={commit} {word}")
         if healed:
             self._event(EventType.SELF_HEALED, name, f"owned objects set back to {text}")
         if skipped:
@@ -589,7 +673,8 @@ class GitSyncs:
         spec = self._get(name)
         if objects is None:
             objects = self.call(lambda r: self.ops.objects({}))["objects"]
-        owned = sorted(self.ops.owned_by(_owner(name)))
+        fleet = spec.target == FLEET
+        owned = [] if fleet else sorted(self.ops.owned_by(_owner(name)))  # (a fleet sync owns nothing here)
         rolling = self.call(lambda r: {k: self.ops.rollouts.status(k)["phase"] for k in owned
                                        if k in self.ops.reconciler.desired.specs
                                        and self.ops.reconciler.desired.specs[k].kind.value == "Process"})
@@ -598,15 +683,20 @@ class GitSyncs:
             document = state.to_json()
             suspended = state.suspended or spec.suspend
         del document["applied"], document["failed"], document["failures"], document["commit"]
+        fleet_objects = document.pop("fleet_objects")
+        if fleet:  # what it wrote to the fleet: their health is the fleet's (`get --fleet`), not this node's
+            health = plan.SUSPENDED if suspended else plan.UNKNOWN
+        else:
+            health = (plan.SUSPENDED if suspended else plan.UNKNOWN if state.applied is None and not owned
+                      else plan.health(objects, owned, rolling, suspended))
         document.update({
             "name": name, "repo": spec.repo, "ref": {spec.ref_kind: spec.ref}, "path": spec.path,
             "interval_seconds": spec.interval_seconds, "prune": spec.prune, "self_heal": spec.self_heal,
             "suspended": suspended, "last_applied_revision": document.pop("applied_revision"),
             "last_attempted_revision": document.pop("attempted_revision"),
             "orchestrator_revision": document.pop("applied_number"),
-            "health": (plan.SUSPENDED if suspended else plan.UNKNOWN if state.applied is None and not owned
-                       else plan.health(objects, owned, rolling, suspended)),
-            "conditions": list(document["conditions"].values()), "objects": owned,
+            "health": health, "target": spec.target,
+            "conditions": list(document["conditions"].values()), "objects": fleet_objects if fleet else owned,
             "windows": [dataclasses.asdict(w) for w in spec.windows], "spec": gitsync_to_document(spec),
         })
         return document
@@ -738,6 +828,14 @@ def _stable(spec: ProcessSpec, tree: str, stable: str) -> ProcessSpec:
 
     location = spec.location._replace(file=moved(spec.location.file)) if spec.location is not None else None
     return dataclasses.replace(spec, working_dir=moved(spec.working_dir), location=location)
+
+
+def _unrooted(spec: ProcessSpec, stable: str) -> ProcessSpec:
+    """A spec for the fleet: the commit's files are on the node that leads the sync only, so a working dir in
+    them becomes /, as a spec without one (the fleet's nodes run what is installed on them)."""
+    if spec.working_dir == stable or spec.working_dir.startswith(stable.rstrip("/") + "/"):
+        return dataclasses.replace(spec, working_dir="/")
+    return spec
 
 
 def _point(link: Path, target: Path) -> Path | None:

@@ -130,6 +130,8 @@ class Daemon:
                                     stamp=state_dir / "fleet.lease", boot=boot_id(),
                                     fence_list=state_dir / "fleet.fence", marker=self.marker)
             self.events.subscribe(self.fleet.on_event)
+            self.gitsyncs.fleet = self.fleet  # GitSyncs of target Fleet: elected through it, written to etcd by it
+            self.fleet.on_sync_leaders = self.gitsyncs.leaders_changed
         self.server: ControlServer | None = None
         self.http: Any = None  # http.py's HttpListener, imported only with --http
         self._closed = False
@@ -294,13 +296,13 @@ class Daemon:
         if self._closed:
             return  # a run's error path closes after serve's own close
         self._closed = True
+        self.gitsyncs.stop_all()  # (before the fleet agent: a fleet sync writes through its etcd client)
         if self.fleet is not None:
             # What ran here was stopped (a shutdown): its claims go to other nodes now. If something still runs
             # (the loop failed), the lease is left to expire and the fence guard keeps watching it.
             running = any(record.process is not None for record in self.reconciler.records.values())
             self.fleet.stop(leaving=not running)
         self.watches.stop_all()
-        self.gitsyncs.stop_all()
         self.alerting.close()
         self.cronjobs.close()
         self.queues.close()

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from ..core.alerting import AlertRuleSpec, NotifierSpec
 from ..core.cronjob import CronJobSpec
+from ..core.errors import Location, ManifestError, Problem
 from ..core.gitsync import GitSyncSpec
 from ..core.model import ProcessSpec, ReplicaId
 from ..core.queue import QueueSpec
@@ -131,6 +132,10 @@ class Routes:
         queues = [spec for spec in kept if isinstance(spec, QueueSpec)]
         dry_run = bool(body.get("dry_run"))
         self.alerting.put(alerting, dry_run=True)  # refuses before anything is applied
+        refused = [Problem(spec.location or Location(f"gitsync/{spec.name}"), "spec.target", why)
+                   for spec in kept if isinstance(spec, GitSyncSpec) and (why := self.gitsyncs.refusal(spec))]
+        if refused:
+            raise ManifestError(refused)
         answer: dict[str, Any] = self.ops.apply(body, loaded)
         for spec in kept:
             if isinstance(spec, GitSyncSpec):

@@ -38,6 +38,7 @@ WATCH_PROBE_SECONDS = 10.0  # how often a watch checks that its member still ans
 STOP_JOIN_SECONDS = 1.0
 RANGE_PAGE_KEYS = 500  # keys per range request: a big fleet is read in pages at one revision
 MAX_RANGE_BYTES = 256 * 1024 * 1024  # a range larger than this is refused rather than held in memory
+Guard = tuple[str, int]  # (key, create revision): a write goes through only while that key is the one created then
 
 
 class EtcdError(OrchestratorError):
@@ -326,8 +327,12 @@ class Etcd:
         return request
 
     def _txn(self, compare: dict[str, Any], success: dict[str, Any],
-             failure: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._call("kv/txn", {"compare": [compare], "success": [success],
+             failure: dict[str, Any] | None = None, guard: Guard | None = None) -> dict[str, Any]:
+        compares = [compare]
+        if guard is not None:  # and the guard key is still the one created at that revision
+            compares.append({"key": _b64(_key_bytes(guard[0])), "result": "EQUAL", "target": "CREATE",
+                             "create_revision": str(guard[1])})
+        return self._call("kv/txn", {"compare": compares, "success": [success],
                                      "failure": [failure] if failure else []})
 
     @staticmethod
@@ -350,17 +355,24 @@ class Etcd:
                 return False, _kv(kvs[0])
         return False, None
 
-    def replace(self, key: str, value: bytes, mod_revision: int, lease: int = 0) -> bool:
-        """Set `key` only if its mod_revision is still `mod_revision` (0: only if it does not exist)."""
-        answer = self._txn(self._compare(key, mod_revision), {"request_put": self._put_request(key, value, lease)})
+    def replace(self, key: str, value: bytes, mod_revision: int, lease: int = 0, guard: Guard | None = None) -> bool:
+        """Set `key` only if its mod_revision is still `mod_revision` (0: only if it does not exist), and with
+        `guard` (key, create revision), only while that key is the one created then (an election still held)."""
+        answer = self._txn(self._compare(key, mod_revision), {"request_put": self._put_request(key, value, lease)},
+                           guard=guard)
         return bool(answer.get("succeeded"))
 
-    def delete(self, key: str, mod_revision: int | None = None) -> bool:
-        """Delete `key` (with `mod_revision`, only if unchanged since); whether a key was deleted."""
+    def delete(self, key: str, mod_revision: int | None = None, guard: Guard | None = None) -> bool:
+        """Delete `key` (with `mod_revision`, only if unchanged since, and with `guard` as replace's); whether a
+        key was deleted."""
         request = {"key": _b64(_key_bytes(key))}
-        if mod_revision is None:
+        if mod_revision is None and guard is None:
             return _int(self._call("kv/deleterange", request).get("deleted")) > 0
-        answer = self._txn(self._compare(key, mod_revision), {"request_delete_range": request})
+        if mod_revision is None:
+            compare = {"key": request["key"], "result": "GREATER", "target": "CREATE", "create_revision": "0"}
+        else:
+            compare = self._compare(key, mod_revision)
+        answer = self._txn(compare, {"request_delete_range": request}, guard=guard)
         if not answer.get("succeeded"):
             return False
         return any(_int(response.get("response_delete_range", {}).get("deleted")) > 0

@@ -327,6 +327,7 @@ def _build(value: Mapping[str, Any], location: Location | None) -> GitSyncSpec:
         insecure_skip_host_key_check=bool(auth.get("insecureSkipHostKeyCheck", False)),
         webhook_secret_file=webhook.get("secretFile"),
         labels=tuple(sorted(metadata.get("labels", {}).items())),
+        target=spec.get("target", defaults.target),
         location=location,
     )
 
@@ -357,6 +358,7 @@ def gitsync_to_document(spec: GitSyncSpec) -> dict[str, Any]:
         ("selfHeal", spec.self_heal, defaults.self_heal),
         ("selfHealDelaySeconds", spec.self_heal_delay_seconds, defaults.self_heal_delay_seconds),
         ("suspend", spec.suspend, defaults.suspend),
+        ("target", spec.target, defaults.target),
     )
     for name, value, default in fields:
         if value != default:

@@ -94,6 +94,8 @@ def sync_text(sync: Mapping[str, Any], *, now: float) -> str:
         ("Repo", cell_text(sync.get("repo"))),
         ("Ref", ref_text(sync.get("ref"), kind=True)),
         ("Path", cell_text(sync.get("path"))),
+        *([("Target", "Fleet (etcd)"), ("Leader", cell_text(sync.get("leader")))]
+          if sync.get("target") == "Fleet" else []),
         ("Interval", duration_text(sync.get("interval_seconds"))),
         ("Prune", _yes(sync.get("prune"))),
         ("Self-heal", _yes(sync.get("self_heal"))),
