@@ -11,6 +11,7 @@ daemon not in fleet mode refuses target Fleet at its field, and applies nothing 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import wait_for
 from etcdcluster import EtcdCluster, etcd_cluster  # noqa: F401 - etcd_cluster is a fixture
@@ -174,6 +176,47 @@ def test_one_elected_node_writes_the_repository_to_the_fleet_and_another_takes_o
     assert {pid for pid, node in copies(agents, "web").items() if node == other} == survivors
     record = json.loads(cli(etcd_cluster, tmp_path, "describe", "--fleet", "web", "-o", "json"))
     assert "gitsync/prod" in json.dumps(record), record
+
+
+def test_a_leader_stopped_past_its_lease_comes_back_standing_by_and_writes_nothing(
+        agents: dict[str, Agent], etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
+    upstream = Upstream(tmp_path / "upstream")
+    upstream.write("deploy/fleet.yaml", fleet_yaml(["sleep", "600"], with_cron=False))
+    first = upstream.commit("first")
+    for agent in agents.values():
+        done = run(agent, "sync", "add", "prod", "--repo", upstream.url, "--branch", "main", "--path", "deploy",
+                   "--interval", "3600", "--prune", "--target", "Fleet")
+        assert done.returncode == 0, done.stdout + done.stderr
+    leader = wait_for(lambda: leader_of(agents, first), timeout=30, what=f"one node leading the sync\n{logs(agents)}")
+    other = next(name for name in agents if name != leader)
+    stopped = agents[leader].proc
+    assert stopped is not None
+    stopped.send_signal(signal.SIGSTOP)  # a frozen (or cut-off) leader: its lease expires in etcd
+    try:
+        wait_for(lambda: sync_of(agents[other])["leader"] == other, timeout=TTL + 15,
+                 what=f"{other} taking the sync over\n{logs(agents)}")
+        upstream.write("deploy/fleet.yaml", fleet_yaml(["sleep", "602"], with_cron=False))
+        second = upstream.commit("applied by the new leader")
+        done = run(agents[other], "sync", "now", "prod")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    # Back: its old lease is gone, so is its election; it stands by and its `sync now` is refused.
+    wait_for(lambda: leader_of(agents, second) == other, timeout=20, what=f"{leader} standing by\n{logs(agents)}")
+    done = run(agents[leader], "sync", "now", "prod")
+    assert done.returncode != 0 and f"{other} leads this sync" in done.stdout + done.stderr, done
+    assert fleet_specs(etcd_cluster, tmp_path)["web"]["appliedBy"] == f"gitsync/prod@{other}"
+
+    def commands() -> set[str]:
+        found = set()
+        for pid in copies(agents, "web"):
+            try:
+                found.add(" ".join(psutil.Process(pid).cmdline()))
+            except psutil.Error:
+                continue
+        return found
+
+    wait_for(lambda: commands() == {"sleep 602"}, timeout=20, what="web on both nodes from the new leader's commit")
 
 
 def test_a_daemon_not_in_fleet_mode_refuses_target_fleet_at_its_field(orch: Orchestrator) -> None:

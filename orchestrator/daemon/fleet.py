@@ -20,7 +20,9 @@ TTL/3)), measured from when the last successful keepalive was sent, it is stoppe
 margin, SIGKILL after) before its lease can expire in etcd and another node can be elected. When that
 keepalive was sent is stamped in the state dir, so a daemon restarted after a long stop fences at once rather
 than running a singleton another node may hold by now. A spec in etcd that does not validate is refused with
-an event and the last good one is kept. When the daemon shuts down, the passes end at once (nothing is
+an event and the last good one is kept. A GitSync of target Fleet (daemon/gitsyncs.py) is elected through the
+agent (`lead`: a key under this node's lease) and writes through it (`write_synced`, every write guarded by that
+election). When the daemon shuts down, the passes end at once (nothing is
 claimed or applied while it stops what runs) and the lease is kept until it is revoked at the end.
 """
 
