@@ -70,7 +70,8 @@ class Alerting:
         self.groups: dict[tuple[str, str], plan.GroupState] = {}  # (notifier key, rule key) -> state
         self.silences: list[plan.Silence] = []
         self._policies: dict[str, plan.AlertPolicy] = {}
-        self._selected: dict[str, list[str]] = {}  # rule -> the keys it watches, for the desired state below
+        # rule -> the keys it watches, for the desired state below; rules that watch the same keys share one tuple
+        self._selected: dict[str, tuple[str, ...]] = {}
         self._selected_for: Any = None
         self._restarts: dict[ReplicaId, tuple[int, deque[float]]] = {}  # last `restarts` seen, when each rose
         self._timer: threading.Timer | None = None
@@ -268,7 +269,11 @@ class Alerting:
             return None if sample is None else Usage(sample.cpu_percent, sample.memory_bytes)
 
         if reconciler.desired is not self._selected_for:  # which processes each rule watches: anew per change
-            self._selected = {key: selection(rule, reconciler.desired.specs) for key, rule in self.rules.items()}
+            shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+            self._selected = {}
+            for key, rule in self.rules.items():
+                keys = tuple(selection(rule, reconciler.desired.specs))
+                self._selected[key] = shared.setdefault(keys, keys)
             self._selected_for = reconciler.desired
         watched = {key for keys in self._selected.values() for key in keys}
         table = snapshot(reconciler.desired.specs, reconciler.records, reconciler.waiting, latest, watched,
@@ -280,10 +285,14 @@ class Alerting:
         by_key: dict[str, list[Replica]] = {}
         for replica in table.values():
             by_key.setdefault(replica.rid.key, []).append(replica)
+        gathered: dict[int, list[Replica]] = {}  # id of a shared selection -> its replicas (built once a pass)
         for key, rule in self.rules.items():
             policy = self._policies[key]
             restarts = self._restarts_within(rule, now) if rule.condition == "restarts" else {}
-            replicas = [replica for process in self._selected.get(key, ()) for replica in by_key.get(process, ())]
+            chosen = self._selected.get(key, ())
+            replicas = gathered.get(id(chosen))
+            if replicas is None:
+                replicas = gathered[id(chosen)] = [r for process in chosen for r in by_key.get(process, ())]
             found = breaching(rule, replicas, restarts)
             have = alerted.pop(key, {})
             for rid, value in found.items():
