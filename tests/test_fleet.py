@@ -336,6 +336,43 @@ def test_a_shutdown_gives_the_singleton_to_another_node_at_once_and_leaves_nothi
     assert moved and took < TTL, took  # the lease was revoked: nobody waited for it to expire
 
 
+def test_a_node_restarted_without_etcd_keeps_its_share_but_its_singleton(
+        etcd_cluster: EtcdCluster, fleet: dict[str, Agent], tmp_path: Path) -> None:
+    cli(etcd_cluster, tmp_path, "apply", "-f", str(manifests(tmp_path / "m")), "--fleet")
+    before = wait_for(lambda: settled(fleet), timeout=30, interval=0.2, what="the fleet settled")
+    [(leader_pid, holder)] = before["leader"].items()
+    agent = fleet[holder]
+    agent.crash()
+    # The same state dir, its daemon started as a single host (an operator's slip, or `orchestrator get`
+    # starting one): it adopts the share and stops the singleton at once, before the lease can expire.
+    log = open(agent.state / "agent.log", "ab")  # noqa: SIM115 - the daemon's, closed with it
+    agent.proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--state-dir", str(agent.state), "daemon"],
+                                  stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    wait_for(lambda: not psutil.pid_exists(leader_pid) or psutil.Process(leader_pid).status() == psutil.STATUS_ZOMBIE,
+             timeout=TTL - TTL / 3, interval=0.05, what=f"the singleton stopped before the lease could expire\n"
+             f"{logs(fleet)}")
+    started = time.monotonic()
+    while time.monotonic() - started < TTL + 10:  # another node takes it over; never two copies
+        leaders = copies(fleet, "leader")
+        assert len(leaders) <= 1, leaders
+        if leaders and holder not in leaders.values():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the singleton was not taken over by another node\n" + logs(fleet))
+    mine = {pid for pid, node in before["web"].items() if node == holder}
+    assert mine <= set(copies(fleet, "web")), "its Spread replicas went on with their pids"
+    assert [pid for pid, node in before["agent"].items() if node == holder] == \
+        [pid for pid, node in copies(fleet, "agent").items() if node == holder]
+    out = subprocess.run([sys.executable, "-m", "orchestrator", "--state-dir", str(agent.state), "events",
+                          "-o", "json"], capture_output=True, text=True, timeout=30, check=True).stdout
+    events = [json.loads(line) for line in out.splitlines() if line]
+    assert [e["object"] for e in events if e["type"] == "Fenced" and "without --etcd" in e["message"]] == \
+        ["default/leader"], out
+    assert "rejoins the fleet" in (agent.state / "agent.log").read_text()
+
+
 def _lease_of(etcd: EtcdCluster, tmp_path: Path, node: str) -> Any:
     nodes = json.loads(cli(etcd, tmp_path, "nodes", "-o", "json"))["nodes"]
     return {n["name"]: n.get("lease") for n in nodes}[node]

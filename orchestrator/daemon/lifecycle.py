@@ -168,6 +168,33 @@ class Daemon:
             self.cronjobs.restore()
             self.queues.restore()
 
+    def _fence_without_fleet(self, out: Any) -> None:
+        """A fleet node's state dir, its daemon started without --etcd (on the loop's thread, before the loop
+        runs): its share goes on from the store as while etcd is unreachable (Each and Spread keep running),
+        but what fences is stopped now. Without etcd this daemon can never learn that it still holds those
+        elections, and another node may run them once its lease expires: exclusivity first."""
+        from ..planning import placement
+        from .fleet import OWNER, fence_margin
+
+        node = str(json.loads(self.store.get_meta("fleet") or "{}").get("node") or "?")
+        share = {k: s for k, s in self.reconciler.desired.specs.items() if self.ops.owners.get(k) == OWNER}
+        if not share:
+            return
+        ttl = 10  # (which specs fence does not depend on it)
+        kept = placement.fenced(share, ttl, fence_margin(ttl))
+        stopped = sorted(set(share) - set(kept))
+        _say(f"this state dir is fleet node {node}'s: without --etcd its share runs on from the store"
+             + (f", but {', '.join(stopped)} stopped (another node may hold them now)" if stopped else "")
+             + f"; `orchestrator daemon --etcd URLS --node-name {node}` rejoins the fleet", out)
+        if not stopped:
+            return
+        self.ops.sync_apply(OWNER, list(kept.values()), prune=True, git_commit="", paths=[],
+                            message=f"fenced: fleet node {node} started without --etcd")
+        for key in stopped:
+            self.events.emit(Event(self.clock.wall(), EventType.FENCED, key, (
+                f"stopped: this daemon runs without --etcd, so it cannot know that fleet node {node} still "
+                "holds it")))
+
     def _refuse_to_start_from_nothing(self) -> None:
         """An empty state database, while processes started for this state dir run: state.db was deleted or
         replaced. Starting from nothing would stop them all as strays; the user decides instead."""
@@ -265,6 +292,8 @@ class Daemon:
             self.fleet.start()
             _say(f"fleet node {self.fleet.node}: etcd {','.join(self.fleet.config.etcd.endpoints)}, lease TTL "
                  f"{self.fleet.ttl} s", out)
+        elif self.store.get_meta("fleet"):
+            self._fence_without_fleet(out)
         notify_service_manager("READY=1")  # a Type=notify unit is started once its socket answers
         self.events.subscribe(_tell_service_manager_when_stopping)
         try:
