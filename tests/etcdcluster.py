@@ -143,6 +143,19 @@ class EtcdCluster:
     def resume(self, index: int | None = None) -> None:
         self._signal(index, signal.SIGCONT)
 
+    def leader(self) -> int:
+        """The index of the member that leads the cluster now (each member's maintenance/status names it)."""
+        import json
+        import urllib.request
+
+        for index, endpoint in enumerate(self.endpoints):
+            request = urllib.request.Request(f"{endpoint}/v3/maintenance/status", data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                status = json.loads(answer.read())
+            if status.get("leader") and status["leader"] == status.get("header", {}).get("member_id"):
+                return index
+        raise AssertionError("no member says it leads")
+
     def kill(self, index: int) -> None:
         process = self._processes[index]
         if process.poll() is None:

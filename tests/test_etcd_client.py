@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from etcdcluster import EtcdCluster, etcd_cluster, etcd_member  # noqa: F401 - fixtures
+from etcdcluster import EtcdCluster, etcd_cluster, etcd_member, free_ports  # noqa: F401 - fixtures
 
 from orchestrator.host.etcd import Etcd, EtcdError, KeyValue, prefix_end
 
@@ -277,6 +277,36 @@ def test_a_stopped_cluster_raises_instead_of_hanging(etcd_cluster: EtcdCluster) 
         assert wait_for(lambda: _put_works(etcd, "k"), timeout=10.0, interval=0.1, what="the resumed cluster")
     finally:
         etcd.close()
+
+
+def test_patience_waits_for_a_cluster_that_answers_again_but_not_for_a_refused_one(
+        etcd_member: EtcdCluster) -> None:  # noqa: F811
+    patient = Etcd(etcd_member.endpoints, timeout=0.3, patience=6.0)
+    try:
+        patient.put("k", b"1")
+        etcd_member.pause()  # up, but answering nothing (as members electing a leader time out)
+        resume = threading.Timer(1.5, etcd_member.resume)
+        resume.start()
+        try:
+            started = time.monotonic()
+            found = patient.get("k")
+            waited = time.monotonic() - started
+        finally:
+            resume.join()
+            etcd_member.resume()
+        assert found is not None and found.value == b"1"
+        assert 1.4 <= waited < 6.0, waited
+    finally:
+        patient.close()
+    [port] = free_ports(1)
+    refused = Etcd([f"http://127.0.0.1:{port}"], timeout=0.3, patience=6.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(EtcdError, match="connection refused"):
+            refused.get("k")
+        assert time.monotonic() - started < 1.0  # nothing listens: no election to wait for
+    finally:
+        refused.close()
 
 
 def _etcdctl(endpoint: str, *args: str) -> None:

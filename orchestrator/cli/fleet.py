@@ -49,6 +49,7 @@ FLEET_KINDS = ("Process", "Job")
 WRITE_TRIES = 4  # the first write, and 3 more after another writer changed the key between read and write
 MAX_VALUE_BYTES = 2 * 1024 * 1024  # one value read from etcd (etcd's own request limit is 1.5 MiB by default)
 REQUEST_TIMEOUT = 2.0  # seconds per endpoint tried
+ELECTION_PATIENCE_SECONDS = 6.0  # a command waits this long at most for a cluster electing a new leader
 DEFAULT_LEASE_TTL = 10
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ETCD_FLAGS = {"etcd_ca": "--etcd-ca", "etcd_cert": "--etcd-cert", "etcd_key": "--etcd-key",
@@ -87,7 +88,7 @@ def _connected(args: argparse.Namespace) -> Iterator[Etcd]:
     try:
         etcd = Etcd(list(access.endpoints), timeout=REQUEST_TIMEOUT, ca_file=access.ca_file,
                     cert_file=access.cert_file, key_file=access.key_file, user=access.user,
-                    password_file=access.password_file)
+                    password_file=access.password_file, patience=ELECTION_PATIENCE_SECONDS)
     except EtcdError as error:
         raise UserError(str(error)) from None
     try:

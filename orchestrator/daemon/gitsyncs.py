@@ -469,7 +469,7 @@ class GitSyncs:
         node was lost, or this node has just registered) looks at its election at once."""
         with self._lock:
             stale = [name for name, spec in self.specs.items() if spec.target == FLEET
-                     and (name not in leaders or self.states[name].leader != leaders[name])]
+                     and (name not in leaders or getattr(self.states.get(name), "leader", None) != leaders[name])]
         for name in stale:
             worker = self._workers.get(name)
             if worker is not None:
@@ -516,11 +516,14 @@ class GitSyncs:
         text = plan.revision_text(spec.ref_text, commit)
         work = self.root / "work" / name
 
-        def apply(_: Any) -> dict[str, Any]:
+        def still_kept() -> None:
             with self._lock:
                 current, state = self.specs.get(name), self.states.get(name)
             if name in self._removing or current != spec or state is None or state.suspended:
                 raise Conflict(f"gitsync/{name} was changed, suspended or removed during the pass: not applied")
+
+        def apply(_: Any) -> dict[str, Any]:
+            still_kept()
             previous, revision = _point(work, tree), self.ops.revision
             try:
                 answer: dict[str, Any] = self.ops.sync_apply(
@@ -537,6 +540,7 @@ class GitSyncs:
         fleet = spec.target == FLEET
         try:
             if fleet:  # written to etcd here, on this sync's thread: the local engine is not touched
+                still_kept()
                 answer = self.fleet.write_synced(name, commit, [_unrooted(s, str(self.root / "work" / name))
                                                                 for s in specs], spec.prune)
             else:

@@ -173,7 +173,7 @@ class Etcd:
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 2.0, ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None, user: str | None = None,
-                 password_file: str | None = None) -> None:
+                 password_file: str | None = None, patience: float = 0.0) -> None:
         if isinstance(endpoints, str) or not endpoints:
             raise EtcdError("etcd: no endpoints given (a list of http(s)://host:port)")
         if (user is None) != (password_file is None):
@@ -181,6 +181,11 @@ class Etcd:
         if (cert_file is None) != (key_file is None):
             raise EtcdError("etcd: cert_file and key_file go together")
         self._timeout = timeout
+        # A call that finds no endpoint answering, while some member is up (it timed out or said "no leader" or
+        # "leader changed", rather than refusing the connection), tries them all again after 0.1 s, 0.2 s...,
+        # until this many seconds have passed: a cluster that lost its leader answers again once it elected
+        # one. 0 (the agent's: it has its own retries and deadlines): one round.
+        self._patience = patience
         self._endpoints = [_Endpoint(url, timeout, ca_file, cert_file, key_file) for url in endpoints]
         self._preferred = 0
         self._user = user
@@ -263,6 +268,21 @@ class Etcd:
     def _call(self, path: str, payload: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
         """`payload` to the first endpoint that answers. With `deadline` (monotonic), no endpoint is tried that
         could not answer before it (an attempt takes at most twice the timeout: connecting, then reading)."""
+        give_up = time.monotonic() + self._patience
+        pause = 0.1
+        while True:
+            failures = self._call_round(path, payload, deadline)
+            if not isinstance(failures, list):
+                return failures
+            left = give_up - time.monotonic()
+            if deadline is not None or left <= 0 or all(f.endswith(": connection refused") for f in failures):
+                raise EtcdError(f"etcd unreachable ({path}): " + "; ".join(failures))
+            time.sleep(min(pause, left))
+            pause *= 2
+
+    def _call_round(self, path: str, payload: dict[str, Any], deadline: float | None,
+                    ) -> dict[str, Any] | list[str]:
+        """One try of every endpoint: the first answer, or why each failed."""
         failures = []
         for index, endpoint in self._each_endpoint():
             if deadline is not None and time.monotonic() + 2 * self._timeout > deadline:
@@ -278,7 +298,7 @@ class Etcd:
                 raise EtcdError(f"etcd {endpoint.url} refused {path}: {error}") from None
             self._preferred = index
             return answer
-        raise EtcdError(f"etcd unreachable ({path}): " + "; ".join(failures))
+        return failures
 
     # -- keys
 
