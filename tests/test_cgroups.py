@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +34,8 @@ from orchestrator.host.cgroups import (
     parse_proc_cgroup,
     replica_cgroup_name,
 )
-from orchestrator.host.execute import Executor
+from orchestrator.host.execute import Executor, _attach_forked_before
+from orchestrator.host.observe import children_of
 from orchestrator.planning import status
 from orchestrator.planning.graph import desired_state
 
@@ -270,6 +273,28 @@ def test_what_escaped_the_process_group_is_killed_with_the_replica(contained: Ha
     wait_for(lambda: contained.pid("other"), what="other")
     contained.apply([])
     wait_for(lambda: not group.dirs[0].exists(), what="the cgroup to be removed")
+
+
+def test_what_a_replica_forked_before_its_move_is_moved_in_after_it(cgroup_host: CgroupHost) -> None:
+    # The move takes one process (and on v1 can take tens of milliseconds): a child forked before it stays
+    # outside every limit unless the executor moves it in too.
+    script = "import subprocess, time\nsubprocess.Popen(['sleep', '60'])\nprint('forked', flush=True)\ntime.sleep(60)\n"
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    group = cgroup_host.create("default.early.0.1", Limits(memory_bytes=256 << 20))
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"forked\n"
+        group.attach(parent.pid)
+        [child] = children_of(parent.pid)
+        assert child not in group.pids()
+        _attach_forked_before(parent.pid, group)
+        assert group.pids() == sorted([parent.pid, child])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        parent.stdout.close()  # type: ignore[union-attr]
+        wait_for(lambda: reap_orphans() is None and not group.pids(), what="the tree ended")
+        group.remove()
 
 
 def _pgid(pid: int) -> int | None:

@@ -191,8 +191,8 @@ def test_write_spec_rereads_after_another_writer_and_gives_up_after_its_tries(me
             etcd.put(name, json.dumps({"document": {"n": 100 + self.reads}}).encode())
             return found
 
-        def replace(self, name: str, value: bytes, mod_revision: int) -> bool:
-            return etcd.replace(name, value, mod_revision)
+        def replace(self, name: str, value: bytes, mod_revision: int, guard: tuple[str, int] | None = None) -> bool:
+            return etcd.replace(name, value, mod_revision, guard=guard)
 
     busy = Busy()
     with pytest.raises(UserError, match="changed by another writer meanwhile: apply again"):

@@ -32,8 +32,8 @@ from test_daemon import CLI, Orchestrator, documents, orch, process  # noqa: F40
 from orchestrator.cli.logview import parse_since
 from orchestrator.cli.render.logs import Prefixes, label, marker, timestamp
 from orchestrator.core.errors import UsageError
-from orchestrator.core.model import Exit, LogPolicy, Reason
-from orchestrator.host.logindex import sample_line, start_detail, start_line
+from orchestrator.core.model import Exit, LogPolicy, Reason, ReplicaId
+from orchestrator.host.logindex import LogIndexer, LogUpdate, sample_line, start_detail, start_line
 from orchestrator.host.logread import (
     MAX_LINE,
     Cursor,
@@ -43,7 +43,7 @@ from orchestrator.host.logread import (
     read_times,
     tail_start,
 )
-from orchestrator.host.logs import index_path, rotate_if_needed
+from orchestrator.host.logs import index_path, log_path, rotate_if_needed
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -491,6 +491,39 @@ def runs() -> Iterator[list[subprocess.Popen[str]]]:
                 pass
             run.kill()
         run.communicate(timeout=30)
+
+
+def test_a_run_that_printed_before_its_start_was_taken_in_is_followed_from_its_beginning(tmp_path: Path) -> None:
+    """The indexer's thread may take in a start only after the process printed (and even ended): its
+    followers must hear where the run began before they hear that the log grew, or they would follow it from
+    after its first lines (`orchestrator run` lost a quick crash's last words that way, seen once in CI)."""
+    indexer = LogIndexer(tmp_path)
+    heard: list[LogUpdate] = []
+    busy, free = threading.Event(), threading.Event()
+    first, quick = ReplicaId("default/first", 0), ReplicaId("default/quick", 0)
+
+    def listen(batch: list[LogUpdate]) -> None:
+        heard.extend(batch)
+        if any(update.replica == first for update in batch) and not busy.is_set():
+            busy.set()
+            free.wait(timeout=10)  # the indexer's thread is held here while the quick run prints
+
+    indexer.subscribe(listen)
+    try:
+        log_path(tmp_path, first).parent.mkdir(parents=True, exist_ok=True)
+        log_path(tmp_path, first).write_bytes(b"")
+        indexer.starting(first, time.time(), None)
+        assert busy.wait(timeout=10)
+        indexer.starting(quick, time.time(), None)  # its offset: 0, the file is not there yet
+        log_path(tmp_path, quick).write_bytes(b"last words\n")
+        free.set()
+        wait_for(lambda: [u for u in heard if u.replica == quick and u.size == 11], timeout=10,
+                 what="the quick run's growth")
+    finally:
+        free.set()
+        indexer.close()
+    told = [update for update in heard if update.replica == quick]
+    assert told[0].began == 0, told
 
 
 def start_run(runs: list[subprocess.Popen[str]], state: Path, manifests: Path, *options: str

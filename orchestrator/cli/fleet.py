@@ -203,14 +203,13 @@ def write_spec(etcd: Etcd, key: str, document: Any, record: bytes, current: KeyV
     "created", "configured" or "unchanged". Optimistic: written only while the key is as read (`current`, None:
     absent); when another writer changed it in between, it is read and compared again, WRITE_TRIES times in all,
     then UserError."""
+    from ..host.etcd import write_record
+
     document = _plain(document)
-    for _ in range(WRITE_TRIES):
-        if current is not None and _document(current) == document:
-            return "unchanged"
-        if etcd.replace(key, record, current.mod_revision if current is not None else 0):
-            return "created" if current is None else "configured"
-        current = etcd.get(key)
-    raise UserError(f"{key}: changed by another writer meanwhile: apply again")
+    result = write_record(etcd, key, record, current, lambda kv: _document(kv) == document, WRITE_TRIES)
+    if result is None:
+        raise UserError(f"{key}: changed by another writer meanwhile: apply again")
+    return result
 
 
 # -- manifests ----------------------------------------------------------------------------------------------------

@@ -667,19 +667,20 @@ class FleetAgent:
     def _write_owned(self, key: str, document: Any, record: bytes, kv: Any, owner: str, guard: tuple[str, int],
                      ) -> str:
         from ..core.errors import UserError
+        from ..host.etcd import write_record
 
-        for _ in range(3):
-            value = _json(kv.value) if kv is not None else {}
+        def same(found: Any) -> bool:
+            value = _json(found.value)
             held_by = value.get("owner")
             if held_by not in (None, owner):
                 raise UserError(f"{key[len(SPECS):]} is owned by {held_by} in the fleet: {owner} does not write it")
-            if kv is not None and held_by == owner and value.get("document") == document:
-                return "unchanged"
-            if self._etcd.replace(key, record, kv.mod_revision if kv is not None else 0, guard=guard):
-                return "created" if kv is None else "configured"
-            self._check_lead(owner.split("/", 1)[1], guard)
-            kv = self._etcd.get(key)  # another writer changed it in between: compared again
-        raise UserError(f"{key[len(SPECS):]}: changed by another writer meanwhile: tried again at the next pass")
+            return held_by == owner and value.get("document") == document
+
+        result = write_record(self._etcd, key, record, kv, same, 3, guard=guard,
+                              lost=lambda: self._check_lead(owner.split("/", 1)[1], guard))
+        if result is None:
+            raise UserError(f"{key[len(SPECS):]}: changed by another writer meanwhile: tried again at the next pass")
+        return result
 
     def _check_lead(self, sync: str, guard: tuple[str, int]) -> None:
         from ..core.errors import UserError

@@ -4,8 +4,10 @@ One thread per sync waits on a condition (an idle sync wakes once per poll) unti
 or a `sync now`, then runs one pass: resolve the ref (host/git.py), decide with planning/gitsync.py, and for
 a commit worth it fetch, export and load it, all off the reconciler's thread. What runs changes in one
 place only: `Operations.sync_apply`, posted to the reconciler's thread, for a commit whose every document
-loaded and validated, as one revision carrying the commit and the sync's name. A commit that fails keeps
-what runs as it is and is not tried again until a new commit, a change of the sync, or `sync now --force`.
+loaded and validated, as one revision carrying the commit and the sync's name (a sync of target Fleet
+writes to the fleet's etcd instead, through the fleet agent, and only while this node leads it: the local
+engine is not touched). A commit that fails keeps what runs as it is and is not tried again until a new
+commit, a change of the sync, or `sync now --force`.
 
 Specs and status are kept in the store (meta "gitsyncs"), so a restarted daemon knows which commit it
 applied and does not apply it again. Secrets are only ever file paths here: git's messages come redacted

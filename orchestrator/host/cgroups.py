@@ -2,9 +2,10 @@
 
 Where the kernel can enforce, it does: a replica with a memory or cpu limit gets a cgroup of its own under
 `orchestrator-<tag>/` in the daemon's own cgroup, with the limits written before the spawn and the child
-moved in right after it (as for rlimits: no preexec_fn, so the fast spawn path stays; a program that
-forks in the few microseconds between its exec and the move leaves that fork outside). Everything the
-replica forks later is inside, so the limits hold for the whole tree.
+moved in right after it (as for rlimits: no preexec_fn, so the fast spawn path stays). A move takes one
+process, and on v1 it can take tens of milliseconds: what the replica forked before it was in (an
+interpreter that forks at once) is moved in after it by the executor, round after round until none is left
+outside. Everything the replica forks later is inside, so the limits hold for the whole tree.
 
 cgroup v2 (one hierarchy): memory.max, memory.swap.max 0 (a limit that could spill into swap would not
 hold), memory.oom.group 1 (an OOM kill takes the whole replica, as in Kubernetes), cpu.max, and the

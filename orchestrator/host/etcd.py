@@ -499,6 +499,23 @@ class Etcd:
             endpoint.session.close()
 
 
+def write_record(etcd: Etcd, key: str, value: bytes, current: KeyValue | None, same: Callable[[KeyValue], bool],
+                 tries: int, guard: Guard | None = None, lost: Callable[[], None] | None = None) -> str | None:
+    """Put `value` at `key` unless the key holds it already (`same` of what it holds): "created", "configured"
+    or "unchanged". Optimistic: written only while the key is as read (`current`; None: absent), and with
+    `guard`, while that holds too. After a refused write, `lost()` may raise (the guard no longer holds), then
+    the key is read and compared again; None once `tries` writes were refused."""
+    for _ in range(tries):
+        if current is not None and same(current):
+            return "unchanged"
+        if etcd.replace(key, value, current.mod_revision if current is not None else 0, guard=guard):
+            return "created" if current is None else "configured"
+        if lost is not None:
+            lost()
+        current = etcd.get(key)
+    return None
+
+
 class _WatchStream:
     """The response of POST /v3/watch: newline-delimited JSON messages, read with a bound on each message."""
 

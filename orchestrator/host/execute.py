@@ -35,7 +35,7 @@ from .listeners import inherited, listening, socket_environment
 from .logs import log_path, open_log
 from .metrics import Histogram
 from .notify import NOTIFY_SOCKET, NotifySocket, NotifySockets, uses_notify
-from .observe import identity, is_alive
+from .observe import children_of, identity, is_alive
 from .subreaper import FORKS, STATE_MARKER
 
 SPAWN_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)  # seconds: process_spawn_duration_seconds
@@ -261,6 +261,7 @@ class Executor:
         try:
             baseline = group.oom_kills()  # a reused cgroup keeps its count: only kills after this one count
             group.attach(pid)
+            _attach_forked_before(pid, group)
         except OSError as error:
             group.remove()
             if limited:
@@ -550,3 +551,31 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
+
+
+MOVE_ROUNDS = 5  # looks for what a replica forked before its move into its cgroup (a /proc read if it forked nothing)
+MAX_MOVED = 10_000
+
+
+def _attach_forked_before(pid: int, group: ReplicaCgroup) -> None:
+    """Move in what the replica forked between its exec and its own move (the move takes one process, not
+    its children: a program that forks at once, on a loaded host, would leave its child outside every
+    limit). Round after round until a look finds no descendant not moved yet: one forked during a round is
+    found by the next."""
+    moved: set[int] = set()
+    for _ in range(MOVE_ROUNDS):
+        found: list[int] = []
+        stack = children_of(pid)
+        while stack and len(moved) + len(found) < MAX_MOVED:
+            child = stack.pop()
+            if child not in moved:
+                found.append(child)
+            stack.extend(children_of(child))
+        if not found:
+            return
+        for child in found:
+            try:
+                group.attach(child)
+            except OSError:
+                pass  # it ended meanwhile (or is a zombie: nothing of it runs)
+            moved.add(child)

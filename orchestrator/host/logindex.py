@@ -314,8 +314,10 @@ class LogIndexer:
         elif watched.size < offset:
             self._look(replica, updates)  # the run before's last output first
         watched.size = max(watched.size, offset)
-        self._look(replica, updates)
+        # Where this run's output begins, before any growth is told: a run that printed at once (and may have
+        # ended already) would else be followed from after its first lines.
         updates.append(LogUpdate(replica, watched.size, began=offset))
+        self._look(replica, updates)
 
     def _watch(self, replica: ReplicaId, updates: list[LogUpdate], began: int | None) -> _Watched | None:
         path = log_path(self.log_dir, replica)
