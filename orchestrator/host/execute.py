@@ -90,6 +90,7 @@ class Executor:
         self.cgroups = cgroups
         self._cgroups: dict[int, tuple[ReplicaCgroup, int]] = {}  # pid -> its cgroup, oom kills before it
         self._unremoved: list[ReplicaCgroup] = []  # ended, but a zombie still held them: removed later
+        self._outlived: list[tuple[str, int]] = []  # (mark, pid) killed with an ended replica's cgroup: told once
         self._base_env = dict(base_env if base_env is not None
                               else base_environment(os.environ, pass_patterns(os.environ)))
         # The sd_notify socket of each start of a replica with a notify probe: <state dir>/run/notify/ (notify.py).
@@ -281,11 +282,25 @@ class Executor:
             return False
         group, baseline = entry
         oom_killed = group.oom_kills() > baseline
+        self._outlived += self._outside_its_group(pid, group)
         group.kill()
         # An unreaped zombie (a grandchild whose reaper has not got to it yet) still holds it.
         self._unremoved.append(group)
         self.remove_ended_cgroups()
         return oom_killed
+
+    def _outside_its_group(self, pid: int, group: ReplicaCgroup) -> list[tuple[str, int]]:
+        """What still runs in an ended replica's cgroup out of its process group (a daemonised descendant),
+        about to be killed with it: told as the orphans the subreaper ends are (end_orphans)."""
+        found = []
+        for other in group.pids():
+            try:
+                if other == pid or os.getpgid(other) == pid or _zombie(other):
+                    continue
+            except (ProcessLookupError, OSError):
+                continue  # ended meanwhile
+            found.append((_subreaper.marks(other, self.marker)[0] if self.marker else "", other))
+        return found
 
     def remove_ended_cgroups(self) -> None:
         """Remove the cgroups of ended replicas that a zombie still held (its reaper has got to it since)."""
@@ -376,16 +391,17 @@ class Executor:
     def end_orphans(self) -> list[tuple[str, int]]:
         """Kill the inherited descendants of replica starts that no longer run, and reap those that ended.
 
-        Returns (replica mark 'namespace/name.index' or "", pid) of each one killed. Called right after a
+        Returns (replica mark 'namespace/name.index' or "", pid) of each one killed, here or, since the last
+        call, with an ended replica's cgroup (what left its process group is in it too). Called right after a
         replica (or hook) was reaped, and whenever a child of this process ends (SIGCHLD). A marked orphan goes
         when its start (ORCH_INSTANCE) no longer runs. An unmarked one that appears at the sweep right after
         starts were reaped, and began after the earliest of them, was made an orphan by their end: it goes.
         One that appears at another time is kept: a running replica's intermediate process ended, and the
         orphan is its; it goes once no running start began before it. Each killed orphan takes its subtree."""
+        killed, self._outlived = self._outlived, []  # killed with their replica's cgroup, told here too
         if not self.subreaper:
-            return []
+            return killed
         ended, self._ended = (min(self._ended) if self._ended else None), []
-        killed = []
         with FORKS.lock:
             found = _subreaper.orphans(self._children, self.marker, self._before)
             for orphan in found:
@@ -579,3 +595,8 @@ def _attach_forked_before(pid: int, group: ReplicaCgroup) -> None:
             except OSError:
                 pass  # it ended meanwhile (or is a zombie: nothing of it runs)
             moved.add(child)
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
