@@ -170,6 +170,7 @@ class GitSyncs:
             except (ManifestError, KeyError, TypeError, ValueError) as error:
                 self._event(EventType.SYNC_FAILED, name, f"kept sync not read, dropped: {error}")
                 continue
+            state.leader = None  # a fleet sync learns anew whether it leads (and then writes its commit again)
             self.specs[name], self.states[name] = spec, state
             self.applied[name] = self._applied_from_store(name, state)
             self._start(name)
