@@ -657,8 +657,9 @@ class FleetAgent:
             if not prune:
                 skipped.append(key[len(SPECS):])
             elif etcd.delete(key, kv.mod_revision, guard=guard):
-                results.append({"key": key[len(SPECS):], "kind": str(_json(kv.value).get("document", {}).get(
-                    "kind", "Process")), "result": "pruned"})
+                document = _json(kv.value).get("document")
+                kind = document.get("kind") if isinstance(document, dict) else None
+                results.append({"key": key[len(SPECS):], "kind": str(kind or "Process"), "result": "pruned"})
             else:
                 self._check_lead(sync, guard)  # (else: changed or deleted meanwhile by another writer: kept)
         header = etcd.range(sync_leader_key(sync))[0]

@@ -35,7 +35,7 @@ from .listeners import inherited, listening, socket_environment
 from .logs import log_path, open_log
 from .metrics import Histogram
 from .notify import NOTIFY_SOCKET, NotifySocket, NotifySockets, uses_notify
-from .observe import children_of, identity, is_alive
+from .observe import children_of, identity, is_alive, stat_fields
 from .subreaper import FORKS, STATE_MARKER
 
 SPAWN_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)  # seconds: process_spawn_duration_seconds
@@ -295,10 +295,11 @@ class Executor:
         found = []
         for other in group.pids():
             try:
-                if other == pid or os.getpgid(other) == pid or _zombie(other):
-                    continue
-            except (ProcessLookupError, OSError):
+                fields = stat_fields(other)  # [0]: its state, [2]: its process group
+            except OSError:
                 continue  # ended meanwhile
+            if other == pid or fields[0] == b"Z" or int(fields[2]) == pid:
+                continue
             found.append((_subreaper.marks(other, self.marker)[0] if self.marker else "", other))
         return found
 
@@ -595,8 +596,3 @@ def _attach_forked_before(pid: int, group: ReplicaCgroup) -> None:
             except OSError:
                 pass  # it ended meanwhile (or is a zombie: nothing of it runs)
             moved.add(child)
-
-
-def _zombie(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat", "rb") as handle:
-        return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
